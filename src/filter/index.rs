@@ -1,0 +1,363 @@
+//! The subscription index: which subscriptions can a record possibly match?
+//!
+//! Each subscription is planned once, when it is inserted, from its condition and its
+//! subscriber's auth ([`fold`](super::fold)): comparisons that read no record field are decided
+//! then, and the top-level AND-ed equalities (`field = const`, `field = @request.auth.x`,
+//! `field IN (...)`) become candidates for the index. The cheapest candidate (fewest
+//! subscriptions already under its keys) places the subscription in a hash bucket keyed by field
+//! and value; a subscription with no candidate goes in the scan set, one whose condition is
+//! false for its subscriber goes nowhere.
+//!
+//! An event looks up, for each indexed field, the buckets of the record's own value, then
+//! visits the scan set. A candidate whose whole condition was captured by its bucket is matched
+//! without running any script; the others run their compiled filter. The result is exactly the
+//! set [`SubscriptionIndex::for_each_match_by_scan`] finds by evaluating every subscription.
+//!
+//! Insert and remove are O(keys of the subscription): buckets are vectors with swap-remove, and
+//! each subscription remembers its position in each of its buckets.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rhai::{Dynamic, FLOAT, ImmutableString};
+use slab::Slab;
+
+use super::ast::{CompareOp, Expr, FieldPath, Operand};
+use super::compile::{CompiledFilter, Evaluation};
+use super::context::Auth;
+use super::fold::{Truth, fold, resolve};
+use super::value;
+
+/// Identifies a subscription in its index. Valid until the subscription is removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SubscriptionKey(usize);
+
+/// A value in the index, typed so that a bucket hit means exactly `record value = constant`
+/// under [`value::equals`]: a number constant `18` sits under `Number(18)`, which records holding
+/// `18`, `18.0` or `"18.0"` look up; a string constant `"18"` sits under `String("18")` (records
+/// holding exactly `"18"`) and `NumericString(18)` (records holding the number 18).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum IndexKey {
+    Null,
+    Bool(bool),
+    /// A number constant, by the bits of its value (`-0` folded into `0`).
+    Number(u64),
+    /// A string constant that is also a number, by the bits of that number.
+    NumericString(u64),
+    String(ImmutableString),
+}
+
+fn number_bits(n: FLOAT) -> u64 {
+    (n + 0.0).to_bits()
+}
+
+/// The keys a constant is filed under; `None` when it cannot be (arrays and maps).
+fn constant_keys(constant: &Dynamic, keys: &mut Vec<IndexKey>) -> Option<()> {
+    if constant.is_unit() {
+        keys.push(IndexKey::Null);
+    } else if let Ok(b) = constant.as_bool() {
+        keys.push(IndexKey::Bool(b));
+    } else if let Ok(text) = constant.as_immutable_string_ref() {
+        if let Some(n) = value::numeric_str(&text) {
+            keys.push(IndexKey::NumericString(number_bits(n)));
+        }
+        keys.push(IndexKey::String(text.clone()));
+    } else {
+        keys.push(IndexKey::Number(number_bits(value::number(constant)?)));
+    }
+    Some(())
+}
+
+/// The keys a record value looks up: every key a constant equal to it is filed under.
+fn record_keys(value: Option<&Dynamic>) -> [Option<IndexKey>; 2] {
+    let Some(value) = value.filter(|value| !value.is_unit()) else {
+        return [Some(IndexKey::Null), None];
+    };
+    if let Ok(b) = value.as_bool() {
+        return [Some(IndexKey::Bool(b)), None];
+    }
+    if let Ok(text) = value.as_immutable_string_ref() {
+        let number = value::numeric_str(&text).map(|n| IndexKey::Number(number_bits(n)));
+        return [Some(IndexKey::String(text.clone())), number];
+    }
+    match value::number(value) {
+        Some(n) => [
+            Some(IndexKey::Number(number_bits(n))),
+            Some(IndexKey::NumericString(number_bits(n))),
+        ],
+        None => [None, None],
+    }
+}
+
+/// If `conjunct` is an equality the index can answer for this subscriber, its field and keys.
+/// The keys are empty when no record can satisfy it (`x IN (null)`).
+fn indexable(conjunct: &Expr, auth: &Auth) -> Option<(FieldPath, Vec<IndexKey>)> {
+    let Expr::Compare { op, left, right } = conjunct else {
+        return None;
+    };
+    let mut keys = Vec::new();
+    match (op, left, right) {
+        (CompareOp::Eq, Operand::Field(path), other)
+        | (CompareOp::Eq, other, Operand::Field(path))
+            if other.is_record_independent() =>
+        {
+            constant_keys(&resolve(other, None, auth)?, &mut keys)?;
+            Some((path.clone(), keys))
+        }
+        (CompareOp::In, Operand::Field(path), list) if list.is_record_independent() => {
+            let list = resolve(list, None, auth)?;
+            // A non-array on the right of IN holds nothing: the empty key set says "never".
+            if let Ok(items) = list.as_array_ref() {
+                for item in items.iter().filter(|item| !item.is_unit()) {
+                    constant_keys(item, &mut keys)?;
+                }
+            }
+            keys.sort();
+            keys.dedup();
+            Some((path.clone(), keys))
+        }
+        _ => None,
+    }
+}
+
+/// Where a subscription was put.
+enum Placement {
+    /// Its condition is false for its subscriber whatever the record: it never matches.
+    Nowhere,
+    /// In the scan set, at this position.
+    Scan { at: usize },
+    /// Under `field`, in the bucket of each key, at the paired position.
+    Indexed {
+        field: FieldPath,
+        keys: Vec<(IndexKey, usize)>,
+    },
+}
+
+struct Entry<T> {
+    value: T,
+    filter: Arc<CompiledFilter>,
+    auth: Auth,
+    placement: Placement,
+    /// False when the placement alone decides the match (no script to run).
+    evaluate: bool,
+    /// The last event epoch that visited this entry: a subscription under several keys of one
+    /// field is reported once.
+    visited: u64,
+}
+
+/// Subscriptions of one collection, indexed by the equalities of their conditions.
+pub struct SubscriptionIndex<T> {
+    entries: Slab<Entry<T>>,
+    /// Field -> value -> subscriptions (slab keys).
+    fields: HashMap<FieldPath, HashMap<IndexKey, Vec<usize>>>,
+    scan: Vec<usize>,
+    epoch: u64,
+}
+
+impl<T> Default for SubscriptionIndex<T> {
+    fn default() -> Self {
+        Self {
+            entries: Slab::new(),
+            fields: HashMap::new(),
+            scan: Vec::new(),
+            epoch: 0,
+        }
+    }
+}
+
+impl<T> SubscriptionIndex<T> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// How many subscriptions every event must visit (those with nothing indexable).
+    pub fn scan_len(&self) -> usize {
+        self.scan.len()
+    }
+
+    pub fn get(&self, key: SubscriptionKey) -> Option<&T> {
+        self.entries.get(key.0).map(|entry| &entry.value)
+    }
+
+    pub fn get_mut(&mut self, key: SubscriptionKey) -> Option<&mut T> {
+        self.entries.get_mut(key.0).map(|entry| &mut entry.value)
+    }
+
+    /// Adds a subscription matched by `filter` for the subscriber `auth`.
+    pub fn insert(&mut self, filter: Arc<CompiledFilter>, auth: Auth, value: T) -> SubscriptionKey {
+        let slot = self.entries.vacant_key();
+        let (placement, evaluate) = self.place(slot, filter.expr(), &auth);
+        self.entries.insert(Entry {
+            value,
+            filter,
+            auth,
+            placement,
+            evaluate,
+            visited: 0,
+        });
+        SubscriptionKey(slot)
+    }
+
+    fn place(&mut self, slot: usize, expr: Option<&Expr>, auth: &Auth) -> (Placement, bool) {
+        let Some(expr) = expr else {
+            self.scan.push(slot);
+            return (
+                Placement::Scan {
+                    at: self.scan.len() - 1,
+                },
+                false,
+            );
+        };
+        let mut undecided = 0;
+        let mut best: Option<(usize, FieldPath, Vec<IndexKey>)> = None;
+        for conjunct in expr.conjuncts() {
+            match fold(conjunct, auth) {
+                Truth::False => return (Placement::Nowhere, false),
+                Truth::True => continue,
+                Truth::Unknown => undecided += 1,
+            }
+            let Some((field, keys)) = indexable(conjunct, auth) else {
+                continue;
+            };
+            if keys.is_empty() {
+                return (Placement::Nowhere, false);
+            }
+            let cost = self.cost(&field, &keys);
+            if best
+                .as_ref()
+                .is_none_or(|(best_cost, ..)| cost < *best_cost)
+            {
+                best = Some((cost, field, keys));
+            }
+        }
+        let Some((_, field, keys)) = best else {
+            self.scan.push(slot);
+            return (
+                Placement::Scan {
+                    at: self.scan.len() - 1,
+                },
+                undecided > 0,
+            );
+        };
+        let buckets = self.fields.entry(field.clone()).or_default();
+        let keys = keys
+            .into_iter()
+            .map(|key| {
+                let bucket = buckets.entry(key.clone()).or_default();
+                bucket.push(slot);
+                (key, bucket.len() - 1)
+            })
+            .collect();
+        (Placement::Indexed { field, keys }, undecided > 1)
+    }
+
+    /// Subscriptions already filed under these keys: the candidates each would cost an event.
+    fn cost(&self, field: &FieldPath, keys: &[IndexKey]) -> usize {
+        self.fields.get(field).map_or(0, |buckets| {
+            keys.iter()
+                .map(|key| buckets.get(key).map_or(0, Vec::len))
+                .sum()
+        })
+    }
+
+    /// Removes a subscription, returning its value; `None` if the key is not (or no longer) here.
+    pub fn remove(&mut self, key: SubscriptionKey) -> Option<T> {
+        let entry = self.entries.try_remove(key.0)?;
+        match entry.placement {
+            Placement::Nowhere => {}
+            Placement::Scan { at } => {
+                self.scan.swap_remove(at);
+                if let Some(&moved) = self.scan.get(at)
+                    && let Placement::Scan { at: position } = &mut self.entries[moved].placement
+                {
+                    *position = at;
+                }
+            }
+            Placement::Indexed { field, keys } => {
+                let Some(buckets) = self.fields.get_mut(&field) else {
+                    return Some(entry.value);
+                };
+                for (key, at) in keys {
+                    let Some(bucket) = buckets.get_mut(&key) else {
+                        continue;
+                    };
+                    bucket.swap_remove(at);
+                    if let Some(&moved) = bucket.get(at)
+                        && let Placement::Indexed { keys, .. } = &mut self.entries[moved].placement
+                        && let Some((_, position)) = keys.iter_mut().find(|(k, _)| *k == key)
+                    {
+                        *position = at;
+                    }
+                    if bucket.is_empty() {
+                        buckets.remove(&key);
+                    }
+                }
+                if buckets.is_empty() {
+                    self.fields.remove(&field);
+                }
+            }
+        }
+        Some(entry.value)
+    }
+
+    /// Calls `f` once for every subscription the record being evaluated matches.
+    ///
+    /// The hot path: per event, one lookup per indexed field and value; per candidate, no
+    /// allocation, and a script run only when the index did not decide the match.
+    pub fn for_each_match(
+        &mut self,
+        eval: &mut Evaluation<'_>,
+        mut f: impl FnMut(SubscriptionKey, &T),
+    ) {
+        self.epoch += 1;
+        let epoch = self.epoch;
+        for (field, buckets) in &self.fields {
+            for key in eval.with_field(field, record_keys).iter().flatten() {
+                for &slot in buckets.get(key).into_iter().flatten() {
+                    visit(&mut self.entries[slot], slot, epoch, eval, &mut f);
+                }
+            }
+        }
+        for &slot in &self.scan {
+            visit(&mut self.entries[slot], slot, epoch, eval, &mut f);
+        }
+    }
+
+    /// The reference `for_each_match` must agree with: evaluates every subscription's compiled
+    /// filter, in no particular order. Benchmarks use it as the baseline.
+    pub fn for_each_match_by_scan(
+        &self,
+        eval: &mut Evaluation<'_>,
+        mut f: impl FnMut(SubscriptionKey, &T),
+    ) {
+        for (slot, entry) in &self.entries {
+            if eval.matches(&entry.filter, &entry.auth) {
+                f(SubscriptionKey(slot), &entry.value);
+            }
+        }
+    }
+}
+
+fn visit<T>(
+    entry: &mut Entry<T>,
+    slot: usize,
+    epoch: u64,
+    eval: &mut Evaluation<'_>,
+    f: &mut impl FnMut(SubscriptionKey, &T),
+) {
+    if entry.visited == epoch {
+        return;
+    }
+    entry.visited = epoch;
+    if !entry.evaluate || eval.matches(&entry.filter, &entry.auth) {
+        f(SubscriptionKey(slot), &entry.value);
+    }
+}

@@ -1,0 +1,451 @@
+//! The language end to end: text -> tree -> rhai script -> match, as tables of cases. Every case
+//! is also checked against the Rust interpreter ([`fold::evaluate`]), so the scripts and the
+//! reference semantics cannot drift apart.
+
+use serde_json::{Value, json};
+
+use super::fold::evaluate;
+use super::*;
+
+fn auth_of(claims: Value) -> Auth {
+    match claims {
+        Value::Null => Auth::guest(),
+        Value::Object(map) => Auth::from_claims(&map),
+        other => panic!("claims must be an object, got {other}"),
+    }
+}
+
+/// Does `filter` match `record` for the subscriber with `claims` (null = guest)?
+fn matches(filter: &str, record: Value, claims: Value) -> bool {
+    let engine = FilterEngine::new();
+    let expr = Filter::parse(filter)
+        .unwrap_or_else(|e| panic!("{filter:?} should parse: {e}"))
+        .expr()
+        .cloned();
+    let compiled = engine
+        .compile(expr.clone())
+        .unwrap_or_else(|e| panic!("{filter:?} should compile: {e}"));
+    let record = Record::from_json(&record).expect("records are objects");
+    let auth = auth_of(claims);
+    let by_script = engine.evaluation(record.clone()).matches(&compiled, &auth);
+    if let Some(expr) = &expr {
+        assert_eq!(
+            by_script,
+            evaluate(expr, &record.0, &auth),
+            "script and interpreter disagree on {filter:?}"
+        );
+    }
+    assert_eq!(engine.eval_errors(), 0, "{filter:?} failed to evaluate");
+    by_script
+}
+
+fn check(cases: &[(&str, Value, bool)]) {
+    for (filter, record, expected) in cases {
+        assert_eq!(
+            matches(filter, record.clone(), Value::Null),
+            *expected,
+            "{filter:?} on {record}"
+        );
+    }
+}
+
+#[test]
+fn velo_examples() {
+    let active = json!({"status": "active", "title": "Hello World", "age": 30});
+    let draft = json!({"status": "draft", "title": "WIP", "age": 12});
+    check(&[
+        ("status = 'active'", active.clone(), true),
+        ("status = 'active'", draft.clone(), false),
+        ("status = active", active.clone(), true),
+        ("status=active", active.clone(), true),
+        ("status=active", draft.clone(), false),
+        ("age > 18 AND status = \"active\"", active.clone(), true),
+        ("age > 18 AND status = \"active\"", draft.clone(), false),
+        ("title LIKE \"Hello%\"", active.clone(), true),
+        ("title LIKE \"Hello%\"", draft.clone(), false),
+    ]);
+    let mine = json!({"user": "u1", "title": "x"});
+    assert!(matches(
+        "@request.auth.id = user",
+        mine.clone(),
+        json!({"id": "u1"})
+    ));
+    assert!(!matches(
+        "@request.auth.id = user",
+        mine.clone(),
+        json!({"id": "u2"})
+    ));
+    assert!(!matches("@request.auth.id = user", mine, Value::Null));
+}
+
+#[test]
+fn equality_and_inequality() {
+    let r = json!({"s": "Active", "n": 18, "f": 2.5, "b": true, "z": null, "ns": "18.0", "o": {"a": 1}});
+    check(&[
+        ("s = 'Active'", r.clone(), true),
+        ("s = 'active'", r.clone(), false), // case-sensitive
+        ("s == 'Active'", r.clone(), true),
+        ("s != 'Active'", r.clone(), false),
+        ("s <> 'x'", r.clone(), true),
+        ("n = 18", r.clone(), true),
+        ("n = 18.0", r.clone(), true),
+        ("n = '18'", r.clone(), true),   // numeric string vs number
+        ("ns = 18", r.clone(), true),    // "18.0" = 18
+        ("ns = '18'", r.clone(), false), // two strings compare exactly
+        ("f = 2.5", r.clone(), true),
+        ("b = true", r.clone(), true),
+        ("b = TRUE", r.clone(), true),
+        ("b = 'true'", r.clone(), false), // different types
+        ("b != false", r.clone(), true),
+        ("z = null", r.clone(), true),
+        ("missing = null", r.clone(), true),
+        ("missing != null", r.clone(), false),
+        ("missing != 'x'", r.clone(), true),
+        ("missing = ''", r.clone(), false),
+        ("s = null", r.clone(), false),
+        ("o.a = 1", r.clone(), true),
+        ("o.b = null", r.clone(), true),
+        ("s.deeper = null", r.clone(), true),
+        ("n = -18", r.clone(), false),
+        ("'Active' = s", r.clone(), true), // a bare word right of a value is a field
+    ]);
+}
+
+#[test]
+fn ordering() {
+    let r = json!({"n": 18, "s": "b", "ns": "20", "t": "2026-11-29T20:15:03.123Z", "z": null, "b": true});
+    check(&[
+        ("n > 17", r.clone(), true),
+        ("n > 18", r.clone(), false),
+        ("n >= 18", r.clone(), true),
+        ("n < 18.5", r.clone(), true),
+        ("n <= 17", r.clone(), false),
+        ("n > '9'", r.clone(), true), // numeric, not lexicographic
+        ("ns > 9", r.clone(), true),
+        ("ns > '9'", r.clone(), false), // two strings: by code point
+        ("s > 'a'", r.clone(), true),
+        ("s < 'B'", r.clone(), false), // 'b' (98) > 'B' (66)
+        ("t > '2026-01-01'", r.clone(), true),
+        ("z > 1", r.clone(), false),
+        ("z < 1", r.clone(), false),
+        ("missing >= 0", r.clone(), false),
+        ("missing <= ''", r.clone(), false),
+        ("b > false", r.clone(), false), // booleans have no order
+        ("s > 1", r.clone(), false),     // a non-numeric string and a number: no order
+    ]);
+}
+
+#[test]
+fn like_and_not_like() {
+    let r = json!({"t": "Hello World", "n": 1234, "z": null, "u": "Ünïcödé"});
+    check(&[
+        ("t LIKE 'hello%'", r.clone(), true), // case-insensitive
+        ("t LIKE '%WORLD'", r.clone(), true),
+        ("t LIKE 'world'", r.clone(), true), // no wildcard: contains
+        ("t LIKE 'lo wo'", r.clone(), true),
+        ("t LIKE 'xyz'", r.clone(), false),
+        ("t LIKE 'H_llo%'", r.clone(), true),
+        ("t LIKE 'H_llo'", r.clone(), false), // wildcards: the whole text must match
+        ("t LIKE '%o%o%'", r.clone(), true),
+        ("t LIKE '%'", r.clone(), true),
+        ("t LIKE ''", r.clone(), true), // contains the empty string
+        ("t NOT LIKE 'world'", r.clone(), false),
+        ("t not like 'xyz'", r.clone(), true),
+        ("n LIKE '23'", r.clone(), true), // numbers by their text
+        ("u LIKE 'üNÏ%'", r.clone(), true),
+        ("z LIKE '%'", r.clone(), false), // null never matches
+        ("missing LIKE ''", r.clone(), false),
+        ("z NOT LIKE 'x'", r.clone(), true), // the negation of false
+    ]);
+}
+
+#[test]
+fn in_and_not_in() {
+    let r = json!({"s": "b", "n": 2, "z": null, "tags": ["x", "y"]});
+    check(&[
+        ("s IN ('a', 'b')", r.clone(), true),
+        ("s IN (a, b)", r.clone(), true), // bare words in a list are strings
+        ("s IN ('a')", r.clone(), false),
+        ("s NOT IN ('a')", r.clone(), true),
+        ("s not in ('a', 'b')", r.clone(), false),
+        ("n IN (1, 2, 3)", r.clone(), true),
+        ("n IN ('2')", r.clone(), true),
+        ("z IN (null, 'a')", r.clone(), false), // null is never a member
+        ("z NOT IN ('a')", r.clone(), true),
+        ("missing IN (null)", r.clone(), false),
+        ("'x' IN tags", r.clone(), true), // a field holding an array
+        ("'z' IN tags", r.clone(), false),
+        ("'x' NOT IN tags", r.clone(), false),
+    ]);
+    assert!(matches(
+        "s IN @request.auth.groups",
+        r.clone(),
+        json!({"groups": ["a", "b"]})
+    ));
+    assert!(!matches(
+        "s IN @request.auth.groups",
+        r.clone(),
+        json!({"groups": "b"})
+    ));
+    assert!(!matches("s IN @request.auth.groups", r, Value::Null));
+}
+
+#[test]
+fn logic_and_precedence() {
+    let r = json!({"a": 1, "b": 2, "c": 3});
+    check(&[
+        ("a = 1 AND b = 2", r.clone(), true),
+        ("a = 1 && b = 3", r.clone(), false),
+        ("a = 9 OR b = 2", r.clone(), true),
+        ("a = 9 || b = 9", r.clone(), false),
+        // AND binds tighter than OR: a=9 OR (b=2 AND c=3)
+        ("a = 9 OR b = 2 AND c = 3", r.clone(), true),
+        // (a=1 OR b=9) AND c=9
+        ("(a = 1 OR b = 9) AND c = 9", r.clone(), false),
+        ("a = 1 OR b = 9 AND c = 9", r.clone(), true),
+        ("NOT a = 1", r.clone(), false),
+        ("!a = 2", r.clone(), true),
+        ("NOT (a = 1 AND b = 9)", r.clone(), true),
+        ("not not a = 1", r.clone(), true),
+        ("((((a = 1))))", r.clone(), true),
+        ("a = 1 and b = 2 or c = 9", r.clone(), true),
+        ("a=1&&(b=9||c=3)", r.clone(), true),
+    ]);
+}
+
+#[test]
+fn strings_and_escapes() {
+    let r = json!({"q": "it's \"quoted\"", "p": "a\\b", "nl": "line\nbreak"});
+    check(&[
+        (r#"q = 'it\'s "quoted"'"#, r.clone(), true),
+        (r#"q = "it's \"quoted\"""#, r.clone(), true),
+        (r#"p = 'a\\b'"#, r.clone(), true),
+        (r#"nl = "line\nbreak""#, r.clone(), true),
+        (r#"nl LIKE '%\n%'"#, r.clone(), true),
+    ]);
+}
+
+#[test]
+fn injection_is_only_ever_a_literal() {
+    let payload = r#"x" || true || ""#;
+    let literal = json!({ "status": payload });
+    let other = json!({"status": "active"});
+    let filter = r#"status = "x\" || true || \"""#;
+    assert!(matches(filter, literal, Value::Null));
+    assert!(!matches(filter, other.clone(), Value::Null));
+    // Rhai syntax inside strings and field-looking words is data, never code.
+    for filter in [
+        r#"status = "eq(1, 1) || true""#,
+        r#"status = '); true; ('"#,
+        r#"status = "} let x = 1; {""#,
+        r#"status = "${record}""#,
+        r#"status = "c0""#,
+        r#"status = "record""#,
+        "status = record",
+        "status = c1",
+        "status = true_or_not",
+        r#"status LIKE "\"%""#,
+    ] {
+        assert!(!matches(filter, other.clone(), Value::Null), "{filter}");
+    }
+    assert!(matches(
+        r#"status = "c0""#,
+        json!({"status": "c0"}),
+        Value::Null
+    ));
+    assert!(matches(
+        "status = record",
+        json!({"status": "record"}),
+        Value::Null
+    ));
+}
+
+#[test]
+fn auth_values() {
+    let r = json!({"owner": "u1", "team": "t1", "level": 3});
+    let user = json!({"id": "u1", "team": "t1", "level": "3", "verified": true});
+    assert!(matches("owner = @request.auth.id", r.clone(), user.clone()));
+    assert!(matches(
+        "team = @request.auth.team AND level = @request.auth.level",
+        r.clone(),
+        user.clone()
+    ));
+    assert!(matches(
+        "@request.auth.verified = true",
+        r.clone(),
+        user.clone()
+    ));
+    assert!(matches(
+        "@request.auth.missing = ''",
+        r.clone(),
+        user.clone()
+    ));
+    assert!(!matches("@request.auth.id != ''", r.clone(), Value::Null));
+    assert!(matches("@request.auth.id = ''", r.clone(), Value::Null));
+    assert!(matches(
+        "@request.auth.profile.name = 'Ann'",
+        r.clone(),
+        json!({"id": "u", "profile": {"name": "Ann"}})
+    ));
+    // `id` falls back to the `sub` claim.
+    assert!(matches(
+        "owner = @request.auth.id",
+        r.clone(),
+        json!({"sub": "u1"})
+    ));
+    assert!(!matches(
+        "owner = @request.auth.id",
+        r,
+        json!({"sub": "u2", "id": "u3"})
+    ));
+}
+
+fn rule(text: &str) -> Rule {
+    Rule::parse(text).unwrap_or_else(|e| panic!("{text:?} should parse: {e}"))
+}
+
+#[test]
+fn rules_and_guest_admission() {
+    assert_eq!(rule(""), Rule::Public);
+    assert_eq!(rule("   "), Rule::Public);
+    assert_eq!(rule("SUPERUSER_ONLY"), Rule::SuperuserOnly);
+    assert_eq!(rule("superuser_only"), Rule::SuperuserOnly);
+    assert!(rule("SUPERUSER_ONLY").is_superuser_only());
+    assert!(!rule("").is_superuser_only());
+    for (text, guest) in [
+        ("", true),
+        ("SUPERUSER_ONLY", false),
+        ("status = 'public'", true), // reads no auth: each record decides
+        ("@request.auth.id != ''", false),
+        ("@request.auth.id = ''", true),
+        ("author = @request.auth.id", false), // needs a record field: not admitted
+        ("@request.auth.id != '' || status = 'public'", false),
+        ("@request.auth.id = '' || author = @request.auth.id", true),
+        ("@request.auth.role = 'admin' AND status = 'x'", false),
+        ("NOT @request.auth.verified = true", true),
+    ] {
+        assert_eq!(rule(text).admits_guest(), guest, "{text:?}");
+    }
+    assert!(Rule::parse("SUPERUSER_ONLY AND a = 1").is_err());
+    assert!(Filter::parse("SUPERUSER_ONLY").is_err());
+    assert_eq!(Filter::parse("").unwrap().expr(), None);
+}
+
+/// `(rule) AND (filter)` for the subscriber; each side keeps its own OR.
+fn combined(rule_text: &str, filter: &str, record: Value, claims: Value, superuser: bool) -> bool {
+    let engine = FilterEngine::new();
+    let condition = condition(&rule(rule_text), &Filter::parse(filter).unwrap(), superuser);
+    let compiled = engine.compile(condition).unwrap();
+    let auth = auth_of(claims);
+    engine
+        .evaluation(Record::from_json(&record).unwrap())
+        .matches(&compiled, &auth)
+}
+
+#[test]
+fn rule_and_filter_keep_their_own_parentheses() {
+    let alice = json!({"id": "alice"});
+    // Velo concatenated the strings, making this `owner = alice OR public = true AND status = draft`,
+    // which would deliver alice's draft to a filter that asked for published records.
+    let rule = "owner = @request.auth.id || public = true";
+    let alices_draft = json!({"owner": "alice", "public": false, "status": "draft"});
+    let bobs_public = json!({"owner": "bob", "public": true, "status": "published"});
+    assert!(!combined(
+        rule,
+        "status = 'published'",
+        alices_draft.clone(),
+        alice.clone(),
+        false
+    ));
+    assert!(combined(
+        rule,
+        "status = 'published'",
+        bobs_public.clone(),
+        alice.clone(),
+        false
+    ));
+    // The filter's OR stays inside the filter.
+    let bobs_private = json!({"owner": "bob", "public": false, "status": "published"});
+    assert!(!combined(
+        "owner = @request.auth.id",
+        "status = 'draft' || status = 'published'",
+        bobs_private.clone(),
+        alice.clone(),
+        false
+    ));
+    assert!(combined(
+        "owner = @request.auth.id",
+        "status = 'draft' || status = 'published'",
+        alices_draft.clone(),
+        alice.clone(),
+        false
+    ));
+    // The admin bypasses the rule, never the filter.
+    assert!(combined(
+        "owner = @request.auth.id",
+        "status = 'published'",
+        bobs_private.clone(),
+        Value::Null,
+        true
+    ));
+    assert!(!combined(
+        "owner = @request.auth.id",
+        "status = 'draft'",
+        bobs_private.clone(),
+        Value::Null,
+        true
+    ));
+    assert!(combined(
+        "SUPERUSER_ONLY",
+        "",
+        bobs_private.clone(),
+        Value::Null,
+        true
+    ));
+    // The empty rule and the empty filter add nothing.
+    assert!(combined("", "", bobs_private.clone(), Value::Null, false));
+    assert!(combined(
+        "",
+        "owner = bob",
+        bobs_private.clone(),
+        Value::Null,
+        false
+    ));
+    assert!(!combined(
+        "",
+        "owner = alice",
+        bobs_private,
+        Value::Null,
+        false
+    ));
+    // Guest vs authenticated under the same rule.
+    assert!(!combined(
+        "owner = @request.auth.id",
+        "",
+        alices_draft.clone(),
+        Value::Null,
+        false
+    ));
+    assert!(combined(
+        "owner = @request.auth.id",
+        "",
+        alices_draft,
+        alice,
+        false
+    ));
+}
+
+#[test]
+fn canonical_text_parses_back_to_the_same_tree() {
+    for text in [
+        "status = 'active'",
+        "a = 1 OR b = 2 AND NOT (c LIKE '%x_' OR d IN (1, 'two', null, true))",
+        r#"q = "it's \"q\" \\ \n\t" AND @request.auth.id = owner"#,
+        "n >= -1.5e3 AND m NOT IN ('a') AND t NOT LIKE 'x'",
+        "'x' IN tags AND @request.auth.id IN editors",
+    ] {
+        let expr = Filter::parse(text).unwrap().expr().cloned().unwrap();
+        let again = Filter::parse(&expr.to_string()).unwrap_or_else(|e| panic!("{expr}: {e}"));
+        assert_eq!(again.expr(), Some(&expr), "{text} -> {expr}");
+    }
+}
