@@ -361,3 +361,244 @@ fn visit<T>(
         f(SubscriptionKey(slot), &entry.value);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::filter::{Filter, FilterEngine, Record};
+
+    struct Fixture {
+        engine: FilterEngine,
+        index: SubscriptionIndex<&'static str>,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Self {
+                engine: FilterEngine::new(),
+                index: SubscriptionIndex::new(),
+            }
+        }
+
+        fn subscribe(
+            &mut self,
+            name: &'static str,
+            filter: &str,
+            claims: Value,
+        ) -> SubscriptionKey {
+            let expr = Filter::parse(filter).unwrap().expr().cloned();
+            let compiled = Arc::new(self.engine.compile(expr).unwrap());
+            let auth = match claims {
+                Value::Object(map) => Auth::from_claims(&map),
+                _ => Auth::guest(),
+            };
+            self.index.insert(compiled, auth, name)
+        }
+
+        /// The names matched through the index, checked against the full scan.
+        fn matched(&mut self, record: Value) -> Vec<&'static str> {
+            let record = Record::from_json(&record).unwrap();
+            let mut by_index = Vec::new();
+            let mut eval = self.engine.evaluation(record);
+            self.index
+                .for_each_match(&mut eval, |_, name| by_index.push(*name));
+            let mut by_scan = Vec::new();
+            self.index
+                .for_each_match_by_scan(&mut eval, |_, name| by_scan.push(*name));
+            by_index.sort();
+            by_scan.sort();
+            assert_eq!(by_index, by_scan, "index and scan disagree");
+            by_index
+        }
+
+        fn placement(&self, key: SubscriptionKey) -> (&'static str, bool) {
+            let entry = &self.index.entries[key.0];
+            let place = match &entry.placement {
+                Placement::Nowhere => "nowhere",
+                Placement::Scan { .. } => "scan",
+                Placement::Indexed { .. } => "indexed",
+            };
+            (place, entry.evaluate)
+        }
+    }
+
+    #[test]
+    fn plans_each_subscription_for_its_subscriber() {
+        let mut f = Fixture::new();
+        let alice = json!({"id": "alice", "role": "member"});
+        let owner = f.subscribe("owner", "author = @request.auth.id", alice.clone());
+        let owner_active = f.subscribe(
+            "owner+active",
+            "author = @request.auth.id AND status = 'active'",
+            alice.clone(),
+        );
+        let ranged = f.subscribe("ranged", "age > 18", alice.clone());
+        let everything = f.subscribe("everything", "", alice.clone());
+        let for_admins = f.subscribe(
+            "admins",
+            "@request.auth.role = 'admin' AND status = 'x'",
+            alice.clone(),
+        );
+        let admin_or_owner = f.subscribe(
+            "admin-or-owner",
+            "@request.auth.role = 'admin' OR author = @request.auth.id",
+            alice.clone(),
+        );
+        let never = f.subscribe("never", "status IN (null)", alice.clone());
+        let tautology = f.subscribe("tautology", "@request.auth.role = 'member'", alice);
+
+        assert_eq!(
+            f.placement(owner),
+            ("indexed", false),
+            "captured by the index"
+        );
+        assert_eq!(
+            f.placement(owner_active),
+            ("indexed", true),
+            "a residual condition"
+        );
+        assert_eq!(f.placement(ranged), ("scan", true));
+        assert_eq!(f.placement(everything), ("scan", false));
+        assert_eq!(
+            f.placement(for_admins),
+            ("nowhere", false),
+            "false for alice"
+        );
+        assert_eq!(
+            f.placement(admin_or_owner),
+            ("scan", true),
+            "an OR is not indexable"
+        );
+        assert_eq!(f.placement(never), ("nowhere", false));
+        assert_eq!(f.placement(tautology), ("scan", false), "true for alice");
+
+        let mut matched = f.matched(json!({"author": "alice", "status": "active", "age": 20}));
+        matched.sort();
+        assert_eq!(
+            matched,
+            [
+                "admin-or-owner",
+                "everything",
+                "owner",
+                "owner+active",
+                "ranged",
+                "tautology"
+            ]
+        );
+        assert_eq!(
+            f.matched(json!({"author": "bob", "status": "x"})),
+            ["everything", "tautology"]
+        );
+    }
+
+    #[test]
+    fn keys_follow_equality_across_numbers_and_numeric_strings() {
+        let mut f = Fixture::new();
+        f.subscribe("number 18", "n = 18", json!(null));
+        f.subscribe("string 18", "n = '18'", json!(null));
+        f.subscribe("null", "n = null", json!(null));
+        f.subscribe("true", "n = true", json!(null));
+        f.subscribe("zero", "n = 0", json!(null));
+        assert_eq!(f.matched(json!({"n": 18})), ["number 18", "string 18"]);
+        assert_eq!(f.matched(json!({"n": 18.0})), ["number 18", "string 18"]);
+        assert_eq!(f.matched(json!({"n": "18"})), ["number 18", "string 18"]);
+        assert_eq!(f.matched(json!({"n": "18.0"})), ["number 18"]);
+        assert_eq!(f.matched(json!({"n": "018"})), ["number 18"]);
+        assert_eq!(f.matched(json!({})), ["null"]);
+        assert_eq!(f.matched(json!({"n": null})), ["null"]);
+        assert_eq!(f.matched(json!({"n": true})), ["true"]);
+        assert_eq!(f.matched(json!({"n": -0.0})), ["zero"]);
+        assert!(f.matched(json!({"n": [18]})).is_empty());
+    }
+
+    #[test]
+    fn a_subscription_under_several_keys_matches_once() {
+        let mut f = Fixture::new();
+        f.subscribe("in", "n IN (18, '18', 18.0, 'x', 'x')", json!(null));
+        f.subscribe(
+            "groups",
+            "team IN @request.auth.groups",
+            json!({"groups": ["a", "b"]}),
+        );
+        f.subscribe(
+            "no groups",
+            "team IN @request.auth.groups",
+            json!({"id": "u"}),
+        );
+        assert_eq!(f.matched(json!({"n": "18"})), ["in"]);
+        assert_eq!(f.matched(json!({"n": 18})), ["in"]);
+        assert_eq!(f.matched(json!({"team": "b"})), ["groups"]);
+    }
+
+    #[test]
+    fn picks_the_emptier_bucket_and_removes_cleanly() {
+        let mut f = Fixture::new();
+        let mut keys = Vec::new();
+        for user in ["u1", "u2", "u3"] {
+            keys.push(f.subscribe(
+                "active",
+                "status = 'active' AND author = @request.auth.id",
+                json!({"id": user}),
+            ));
+        }
+        // The first goes under `status`; the next two find `author` cheaper.
+        let indexed_fields: Vec<_> = keys
+            .iter()
+            .map(|key| match &f.index.entries[key.0].placement {
+                Placement::Indexed { field, .. } => field.to_string(),
+                _ => unreachable!("all are indexable"),
+            })
+            .collect();
+        assert_eq!(indexed_fields, ["status", "author", "author"]);
+        assert_eq!(
+            f.matched(json!({"status": "active", "author": "u2"})),
+            ["active"]
+        );
+
+        let scanned = f.subscribe("scanned", "age > 1", json!(null));
+        let scanned_too = f.subscribe("scanned too", "age > 2", json!(null));
+        assert_eq!(f.index.remove(scanned), Some("scanned"));
+        assert_eq!(f.index.remove(scanned), None, "removed once");
+        assert_eq!(f.matched(json!({"age": 5})), ["scanned too"]);
+        for key in keys {
+            f.index.remove(key);
+        }
+        f.index.remove(scanned_too);
+        assert!(f.index.is_empty());
+        assert!(
+            f.index.fields.is_empty() && f.index.scan.is_empty(),
+            "no empty buckets left"
+        );
+    }
+
+    #[test]
+    fn removal_keeps_positions_of_moved_subscriptions() {
+        let mut f = Fixture::new();
+        let keys: Vec<_> = (0..50)
+            .map(|i| {
+                f.subscribe(
+                    "s",
+                    if i % 2 == 0 {
+                        "tag IN ('a', 'b')"
+                    } else {
+                        "tag = 'a'"
+                    },
+                    json!(null),
+                )
+            })
+            .collect();
+        for (i, key) in keys.iter().enumerate() {
+            if i % 3 == 0 {
+                f.index.remove(*key);
+            }
+        }
+        let remaining = keys.len() - keys.len().div_ceil(3);
+        assert_eq!(f.matched(json!({"tag": "a"})).len(), remaining);
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(f.index.remove(*key).is_some(), i % 3 != 0);
+        }
+        assert!(f.index.fields.is_empty());
+    }
+}

@@ -449,3 +449,190 @@ fn canonical_text_parses_back_to_the_same_tree() {
         assert_eq!(again.expr(), Some(&expr), "{text} -> {expr}");
     }
 }
+
+/// Parses `text` as a filter, expecting an error at `column` whose text mentions `expected`.
+fn refused(text: &str) -> ParseError {
+    match Filter::parse(text) {
+        Ok(filter) => panic!("{text:?} should be refused, parsed as {:?}", filter.expr()),
+        Err(error) => error,
+    }
+}
+
+#[test]
+fn parse_errors_say_what_where_and_why() {
+    for (text, column, expected, found) in [
+        ("status = ", 10, "a value", "the end of the expression"),
+        (
+            "status = 'x",
+            10,
+            "closing `'`",
+            "the end of the expression",
+        ),
+        ("status ~ 'x'", 8, "an operand, an operator", "`~`"),
+        (
+            "status",
+            7,
+            "a comparison operator",
+            "the end of the expression",
+        ),
+        ("(a = 1", 7, "`)`", "the end of the expression"),
+        ("a = 1)", 6, "`AND`, `OR` or the end", "`)`"),
+        ("a = 1 b = 2", 7, "`AND`, `OR` or the end", "`b`"),
+        ("a = (1, 2)", 5, "a single value", "`(`"),
+        ("a IN 'x'", 6, "a list", "a string"),
+        ("a IN ()", 7, "a value in the list", "`)`"),
+        ("a IN (1 2)", 9, "`,` or `)`", "a number"),
+        (
+            "a IN (1,",
+            9,
+            "a value in the list",
+            "the end of the expression",
+        ),
+        ("@foo.bar = 1", 1, "`@request.auth.<field>`", "`@foo.bar`"),
+        (
+            "@request.auth = 1",
+            1,
+            "`@request.auth.<field>`",
+            "`@request.auth`",
+        ),
+        ("@request.auth.a..b = 1", 15, "a field path", "`a..b`"),
+        ("a = 1 AND", 10, "a comparison", "the end of the expression"),
+        ("a = 1 OR OR b = 2", 10, "a field", "`OR`"),
+        ("NOT", 4, "a comparison", "the end of the expression"),
+        ("a NOT = 1", 7, "`LIKE` or `IN` after `NOT`", "`=`"),
+        ("a = 'x\\q'", 7, "an escape", "`\\q`"),
+        (
+            "a = 1.",
+            5,
+            "digits after the decimal point",
+            "the end of the expression",
+        ),
+        (
+            "a = 1e",
+            5,
+            "digits in the exponent",
+            "the end of the expression",
+        ),
+        ("a = 12abc", 5, "a space or an operator", "`a`"),
+        ("a = 1e999", 5, "a number within the range", "`1e999`"),
+        ("author. = 1", 1, "a field path", "`author.`"),
+        ("name = 'ñññ' AND ~", 18, "an operand", "`~`"), // columns count characters, not bytes
+        (
+            "a = 1 AND SUPERUSER_ONLY",
+            11,
+            "can only be a whole API rule",
+            "`SUPERUSER_ONLY`",
+        ),
+        ("a & b", 3, "an operand, an operator", "`&`"),
+    ] {
+        let error = refused(text);
+        assert_eq!(error.column, column, "{text:?}: {error}");
+        assert!(error.expected.contains(expected), "{text:?}: {error}");
+        assert_eq!(error.found, found, "{text:?}: {error}");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "expected {}, found {} at position {column}",
+                error.expected, error.found
+            )
+        );
+    }
+}
+
+/// Runs `f` on another thread and fails the test if it takes more than a generous bound: this
+/// only guards against hangs, it measures nothing.
+fn without_hanging<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(f()));
+    result
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{what} hung or panicked"))
+}
+
+#[test]
+fn abuse_gets_a_clear_error_or_the_right_answer() {
+    let too_deep = without_hanging("10,000 nested parentheses", || {
+        let text = format!("{}a = 1{}", "(".repeat(10_000), ")".repeat(10_000));
+        Filter::parse(&text).unwrap_err()
+    });
+    assert!(
+        too_deep.expected.contains("at most 4096 bytes"),
+        "{too_deep}"
+    );
+
+    let too_deep = without_hanging("2,000 nested parentheses", || {
+        let text = format!("{}a = 1{}", "(".repeat(2_000), ")".repeat(2_000));
+        Filter::parse(&text).unwrap_err()
+    });
+    assert_eq!(too_deep.column, MAX_DEPTH + 1, "{too_deep}");
+    assert!(
+        too_deep.expected.contains("levels of parentheses"),
+        "{too_deep}"
+    );
+
+    let nots = without_hanging("3,000 NOTs", || {
+        Filter::parse(&format!("{}a = 1", "!".repeat(3_000))).unwrap_err()
+    });
+    assert!(
+        nots.expected.contains("levels of parentheses and NOT"),
+        "{nots}"
+    );
+
+    let huge = without_hanging("a 1 MB filter", || {
+        let text = format!("status = '{}'", "x".repeat(1 << 20));
+        Filter::parse(&text).unwrap_err()
+    });
+    assert_eq!(huge.column, MAX_EXPRESSION_BYTES + 1);
+    assert!(huge.found.contains("1048587 bytes"), "{huge}");
+
+    let long_list = without_hanging("a 501-value list", || {
+        let items: Vec<String> = (0..=MAX_LIST_ITEMS).map(|i| i.to_string()).collect();
+        Filter::parse(&format!("n IN ({})", items.join(","))).unwrap_err()
+    });
+    assert!(
+        long_list.expected.contains("at most 500 values"),
+        "{long_list}"
+    );
+
+    // At the limits, everything still parses, compiles and answers correctly.
+    let items: Vec<String> = (0..MAX_LIST_ITEMS).map(|i| i.to_string()).collect();
+    let list = format!("n IN ({})", items.join(","));
+    assert!(matches(&list, json!({"n": 499}), Value::Null));
+    assert!(!matches(&list, json!({"n": 500}), Value::Null));
+
+    let deepest = format!(
+        "{}a = 1{}",
+        "NOT (".repeat(MAX_DEPTH / 2),
+        ")".repeat(MAX_DEPTH / 2)
+    );
+    assert!(matches(&deepest, json!({"a": 1}), Value::Null));
+    let nested = format!(
+        "{}a = 1{}",
+        "(b = 2 OR ".repeat(MAX_DEPTH),
+        ")".repeat(MAX_DEPTH)
+    );
+    assert!(matches(&nested, json!({"a": 1}), Value::Null));
+    assert!(!matches(&nested, json!({"a": 3}), Value::Null));
+
+    let mut chain = String::from("a = 1");
+    while chain.len() + " AND a = 1".len() <= MAX_EXPRESSION_BYTES {
+        chain.push_str(" AND a = 1");
+    }
+    assert!(matches(&chain, json!({"a": 1}), Value::Null));
+    assert!(!matches(
+        &chain.replacen("a = 1", "a = 2", 1),
+        json!({"a": 1}),
+        Value::Null
+    ));
+    let or_chain = chain.replace(" AND ", " OR ").replacen("a = 1", "a = 2", 1);
+    assert!(matches(&or_chain, json!({"a": 1}), Value::Null));
+
+    // A LIKE that would be exponential with naive backtracking finishes at once.
+    let record = json!({"t": "a".repeat(200_000)});
+    let pattern = format!("t LIKE '{}b'", "%a".repeat(1_000));
+    assert!(!without_hanging("a pathological LIKE", move || matches(
+        &pattern,
+        record,
+        Value::Null
+    )));
+}
