@@ -11,7 +11,7 @@
 use rhai::{Dynamic, Map};
 
 use super::ast::{Expr, Operand};
-use super::context::Auth;
+use super::context::{Auth, Record};
 use super::value;
 
 /// The outcome of partial evaluation.
@@ -35,8 +35,8 @@ pub fn fold(expr: &Expr, auth: &Auth) -> Truth {
 }
 
 /// Evaluates `expr` completely: the reference the compiled scripts must agree with.
-pub fn evaluate(expr: &Expr, record: &Map, auth: &Auth) -> bool {
-    truth(expr, &|operand| resolve(operand, Some(record), auth)) == Truth::True
+pub fn evaluate(expr: &Expr, record: &Record, auth: &Auth) -> bool {
+    truth(expr, &|operand| resolve(operand, Some(&record.0), auth)) == Truth::True
 }
 
 /// The value of an operand, or `None` when it reads a record that is not known.

@@ -31,7 +31,7 @@ fn matches(filter: &str, record: Value, claims: Value) -> bool {
     if let Some(expr) = &expr {
         assert_eq!(
             by_script,
-            evaluate(expr, &record.0, &auth),
+            evaluate(expr, &record, &auth),
             "script and interpreter disagree on {filter:?}"
         );
     }
