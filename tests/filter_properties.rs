@@ -295,3 +295,46 @@ proptest! {
         }
     }
 }
+
+/// LIKE by dynamic programming over characters: slow, obviously right.
+fn like_reference(text: &str, pattern: &str) -> bool {
+    let pattern = if pattern.contains(['%', '_']) {
+        pattern.to_owned()
+    } else {
+        format!("%{pattern}%")
+    };
+    let fold = |c: char| c.to_lowercase().collect::<String>();
+    let text: Vec<String> = text.chars().map(fold).collect();
+    let pattern: Vec<char> = pattern.chars().collect();
+    // matched[i][j]: the first i text characters match the first j pattern characters.
+    let mut matched = vec![vec![false; pattern.len() + 1]; text.len() + 1];
+    matched[0][0] = true;
+    for j in 1..=pattern.len() {
+        matched[0][j] = matched[0][j - 1] && pattern[j - 1] == '%';
+    }
+    for i in 1..=text.len() {
+        for j in 1..=pattern.len() {
+            matched[i][j] = match pattern[j - 1] {
+                '%' => matched[i][j - 1] || matched[i - 1][j],
+                '_' => matched[i - 1][j - 1],
+                p => matched[i - 1][j - 1] && fold(p) == text[i - 1],
+            };
+        }
+    }
+    matched[text.len()][pattern.len()]
+}
+
+proptest! {
+    #[test]
+    fn like_agrees_with_a_reference_matcher(
+        text in prop::collection::vec(select(&['a', 'A', 'b', 'é', 'É', '%', '_'][..]), 0..10),
+        pattern in prop::collection::vec(select(&['a', 'B', 'b', 'É', '%', '_'][..]), 0..6),
+    ) {
+        let (text, pattern): (String, String) = (text.into_iter().collect(), pattern.into_iter().collect());
+        prop_assert_eq!(
+            velo_realtime::filter::value::like_text(&text, &pattern),
+            like_reference(&text, &pattern),
+            "{:?} LIKE {:?}", text, pattern
+        );
+    }
+}
