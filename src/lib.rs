@@ -4,11 +4,22 @@
 //! protocol, every created, updated or deleted record that their filter and the collection's
 //! list rule match (DESIGN.md §1). The components, in the order an event flows through them:
 //!
+//! * [`api`]: the HTTP API (poem-openapi), its OpenAPI document and Swagger UI.
+//! * [`auth`]: who is calling — guest, JWT user, or the admin.
+//! * [`engine`]: the registry actor and one actor per collection, owning subscriptions and
+//!   their index.
 //! * [`filter`]: the expression language of filters and API rules — parsed once, compiled to
 //!   sandboxed rhai, and matched through a subscription index whose cost follows the
 //!   subscribers an event reaches, not all of them.
+//! * [`store`]: sled persistence of collections and the connection table.
+//! * [`config`] and [`server`]: configuration, and the wiring that serves it all.
 //!
-//! The HTTP API, the collection actors, persistence and the Pusher drivers land on top of these
-//! in the next issues.
+//! The Pusher WebSocket driver and record events land on top of these in the next issues.
 
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod engine;
 pub mod filter;
+pub mod server;
+pub mod store;

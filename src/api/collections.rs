@@ -1,0 +1,230 @@
+//! The admin API for collections and their rules: `GET/POST /api/collections`,
+//! `GET/PATCH/DELETE /api/collections/{name}` (name or id).
+
+use poem::web::Data;
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::types::MaybeUndefined;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::error::ApiError;
+use super::payload::JsonBody;
+use super::security::AdminToken;
+use super::{ApiTags, App};
+use crate::engine::{CollectionInfo, CollectionName, RuleTexts, RulesPatch};
+
+/// The five API rules. Each is an expression, `""` (anyone) or `null` (`SUPERUSER_ONLY`, also
+/// what an absent rule means).
+#[derive(Object, Debug, Default)]
+pub struct ApiRules {
+    /// Who may list records and subscribe to their changes.
+    pub list: Option<String>,
+    /// Who may view one record.
+    pub view: Option<String>,
+    pub create: Option<String>,
+    pub update: Option<String>,
+    pub delete: Option<String>,
+}
+
+/// Rules to change: a rule that is absent stays as it is; `null` makes it `SUPERUSER_ONLY`.
+#[derive(Object, Debug, Default)]
+pub struct ApiRulesPatch {
+    pub list: MaybeUndefined<String>,
+    pub view: MaybeUndefined<String>,
+    pub create: MaybeUndefined<String>,
+    pub update: MaybeUndefined<String>,
+    pub delete: MaybeUndefined<String>,
+}
+
+#[derive(Object, Debug)]
+pub struct NewCollection {
+    /// 1 to 63 letters, digits or `_`, not starting with a digit.
+    pub name: String,
+    pub api_rules: Option<ApiRules>,
+}
+
+#[derive(Object, Debug)]
+pub struct CollectionPatch {
+    /// A new name.
+    pub name: Option<String>,
+    pub api_rules: Option<ApiRulesPatch>,
+}
+
+#[derive(Object, Debug)]
+pub struct Collection {
+    /// 15 characters, assigned at creation.
+    pub id: String,
+    pub name: String,
+    pub api_rules: ApiRules,
+}
+
+#[derive(Object, Debug)]
+pub struct CollectionData {
+    pub data: Collection,
+}
+
+#[derive(Object, Debug)]
+pub struct CollectionList {
+    pub data: Vec<Collection>,
+}
+
+#[derive(ApiResponse)]
+pub enum ListResponse {
+    /// Every collection, by name.
+    #[oai(status = 200)]
+    Ok(Json<CollectionList>),
+}
+
+#[derive(ApiResponse)]
+pub enum CollectionResponse {
+    /// The collection.
+    #[oai(status = 200)]
+    Ok(Json<CollectionData>),
+    /// Created.
+    #[oai(status = 201)]
+    Created(Json<CollectionData>),
+}
+
+#[derive(ApiResponse)]
+pub enum DeletedResponse {
+    /// Deleted; its subscriptions have ended.
+    #[oai(status = 204)]
+    Deleted,
+}
+
+impl From<CollectionInfo> for CollectionData {
+    fn from(info: CollectionInfo) -> Self {
+        CollectionData {
+            data: Collection {
+                id: info.id,
+                name: info.name,
+                api_rules: ApiRules {
+                    list: info.rules.list,
+                    view: info.rules.view,
+                    create: info.rules.create,
+                    update: info.rules.update,
+                    delete: info.rules.delete,
+                },
+            },
+        }
+    }
+}
+
+fn patch(value: MaybeUndefined<String>) -> Option<Option<String>> {
+    match value {
+        MaybeUndefined::Undefined => None,
+        MaybeUndefined::Null => Some(None),
+        MaybeUndefined::Value(text) => Some(Some(text)),
+    }
+}
+
+fn name(text: &str) -> Result<CollectionName, ApiError> {
+    CollectionName::parse(text).map_err(|message| ApiError::invalid("name", message))
+}
+
+pub struct CollectionsApi;
+
+#[OpenApi(tag = "ApiTags::Collections")]
+impl CollectionsApi {
+    /// List collections
+    #[oai(path = "/api/collections", method = "get")]
+    async fn list(&self, app: Data<&App>, admin: AdminToken) -> Result<ListResponse, ApiError> {
+        app.require_admin(&admin)?;
+        let collections = app.engine.collections().await?;
+        Ok(ListResponse::Ok(Json(CollectionList {
+            data: collections
+                .into_iter()
+                .map(|info| CollectionData::from(info).data)
+                .collect(),
+        })))
+    }
+
+    /// Create a collection
+    ///
+    /// Rules are parsed when saved: a bad rule is a 422 under `errors["api_rules.<rule>"]`.
+    #[oai(path = "/api/collections", method = "post")]
+    async fn create(
+        &self,
+        app: Data<&App>,
+        admin: AdminToken,
+        body: JsonBody<NewCollection>,
+    ) -> Result<CollectionResponse, ApiError> {
+        app.require_admin(&admin)?;
+        let request = body.0;
+        let rules = request.api_rules.unwrap_or_default();
+        let rules = RuleTexts {
+            list: rules.list,
+            view: rules.view,
+            create: rules.create,
+            update: rules.update,
+            delete: rules.delete,
+        };
+        let info = app
+            .engine
+            .create_collection(name(&request.name)?, rules)
+            .await?;
+        app.engine.sync().await?;
+        Ok(CollectionResponse::Created(Json(info.into())))
+    }
+
+    /// View a collection
+    #[oai(path = "/api/collections/:collection", method = "get")]
+    async fn view(
+        &self,
+        app: Data<&App>,
+        admin: AdminToken,
+        /// The collection's name or id.
+        collection: Path<String>,
+    ) -> Result<CollectionResponse, ApiError> {
+        app.require_admin(&admin)?;
+        let info = app.engine.collection(&collection.0).await?;
+        Ok(CollectionResponse::Ok(Json(info.into())))
+    }
+
+    /// Rename a collection or change its rules
+    ///
+    /// Subscriptions are matched under the new rules at once; those whose subscriber the new
+    /// list rule no longer admits end.
+    #[oai(path = "/api/collections/:collection", method = "patch")]
+    async fn update(
+        &self,
+        app: Data<&App>,
+        admin: AdminToken,
+        /// The collection's name or id.
+        collection: Path<String>,
+        body: JsonBody<CollectionPatch>,
+    ) -> Result<CollectionResponse, ApiError> {
+        app.require_admin(&admin)?;
+        let request = body.0;
+        let new_name = request.name.as_deref().map(name).transpose()?;
+        let rules = request.api_rules.unwrap_or_default();
+        let rules = RulesPatch {
+            list: patch(rules.list),
+            view: patch(rules.view),
+            create: patch(rules.create),
+            update: patch(rules.update),
+            delete: patch(rules.delete),
+        };
+        let info = app
+            .engine
+            .update_collection(&collection.0, new_name, rules)
+            .await?;
+        app.engine.sync().await?;
+        Ok(CollectionResponse::Ok(Json(info.into())))
+    }
+
+    /// Delete a collection and end its subscriptions
+    #[oai(path = "/api/collections/:collection", method = "delete")]
+    async fn delete(
+        &self,
+        app: Data<&App>,
+        admin: AdminToken,
+        /// The collection's name or id.
+        collection: Path<String>,
+    ) -> Result<DeletedResponse, ApiError> {
+        app.require_admin(&admin)?;
+        app.engine.delete_collection(&collection.0).await?;
+        app.engine.sync().await?;
+        Ok(DeletedResponse::Deleted)
+    }
+}

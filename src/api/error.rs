@@ -1,0 +1,140 @@
+//! The API's error table: every failure becomes one status and a JSON body
+//! `{"message", "errors"?}` (DESIGN.md §3). Lower layers' errors map here exhaustively, and
+//! [`render`] turns whatever poem itself refuses (unknown routes, wrong content types, bad
+//! parameters) into the same shape.
+
+use std::collections::BTreeMap;
+
+use poem::http::StatusCode;
+use poem::{IntoResponse, Response};
+use poem_openapi::{ApiResponse, Object, payload::Json};
+
+use crate::auth::AuthError;
+use crate::engine::EngineError;
+
+/// The body of every error response.
+#[derive(Object, Debug, Clone, PartialEq)]
+pub struct ErrorBody {
+    /// What went wrong, and what to change.
+    pub message: String,
+    /// Per-field messages, for validation failures (422).
+    #[oai(skip_serializing_if_is_none)]
+    pub errors: Option<BTreeMap<String, Vec<String>>>,
+}
+
+#[derive(ApiResponse, Debug)]
+pub enum ApiError {
+    /// The request is malformed: invalid JSON, a wrong content type, or a bad parameter.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// Credentials are required and missing, or the token is invalid or expired.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The caller is known but not allowed.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// No such collection, subscription or route.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The body is over the size limit.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// A well-formed body with invalid fields; `errors` says which.
+    #[oai(status = 422)]
+    Unprocessable(Json<ErrorBody>),
+    /// The server failed (storage): the request may not have taken effect.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// The engine is not answering; retry later.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+fn body(message: impl Into<String>) -> Json<ErrorBody> {
+    Json(ErrorBody {
+        message: message.into(),
+        errors: None,
+    })
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::BadRequest(body(message))
+    }
+
+    pub fn unauthenticated() -> Self {
+        ApiError::Unauthorized(body("Unauthenticated."))
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::NotFound(body(message))
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        ApiError::PayloadTooLarge(body(message))
+    }
+
+    /// A validation failure of one field.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        ApiError::Unprocessable(Json(ErrorBody {
+            errors: Some(BTreeMap::from([(field.to_owned(), vec![message.clone()])])),
+            message,
+        }))
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> Self {
+        match error {
+            EngineError::Invalid { field, message } => ApiError::invalid(&field, message),
+            EngineError::UnknownCollection(_) | EngineError::UnknownChannel => {
+                ApiError::not_found(error.to_string())
+            }
+            EngineError::Unauthenticated => ApiError::unauthenticated(),
+            EngineError::Forbidden(message) => ApiError::Forbidden(body(message)),
+            EngineError::Storage(error) => {
+                tracing::error!(%error, "storage failure");
+                ApiError::Internal(body("the server could not store the change; retry"))
+            }
+            EngineError::Unavailable => ApiError::Unavailable(body(error.to_string())),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::InvalidToken(_) | AuthError::Expired | AuthError::NoSubject => {
+                ApiError::Unauthorized(body(format!("Unauthenticated: {error}.")))
+            }
+        }
+    }
+}
+
+/// The last word on every error the routes produce: errors that already are API responses pass
+/// through; poem's own refusals get the JSON error shape and the status DESIGN.md §9 gives them.
+pub async fn render(error: poem::Error) -> Response {
+    if error.is_from_response() {
+        return error.into_response();
+    }
+    let api_error = match error.status() {
+        StatusCode::UNAUTHORIZED => ApiError::unauthenticated(),
+        StatusCode::NOT_FOUND => ApiError::not_found("no such route"),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(error.to_string()),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            return (
+                StatusCode::METHOD_NOT_ALLOWED,
+                body("method not allowed on this route"),
+            )
+                .into_response();
+        }
+        // Wrong content types (415 in poem) are bad requests here, as are failed parameters.
+        status if status.is_client_error() => ApiError::bad_request(error.to_string()),
+        _ => {
+            tracing::error!(%error, "unexpected server error");
+            ApiError::Internal(body("internal error"))
+        }
+    };
+    api_error.into_response()
+}

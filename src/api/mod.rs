@@ -1,0 +1,185 @@
+//! The HTTP API (DESIGN.md §3): poem-openapi operations, the generated OpenAPI document, Swagger
+//! UI, CORS and the error shape. Handlers parse and authenticate at the edge, then make one call
+//! to the engine; they hold no state of their own.
+
+mod collections;
+pub mod error;
+mod payload;
+mod realtime;
+mod security;
+
+use poem::http::{HeaderValue, Method, header};
+use poem::middleware::Cors;
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi, OpenApiService, Tags};
+
+use crate::auth::{Authenticator, Identity, constant_time_eq};
+use crate::config::Config;
+use crate::engine::Engine;
+use error::ApiError;
+use security::{AdminToken, Credentials};
+
+/// What every handler reaches through `Data<&App>`.
+#[derive(Clone)]
+pub struct App {
+    pub engine: Engine,
+    pub auth: Authenticator,
+    admin_token: String,
+}
+
+impl App {
+    pub fn new(engine: Engine, config: &Config) -> Self {
+        Self {
+            engine,
+            auth: Authenticator::new(&config.admin_token, &config.jwt_secret),
+            admin_token: config.admin_token.clone(),
+        }
+    }
+
+    fn identify(&self, credentials: &Credentials) -> Result<Identity, ApiError> {
+        let token = match credentials {
+            Credentials::Bearer(bearer) => Some(bearer.0.token.as_str()),
+            Credentials::Guest => None,
+        };
+        Ok(self.auth.identify(token)?)
+    }
+
+    fn require_admin(&self, token: &AdminToken) -> Result<(), ApiError> {
+        if constant_time_eq(token.0.token.as_bytes(), self.admin_token.as_bytes()) {
+            return Ok(());
+        }
+        match self.auth.identify(Some(&token.0.token))? {
+            Identity::Superuser => Ok(()),
+            Identity::Guest | Identity::User(_) => {
+                Err(ApiError::Forbidden(Json(error::ErrorBody {
+                    message: "only the admin may manage collections".into(),
+                    errors: None,
+                })))
+            }
+        }
+    }
+}
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Subscriptions to collection changes.
+    Realtime,
+    /// Collections and their API rules (admin).
+    Collections,
+    /// Liveness.
+    System,
+}
+
+#[derive(poem_openapi::Object)]
+struct Health {
+    /// Always `ok` while the server answers.
+    status: String,
+}
+
+#[derive(ApiResponse)]
+enum HealthResponse {
+    /// The server is up.
+    #[oai(status = 200)]
+    Ok(Json<Health>),
+}
+
+struct SystemApi;
+
+#[OpenApi(tag = "ApiTags::System")]
+impl SystemApi {
+    /// Liveness check
+    #[oai(path = "/health", method = "get")]
+    async fn health(&self) -> HealthResponse {
+        HealthResponse::Ok(Json(Health {
+            status: "ok".into(),
+        }))
+    }
+}
+
+type Apis = (
+    realtime::RealtimeApi,
+    collections::CollectionsApi,
+    SystemApi,
+);
+
+fn service() -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (
+            realtime::RealtimeApi,
+            collections::CollectionsApi,
+            SystemApi,
+        ),
+        "Velo Realtime",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Subscribe to a collection's changes with a filter; receive `created`, `updated` and \
+         `deleted` events over the Pusher WebSocket protocol.",
+    )
+}
+
+/// The OpenAPI document, as served at `/openapi.json` and committed under `openapi/`.
+pub fn spec() -> String {
+    service().spec()
+}
+
+/// Every route of the server.
+pub fn routes(app: App, config: &Config) -> impl Endpoint + use<> {
+    let service = service();
+    let swagger = service.swagger_ui();
+    let spec = service.spec_endpoint();
+    let cors = match &config.cors_origins {
+        None => Cors::new(),
+        Some(origins) => Cors::new().allow_origins(origins.iter().map(String::as_str)),
+    }
+    .allow_methods([
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ])
+    .allow_headers([
+        header::AUTHORIZATION,
+        header::CONTENT_TYPE,
+        "x-socket-id".parse().expect("a header name"),
+    ])
+    .max_age(3600);
+    Route::new()
+        .nest("/", service)
+        .nest("/docs", swagger)
+        .at("/openapi.json", spec)
+        .around(refuse_malformed_authorization)
+        .with(cors)
+        .data(app)
+        .catch_all_error(error::render)
+}
+
+/// An `Authorization` header that is not a bearer token is refused (401), rather than
+/// letting the request continue as a guest.
+async fn refuse_malformed_authorization<E: Endpoint>(
+    next: E,
+    request: Request,
+) -> poem::Result<Response> {
+    if let Some(value) = request.headers().get(header::AUTHORIZATION) {
+        let bearer = value
+            .to_str()
+            .ok()
+            .and_then(|text| text.get(..7))
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "));
+        if !bearer {
+            let mut response = ApiError::Unauthorized(Json(error::ErrorBody {
+                message: "Unauthenticated: the Authorization header must be `Bearer <token>`."
+                    .into(),
+                errors: None,
+            }))
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return Ok(response);
+        }
+    }
+    Ok(next.call(request).await?.into_response())
+}

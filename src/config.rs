@@ -1,0 +1,232 @@
+//! The one configuration struct: command-line flags, `VELO_*` environment variables and an
+//! optional TOML file, in that order of precedence, then the embedded defaults (DESIGN.md §8).
+//!
+//! [`Settings`] is both the clap argument set and the TOML schema, so every key is declared and
+//! documented once; [`Config`] is the resolved, fully defaulted result the server runs with.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::engine::{CollectionName, EngineError, RuleTexts};
+
+/// Development secrets: fine on loopback, loudly reported anywhere else.
+pub const DEV_ADMIN_TOKEN: &str = "velo-dev-admin-token";
+pub const DEV_JWT_SECRET: &str = "velo-dev-jwt-secret-change-me";
+pub const DEV_APP_ID: &str = "velo";
+pub const DEV_APP_KEY: &str = "velo-key";
+pub const DEV_APP_SECRET: &str = "velo-secret-change-me";
+
+/// Settings from flags, environment and file. Every field is optional here; [`Settings::resolve`]
+/// fills the gaps with the defaults.
+#[derive(Args, Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// TOML configuration file [default: ./velo.toml when it exists]
+    #[arg(long, env = "VELO_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on; port 0 picks a free port (the log says which) [default: 127.0.0.1:8080]
+    #[arg(long, env = "VELO_BIND")]
+    pub bind: Option<SocketAddr>,
+
+    /// Directory for the sled database and snapshots [default: ./snapshots]
+    #[arg(long, env = "VELO_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Bearer token of the superuser (manages collections, passes SUPERUSER_ONLY)
+    #[arg(long, env = "VELO_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// HS256 secret that user JWTs are signed with
+    #[arg(long, env = "VELO_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Pusher app id served by the built-in driver
+    #[arg(long, env = "VELO_APP_ID")]
+    pub app_id: Option<String>,
+
+    /// Pusher app key (clients connect to /app/{key})
+    #[arg(long, env = "VELO_APP_KEY")]
+    pub app_key: Option<String>,
+
+    /// Pusher app secret (signs channel authorizations and HTTP API calls)
+    #[arg(long, env = "VELO_APP_SECRET", hide_env_values = true)]
+    pub app_secret: Option<String>,
+
+    /// Prefix of realtime channel names [default: velo.realtime.]
+    #[arg(long, env = "VELO_CHANNEL_PREFIX")]
+    pub channel_prefix: Option<String>,
+
+    /// Seconds a subscription lives without a ping or a connected socket [default: 300]
+    #[arg(long, env = "VELO_CONNECTION_THRESHOLD_SECS")]
+    pub connection_threshold_secs: Option<u64>,
+
+    /// Origins allowed for browsers, comma-separated, or * [default: *]
+    #[arg(long, env = "VELO_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
+
+    /// Collections to create at start-up when they do not exist yet (TOML only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub collections: Vec<CollectionSeed>,
+}
+
+/// A collection declared in the TOML file.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionSeed {
+    pub name: String,
+    /// An absent rule is `SUPERUSER_ONLY`, `""` is public.
+    #[serde(default)]
+    pub api_rules: RuleTexts,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    pub admin_token: String,
+    pub jwt_secret: String,
+    pub app_id: String,
+    pub app_key: String,
+    pub app_secret: String,
+    pub channel_prefix: String,
+    pub connection_threshold: Duration,
+    /// `None` allows every origin.
+    pub cors_origins: Option<Vec<String>>,
+    pub collections: Vec<CollectionSeed>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("collection `{collection}`: {message}")]
+    Collection { collection: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Reads the TOML file (the explicit one, else `./velo.toml` if present) under these settings.
+    pub fn with_file(self) -> Result<Settings, ConfigError> {
+        let path = match &self.config {
+            Some(path) => path.clone(),
+            None if Path::new("velo.toml").exists() => PathBuf::from("velo.toml"),
+            None => return Ok(self),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let file: Settings = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.clone(),
+            source: Box::new(source),
+        })?;
+        Ok(self.over(file))
+    }
+
+    /// `self` wins where it says something; `lower` fills the rest.
+    fn over(self, lower: Settings) -> Settings {
+        Settings {
+            config: self.config.or(lower.config),
+            bind: self.bind.or(lower.bind),
+            data_dir: self.data_dir.or(lower.data_dir),
+            admin_token: self.admin_token.or(lower.admin_token),
+            jwt_secret: self.jwt_secret.or(lower.jwt_secret),
+            app_id: self.app_id.or(lower.app_id),
+            app_key: self.app_key.or(lower.app_key),
+            app_secret: self.app_secret.or(lower.app_secret),
+            channel_prefix: self.channel_prefix.or(lower.channel_prefix),
+            connection_threshold_secs: self
+                .connection_threshold_secs
+                .or(lower.connection_threshold_secs),
+            cors_origins: self.cors_origins.or(lower.cors_origins),
+            collections: if self.collections.is_empty() {
+                lower.collections
+            } else {
+                self.collections
+            },
+        }
+    }
+
+    /// Applies the defaults and checks what the types cannot.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let threshold = self.connection_threshold_secs.unwrap_or(300);
+        if threshold == 0 {
+            return Err(ConfigError::Invalid(
+                "connection_threshold_secs must be at least 1".into(),
+            ));
+        }
+        for seed in &self.collections {
+            let invalid = |message: String| ConfigError::Collection {
+                collection: seed.name.clone(),
+                message,
+            };
+            CollectionName::parse(&seed.name).map_err(invalid)?;
+            seed.api_rules.parse().map_err(|error| match error {
+                EngineError::Invalid { field, message } => invalid(format!("{field}: {message}")),
+                other => invalid(other.to_string()),
+            })?;
+        }
+        for (name, value) in [
+            ("admin_token", &self.admin_token),
+            ("jwt_secret", &self.jwt_secret),
+        ] {
+            if value.as_deref().is_some_and(str::is_empty) {
+                return Err(ConfigError::Invalid(format!("{name} must not be empty")));
+            }
+        }
+        let cors_origins = self
+            .cors_origins
+            .filter(|origins| !origins.iter().any(|origin| origin == "*"));
+        Ok(Config {
+            bind: self
+                .bind
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("snapshots")),
+            admin_token: self.admin_token.unwrap_or_else(|| DEV_ADMIN_TOKEN.into()),
+            jwt_secret: self.jwt_secret.unwrap_or_else(|| DEV_JWT_SECRET.into()),
+            app_id: self.app_id.unwrap_or_else(|| DEV_APP_ID.into()),
+            app_key: self.app_key.unwrap_or_else(|| DEV_APP_KEY.into()),
+            app_secret: self.app_secret.unwrap_or_else(|| DEV_APP_SECRET.into()),
+            channel_prefix: self
+                .channel_prefix
+                .unwrap_or_else(|| "velo.realtime.".into()),
+            connection_threshold: Duration::from_secs(threshold),
+            cors_origins,
+            collections: self.collections,
+        })
+    }
+}
+
+impl Config {
+    /// Which development defaults are in use; they must not face a network.
+    pub fn default_secrets(&self) -> Vec<&'static str> {
+        let mut defaults = Vec::new();
+        if self.admin_token == DEV_ADMIN_TOKEN {
+            defaults.push("admin token (VELO_ADMIN_TOKEN)");
+        }
+        if self.jwt_secret == DEV_JWT_SECRET {
+            defaults.push("JWT secret (VELO_JWT_SECRET)");
+        }
+        if self.app_secret == DEV_APP_SECRET {
+            defaults.push("Pusher app secret (VELO_APP_SECRET)");
+        }
+        defaults
+    }
+}

@@ -1,0 +1,434 @@
+//! One actor per collection: it owns the collection's rules, its subscriptions, their compiled
+//! filters and the subscription index, and writes its rows of the connection table.
+//!
+//! Handlers never block or wait on the disk: they change memory and sled's in-memory tree, and
+//! the caller waits for durability ([`Store::sync`]) before answering its client.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde_json::{Map, Value};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::{EngineError, Rules, Subscribed};
+use crate::auth::{Identity, User, now_secs};
+use crate::filter::{
+    CompiledFilter, Filter, FilterEngine, Rule, SubscriptionIndex, SubscriptionKey, condition,
+};
+use crate::store::{OwnerDoc, Store, SubscriptionDoc};
+
+pub enum CollectionMsg {
+    Subscribe {
+        identity: Identity,
+        filter: Filter,
+        filter_text: String,
+        socket_id: Option<String>,
+        reply: RpcReplyPort<Result<Subscribed, EngineError>>,
+    },
+    Ping {
+        id: Uuid,
+        identity: Identity,
+        reply: RpcReplyPort<Result<(), EngineError>>,
+    },
+    Unsubscribe {
+        id: Uuid,
+        identity: Identity,
+        reply: RpcReplyPort<Result<(), EngineError>>,
+    },
+    /// New rules: every subscription is planned again, and those whose subscriber the new list
+    /// rule no longer admits end.
+    SetRules {
+        rules: Rules,
+        reply: RpcReplyPort<()>,
+    },
+    /// The collection is being deleted: end every subscription.
+    Close { reply: RpcReplyPort<()> },
+    /// Timer: end stale and expired subscriptions.
+    Prune,
+}
+
+pub struct CollectionActor;
+
+pub struct CollectionArgs {
+    pub id: String,
+    pub name: String,
+    pub rules: Rules,
+    pub store: Store,
+    pub filters: Arc<FilterEngine>,
+    pub threshold: Duration,
+    /// Rows of the connection table loaded at start-up.
+    pub loaded: Vec<(Uuid, SubscriptionDoc)>,
+}
+
+pub struct CollectionState {
+    id: String,
+    name: String,
+    rules: Rules,
+    store: Store,
+    filters: Arc<FilterEngine>,
+    threshold: Duration,
+    index: SubscriptionIndex<Uuid>,
+    /// Every live subscription, with where the index filed it.
+    subscriptions: HashMap<Uuid, (SubscriptionKey, Subscription)>,
+    /// Compiled conditions shared by subscriptions with the same filter text and kind of
+    /// subscriber (the admin's condition omits the rule).
+    compiled: HashMap<(String, bool), Arc<CompiledFilter>>,
+    pruner: Option<JoinHandle<()>>,
+}
+
+struct Subscription {
+    identity: Identity,
+    filter: Filter,
+    filter_text: String,
+    socket_id: Option<String>,
+    is_public: bool,
+    created_at_ms: u64,
+    /// Monotonic: the last ping (or start-up, which grants a fresh grace period).
+    last_seen: Instant,
+}
+
+impl Subscription {
+    fn expires_at(&self) -> Option<u64> {
+        match &self.identity {
+            Identity::User(user) => user.expires_at,
+            Identity::Guest | Identity::Superuser => None,
+        }
+    }
+
+    fn doc(&self, collection_id: &str) -> SubscriptionDoc {
+        let owner = match &self.identity {
+            Identity::Guest => OwnerDoc::Guest,
+            Identity::Superuser => OwnerDoc::Superuser,
+            Identity::User(user) => OwnerDoc::User {
+                id: user.id.clone(),
+                claims_json: Value::Object(user.claims.clone()).to_string(),
+                expires_at: user.expires_at,
+            },
+        };
+        SubscriptionDoc {
+            collection_id: collection_id.to_owned(),
+            owner,
+            socket_id: self.socket_id.clone(),
+            filter: self.filter_text.clone(),
+            is_public: self.is_public,
+            created_at_ms: self.created_at_ms,
+            last_seen_at_ms: now_ms(),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// Who a list rule lets subscribe (DESIGN.md §3, §9).
+fn admit(rule: &Rule, identity: &Identity) -> Result<(), EngineError> {
+    match (identity, rule) {
+        (Identity::Superuser, _) => Ok(()),
+        (Identity::Guest, Rule::SuperuserOnly) => Err(EngineError::Unauthenticated),
+        (Identity::User(_), Rule::SuperuserOnly) => Err(EngineError::Forbidden(
+            "only the admin may subscribe to this collection".into(),
+        )),
+        (Identity::Guest, rule) if !rule.admits_guest() => Err(EngineError::Unauthenticated),
+        (Identity::Guest | Identity::User(_), _) => Ok(()),
+    }
+}
+
+/// The owner of a subscription may end it; so may the admin; a guest's subscription is ended
+/// by whoever holds its channel name.
+fn may_end(owner: &Identity, caller: &Identity) -> bool {
+    match (owner, caller) {
+        (_, Identity::Superuser) | (Identity::Guest, _) => true,
+        (Identity::User(owner), Identity::User(caller)) => owner.id == caller.id,
+        (Identity::User(_) | Identity::Superuser, Identity::Guest | Identity::User(_)) => false,
+    }
+}
+
+impl CollectionState {
+    fn compiled(
+        &mut self,
+        filter: &Filter,
+        text: &str,
+        superuser: bool,
+    ) -> Result<Arc<CompiledFilter>, EngineError> {
+        let key = (text.to_owned(), superuser);
+        if let Some(compiled) = self.compiled.get(&key) {
+            return Ok(compiled.clone());
+        }
+        let compiled = self
+            .filters
+            .compile(condition(&self.rules.list, filter, superuser))
+            .map(Arc::new)
+            .map_err(|error| EngineError::invalid("filter", error.to_string()))?;
+        self.compiled.insert(key, compiled.clone());
+        Ok(compiled)
+    }
+
+    /// Admits a subscription under the current list rule and files it in the index and the
+    /// map (not in sled).
+    fn file(&mut self, id: Uuid, mut subscription: Subscription) -> Result<(), EngineError> {
+        admit(&self.rules.list, &subscription.identity)?;
+        subscription.is_public = self.rules.list.admits_guest();
+        let compiled = self.compiled(
+            &subscription.filter,
+            &subscription.filter_text,
+            subscription.identity.is_superuser(),
+        )?;
+        let key = self
+            .index
+            .insert(compiled, subscription.identity.auth(), id);
+        self.subscriptions.insert(id, (key, subscription));
+        Ok(())
+    }
+
+    /// Ends a subscription in memory and in sled.
+    fn end(&mut self, id: Uuid, why: &str) -> Result<(), EngineError> {
+        if let Some((key, _)) = self.subscriptions.remove(&id) {
+            self.index.remove(key);
+            self.compiled
+                .retain(|_, compiled| Arc::strong_count(compiled) > 1);
+            tracing::info!(collection = %self.name, subscription = %id, why, "subscription ended");
+        }
+        self.store.delete_subscription(id)?;
+        Ok(())
+    }
+
+    fn subscribe(
+        &mut self,
+        identity: Identity,
+        filter: Filter,
+        filter_text: String,
+        socket_id: Option<String>,
+    ) -> Result<Subscribed, EngineError> {
+        let id = Uuid::new_v4();
+        let subscription = Subscription {
+            identity,
+            filter,
+            filter_text,
+            socket_id,
+            is_public: false,
+            created_at_ms: now_ms(),
+            last_seen: Instant::now(),
+        };
+        self.file(id, subscription)?;
+        let (_, subscription) = &self.subscriptions[&id];
+        let (doc, is_public) = (subscription.doc(&self.id), subscription.is_public);
+        if let Err(error) = self.store.put_subscription(id, &doc) {
+            self.end(id, "storage failure")?;
+            return Err(error.into());
+        }
+        tracing::info!(collection = %self.name, subscription = %id, is_public, "subscription created");
+        Ok(Subscribed { id, is_public })
+    }
+
+    fn ping(&mut self, id: Uuid, identity: Identity) -> Result<(), EngineError> {
+        let Some((_, subscription)) = self.subscriptions.get_mut(&id) else {
+            return Err(EngineError::UnknownChannel);
+        };
+        if subscription
+            .expires_at()
+            .is_some_and(|exp| exp <= now_secs())
+        {
+            self.end(id, "token expired")?;
+            return Err(EngineError::UnknownChannel);
+        }
+        subscription.last_seen = Instant::now();
+        // A fresh token of the same user extends the subscription to the new token's expiry.
+        if let (Identity::User(owner), Identity::User(caller)) = (&subscription.identity, &identity)
+            && owner.id == caller.id
+            && owner.expires_at.is_some()
+            && caller
+                .expires_at
+                .is_none_or(|new| owner.expires_at.is_some_and(|old| new > old))
+        {
+            subscription.identity = identity;
+            let doc = subscription.doc(&self.id);
+            self.store.put_subscription(id, &doc)?;
+        }
+        Ok(())
+    }
+
+    fn unsubscribe(&mut self, id: Uuid, identity: &Identity) -> Result<(), EngineError> {
+        let Some((_, subscription)) = self.subscriptions.get(&id) else {
+            return Err(EngineError::UnknownChannel);
+        };
+        if !may_end(&subscription.identity, identity) {
+            return Err(EngineError::Forbidden(
+                "only the subscriber who made this subscription, or the admin, may end it".into(),
+            ));
+        }
+        self.end(id, "unsubscribed")
+    }
+
+    fn set_rules(&mut self, rules: Rules) {
+        self.rules = rules;
+        self.compiled.clear();
+        let subscriptions: Vec<_> = self.subscriptions.drain().collect();
+        self.index = SubscriptionIndex::new();
+        for (id, (_, subscription)) in subscriptions {
+            if self.file(id, subscription).is_err() {
+                let _ = self.store.delete_subscription(id);
+                tracing::info!(collection = %self.name, subscription = %id, "subscription ended: the new list rule refuses its subscriber");
+            }
+        }
+    }
+
+    fn prune(&mut self) {
+        let now = Instant::now();
+        let now_secs = now_secs();
+        let ended: Vec<(Uuid, &str)> = self
+            .subscriptions
+            .iter()
+            .filter_map(|(id, (_, subscription))| {
+                if subscription.expires_at().is_some_and(|exp| exp <= now_secs) {
+                    Some((*id, "token expired"))
+                } else if now.duration_since(subscription.last_seen) > self.threshold {
+                    Some((*id, "stale"))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (id, why) in ended {
+            if let Err(error) = self.end(id, why) {
+                tracing::warn!(collection = %self.name, subscription = %id, %error, "pruning failed");
+            }
+        }
+    }
+
+    /// A stored row back to a live subscription; `None` when it cannot be (logged).
+    fn restore(&self, doc: SubscriptionDoc) -> Option<Subscription> {
+        let identity = match doc.owner {
+            OwnerDoc::Guest => Identity::Guest,
+            OwnerDoc::Superuser => Identity::Superuser,
+            OwnerDoc::User {
+                id,
+                claims_json,
+                expires_at,
+            } => {
+                let claims: Map<String, Value> = serde_json::from_str(&claims_json).ok()?;
+                Identity::User(User {
+                    id,
+                    claims,
+                    expires_at,
+                })
+            }
+        };
+        let filter = Filter::parse(&doc.filter).ok()?;
+        Some(Subscription {
+            identity,
+            filter,
+            filter_text: doc.filter,
+            socket_id: doc.socket_id,
+            is_public: doc.is_public,
+            created_at_ms: doc.created_at_ms,
+            last_seen: Instant::now(),
+        })
+    }
+}
+
+/// How often stale subscriptions are looked for: a quarter of the threshold, within bounds.
+fn prune_period(threshold: Duration) -> Duration {
+    (threshold / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))
+}
+
+impl Actor for CollectionActor {
+    type Msg = CollectionMsg;
+    type State = CollectionState;
+    type Arguments = CollectionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: CollectionArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mut state = CollectionState {
+            id: args.id,
+            name: args.name,
+            rules: args.rules,
+            store: args.store,
+            filters: args.filters,
+            threshold: args.threshold,
+            index: SubscriptionIndex::new(),
+            subscriptions: HashMap::new(),
+            compiled: HashMap::new(),
+            pruner: None,
+        };
+        for (id, doc) in args.loaded {
+            let restored = state.restore(doc);
+            // Also ends those the current list rule no longer admits, as a rule change would.
+            let filed = restored.map(|subscription| state.file(id, subscription));
+            if !matches!(filed, Some(Ok(()))) {
+                tracing::warn!(collection = %state.name, subscription = %id, "dropping a stored subscription that no longer loads");
+                state.store.delete_subscription(id)?;
+            }
+        }
+        state.pruner =
+            Some(myself.send_interval(prune_period(state.threshold), || CollectionMsg::Prune));
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(pruner) = state.pruner.take() {
+            pruner.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            CollectionMsg::Subscribe {
+                identity,
+                filter,
+                filter_text,
+                socket_id,
+                reply,
+            } => {
+                let _ = reply.send(state.subscribe(identity, filter, filter_text, socket_id));
+            }
+            CollectionMsg::Ping {
+                id,
+                identity,
+                reply,
+            } => {
+                let _ = reply.send(state.ping(id, identity));
+            }
+            CollectionMsg::Unsubscribe {
+                id,
+                identity,
+                reply,
+            } => {
+                let _ = reply.send(state.unsubscribe(id, &identity));
+            }
+            CollectionMsg::SetRules { rules, reply } => {
+                state.set_rules(rules);
+                let _ = reply.send(());
+            }
+            CollectionMsg::Close { reply } => {
+                let ids: Vec<Uuid> = state.subscriptions.keys().copied().collect();
+                for id in ids {
+                    if let Err(error) = state.end(id, "collection deleted") {
+                        tracing::warn!(collection = %state.name, subscription = %id, %error, "could not end subscription");
+                    }
+                }
+                let _ = reply.send(());
+            }
+            CollectionMsg::Prune => state.prune(),
+        }
+        Ok(())
+    }
+}

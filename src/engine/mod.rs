@@ -1,0 +1,322 @@
+//! The realtime engine: a registry actor mapping collection names and ids to one actor per
+//! collection, each owning its subscriptions and their index (DESIGN.md §2).
+//!
+//! [`Engine`] is the handle the HTTP layer holds: each method is one request to an actor, and
+//! returns once memory and sled's tree are updated. Durability is the caller's next step
+//! ([`Engine::sync`]), so that an actor never waits on the disk.
+//!
+//! Actors are unnamed (ractor's name registry is process-global), so several servers can run
+//! in one process.
+
+pub mod collection;
+pub mod names;
+pub mod registry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef, RpcReplyPort};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::auth::Identity;
+use crate::config::Config;
+use crate::filter::{Filter, FilterEngine, Rule};
+use crate::store::{Store, StoreError};
+use collection::CollectionMsg;
+pub use names::{ChannelNames, CollectionName};
+use registry::{RegistryActor, RegistryArgs, RegistryMsg};
+
+/// How long a request waits for an actor before answering 503.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything the engine can refuse, by kind; the HTTP layer maps each to one status.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A field of the request is invalid (422 with `errors.<field>`).
+    #[error("{message}")]
+    Invalid { field: String, message: String },
+    #[error("collection `{0}` does not exist")]
+    UnknownCollection(String),
+    #[error("no subscription has this channel name")]
+    UnknownChannel,
+    /// Credentials are needed and none were sent.
+    #[error("Unauthenticated.")]
+    Unauthenticated,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+    #[error("the engine is not answering")]
+    Unavailable,
+}
+
+impl EngineError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        EngineError::Invalid {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The texts of a collection's five API rules: `None` is `SUPERUSER_ONLY`, `""` is public.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleTexts {
+    pub list: Option<String>,
+    pub view: Option<String>,
+    pub create: Option<String>,
+    pub update: Option<String>,
+    pub delete: Option<String>,
+}
+
+/// The five rules, parsed.
+#[derive(Clone, Debug)]
+pub struct Rules {
+    pub list: Rule,
+    pub view: Rule,
+    pub create: Rule,
+    pub update: Rule,
+    pub delete: Rule,
+}
+
+impl RuleTexts {
+    /// Parses every rule; an error names the rule as `api_rules.<name>`.
+    pub fn parse(&self) -> Result<Rules, EngineError> {
+        let parse = |name: &str, text: &Option<String>| match text {
+            None => Ok(Rule::SuperuserOnly),
+            Some(text) => Rule::parse(text).map_err(|error| {
+                EngineError::invalid(&format!("api_rules.{name}"), error.to_string())
+            }),
+        };
+        Ok(Rules {
+            list: parse("list", &self.list)?,
+            view: parse("view", &self.view)?,
+            create: parse("create", &self.create)?,
+            update: parse("update", &self.update)?,
+            delete: parse("delete", &self.delete)?,
+        })
+    }
+}
+
+/// A change to rules: for each, `None` leaves it, `Some(None)` makes it `SUPERUSER_ONLY`.
+#[derive(Clone, Debug, Default)]
+pub struct RulesPatch {
+    pub list: Option<Option<String>>,
+    pub view: Option<Option<String>>,
+    pub create: Option<Option<String>>,
+    pub update: Option<Option<String>>,
+    pub delete: Option<Option<String>>,
+}
+
+impl RulesPatch {
+    pub fn apply(self, texts: &RuleTexts) -> RuleTexts {
+        RuleTexts {
+            list: self.list.unwrap_or_else(|| texts.list.clone()),
+            view: self.view.unwrap_or_else(|| texts.view.clone()),
+            create: self.create.unwrap_or_else(|| texts.create.clone()),
+            update: self.update.unwrap_or_else(|| texts.update.clone()),
+            delete: self.delete.unwrap_or_else(|| texts.delete.clone()),
+        }
+    }
+}
+
+/// A collection as the API shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CollectionInfo {
+    pub id: String,
+    pub name: String,
+    pub rules: RuleTexts,
+}
+
+/// The outcome of a subscribe.
+#[derive(Clone, Debug)]
+pub struct Subscribed {
+    pub id: Uuid,
+    /// A guest could have subscribed: delivered on the public channel.
+    pub is_public: bool,
+}
+
+/// The handle to the running engine.
+#[derive(Clone)]
+pub struct Engine {
+    registry: ActorRef<RegistryMsg>,
+    store: Store,
+    channels: ChannelNames,
+}
+
+impl Engine {
+    /// Loads collections and subscriptions from the store, creates the collections the
+    /// configuration declares that do not exist yet, and starts the actors.
+    pub async fn start(config: &Config, store: Store) -> Result<Engine, EngineError> {
+        let args = RegistryArgs {
+            store: store.clone(),
+            filters: Arc::new(FilterEngine::new()),
+            threshold: config.connection_threshold,
+            seeds: config.collections.clone(),
+        };
+        let (registry, _) = Actor::spawn(None, RegistryActor, args)
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "the engine failed to start");
+                EngineError::Unavailable
+            })?;
+        store.sync().await?;
+        Ok(Engine {
+            registry,
+            store,
+            channels: ChannelNames::new(&config.channel_prefix),
+        })
+    }
+
+    pub fn channels(&self) -> &ChannelNames {
+        &self.channels
+    }
+
+    /// Waits until every change made so far is on disk.
+    pub async fn sync(&self) -> Result<(), EngineError> {
+        Ok(self.store.sync().await?)
+    }
+
+    pub async fn collections(&self) -> Result<Vec<CollectionInfo>, EngineError> {
+        call(&self.registry, RegistryMsg::List).await
+    }
+
+    pub async fn collection(&self, name_or_id: &str) -> Result<CollectionInfo, EngineError> {
+        self.resolve(name_or_id).await.map(|handle| handle.info)
+    }
+
+    pub async fn create_collection(
+        &self,
+        name: CollectionName,
+        rules: RuleTexts,
+    ) -> Result<CollectionInfo, EngineError> {
+        call(&self.registry, |reply| RegistryMsg::Create {
+            name,
+            rules,
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn update_collection(
+        &self,
+        name_or_id: &str,
+        name: Option<CollectionName>,
+        rules: RulesPatch,
+    ) -> Result<CollectionInfo, EngineError> {
+        let name_or_id = name_or_id.to_owned();
+        call(&self.registry, |reply| RegistryMsg::Update {
+            name_or_id,
+            name,
+            rules,
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn delete_collection(&self, name_or_id: &str) -> Result<(), EngineError> {
+        let name_or_id = name_or_id.to_owned();
+        call(&self.registry, |reply| RegistryMsg::Delete {
+            name_or_id,
+            reply,
+        })
+        .await?
+    }
+
+    async fn resolve(&self, name_or_id: &str) -> Result<registry::CollectionHandle, EngineError> {
+        let key = name_or_id.to_owned();
+        call(&self.registry, |reply| RegistryMsg::Resolve(key, reply))
+            .await?
+            .ok_or_else(|| EngineError::UnknownCollection(name_or_id.to_owned()))
+    }
+
+    /// Subscribes `identity` to a collection (by name or id) with a parsed filter.
+    pub async fn subscribe(
+        &self,
+        identity: Identity,
+        collection: &str,
+        filter_text: String,
+        socket_id: Option<String>,
+    ) -> Result<Subscribed, EngineError> {
+        let filter = Filter::parse(&filter_text)
+            .map_err(|error| EngineError::invalid("filter", error.to_string()))?;
+        let handle = self
+            .resolve(collection)
+            .await
+            .map_err(|error| match error {
+                EngineError::UnknownCollection(name) => EngineError::invalid(
+                    "collection",
+                    format!("collection `{name}` does not exist"),
+                ),
+                other => other,
+            })?;
+        call(&handle.actor, |reply| CollectionMsg::Subscribe {
+            identity,
+            filter,
+            filter_text,
+            socket_id,
+            reply,
+        })
+        .await?
+    }
+
+    /// Keeps a subscription alive (and refreshes its token's expiry with a newer token).
+    pub async fn ping(&self, identity: Identity, channel: &str) -> Result<(), EngineError> {
+        let (actor, id) = self.subscription_actor(channel).await?;
+        call(&actor, |reply| CollectionMsg::Ping {
+            id,
+            identity,
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn unsubscribe(&self, identity: Identity, channel: &str) -> Result<(), EngineError> {
+        let (actor, id) = self.subscription_actor(channel).await?;
+        call(&actor, |reply| CollectionMsg::Unsubscribe {
+            id,
+            identity,
+            reply,
+        })
+        .await?
+    }
+
+    /// The actor owning the subscription a channel name designates, found through the
+    /// connection table.
+    async fn subscription_actor(
+        &self,
+        channel: &str,
+    ) -> Result<(ActorRef<CollectionMsg>, Uuid), EngineError> {
+        let id = self
+            .channels
+            .subscription_id(channel)
+            .ok_or(EngineError::UnknownChannel)?;
+        let doc = self
+            .store
+            .subscription(id)?
+            .ok_or(EngineError::UnknownChannel)?;
+        let handle = self
+            .resolve(&doc.collection_id)
+            .await
+            .map_err(|_| EngineError::UnknownChannel)?;
+        Ok((handle.actor, id))
+    }
+}
+
+/// One request-reply exchange with an actor; a dead or stuck actor is `Unavailable`.
+async fn call<M, T>(
+    actor: &ActorRef<M>,
+    message: impl FnOnce(RpcReplyPort<T>) -> M,
+) -> Result<T, EngineError>
+where
+    M: ractor::Message,
+    T: Send + 'static,
+{
+    match actor.call(message, Some(CALL_TIMEOUT)).await {
+        Ok(CallResult::Success(value)) => Ok(value),
+        Ok(CallResult::Timeout | CallResult::SenderError) | Err(_) => Err(EngineError::Unavailable),
+    }
+}

@@ -1,0 +1,120 @@
+//! Names that arrive as text and are valid once parsed: collection names and ids, and realtime
+//! channel names.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+/// `^[A-Za-z_][A-Za-z0-9_]{0,62}$` (DESIGN.md §9).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CollectionName(String);
+
+impl CollectionName {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut chars = text.chars();
+        let valid = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && text.len() <= 63
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if valid {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(format!(
+                "`{text}` is not a valid collection name: use 1 to 63 letters, digits or `_`, \
+                 not starting with a digit"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CollectionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A new random collection id: 15 characters of `[a-z0-9]` (PocketBase's shape).
+pub fn new_collection_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bits = Uuid::new_v4().as_u128();
+    (0..15)
+        .map(|_| {
+            let c = ALPHABET[(bits % 36) as usize] as char;
+            bits /= 36;
+            c
+        })
+        .collect()
+}
+
+/// Maps subscription ids to channel names and back: `{prefix}{uuid}` for public subscriptions,
+/// `private-{prefix}{uuid}` on the Pusher side for the others.
+#[derive(Clone, Debug)]
+pub struct ChannelNames {
+    prefix: String,
+}
+
+impl ChannelNames {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// What subscribe returns (the client adds `private-` for a private subscription).
+    pub fn channel(&self, id: Uuid) -> String {
+        format!("{}{}", self.prefix, id.hyphenated())
+    }
+
+    /// The subscription a channel name designates, with or without `private-` in front.
+    pub fn subscription_id(&self, channel: &str) -> Option<Uuid> {
+        let channel = channel.strip_prefix("private-").unwrap_or(channel);
+        let id = channel.strip_prefix(self.prefix.as_str())?;
+        // Only the hyphenated form subscribe hands out.
+        (id.len() == 36).then(|| Uuid::try_parse(id).ok())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collection_names() {
+        for ok in ["posts", "_x", "A1_b", &"a".repeat(63)] {
+            assert!(CollectionName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "1posts", "po-sts", "pöst", "a b", &"a".repeat(64)] {
+            assert!(CollectionName::parse(bad).is_err(), "{bad}");
+        }
+        let id = new_collection_id();
+        assert_eq!(id.len(), 15);
+        assert!(
+            id.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
+    }
+
+    #[test]
+    fn channel_names_round_trip() {
+        let names = ChannelNames::new("velo.realtime.");
+        let id = Uuid::new_v4();
+        let channel = names.channel(id);
+        assert!(channel.starts_with("velo.realtime."));
+        assert_eq!(names.subscription_id(&channel), Some(id));
+        assert_eq!(
+            names.subscription_id(&format!("private-{channel}")),
+            Some(id)
+        );
+        assert_eq!(names.subscription_id(&id.to_string()), None);
+        assert_eq!(
+            names.subscription_id(&format!("velo.realtime.{}", id.simple())),
+            None
+        );
+        assert_eq!(names.subscription_id("velo.realtime.nope"), None);
+    }
+}

@@ -1,0 +1,283 @@
+//! The registry actor: maps collection names and ids to collection actors, and owns the
+//! collections tree of the store. It starts one actor per collection at start-up, handing each
+//! its rows of the connection table.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use uuid::Uuid;
+
+use super::collection::{CollectionActor, CollectionArgs, CollectionMsg};
+use super::names::new_collection_id;
+use super::{CollectionInfo, CollectionName, EngineError, RuleTexts, RulesPatch, call};
+use crate::config::CollectionSeed;
+use crate::filter::FilterEngine;
+use crate::store::{CollectionDoc, Store, SubscriptionDoc};
+
+/// A collection and the actor that owns it.
+#[derive(Clone)]
+pub struct CollectionHandle {
+    pub info: CollectionInfo,
+    pub actor: ActorRef<CollectionMsg>,
+}
+
+pub enum RegistryMsg {
+    /// By name or id.
+    Resolve(String, RpcReplyPort<Option<CollectionHandle>>),
+    List(RpcReplyPort<Vec<CollectionInfo>>),
+    Create {
+        name: CollectionName,
+        rules: RuleTexts,
+        reply: RpcReplyPort<Result<CollectionInfo, EngineError>>,
+    },
+    Update {
+        name_or_id: String,
+        name: Option<CollectionName>,
+        rules: RulesPatch,
+        reply: RpcReplyPort<Result<CollectionInfo, EngineError>>,
+    },
+    Delete {
+        name_or_id: String,
+        reply: RpcReplyPort<Result<(), EngineError>>,
+    },
+}
+
+pub struct RegistryActor;
+
+pub struct RegistryArgs {
+    pub store: Store,
+    pub filters: Arc<FilterEngine>,
+    pub threshold: Duration,
+    pub seeds: Vec<CollectionSeed>,
+}
+
+pub struct RegistryState {
+    store: Store,
+    filters: Arc<FilterEngine>,
+    threshold: Duration,
+    /// By id.
+    collections: HashMap<String, CollectionHandle>,
+    /// Name -> id.
+    names: HashMap<String, String>,
+}
+
+fn doc(info: &CollectionInfo) -> CollectionDoc {
+    CollectionDoc {
+        id: info.id.clone(),
+        name: info.name.clone(),
+        list_rule: info.rules.list.clone(),
+        view_rule: info.rules.view.clone(),
+        create_rule: info.rules.create.clone(),
+        update_rule: info.rules.update.clone(),
+        delete_rule: info.rules.delete.clone(),
+    }
+}
+
+impl RegistryState {
+    fn find(&self, name_or_id: &str) -> Option<&CollectionHandle> {
+        self.collections.get(name_or_id).or_else(|| {
+            self.names
+                .get(name_or_id)
+                .and_then(|id| self.collections.get(id))
+        })
+    }
+
+    async fn start(
+        &mut self,
+        info: CollectionInfo,
+        loaded: Vec<(Uuid, SubscriptionDoc)>,
+    ) -> Result<(), EngineError> {
+        let args = CollectionArgs {
+            id: info.id.clone(),
+            name: info.name.clone(),
+            rules: info.rules.parse()?,
+            store: self.store.clone(),
+            filters: self.filters.clone(),
+            threshold: self.threshold,
+            loaded,
+        };
+        let (actor, _) = Actor::spawn(None, CollectionActor, args).await.map_err(|error| {
+            tracing::error!(collection = %info.name, %error, "collection actor failed to start");
+            EngineError::Unavailable
+        })?;
+        self.names.insert(info.name.clone(), info.id.clone());
+        self.collections
+            .insert(info.id.clone(), CollectionHandle { info, actor });
+        Ok(())
+    }
+
+    async fn create(
+        &mut self,
+        name: CollectionName,
+        rules: RuleTexts,
+    ) -> Result<CollectionInfo, EngineError> {
+        if self.names.contains_key(name.as_str()) {
+            return Err(EngineError::invalid(
+                "name",
+                format!("a collection named `{name}` already exists"),
+            ));
+        }
+        rules.parse()?;
+        let info = CollectionInfo {
+            id: new_collection_id(),
+            name: name.to_string(),
+            rules,
+        };
+        self.store.put_collection(&doc(&info))?;
+        self.start(info.clone(), Vec::new()).await?;
+        tracing::info!(collection = %info.name, id = %info.id, "collection created");
+        Ok(info)
+    }
+
+    async fn update(
+        &mut self,
+        name_or_id: &str,
+        name: Option<CollectionName>,
+        patch: RulesPatch,
+    ) -> Result<CollectionInfo, EngineError> {
+        let handle = self
+            .find(name_or_id)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownCollection(name_or_id.to_owned()))?;
+        let mut info = handle.info.clone();
+        if let Some(name) = name
+            && name.as_str() != info.name
+        {
+            if self.names.contains_key(name.as_str()) {
+                return Err(EngineError::invalid(
+                    "name",
+                    format!("a collection named `{name}` already exists"),
+                ));
+            }
+            info.name = name.to_string();
+        }
+        info.rules = patch.apply(&info.rules);
+        let rules = info.rules.parse()?;
+        self.store.put_collection(&doc(&info))?;
+        call(&handle.actor, |reply| CollectionMsg::SetRules {
+            rules,
+            reply,
+        })
+        .await?;
+        self.names.remove(&handle.info.name);
+        self.names.insert(info.name.clone(), info.id.clone());
+        self.collections.insert(
+            info.id.clone(),
+            CollectionHandle {
+                info: info.clone(),
+                actor: handle.actor,
+            },
+        );
+        Ok(info)
+    }
+
+    async fn delete(&mut self, name_or_id: &str) -> Result<(), EngineError> {
+        let handle = self
+            .find(name_or_id)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownCollection(name_or_id.to_owned()))?;
+        call(&handle.actor, |reply| CollectionMsg::Close { reply }).await?;
+        handle.actor.stop(Some("collection deleted".into()));
+        self.store.delete_collection(&handle.info.id)?;
+        self.names.remove(&handle.info.name);
+        self.collections.remove(&handle.info.id);
+        tracing::info!(collection = %handle.info.name, "collection deleted");
+        Ok(())
+    }
+}
+
+impl Actor for RegistryActor {
+    type Msg = RegistryMsg;
+    type State = RegistryState;
+    type Arguments = RegistryArgs;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<Self::Msg>,
+        args: RegistryArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mut state = RegistryState {
+            store: args.store,
+            filters: args.filters,
+            threshold: args.threshold,
+            collections: HashMap::new(),
+            names: HashMap::new(),
+        };
+        let mut by_collection: HashMap<String, Vec<(Uuid, SubscriptionDoc)>> = HashMap::new();
+        for (id, doc) in state.store.subscriptions()? {
+            by_collection
+                .entry(doc.collection_id.clone())
+                .or_default()
+                .push((id, doc));
+        }
+        for doc in state.store.collections()? {
+            let info = CollectionInfo {
+                id: doc.id,
+                name: doc.name,
+                rules: RuleTexts {
+                    list: doc.list_rule,
+                    view: doc.view_rule,
+                    create: doc.create_rule,
+                    update: doc.update_rule,
+                    delete: doc.delete_rule,
+                },
+            };
+            let loaded = by_collection.remove(&info.id).unwrap_or_default();
+            state.start(info, loaded).await?;
+        }
+        for (_, orphans) in by_collection {
+            for (id, _) in orphans {
+                state.store.delete_subscription(id)?;
+            }
+        }
+        for seed in args.seeds {
+            if state.names.contains_key(&seed.name) {
+                continue;
+            }
+            let name = CollectionName::parse(&seed.name)
+                .map_err(|message| EngineError::invalid("name", message))?;
+            state.create(name, seed.api_rules).await?;
+        }
+        tracing::info!(collections = state.collections.len(), "engine started");
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            RegistryMsg::Resolve(name_or_id, reply) => {
+                let _ = reply.send(state.find(&name_or_id).cloned());
+            }
+            RegistryMsg::List(reply) => {
+                let mut all: Vec<CollectionInfo> = state
+                    .collections
+                    .values()
+                    .map(|handle| handle.info.clone())
+                    .collect();
+                all.sort_by(|a, b| a.name.cmp(&b.name));
+                let _ = reply.send(all);
+            }
+            RegistryMsg::Create { name, rules, reply } => {
+                let _ = reply.send(state.create(name, rules).await);
+            }
+            RegistryMsg::Update {
+                name_or_id,
+                name,
+                rules,
+                reply,
+            } => {
+                let _ = reply.send(state.update(&name_or_id, name, rules).await);
+            }
+            RegistryMsg::Delete { name_or_id, reply } => {
+                let _ = reply.send(state.delete(&name_or_id).await);
+            }
+        }
+        Ok(())
+    }
+}

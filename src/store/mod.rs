@@ -1,0 +1,252 @@
+//! Persistence in sled: collections and the connection table (subscriptions), each in a tree of
+//! its own, as versioned bincode documents.
+//!
+//! Writes go to sled's in-memory tree at once; [`Store::sync`] makes them durable. Syncs are
+//! group-committed: one flusher task fsyncs on behalf of every caller waiting at that moment,
+//! so concurrent requests share one fsync instead of queueing for one each.
+//!
+//! This module decides nothing: it stores what the engine hands it.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+/// First byte of every stored value; bump it when a document's layout changes.
+const FORMAT_VERSION: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage failure: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    #[error("flushing to disk failed: {0}")]
+    Flush(String),
+    #[error("the storage flusher has stopped")]
+    FlusherGone,
+}
+
+/// A collection as stored: rule texts, parsed again when loaded. `None` is `SUPERUSER_ONLY`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct CollectionDoc {
+    pub id: String,
+    pub name: String,
+    pub list_rule: Option<String>,
+    pub view_rule: Option<String>,
+    pub create_rule: Option<String>,
+    pub update_rule: Option<String>,
+    pub delete_rule: Option<String>,
+}
+
+/// Who made a subscription, as stored.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum OwnerDoc {
+    Guest,
+    Superuser,
+    User {
+        id: String,
+        /// The token's claims as JSON text (bincode cannot encode `serde_json::Value`).
+        claims_json: String,
+        expires_at: Option<u64>,
+    },
+}
+
+/// One row of the connection table.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SubscriptionDoc {
+    pub collection_id: String,
+    pub owner: OwnerDoc,
+    pub socket_id: Option<String>,
+    pub filter: String,
+    pub is_public: bool,
+    pub created_at_ms: u64,
+    pub last_seen_at_ms: u64,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    collections: sled::Tree,
+    subscriptions: sled::Tree,
+    flusher: mpsc::UnboundedSender<oneshot::Sender<Result<(), String>>>,
+}
+
+impl Store {
+    /// Opens (or creates) the database under `dir`. Must be called inside a tokio runtime: it
+    /// starts the flusher task.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(dir.join("db")).open()?;
+        let collections = db.open_tree("collections")?;
+        let subscriptions = db.open_tree("subscriptions")?;
+        let (flusher, requests) = mpsc::unbounded_channel();
+        tokio::spawn(flush_loop(db.clone(), requests));
+        Ok(Self {
+            collections,
+            subscriptions,
+            flusher,
+        })
+    }
+
+    /// Waits until every write made before the call is on disk (fsynced).
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.flusher
+            .send(done)
+            .map_err(|_| StoreError::FlusherGone)?;
+        wait.await
+            .map_err(|_| StoreError::FlusherGone)?
+            .map_err(StoreError::Flush)
+    }
+
+    pub fn collections(&self) -> Result<Vec<CollectionDoc>, StoreError> {
+        self.collections
+            .iter()
+            .values()
+            .map(|value| decode(&value?))
+            .collect()
+    }
+
+    pub fn put_collection(&self, doc: &CollectionDoc) -> Result<(), StoreError> {
+        self.collections.insert(doc.id.as_bytes(), encode(doc))?;
+        Ok(())
+    }
+
+    pub fn delete_collection(&self, id: &str) -> Result<(), StoreError> {
+        self.collections.remove(id.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn subscriptions(&self) -> Result<Vec<(Uuid, SubscriptionDoc)>, StoreError> {
+        self.subscriptions
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry?;
+                let id = Uuid::from_slice(&key)
+                    .map_err(|error| StoreError::Corrupt(format!("subscription key: {error}")))?;
+                Ok((id, decode(&value)?))
+            })
+            .collect()
+    }
+
+    pub fn subscription(&self, id: Uuid) -> Result<Option<SubscriptionDoc>, StoreError> {
+        self.subscriptions
+            .get(id.as_bytes())?
+            .map(|value| decode(&value))
+            .transpose()
+    }
+
+    pub fn put_subscription(&self, id: Uuid, doc: &SubscriptionDoc) -> Result<(), StoreError> {
+        self.subscriptions.insert(id.as_bytes(), encode(doc))?;
+        Ok(())
+    }
+
+    pub fn delete_subscription(&self, id: Uuid) -> Result<(), StoreError> {
+        self.subscriptions.remove(id.as_bytes())?;
+        Ok(())
+    }
+}
+
+/// Fsyncs once for every batch of waiters: those that arrive during a flush join the next one
+/// (their writes may postdate the flush in progress).
+async fn flush_loop(
+    db: sled::Db,
+    mut requests: mpsc::UnboundedReceiver<oneshot::Sender<Result<(), String>>>,
+) {
+    let mut waiting = Vec::new();
+    while let Some(first) = requests.recv().await {
+        waiting.push(first);
+        while let Ok(next) = requests.try_recv() {
+            waiting.push(next);
+        }
+        let db = db.clone();
+        let outcome = match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        for waiter in waiting.drain(..) {
+            let _ = waiter.send(outcome.clone());
+        }
+    }
+}
+
+fn encode<T: Serialize>(doc: &T) -> Vec<u8> {
+    let mut bytes = vec![FORMAT_VERSION];
+    bytes.extend(
+        bincode::serde::encode_to_vec(doc, bincode::config::standard())
+            .expect("documents of plain strings and numbers always encode"),
+    );
+    bytes
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&FORMAT_VERSION, body)) => {
+            bincode::serde::decode_from_slice(body, bincode::config::standard())
+                .map(|(doc, _)| doc)
+                .map_err(|error| StoreError::Corrupt(error.to_string()))
+        }
+        Some((version, _)) => Err(StoreError::Corrupt(format!(
+            "format version {version}, this build reads {FORMAT_VERSION}"
+        ))),
+        None => Err(StoreError::Corrupt("empty value".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn documents_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        let subscription = SubscriptionDoc {
+            collection_id: "c1".into(),
+            owner: OwnerDoc::User {
+                id: "u1".into(),
+                claims_json: r#"{"sub":"u1"}"#.into(),
+                expires_at: Some(5),
+            },
+            socket_id: Some("1.2".into()),
+            filter: "status = 'active'".into(),
+            is_public: false,
+            created_at_ms: 1,
+            last_seen_at_ms: 2,
+        };
+        let collection = CollectionDoc {
+            id: "c1".into(),
+            name: "posts".into(),
+            list_rule: Some(String::new()),
+            view_rule: None,
+            create_rule: Some("@request.auth.id != ''".into()),
+            update_rule: None,
+            delete_rule: None,
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.put_collection(&collection).unwrap();
+            store.put_subscription(id, &subscription).unwrap();
+            store.sync().await.unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.collections().unwrap(), [collection]);
+        assert_eq!(store.subscription(id).unwrap(), Some(subscription.clone()));
+        assert_eq!(store.subscriptions().unwrap(), [(id, subscription)]);
+        store.delete_subscription(id).unwrap();
+        assert_eq!(store.subscription(id).unwrap(), None);
+    }
+
+    #[test]
+    fn refuses_unknown_format_versions() {
+        assert!(matches!(
+            decode::<CollectionDoc>(&[9, 1, 2]),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            decode::<CollectionDoc>(&[]),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+}
