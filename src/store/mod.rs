@@ -230,7 +230,15 @@ mod tests {
             store.put_subscription(id, &subscription).unwrap();
             store.sync().await.unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        // The flusher task lets go of the database once it sees the last handle dropped.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let store = loop {
+            match Store::open(dir.path()) {
+                Ok(store) => break store,
+                Err(error) if std::time::Instant::now() > deadline => panic!("{error}"),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        };
         assert_eq!(store.collections().unwrap(), [collection]);
         assert_eq!(store.subscription(id).unwrap(), Some(subscription.clone()));
         assert_eq!(store.subscriptions().unwrap(), [(id, subscription)]);

@@ -1,0 +1,231 @@
+//! The admin API for collections, the committed OpenAPI document, CORS and the system routes,
+//! against the real server.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::{ADMIN, Server};
+
+#[tokio::test]
+async fn the_admin_manages_collections_and_rules() {
+    let mut server = Server::start("");
+    let alice = server.token("alice", json!({}), Some(3600));
+
+    let created = server
+        .create_collection(
+            json!({"name": "tasks", "api_rules": {"list": "owner = @request.auth.id", "view": ""}}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let data = &created.body["data"];
+    let id = data["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 15);
+    assert_eq!(data["name"], "tasks");
+    assert_eq!(data["api_rules"]["list"], "owner = @request.auth.id");
+    assert_eq!(data["api_rules"]["view"], "");
+    assert_eq!(
+        data["api_rules"]["create"],
+        Value::Null,
+        "absent is SUPERUSER_ONLY"
+    );
+
+    for path in ["/api/collections/tasks", &format!("/api/collections/{id}")] {
+        let viewed = server.call(Method::GET, path, Some(ADMIN), None).await;
+        assert_eq!(viewed.status, StatusCode::OK);
+        assert_eq!(viewed.body["data"]["id"], id.as_str());
+    }
+    let listed = server
+        .call(Method::GET, "/api/collections", Some(ADMIN), None)
+        .await;
+    assert_eq!(listed.body["data"].as_array().unwrap().len(), 1);
+
+    // Only the admin.
+    assert_eq!(
+        server
+            .call(Method::GET, "/api/collections", None, None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let refused = server
+        .call(Method::GET, "/api/collections", Some(&alice), None)
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let refused = server
+        .call(
+            Method::POST,
+            "/api/collections",
+            Some(&alice),
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+    // Validation: names, duplicates, rules with positions.
+    let bad_name = server.create_collection(json!({"name": "9lives"})).await;
+    assert_eq!(bad_name.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad_name.body["errors"]["name"].is_array());
+    let duplicate = server.create_collection(json!({"name": "tasks"})).await;
+    assert_eq!(duplicate.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        duplicate.body["errors"]["name"][0]
+            .as_str()
+            .unwrap()
+            .contains("already exists")
+    );
+    let bad_rule = server
+        .create_collection(json!({"name": "other", "api_rules": {"update": "owner = "}}))
+        .await;
+    assert_eq!(bad_rule.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let message = bad_rule.body["errors"]["api_rules.update"][0]
+        .as_str()
+        .unwrap();
+    assert!(message.contains("position 9"), "{message}");
+
+    // A rule change applies to existing subscriptions: SUPERUSER_ONLY ends alice's.
+    let subscribed = server.subscribe(Some(&alice), "tasks", None).await;
+    assert_eq!(subscribed.status, StatusCode::OK);
+    assert_eq!(subscribed.body["is_public"], false);
+    let channel = subscribed.body["channel_name"].as_str().unwrap().to_owned();
+    let patched = server
+        .call(
+            Method::PATCH,
+            "/api/collections/tasks",
+            Some(ADMIN),
+            Some(json!({"name": "todo", "api_rules": {"list": null}})),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{:?}", patched.body);
+    assert_eq!(patched.body["data"]["name"], "todo");
+    assert_eq!(patched.body["data"]["api_rules"]["list"], Value::Null);
+    assert_eq!(
+        patched.body["data"]["api_rules"]["view"], "",
+        "absent in the patch: unchanged"
+    );
+    assert_eq!(
+        server.ping(None, &channel).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let bad_patch = server
+        .call(
+            Method::PATCH,
+            "/api/collections/todo",
+            Some(ADMIN),
+            Some(json!({"api_rules": {"list": "((("}})),
+        )
+        .await;
+    assert_eq!(bad_patch.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad_patch.body["errors"]["api_rules.list"].is_array());
+
+    // Collections from the API survive a crash, under their new name.
+    server.kill_and_restart();
+    let viewed = server
+        .call(
+            Method::GET,
+            &format!("/api/collections/{id}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(viewed.body["data"]["name"], "todo");
+
+    // Deleting a collection ends its subscriptions.
+    let admin_channel = server.subscribe(Some(ADMIN), "todo", None).await.body["channel_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deleted = server
+        .call(Method::DELETE, "/api/collections/todo", Some(ADMIN), None)
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        server.ping(None, &admin_channel).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let gone = server
+        .call(Method::GET, "/api/collections/todo", Some(ADMIN), None)
+        .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        server.subscribe(None, "todo", None).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+}
+
+#[tokio::test]
+async fn the_committed_openapi_document_is_current() {
+    let generated: Value = serde_json::from_str(&velo_realtime::api::spec()).unwrap();
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
+            .expect("openapi/openapi.json is committed");
+    let committed: Value = serde_json::from_str(&committed).unwrap();
+    assert!(
+        generated == committed,
+        "openapi/openapi.json is stale: run `cargo run -- openapi > openapi/openapi.json`"
+    );
+    let server = Server::start("");
+    let served = server.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(
+        served.body, generated,
+        "the server serves the same document"
+    );
+    for path in [
+        "/api/realtime/subscribe",
+        "/api/realtime/ping",
+        "/api/realtime/subscriptions/{channel_name}",
+        "/api/collections",
+        "/api/collections/{collection}",
+        "/health",
+    ] {
+        assert!(generated["paths"][path].is_object(), "{path} is documented");
+    }
+    let subscribe = &generated["paths"]["/api/realtime/subscribe"]["post"];
+    for status in ["200", "400", "401", "403", "413", "422"] {
+        assert!(
+            subscribe["responses"][status].is_object(),
+            "subscribe documents {status}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn system_routes_swagger_and_cors() {
+    let server = Server::start("");
+    let health = server.call(Method::GET, "/health", None, None).await;
+    assert_eq!(
+        (health.status, health.body),
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+    let docs = reqwest::get(format!("{}/docs", server.base)).await.unwrap();
+    assert_eq!(docs.status(), StatusCode::OK);
+    assert!(
+        docs.text().await.unwrap().contains("swagger"),
+        "Swagger UI is served"
+    );
+    let missing = server
+        .call(Method::GET, "/api/nothing-here", None, None)
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.body["message"].is_string());
+
+    let preflight = server
+        .request(Method::OPTIONS, "/api/realtime/subscribe")
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let allowed = preflight.headers()["access-control-allow-origin"]
+        .to_str()
+        .unwrap();
+    assert!(
+        allowed == "*" || allowed == "https://app.example",
+        "{allowed}"
+    );
+}

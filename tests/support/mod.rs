@@ -1,0 +1,234 @@
+//! Starts the real `velo-realtime` binary on port 0 with a temporary data directory, and talks
+//! to it over real HTTP. Helpers are named after the API calls they make.
+
+#![allow(dead_code)] // each test binary uses a different part of the helpers
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Map, Value, json};
+use tempfile::TempDir;
+use velo_realtime::auth::Authenticator;
+
+pub const ADMIN: &str = "test-admin-token";
+pub const JWT_SECRET: &str = "test-jwt-secret";
+
+/// A running server, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    data: TempDir,
+    config: PathBuf,
+    threshold_secs: u64,
+    http: reqwest::Client,
+    /// Every line the server has logged, across restarts.
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// What a call returned.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Server {
+    /// A server whose config declares `collections` (TOML), with the default threshold.
+    pub fn start(collections_toml: &str) -> Server {
+        Self::start_with(collections_toml, 300)
+    }
+
+    pub fn start_with(collections_toml: &str, threshold_secs: u64) -> Server {
+        let data = tempfile::tempdir().expect("a temp dir");
+        let config = data.path().join("velo.toml");
+        std::fs::write(&config, collections_toml).expect("writing the config");
+        let data_dir = data.path().join("data");
+        let log = Arc::default();
+        let (child, base) = spawn(&config, &data_dir, threshold_secs, &log);
+        Server {
+            child,
+            base,
+            data,
+            config,
+            threshold_secs,
+            http: reqwest::Client::new(),
+            log,
+        }
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.data.path().join("data")
+    }
+
+    /// Stops the server with SIGKILL (nothing gets flushed) and starts it again on the same
+    /// data directory.
+    pub fn kill_and_restart(&mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reaping the server");
+        let (child, base) = spawn(
+            &self.config,
+            &self.data_dir(),
+            self.threshold_secs,
+            &self.log,
+        );
+        self.child = child;
+        self.base = base;
+    }
+
+    /// Whether some logged line contains every one of `parts`.
+    pub fn logged(&self, parts: &[&str]) -> bool {
+        let log = self.log.lock().expect("the log lock");
+        log.iter()
+            .any(|line| parts.iter().all(|part| line.contains(part)))
+    }
+
+    pub fn token(&self, sub: &str, claims: Value, ttl_secs: Option<u64>) -> String {
+        let claims: Map<String, Value> = claims.as_object().cloned().unwrap_or_default();
+        Authenticator::new(ADMIN, JWT_SECRET).mint(sub, claims, ttl_secs)
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        into_reply(request.send().await.expect("the server answers")).await
+    }
+
+    pub async fn raw(&self, request: reqwest::RequestBuilder) -> Reply {
+        into_reply(request.send().await.expect("the server answers")).await
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
+    pub async fn subscribe(
+        &self,
+        token: Option<&str>,
+        collection: &str,
+        filter: Option<&str>,
+    ) -> Reply {
+        let mut body = json!({ "collection": collection });
+        if let Some(filter) = filter {
+            body["filter"] = json!(filter);
+        }
+        self.call(Method::POST, "/api/realtime/subscribe", token, Some(body))
+            .await
+    }
+
+    pub async fn ping(&self, token: Option<&str>, channel: &str) -> Reply {
+        self.call(
+            Method::POST,
+            "/api/realtime/ping",
+            token,
+            Some(json!({ "channel_name": channel })),
+        )
+        .await
+    }
+
+    pub async fn unsubscribe(&self, token: Option<&str>, channel: &str) -> Reply {
+        self.call(
+            Method::DELETE,
+            &format!("/api/realtime/subscriptions/{channel}"),
+            token,
+            None,
+        )
+        .await
+    }
+
+    pub async fn create_collection(&self, body: Value) -> Reply {
+        self.call(Method::POST, "/api/collections", Some(ADMIN), Some(body))
+            .await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn into_reply(response: reqwest::Response) -> Reply {
+    let status = response.status();
+    let text = response.text().await.expect("a body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("a JSON body, got {status} {text:?}"))
+    };
+    Reply { status, body }
+}
+
+/// Starts the binary and waits for the line that says where it listens.
+fn spawn(
+    config: &Path,
+    data_dir: &Path,
+    threshold_secs: u64,
+    log: &Arc<Mutex<Vec<String>>>,
+) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_velo-realtime"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .env("VELO_CONFIG", config)
+        .env("VELO_BIND", "127.0.0.1:0")
+        .env("VELO_DATA_DIR", data_dir)
+        .env("VELO_ADMIN_TOKEN", ADMIN)
+        .env("VELO_JWT_SECRET", JWT_SECRET)
+        .env("VELO_CONNECTION_THRESHOLD_SECS", threshold_secs.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the server binary starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (lines, receive) = mpsc::channel();
+    let log = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            eprintln!("[server] {line}");
+            log.lock().expect("the log lock").push(line.clone());
+            let _ = lines.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = receive
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("the server did not say where it listens within 60 s"));
+        if let Some(address) = line.split("listening on ").nth(1) {
+            return (child, address.trim().to_owned());
+        }
+    }
+}
+
+/// Polls `check` until it holds or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
