@@ -206,13 +206,21 @@ fn spawn(
         }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let address = loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = receive
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("the server did not say where it listens within 60 s"));
+        let Ok(line) = receive.recv_timeout(left) else {
+            break None;
+        };
         if let Some(address) = line.split("listening on ").nth(1) {
-            return (child, address.trim().to_owned());
+            break Some(address.trim().to_owned());
+        }
+    };
+    match address {
+        Some(address) => (child, address),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server did not say where it listens within 60 s");
         }
     }
 }
