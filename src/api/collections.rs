@@ -18,21 +18,34 @@ use crate::engine::{CollectionInfo, CollectionName, RuleTexts, RulesPatch};
 #[derive(Object, Debug, Default)]
 pub struct ApiRules {
     /// Who may list records and subscribe to their changes.
+    #[oai(nullable)]
     pub list: Option<String>,
     /// Who may view one record.
+    #[oai(nullable)]
     pub view: Option<String>,
+    /// Who may create a record.
+    #[oai(nullable)]
     pub create: Option<String>,
+    /// Who may update a record.
+    #[oai(nullable)]
     pub update: Option<String>,
+    /// Who may delete a record.
+    #[oai(nullable)]
     pub delete: Option<String>,
 }
 
 /// Rules to change: a rule that is absent stays as it is; `null` makes it `SUPERUSER_ONLY`.
 #[derive(Object, Debug, Default)]
 pub struct ApiRulesPatch {
+    #[oai(nullable)]
     pub list: MaybeUndefined<String>,
+    #[oai(nullable)]
     pub view: MaybeUndefined<String>,
+    #[oai(nullable)]
     pub create: MaybeUndefined<String>,
+    #[oai(nullable)]
     pub update: MaybeUndefined<String>,
+    #[oai(nullable)]
     pub delete: MaybeUndefined<String>,
 }
 

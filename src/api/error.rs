@@ -114,7 +114,8 @@ impl From<AuthError> for ApiError {
 
 /// The last word on every error the routes produce: errors that already are API responses pass
 /// through; poem's own refusals get the JSON error shape and the status DESIGN.md §9 gives them.
-pub async fn render(error: poem::Error) -> Response {
+/// `allowed` lists the methods the request's path does accept, for a 405's `Allow` header.
+pub fn render(error: poem::Error, allowed: &[&str]) -> Response {
     if error.is_from_response() {
         return error.into_response();
     }
@@ -123,11 +124,17 @@ pub async fn render(error: poem::Error) -> Response {
         StatusCode::NOT_FOUND => ApiError::not_found("no such route"),
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(error.to_string()),
         StatusCode::METHOD_NOT_ALLOWED => {
-            return (
+            let mut response = (
                 StatusCode::METHOD_NOT_ALLOWED,
-                body("method not allowed on this route"),
+                body(format!("this route accepts {}", allowed.join(", "))),
             )
                 .into_response();
+            if let Ok(value) = allowed.join(", ").parse() {
+                response
+                    .headers_mut()
+                    .insert(poem::http::header::ALLOW, value);
+            }
+            return response;
         }
         // Wrong content types (415 in poem) are bad requests here, as are failed parameters.
         status if status.is_client_error() => ApiError::bad_request(error.to_string()),

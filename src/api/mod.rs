@@ -124,9 +124,49 @@ pub fn spec() -> String {
     service().spec()
 }
 
+/// Which methods each documented path accepts, read from the OpenAPI document itself.
+struct AllowedMethods(Vec<(Vec<String>, Vec<&'static str>)>);
+
+impl AllowedMethods {
+    fn from_spec(spec: &str) -> Self {
+        const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+        let spec: serde_json::Value =
+            serde_json::from_str(spec).expect("the generated spec is JSON");
+        let paths = spec["paths"].as_object().cloned().unwrap_or_default();
+        Self(
+            paths
+                .into_iter()
+                .map(|(path, operations)| {
+                    let segments = path.split('/').map(str::to_owned).collect();
+                    let methods = METHODS
+                        .into_iter()
+                        .filter(|method| operations.get(method.to_ascii_lowercase()).is_some())
+                        .collect();
+                    (segments, methods)
+                })
+                .collect(),
+        )
+    }
+
+    /// The methods of the documented path `path` matches (`{param}` matches any segment).
+    fn of(&self, path: &str) -> &[&'static str] {
+        let segments: Vec<&str> = path.split('/').collect();
+        self.0
+            .iter()
+            .find(|(template, _)| {
+                template.len() == segments.len()
+                    && template.iter().zip(&segments).all(|(t, s)| {
+                        t == s || (t.starts_with('{') && t.ends_with('}') && !s.is_empty())
+                    })
+            })
+            .map_or(&[], |(_, methods)| methods.as_slice())
+    }
+}
+
 /// Every route of the server.
 pub fn routes(app: App, config: &Config) -> impl Endpoint + use<> {
     let service = service();
+    let allowed = std::sync::Arc::new(AllowedMethods::from_spec(&service.spec()));
     let swagger = service.swagger_ui();
     let spec = service.spec_endpoint();
     let cors = match &config.cors_origins {
@@ -153,7 +193,16 @@ pub fn routes(app: App, config: &Config) -> impl Endpoint + use<> {
         .around(refuse_malformed_authorization)
         .with(cors)
         .data(app)
-        .catch_all_error(error::render)
+        .around(move |next, request| {
+            let allowed = allowed.clone();
+            async move {
+                let path = request.uri().path().to_owned();
+                Ok(match next.call(request).await {
+                    Ok(response) => response,
+                    Err(error) => error::render(error, allowed.of(&path)),
+                })
+            }
+        })
 }
 
 /// An `Authorization` header that is not a bearer token is refused (401), rather than

@@ -118,12 +118,18 @@ fn field_errors(
         }
     }
     for (name, property) in &schema.properties {
-        let Some(value) = object.get(*name).filter(|value| !value.is_null()) else {
+        let (Some(value), Some(property)) = (object.get(*name), resolve(property, registry)) else {
             continue;
         };
-        let Some(property) = resolve(property, registry) else {
+        if value.is_null() {
+            if !property.nullable && !schema.required.contains(name) {
+                errors.insert(
+                    (*name).to_owned(),
+                    vec![format!("`{name}` must not be null; leave it out instead")],
+                );
+            }
             continue;
-        };
+        }
         let fits = match property.ty {
             "string" => value.is_string(),
             "boolean" => value.is_boolean(),
