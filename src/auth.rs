@@ -1,6 +1,7 @@
 //! Who is calling: the guest, a user holding an HS256 JWT, or the superuser holding the admin
 //! token (DESIGN.md §3, §9). Knows nothing of HTTP beyond the bearer token string.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -12,7 +13,8 @@ use crate::filter::Auth;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Identity {
     Guest,
-    User(User),
+    /// Shared: a subscription keeps its subscriber's identity, and messages carry it cheaply.
+    User(Arc<User>),
     /// Holder of the admin token: bypasses every rule.
     Superuser,
 }
@@ -82,7 +84,8 @@ impl Authenticator {
         if constant_time_eq(token.as_bytes(), self.admin_token.as_bytes()) {
             return Ok(Identity::Superuser);
         }
-        self.verify(token).map(Identity::User)
+        self.verify(token)
+            .map(|user| Identity::User(Arc::new(user)))
     }
 
     fn verify(&self, token: &str) -> Result<User, AuthError> {

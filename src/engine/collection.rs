@@ -23,7 +23,6 @@ use crate::store::{OwnerDoc, Store, SubscriptionDoc};
 pub enum CollectionMsg {
     Subscribe {
         identity: Identity,
-        filter: Filter,
         filter_text: String,
         socket_id: Option<String>,
         reply: RpcReplyPort<Result<Subscribed, EngineError>>,
@@ -41,7 +40,7 @@ pub enum CollectionMsg {
     /// New rules: every subscription is planned again, and those whose subscriber the new list
     /// rule no longer admits end.
     SetRules {
-        rules: Rules,
+        rules: Box<Rules>,
         reply: RpcReplyPort<()>,
     },
     /// The collection is being deleted: end every subscription.
@@ -73,15 +72,14 @@ pub struct CollectionState {
     index: SubscriptionIndex<Uuid>,
     /// Every live subscription, with where the index filed it.
     subscriptions: HashMap<Uuid, (SubscriptionKey, Subscription)>,
-    /// Compiled conditions shared by subscriptions with the same filter text and kind of
-    /// subscriber (the admin's condition omits the rule).
-    compiled: HashMap<(String, bool), Arc<CompiledFilter>>,
+    /// Compiled conditions shared by subscriptions with the same filter text, for users and
+    /// guests (`[0]`) and for the admin, whose condition omits the rule (`[1]`).
+    compiled: [HashMap<String, Arc<CompiledFilter>>; 2],
     pruner: Option<JoinHandle<()>>,
 }
 
 struct Subscription {
     identity: Identity,
-    filter: Filter,
     filter_text: String,
     socket_id: Option<String>,
     is_public: bool,
@@ -150,22 +148,25 @@ fn may_end(owner: &Identity, caller: &Identity) -> bool {
 }
 
 impl CollectionState {
+    /// The compiled condition for a filter text: compiled once per text and kind of subscriber.
     fn compiled(
         &mut self,
-        filter: &Filter,
         text: &str,
         superuser: bool,
     ) -> Result<Arc<CompiledFilter>, EngineError> {
-        let key = (text.to_owned(), superuser);
-        if let Some(compiled) = self.compiled.get(&key) {
+        let cache = &mut self.compiled[usize::from(superuser)];
+        if let Some(compiled) = cache.get(text) {
             return Ok(compiled.clone());
         }
+        let invalid =
+            |error: &dyn std::fmt::Display| EngineError::invalid("filter", error.to_string());
+        let filter = Filter::parse(text).map_err(|error| invalid(&error))?;
         let compiled = self
             .filters
-            .compile(condition(&self.rules.list, filter, superuser))
+            .compile(condition(&self.rules.list, &filter, superuser))
             .map(Arc::new)
-            .map_err(|error| EngineError::invalid("filter", error.to_string()))?;
-        self.compiled.insert(key, compiled.clone());
+            .map_err(|error| invalid(&error))?;
+        cache.insert(text.to_owned(), compiled.clone());
         Ok(compiled)
     }
 
@@ -175,7 +176,6 @@ impl CollectionState {
         admit(&self.rules.list, &subscription.identity)?;
         subscription.is_public = self.rules.list.admits_guest();
         let compiled = self.compiled(
-            &subscription.filter,
             &subscription.filter_text,
             subscription.identity.is_superuser(),
         )?;
@@ -190,8 +190,9 @@ impl CollectionState {
     fn end(&mut self, id: Uuid, why: &str) -> Result<(), EngineError> {
         if let Some((key, _)) = self.subscriptions.remove(&id) {
             self.index.remove(key);
-            self.compiled
-                .retain(|_, compiled| Arc::strong_count(compiled) > 1);
+            for cache in &mut self.compiled {
+                cache.retain(|_, compiled| Arc::strong_count(compiled) > 1);
+            }
             tracing::info!(collection = %self.name, subscription = %id, why, "subscription ended");
         }
         self.store.delete_subscription(id)?;
@@ -201,14 +202,12 @@ impl CollectionState {
     fn subscribe(
         &mut self,
         identity: Identity,
-        filter: Filter,
         filter_text: String,
         socket_id: Option<String>,
     ) -> Result<Subscribed, EngineError> {
         let id = Uuid::new_v4();
         let subscription = Subscription {
             identity,
-            filter,
             filter_text,
             socket_id,
             is_public: false,
@@ -267,7 +266,7 @@ impl CollectionState {
 
     fn set_rules(&mut self, rules: Rules) {
         self.rules = rules;
-        self.compiled.clear();
+        self.compiled = Default::default();
         let subscriptions: Vec<_> = self.subscriptions.drain().collect();
         self.index = SubscriptionIndex::new();
         for (id, (_, subscription)) in subscriptions {
@@ -312,17 +311,15 @@ impl CollectionState {
                 expires_at,
             } => {
                 let claims: Map<String, Value> = serde_json::from_str(&claims_json).ok()?;
-                Identity::User(User {
+                Identity::User(Arc::new(User {
                     id,
                     claims,
                     expires_at,
-                })
+                }))
             }
         };
-        let filter = Filter::parse(&doc.filter).ok()?;
         Some(Subscription {
             identity,
-            filter,
             filter_text: doc.filter,
             socket_id: doc.socket_id,
             is_public: doc.is_public,
@@ -356,7 +353,7 @@ impl Actor for CollectionActor {
             threshold: args.threshold,
             index: SubscriptionIndex::new(),
             subscriptions: HashMap::new(),
-            compiled: HashMap::new(),
+            compiled: Default::default(),
             pruner: None,
         };
         for (id, doc) in args.loaded {
@@ -393,12 +390,11 @@ impl Actor for CollectionActor {
         match message {
             CollectionMsg::Subscribe {
                 identity,
-                filter,
                 filter_text,
                 socket_id,
                 reply,
             } => {
-                let _ = reply.send(state.subscribe(identity, filter, filter_text, socket_id));
+                let _ = reply.send(state.subscribe(identity, filter_text, socket_id));
             }
             CollectionMsg::Ping {
                 id,
@@ -415,7 +411,7 @@ impl Actor for CollectionActor {
                 let _ = reply.send(state.unsubscribe(id, &identity));
             }
             CollectionMsg::SetRules { rules, reply } => {
-                state.set_rules(rules);
+                state.set_rules(*rules);
                 let _ = reply.send(());
             }
             CollectionMsg::Close { reply } => {

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::auth::Identity;
 use crate::config::Config;
-use crate::filter::{Filter, FilterEngine, Rule};
+use crate::filter::{FilterEngine, Rule};
 use crate::store::{Store, StoreError};
 use collection::CollectionMsg;
 pub use names::{ChannelNames, CollectionName};
@@ -233,7 +233,7 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownCollection(name_or_id.to_owned()))
     }
 
-    /// Subscribes `identity` to a collection (by name or id) with a parsed filter.
+    /// Subscribes `identity` to a collection (by name or id) with a filter expression.
     pub async fn subscribe(
         &self,
         identity: Identity,
@@ -241,8 +241,6 @@ impl Engine {
         filter_text: String,
         socket_id: Option<String>,
     ) -> Result<Subscribed, EngineError> {
-        let filter = Filter::parse(&filter_text)
-            .map_err(|error| EngineError::invalid("filter", error.to_string()))?;
         let handle = self
             .resolve(collection)
             .await
@@ -255,7 +253,6 @@ impl Engine {
             })?;
         call(&handle.actor, |reply| CollectionMsg::Subscribe {
             identity,
-            filter,
             filter_text,
             socket_id,
             reply,

@@ -157,7 +157,7 @@ impl RegistryState {
         let rules = info.rules.parse()?;
         self.store.put_collection(&doc(&info))?;
         call(&handle.actor, |reply| CollectionMsg::SetRules {
-            rules,
+            rules: Box::new(rules),
             reply,
         })
         .await?;

@@ -4,6 +4,7 @@
 //! per event) so that evaluating a filter never converts or copies them again.
 
 use std::fmt;
+use std::sync::LazyLock;
 
 use rhai::{Dynamic, ImmutableString, Map};
 
@@ -22,8 +23,10 @@ pub struct Auth {
 }
 
 impl Auth {
+    /// The guest's (empty) claims. Shared: every guest subscription points at one map.
     pub fn guest() -> Self {
-        Self::from_map(Map::new())
+        static GUEST: LazyLock<Auth> = LazyLock::new(|| Auth::from_map(Map::new()));
+        GUEST.clone()
     }
 
     pub fn from_claims(claims: &serde_json::Map<String, serde_json::Value>) -> Self {

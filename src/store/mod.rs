@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+/// sled's page cache (its default is 1 GiB). Every row is also held by the actors, so the
+/// cache only serves start-up loading and point lookups of the connection table.
+const SLED_CACHE_BYTES: u64 = 32 << 20;
+
 /// First byte of every stored value; bump it when a document's layout changes.
 const FORMAT_VERSION: u8 = 1;
 
@@ -76,7 +80,10 @@ impl Store {
     /// Opens (or creates) the database under `dir`. Must be called inside a tokio runtime: it
     /// starts the flusher task.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir.join("db")).open()?;
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(SLED_CACHE_BYTES)
+            .open()?;
         let collections = db.open_tree("collections")?;
         let subscriptions = db.open_tree("subscriptions")?;
         let (flusher, requests) = mpsc::unbounded_channel();
