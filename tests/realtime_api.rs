@@ -374,3 +374,41 @@ async fn every_acknowledged_subscription_survives_kill_9() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_token_command_mints_tokens_the_server_accepts() {
+    let server = Server::start(COLLECTIONS);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_velo-realtime"))
+        .args([
+            "token",
+            "--sub",
+            "carol",
+            "--claim",
+            "role=editor",
+            "--claim",
+            "level=3",
+            "--ttl",
+            "10m",
+        ])
+        .env("VELO_JWT_SECRET", support::JWT_SECRET)
+        .env("VELO_CONFIG", "/dev/null")
+        .output()
+        .expect("the token command runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let reply = server.subscribe(Some(&token), "notes", None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.body["is_public"], false);
+
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_velo-realtime"))
+        .args(["token", "--sub", "carol", "--ttl", "soon"])
+        .env("VELO_CONFIG", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--ttl"));
+}

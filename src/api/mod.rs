@@ -196,11 +196,20 @@ pub fn routes(app: App, config: &Config) -> impl Endpoint + use<> {
         .around(move |next, request| {
             let allowed = allowed.clone();
             async move {
-                let path = request.uri().path().to_owned();
-                Ok(match next.call(request).await {
+                let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+                let started = std::time::Instant::now();
+                let response = match next.call(request).await {
                     Ok(response) => response,
                     Err(error) => error::render(error, allowed.of(&path)),
-                })
+                };
+                tracing::info!(
+                    %method,
+                    %path,
+                    status = response.status().as_u16(),
+                    micros = started.elapsed().as_micros() as u64,
+                    "request"
+                );
+                Ok(response)
             }
         })
 }

@@ -46,8 +46,7 @@ fn refuse(error: ApiError) -> poem::Error {
 impl<T: ParseFromJSON> ParsePayload for JsonBody<T> {
     const IS_REQUIRED: bool = true;
 
-    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        let _ = request;
+    async fn from_request(_: &Request, body: &mut RequestBody) -> poem::Result<Self> {
         let bytes = body
             .take()?
             .into_bytes_limit(MAX_BODY_BYTES)
