@@ -12,6 +12,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::engine::{CollectionName, EngineError, RuleTexts};
+use crate::pusher::Limits;
 
 /// Development secrets: fine on loopback, loudly reported anywhere else.
 pub const DEV_ADMIN_TOKEN: &str = "velo-dev-admin-token";
@@ -70,6 +71,30 @@ pub struct Settings {
     #[arg(long, env = "VELO_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Option<Vec<String>>,
 
+    /// Most WebSocket connections at once; more are refused with 4004 [default: 100000]
+    #[arg(long, env = "VELO_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Largest frame a client may send, in bytes; larger ones get pusher:error 4301 [default: 10240]
+    #[arg(long, env = "VELO_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+
+    /// Most channels one connection may subscribe to [default: 100]
+    #[arg(long, env = "VELO_MAX_CHANNELS_PER_SOCKET")]
+    pub max_channels_per_socket: Option<usize>,
+
+    /// Frames queued for a slow client before it is disconnected with 4100 [default: 1024]
+    #[arg(long, env = "VELO_SOCKET_QUEUE_FRAMES")]
+    pub socket_queue_frames: Option<usize>,
+
+    /// Seconds of client silence before the server pings; a pong must follow within 30 s [default: 120]
+    #[arg(long, env = "VELO_ACTIVITY_TIMEOUT_SECS")]
+    pub activity_timeout_secs: Option<u64>,
+
+    /// Relay client-* events between subscribers of private channels [default: false]
+    #[arg(long, env = "VELO_CLIENT_EVENTS")]
+    pub client_events: Option<bool>,
+
     /// Collections to create at start-up when they do not exist yet (TOML only).
     #[arg(skip)]
     #[serde(default)]
@@ -100,6 +125,7 @@ pub struct Config {
     pub connection_threshold: Duration,
     /// `None` allows every origin.
     pub cors_origins: Option<Vec<String>>,
+    pub pusher: Limits,
     pub collections: Vec<CollectionSeed>,
 }
 
@@ -156,6 +182,14 @@ impl Settings {
                 .connection_threshold_secs
                 .or(lower.connection_threshold_secs),
             cors_origins: self.cors_origins.or(lower.cors_origins),
+            max_connections: self.max_connections.or(lower.max_connections),
+            max_message_bytes: self.max_message_bytes.or(lower.max_message_bytes),
+            max_channels_per_socket: self
+                .max_channels_per_socket
+                .or(lower.max_channels_per_socket),
+            socket_queue_frames: self.socket_queue_frames.or(lower.socket_queue_frames),
+            activity_timeout_secs: self.activity_timeout_secs.or(lower.activity_timeout_secs),
+            client_events: self.client_events.or(lower.client_events),
             collections: if self.collections.is_empty() {
                 lower.collections
             } else {
@@ -209,6 +243,17 @@ impl Settings {
                 .unwrap_or_else(|| "velo.realtime.".into()),
             connection_threshold: Duration::from_secs(threshold),
             cors_origins,
+            pusher: Limits {
+                max_connections: self.max_connections.unwrap_or(100_000),
+                max_message_bytes: self.max_message_bytes.unwrap_or(10 * 1024),
+                max_channels_per_socket: self.max_channels_per_socket.unwrap_or(100),
+                queue_frames: self.socket_queue_frames.unwrap_or(1024).max(1),
+                activity_timeout: Duration::from_secs(
+                    self.activity_timeout_secs.unwrap_or(120).max(1),
+                ),
+                pong_timeout: Duration::from_secs(30),
+                client_events: self.client_events.unwrap_or(false),
+            },
             collections: self.collections,
         })
     }

@@ -11,15 +11,18 @@
 //! * [`filter`]: the expression language of filters and API rules — parsed once, compiled to
 //!   sandboxed rhai, and matched through a subscription index whose cost follows the
 //!   subscribers an event reaches, not all of them.
+//! * [`pusher`]: the built-in driver — the Pusher-protocol WebSocket server, its fan-out hub,
+//!   channel authorization signatures and the signed Pusher HTTP API.
 //! * [`store`]: sled persistence of collections and the connection table.
 //! * [`config`] and [`server`]: configuration, and the wiring that serves it all.
 //!
-//! The Pusher WebSocket driver and record events land on top of these in the next issues.
+//! Records and their change events land on top of these in the next issue.
 
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod filter;
+pub mod pusher;
 pub mod server;
 pub mod store;

@@ -1,7 +1,8 @@
-//! Wires the parts together and serves: store -> engine -> API, on an already bound listener
+//! Wires the parts together and serves: store, driver -> engine -> API, on an already bound listener
 //! (so tests bind port 0), until `shutdown` resolves.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use poem::Server;
@@ -11,6 +12,8 @@ use tokio::net::TcpListener;
 use crate::api::{self, App};
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::pusher::Driver;
+use crate::pusher::signature::AppCredentials;
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +34,13 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     std::fs::create_dir_all(&config.data_dir)?;
     let store = Store::open(&config.data_dir)?;
-    let engine = Engine::start(&config, store).await?;
-    let routes = api::routes(App::new(engine, &config), &config);
+    let driver = Arc::new(Driver::new(
+        AppCredentials::new(&config.app_id, &config.app_key, &config.app_secret),
+        config.pusher.clone(),
+        config.cors_origins.clone(),
+    ));
+    let engine = Engine::start(&config, store, driver.clone()).await?;
+    let routes = api::routes(App::new(engine, driver.clone(), &config), &config);
     let acceptor = TcpAcceptor::from_tokio(listener)?;
     let address = acceptor
         .local_addr()
@@ -42,6 +50,11 @@ pub async fn run(
         Some(address) => tracing::info!("listening on http://{address}"),
         None => tracing::info!("listening"),
     }
+    let shutdown = async move {
+        shutdown.await;
+        // WebSocket clients are told to reconnect (4200) before the listener closes.
+        driver.hub.shut_down();
+    };
     Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(routes, shutdown, Some(Duration::from_secs(10)))
         .await?;

@@ -8,6 +8,8 @@ mod payload;
 mod realtime;
 mod security;
 
+use std::sync::Arc;
+
 use poem::http::{HeaderValue, Method, header};
 use poem::middleware::Cors;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
@@ -17,6 +19,7 @@ use poem_openapi::{ApiResponse, OpenApi, OpenApiService, Tags};
 use crate::auth::{Authenticator, Identity, constant_time_eq};
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::pusher::{self, Driver};
 use error::ApiError;
 use security::{AdminToken, Credentials};
 
@@ -24,14 +27,16 @@ use security::{AdminToken, Credentials};
 #[derive(Clone)]
 pub struct App {
     pub engine: Engine,
+    pub driver: Arc<Driver>,
     pub auth: Authenticator,
     admin_token: String,
 }
 
 impl App {
-    pub fn new(engine: Engine, config: &Config) -> Self {
+    pub fn new(engine: Engine, driver: Arc<Driver>, config: &Config) -> Self {
         Self {
             engine,
+            driver,
             auth: Authenticator::new(&config.admin_token, &config.jwt_secret),
             admin_token: config.admin_token.clone(),
         }
@@ -186,13 +191,17 @@ pub fn routes(app: App, config: &Config) -> impl Endpoint + use<> {
         "x-socket-id".parse().expect("a header name"),
     ])
     .max_age(3600);
+    let driver = app.driver.clone();
     Route::new()
+        .at("/app/:key", poem::get(pusher::websocket))
+        .nest("/apps", pusher::http_api::routes())
         .nest("/", service)
         .nest("/docs", swagger)
         .at("/openapi.json", spec)
         .around(refuse_malformed_authorization)
         .with(cors)
         .data(app)
+        .data(driver)
         .around(move |next, request| {
             let allowed = allowed.clone();
             async move {

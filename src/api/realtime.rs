@@ -3,13 +3,14 @@
 
 use poem::web::Data;
 use poem_openapi::param::Path;
-use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::payload::{Form, Json};
+use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi};
 
 use super::error::ApiError;
 use super::payload::JsonBody;
 use super::security::Credentials;
 use super::{ApiTags, App};
+use crate::pusher::protocol::{SocketId, channel_kind};
 
 /// A request to receive a collection's changes.
 #[derive(Object, Debug)]
@@ -45,6 +46,36 @@ pub struct Status {
     pub status: String,
 }
 
+/// What Pusher clients send to authorize a private channel (form-encoded by pusher-js and
+/// Laravel Echo; JSON accepted too).
+#[derive(Object, Debug, serde::Deserialize)]
+pub struct ChannelAuthBody {
+    /// The Pusher connection's socket id, `1234.5678`.
+    pub socket_id: String,
+    /// The Pusher channel: `private-` followed by the channel name subscribe returned.
+    pub channel_name: String,
+}
+
+#[derive(ApiRequest)]
+pub enum ChannelAuthRequest {
+    Form(Form<ChannelAuthBody>),
+    Json(JsonBody<ChannelAuthBody>),
+}
+
+/// A Pusher channel authorization.
+#[derive(Object, Debug)]
+pub struct ChannelAuthorization {
+    /// `app_key:hex(HMAC-SHA256(secret, socket_id:channel_name))`.
+    pub auth: String,
+}
+
+#[derive(ApiResponse)]
+pub enum AuthorizeResponse {
+    /// Signed: send it as `auth` in `pusher:subscribe`.
+    #[oai(status = 200)]
+    Ok(Json<ChannelAuthorization>),
+}
+
 #[derive(ApiResponse)]
 pub enum SubscribeResponse {
     /// Subscribed; the subscription is stored durably.
@@ -66,13 +97,39 @@ pub enum UnsubscribeResponse {
     Ended,
 }
 
-/// Pusher socket ids are two decimal numbers joined by a dot.
-fn valid_socket_id(socket_id: &str) -> bool {
-    socket_id.split_once('.').is_some_and(|(a, b)| {
-        [a, b].iter().all(|part| {
-            !part.is_empty() && part.len() <= 20 && part.bytes().all(|c| c.is_ascii_digit())
-        })
-    })
+fn authorize(
+    app: &App,
+    credentials: &Credentials,
+    body: ChannelAuthRequest,
+) -> Result<AuthorizeResponse, ApiError> {
+    let identity = app.identify(credentials)?;
+    let body = match body {
+        ChannelAuthRequest::Form(form) => form.0,
+        ChannelAuthRequest::Json(json) => json.0,
+    };
+    let Some(socket_id) = SocketId::parse(&body.socket_id) else {
+        return Err(ApiError::invalid(
+            "socket_id",
+            format!(
+                "`{}` is not a Pusher socket id such as `1234.5678`",
+                body.socket_id
+            ),
+        ));
+    };
+    if channel_kind(&body.channel_name).is_none() {
+        return Err(ApiError::invalid(
+            "channel_name",
+            format!("`{}` is not a valid channel name", body.channel_name),
+        ));
+    }
+    app.engine
+        .authorize_channel(&identity, &body.channel_name)?;
+    Ok(AuthorizeResponse::Ok(Json(ChannelAuthorization {
+        auth: app
+            .driver
+            .app
+            .authorize(socket_id.as_str(), &body.channel_name, None),
+    })))
 }
 
 pub struct RealtimeApi;
@@ -93,7 +150,7 @@ impl RealtimeApi {
         let identity = app.identify(&credentials)?;
         let request = body.0;
         if let Some(socket_id) = &request.socket_id
-            && !valid_socket_id(socket_id)
+            && SocketId::parse(socket_id).is_none()
         {
             return Err(ApiError::invalid(
                 "socket_id",
@@ -133,6 +190,34 @@ impl RealtimeApi {
         Ok(PingResponse::Ok(Json(Status {
             status: "ok".into(),
         })))
+    }
+
+    /// Authorize a private channel (Pusher channel authorization)
+    ///
+    /// Signs `socket_id:channel_name` for the user who made the subscription behind the
+    /// channel (or the admin). Point pusher-js's `channelAuthorization.endpoint` or Laravel
+    /// Echo's `authEndpoint` here, with the bearer token in the headers.
+    #[oai(path = "/api/realtime/auth", method = "post")]
+    async fn authorize(
+        &self,
+        app: Data<&App>,
+        credentials: Credentials,
+        body: ChannelAuthRequest,
+    ) -> Result<AuthorizeResponse, ApiError> {
+        authorize(&app, &credentials, body)
+    }
+
+    /// Authorize a private channel (Laravel Echo's default path)
+    ///
+    /// The same as `POST /api/realtime/auth`.
+    #[oai(path = "/broadcasting/auth", method = "post")]
+    async fn broadcasting_auth(
+        &self,
+        app: Data<&App>,
+        credentials: Credentials,
+        body: ChannelAuthRequest,
+    ) -> Result<AuthorizeResponse, ApiError> {
+        authorize(&app, &credentials, body)
     }
 
     /// End a subscription

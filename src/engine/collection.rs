@@ -13,11 +13,12 @@ use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::{EngineError, Rules, Subscribed};
+use super::{ChannelNames, EngineError, Rules, Subscribed};
 use crate::auth::{Identity, User, now_secs};
 use crate::filter::{
     CompiledFilter, Filter, FilterEngine, Rule, SubscriptionIndex, SubscriptionKey, condition,
 };
+use crate::pusher::Driver;
 use crate::store::{OwnerDoc, Store, SubscriptionDoc};
 
 pub enum CollectionMsg {
@@ -57,6 +58,9 @@ pub struct CollectionArgs {
     pub rules: Rules,
     pub store: Store,
     pub filters: Arc<FilterEngine>,
+    /// Its hub says which subscriptions have a socket listening (they stay alive).
+    pub driver: Arc<Driver>,
+    pub channels: ChannelNames,
     pub threshold: Duration,
     /// Rows of the connection table loaded at start-up.
     pub loaded: Vec<(Uuid, SubscriptionDoc)>,
@@ -68,6 +72,8 @@ pub struct CollectionState {
     rules: Rules,
     store: Store,
     filters: Arc<FilterEngine>,
+    driver: Arc<Driver>,
+    channels: ChannelNames,
     threshold: Duration,
     index: SubscriptionIndex<Uuid>,
     /// Every live subscription, with where the index filed it.
@@ -277,22 +283,24 @@ impl CollectionState {
         }
     }
 
+    /// Ends expired subscriptions, and stale ones: not pinged within the threshold and with no
+    /// socket on their channel (a listening socket counts as a ping).
     fn prune(&mut self) {
         let now = Instant::now();
         let now_secs = now_secs();
-        let ended: Vec<(Uuid, &str)> = self
-            .subscriptions
-            .iter()
-            .filter_map(|(id, (_, subscription))| {
-                if subscription.expires_at().is_some_and(|exp| exp <= now_secs) {
-                    Some((*id, "token expired"))
-                } else if now.duration_since(subscription.last_seen) > self.threshold {
-                    Some((*id, "stale"))
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let mut ended = Vec::new();
+        for (id, (_, subscription)) in self.subscriptions.iter_mut() {
+            if subscription.expires_at().is_some_and(|exp| exp <= now_secs) {
+                ended.push((*id, "token expired"));
+                continue;
+            }
+            let channel = self.channels.pusher_channel(*id, subscription.is_public);
+            if self.driver.hub.subscription_count(&channel) > 0 {
+                subscription.last_seen = now;
+            } else if now.duration_since(subscription.last_seen) > self.threshold {
+                ended.push((*id, "stale"));
+            }
+        }
         for (id, why) in ended {
             if let Err(error) = self.end(id, why) {
                 tracing::warn!(collection = %self.name, subscription = %id, %error, "pruning failed");
@@ -350,6 +358,8 @@ impl Actor for CollectionActor {
             rules: args.rules,
             store: args.store,
             filters: args.filters,
+            driver: args.driver,
+            channels: args.channels,
             threshold: args.threshold,
             index: SubscriptionIndex::new(),
             subscriptions: HashMap::new(),

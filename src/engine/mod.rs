@@ -23,7 +23,8 @@ use uuid::Uuid;
 use crate::auth::Identity;
 use crate::config::Config;
 use crate::filter::{FilterEngine, Rule};
-use crate::store::{Store, StoreError};
+use crate::pusher::Driver;
+use crate::store::{OwnerDoc, Store, StoreError};
 use collection::CollectionMsg;
 pub use names::{ChannelNames, CollectionName};
 use registry::{RegistryActor, RegistryArgs, RegistryMsg};
@@ -150,10 +151,17 @@ pub struct Engine {
 impl Engine {
     /// Loads collections and subscriptions from the store, creates the collections the
     /// configuration declares that do not exist yet, and starts the actors.
-    pub async fn start(config: &Config, store: Store) -> Result<Engine, EngineError> {
+    pub async fn start(
+        config: &Config,
+        store: Store,
+        driver: Arc<Driver>,
+    ) -> Result<Engine, EngineError> {
+        let channels = ChannelNames::new(&config.channel_prefix);
         let args = RegistryArgs {
             store: store.clone(),
             filters: Arc::new(FilterEngine::new()),
+            driver,
+            channels: channels.clone(),
             threshold: config.connection_threshold,
             seeds: config.collections.clone(),
         };
@@ -167,7 +175,7 @@ impl Engine {
         Ok(Engine {
             registry,
             store,
-            channels: ChannelNames::new(&config.channel_prefix),
+            channels,
         })
     }
 
@@ -279,6 +287,38 @@ impl Engine {
             reply,
         })
         .await?
+    }
+
+    /// Whether `identity` may listen on the Pusher channel `channel` (`private-{prefix}{uuid}`):
+    /// only the user who made that subscription, or the admin.
+    pub fn authorize_channel(&self, identity: &Identity, channel: &str) -> Result<(), EngineError> {
+        let private = channel.starts_with("private-");
+        let id = self.channels.subscription_id(channel).ok_or_else(|| {
+            EngineError::invalid(
+                "channel_name",
+                format!("`{channel}` is not a realtime channel"),
+            )
+        })?;
+        let doc = self
+            .store
+            .subscription(id)?
+            .ok_or(EngineError::UnknownChannel)?;
+        if doc.is_public || !private {
+            return Err(EngineError::invalid(
+                "channel_name",
+                "this subscription is public: listen on the channel without `private-` and without authorization",
+            ));
+        }
+        match (identity, &doc.owner) {
+            (Identity::Superuser, _) => Ok(()),
+            (Identity::Guest, _) => Err(EngineError::Unauthenticated),
+            (Identity::User(user), OwnerDoc::User { id, .. }) if &user.id == id => Ok(()),
+            (Identity::User(_), OwnerDoc::User { .. } | OwnerDoc::Guest | OwnerDoc::Superuser) => {
+                Err(EngineError::Forbidden(
+                    "only the user who subscribed may listen on this channel".into(),
+                ))
+            }
+        }
     }
 
     /// The actor owning the subscription a channel name designates, found through the

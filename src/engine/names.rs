@@ -70,6 +70,16 @@ impl ChannelNames {
         format!("{}{}", self.prefix, id.hyphenated())
     }
 
+    /// The Pusher channel a subscription is delivered on: private unless a guest could have
+    /// made it.
+    pub fn pusher_channel(&self, id: Uuid, is_public: bool) -> String {
+        if is_public {
+            self.channel(id)
+        } else {
+            format!("private-{}", self.channel(id))
+        }
+    }
+
     /// The subscription a channel name designates, with or without `private-` in front.
     pub fn subscription_id(&self, channel: &str) -> Option<Uuid> {
         let channel = channel.strip_prefix("private-").unwrap_or(channel);

@@ -11,9 +11,12 @@ use uuid::Uuid;
 
 use super::collection::{CollectionActor, CollectionArgs, CollectionMsg};
 use super::names::new_collection_id;
-use super::{CollectionInfo, CollectionName, EngineError, RuleTexts, RulesPatch, call};
+use super::{
+    ChannelNames, CollectionInfo, CollectionName, EngineError, RuleTexts, RulesPatch, call,
+};
 use crate::config::CollectionSeed;
 use crate::filter::FilterEngine;
+use crate::pusher::Driver;
 use crate::store::{CollectionDoc, Store, SubscriptionDoc};
 
 /// A collection and the actor that owns it.
@@ -49,6 +52,8 @@ pub struct RegistryActor;
 pub struct RegistryArgs {
     pub store: Store,
     pub filters: Arc<FilterEngine>,
+    pub driver: Arc<Driver>,
+    pub channels: ChannelNames,
     pub threshold: Duration,
     pub seeds: Vec<CollectionSeed>,
 }
@@ -56,6 +61,8 @@ pub struct RegistryArgs {
 pub struct RegistryState {
     store: Store,
     filters: Arc<FilterEngine>,
+    driver: Arc<Driver>,
+    channels: ChannelNames,
     threshold: Duration,
     /// By id.
     collections: HashMap<String, CollectionHandle>,
@@ -95,6 +102,8 @@ impl RegistryState {
             rules: info.rules.parse()?,
             store: self.store.clone(),
             filters: self.filters.clone(),
+            driver: self.driver.clone(),
+            channels: self.channels.clone(),
             threshold: self.threshold,
             loaded,
         };
@@ -201,6 +210,8 @@ impl Actor for RegistryActor {
         let mut state = RegistryState {
             store: args.store,
             filters: args.filters,
+            driver: args.driver,
+            channels: args.channels,
             threshold: args.threshold,
             collections: HashMap::new(),
             names: HashMap::new(),

@@ -1,0 +1,375 @@
+//! One WebSocket connection of the built-in driver, from the handshake to the close.
+//!
+//! Two tasks per connection: the reader (this module's [`serve`]) handles what the client
+//! sends and watches for inactivity; the writer drains the connection's bounded queue, writing
+//! every frame that is ready before one flush. Errors of one connection end that connection and
+//! are logged; they never reach the server.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use poem::Upgraded;
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use super::Driver;
+use super::hub::{Connection, Outbound};
+use super::protocol::{
+    ChannelKind, ClientFrame, Code, SocketId, SubscribeData, channel_kind, frames,
+};
+
+/// Frames the writer takes from the queue before one flush.
+const WRITE_BATCH: usize = 64;
+
+/// What the upgrade request said, checked once the socket is open (Pusher clients expect the
+/// refusal as a `pusher:error` on the socket, not as an HTTP status).
+pub struct Handshake {
+    pub key_known: bool,
+    pub protocol: Result<u8, Code>,
+    pub origin_allowed: bool,
+}
+
+/// Runs a connection to its end.
+pub async fn serve(socket: WebSocketStream<Upgraded>, driver: Arc<Driver>, handshake: Handshake) {
+    let (sink, stream) = socket.split();
+    let (queue, outbound) = mpsc::channel(driver.limits.queue_frames);
+    let connection = Arc::new(Connection::new(SocketId::random(), queue));
+    let mut writer = tokio::spawn(write(
+        sink,
+        outbound,
+        connection.id.clone(),
+        connection.overflow_signal(),
+        driver.hub.shutdown_signal(),
+    ));
+
+    let refusal = if !handshake.key_known {
+        Some((Code::UnknownApp, "Application does not exist".to_owned()))
+    } else if let Err(code) = handshake.protocol {
+        Some((code, "Unsupported protocol version".to_owned()))
+    } else if !handshake.origin_allowed {
+        Some((Code::Unauthorized, "Origin not allowed".to_owned()))
+    } else {
+        None
+    };
+    if let Some((code, message)) = refusal {
+        connection.close(code, message).await;
+        let _ = writer.await;
+        return;
+    }
+    let Ok(_slot) = driver.hub.admit() else {
+        connection
+            .close(Code::OverQuota, "Over connection quota")
+            .await;
+        let _ = writer.await;
+        return;
+    };
+
+    let mut session = Session {
+        driver: &driver,
+        connection: &connection,
+        channels: Vec::new(),
+        client_events: RateLimit::new(),
+    };
+    session.send(frames::connection_established(
+        &connection.id,
+        driver.limits.activity_timeout.as_secs(),
+    ));
+    tracing::debug!(socket = %connection.id, "connected");
+    let writer_ended = tokio::select! {
+        () = session.read(stream) => false,
+        _ = &mut writer => true,
+    };
+    for channel in &session.channels {
+        driver.hub.unsubscribe(channel, &connection.id);
+    }
+    drop(session);
+    // With the hub's and this last handle gone the queue closes: the writer drains it and ends.
+    drop(connection);
+    if !writer_ended {
+        let _ = writer.await;
+    }
+    tracing::debug!("disconnected");
+}
+
+/// The reader side's state.
+struct Session<'a> {
+    driver: &'a Driver,
+    connection: &'a Arc<Connection>,
+    channels: Vec<String>,
+    client_events: RateLimit,
+}
+
+impl Session<'_> {
+    fn send(&self, frame: String) {
+        self.connection.send(Utf8Bytes::from(frame));
+    }
+
+    fn error(&self, code: Option<Code>, message: &str) {
+        self.send(frames::error(code, message));
+    }
+
+    async fn read(
+        &mut self,
+        mut stream: futures_util::stream::SplitStream<WebSocketStream<Upgraded>>,
+    ) {
+        let limits = &self.driver.limits;
+        let mut awaiting_pong = false;
+        loop {
+            let wait = if awaiting_pong {
+                limits.pong_timeout
+            } else {
+                limits.activity_timeout
+            };
+            let message = match tokio::time::timeout(wait, stream.next()).await {
+                Err(_) if awaiting_pong => {
+                    self.connection
+                        .close(Code::PongNotReceived, "Pong reply not received in time")
+                        .await;
+                    return;
+                }
+                Err(_) => {
+                    awaiting_pong = true;
+                    self.send(frames::ping());
+                    continue;
+                }
+                Ok(None) | Ok(Some(Err(_))) => return,
+                Ok(Some(Ok(message))) => message,
+            };
+            awaiting_pong = false;
+            match message {
+                Message::Text(text) => self.handle(&text).await,
+                Message::Binary(_) => {
+                    self.error(None, "Binary frames are not supported; send JSON text")
+                }
+                Message::Close(_) => return,
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            }
+        }
+    }
+
+    async fn handle(&mut self, text: &str) {
+        let limit = self.driver.limits.max_message_bytes;
+        if text.len() > limit {
+            self.error(
+                Some(Code::ClientLimit),
+                &format!(
+                    "Message of {} bytes is over the limit of {limit} bytes",
+                    text.len()
+                ),
+            );
+            return;
+        }
+        let frame: ClientFrame = match serde_json::from_str(text) {
+            Ok(frame) => frame,
+            Err(_) => {
+                self.error(
+                    None,
+                    "Invalid message: expected JSON {\"event\", \"channel\"?, \"data\"?}",
+                );
+                return;
+            }
+        };
+        match frame.event.as_str() {
+            "pusher:ping" => self.send(frames::pong()),
+            "pusher:pong" => {}
+            "pusher:subscribe" => self.subscribe(&frame),
+            "pusher:unsubscribe" => {
+                if let Some(channel) = frame
+                    .data_object()
+                    .and_then(|data| data.get("channel")?.as_str().map(str::to_owned))
+                {
+                    self.driver.hub.unsubscribe(&channel, &self.connection.id);
+                    self.channels.retain(|known| known != &channel);
+                }
+            }
+            event if event.starts_with("client-") => self.client_event(&frame),
+            "pusher:signin" => self.error(None, "User sign-in is not supported by this server"),
+            _ => {}
+        }
+    }
+
+    fn subscribe(&mut self, frame: &ClientFrame) {
+        let Some(data) = frame
+            .data_object()
+            .and_then(|data| serde_json::from_value::<SubscribeData>(data.into()).ok())
+        else {
+            self.error(None, "Invalid pusher:subscribe: data must hold a `channel`");
+            return;
+        };
+        let channel = data.channel.as_str();
+        let refuse = |status: u16, message: &str| {
+            self.send(frames::subscription_error(channel, status, message))
+        };
+        let Some(kind) = channel_kind(channel) else {
+            refuse(400, "Invalid channel name");
+            return;
+        };
+        if self.channels.iter().any(|known| known == channel) {
+            self.send(frames::subscription_succeeded(channel));
+            return;
+        }
+        if self.channels.len() >= self.driver.limits.max_channels_per_socket {
+            refuse(429, "Too many channels on this connection");
+            return;
+        }
+        match kind {
+            ChannelKind::Public => {}
+            ChannelKind::Private | ChannelKind::Encrypted => {
+                let auth = data.auth.as_deref().unwrap_or_default();
+                if !self
+                    .driver
+                    .app
+                    .verify(auth, self.connection.id.as_str(), channel, None)
+                {
+                    refuse(
+                        401,
+                        "Invalid signature: expected an HMAC SHA256 hex digest of socket_id:channel",
+                    );
+                    return;
+                }
+            }
+            ChannelKind::Presence => {
+                refuse(400, "Presence channels are not supported by this server");
+                return;
+            }
+        }
+        self.driver.hub.subscribe(channel, self.connection);
+        self.channels.push(channel.to_owned());
+        self.send(frames::subscription_succeeded(channel));
+    }
+
+    fn client_event(&mut self, frame: &ClientFrame) {
+        if !self.driver.limits.client_events {
+            self.error(None, "Client events are not enabled for this app");
+            return;
+        }
+        let Some(channel) = frame.channel.as_deref() else {
+            self.error(None, "A client event needs a channel");
+            return;
+        };
+        let allowed = matches!(
+            channel_kind(channel),
+            Some(ChannelKind::Private | ChannelKind::Presence)
+        );
+        if !allowed || !self.channels.iter().any(|known| known == channel) {
+            self.error(
+                None,
+                "Client events go to private channels the sender is subscribed to",
+            );
+            return;
+        }
+        if !self.client_events.allow() {
+            self.error(
+                Some(Code::ClientLimit),
+                "Client event rate limit exceeded: 10 per second",
+            );
+            return;
+        }
+        let relayed = Utf8Bytes::from(frames::client_event(&frame.event, channel, &frame.data));
+        self.driver
+            .hub
+            .publish(channel, &relayed, Some(&self.connection.id));
+    }
+}
+
+/// Client events per connection: 10 a second, as Pusher.
+struct RateLimit {
+    window: Instant,
+    count: u32,
+}
+
+impl RateLimit {
+    const PER_SECOND: u32 = 10;
+
+    fn new() -> Self {
+        Self {
+            window: Instant::now(),
+            count: 0,
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        if self.window.elapsed() >= Duration::from_secs(1) {
+            self.window = Instant::now();
+            self.count = 0;
+        }
+        self.count += 1;
+        self.count <= Self::PER_SECOND
+    }
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocketStream<Upgraded>, Message>;
+
+/// Drains the queue to the socket, several frames per flush, until the queue closes, the
+/// connection overflows (4100), the server shuts down (4200) or a close is asked for.
+async fn write(
+    mut sink: Sink,
+    mut outbound: mpsc::Receiver<Outbound>,
+    socket: SocketId,
+    overflow: Arc<tokio::sync::Notify>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let close = |code: Code, message: &str| {
+        (
+            Message::Text(Utf8Bytes::from(frames::error(Some(code), message))),
+            Message::Close(Some(CloseFrame {
+                code: CloseCode::from(code.as_u16()),
+                reason: Utf8Bytes::from(message.to_owned()),
+            })),
+        )
+    };
+    let ending = loop {
+        tokio::select! {
+            biased;
+            () = overflow.notified() => {
+                tracing::info!(%socket, "closing a slow consumer");
+                break Some(close(Code::OverCapacity, "Over capacity: the client is not reading fast enough"));
+            }
+            Ok(()) = shutdown.changed() => break Some(close(Code::Reconnect, "Server shutting down")),
+            next = outbound.recv() => match next {
+                None => break None,
+                Some(Outbound::Close(code, message)) => break Some(close(code, &message)),
+                Some(Outbound::Frame(frame)) => {
+                    if sink.feed(Message::Text(frame)).await.is_err() {
+                        return;
+                    }
+                    let mut batch = 1;
+                    while batch < WRITE_BATCH {
+                        match outbound.try_recv() {
+                            Ok(Outbound::Frame(frame)) => {
+                                if sink.feed(Message::Text(frame)).await.is_err() {
+                                    return;
+                                }
+                                batch += 1;
+                            }
+                            Ok(Outbound::Close(code, message)) => {
+                                let _ = sink.flush().await;
+                                let (error, close) = close(code, &message);
+                                let _ = sink.feed(error).await;
+                                let _ = sink.send(close).await;
+                                return;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    if sink.flush().await.is_err() {
+                        return;
+                    }
+                }
+            },
+        }
+    };
+    match ending {
+        Some((error, close)) => {
+            let _ = sink.feed(error).await;
+            let _ = sink.send(close).await;
+        }
+        None => {
+            let _ = sink.close().await;
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! The signed Pusher HTTP API (PUSHER.md §9): server libraries (Node `pusher`, PHP
+//! pusher-php-server, Python `pusher`) and Laravel's broadcaster trigger events through it.
+//!
+//! Every request is checked the way the libraries sign it: app id, key, a timestamp within 600
+//! seconds, `body_md5` of the raw bytes, and the HMAC of `METHOD\nPATH\nsorted decoded query`.
+//! Every reply, errors included, is a JSON object (PHP decodes every body).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use poem::http::StatusCode;
+use poem::web::{Data, Path};
+use poem::{Request, Response, handler};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::Driver;
+use super::protocol::{ChannelKind, MAX_EVENT_NAME, SocketId, channel_kind, frames};
+use super::signature::body_md5;
+use crate::auth::now_secs;
+
+/// Largest `data` of one event, in bytes.
+pub const MAX_DATA_BYTES: usize = 10 * 1024;
+/// Most channels one event may go to.
+pub const MAX_CHANNELS: usize = 100;
+/// Most events in one batch.
+pub const MAX_BATCH: usize = 10;
+/// How far a request's timestamp may be from the server's clock.
+const TIMESTAMP_WINDOW_SECS: u64 = 600;
+
+fn reply(status: StatusCode, body: Value) -> Response {
+    Response::builder()
+        .status(status)
+        .content_type("application/json")
+        .body(body.to_string())
+}
+
+/// Why a Pusher HTTP API request is refused; the reply is `{"error": message}`.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpApiError {
+    #[error("Unknown app `{0}`")]
+    UnknownApp(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+impl HttpApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            HttpApiError::UnknownApp(_) => StatusCode::NOT_FOUND,
+            HttpApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            HttpApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HttpApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+
+    fn into_response(self) -> Response {
+        reply(self.status(), json!({ "error": self.to_string() }))
+    }
+}
+
+/// Checks app id and signature; the refusal to send when they do not hold.
+fn authenticate(
+    driver: &Driver,
+    request: &Request,
+    app_id: &str,
+    body: &[u8],
+) -> Result<(), HttpApiError> {
+    if app_id != driver.app.id {
+        return Err(HttpApiError::UnknownApp(app_id.to_owned()));
+    }
+    let params: Vec<(String, String)> =
+        serde_urlencoded::from_str(request.uri().query().unwrap_or_default())
+            .map_err(|_| HttpApiError::BadRequest("Malformed query string".into()))?;
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    };
+    if param("auth_key") != Some(driver.app.key.as_str()) {
+        return Err(HttpApiError::Unauthorized("Unknown auth_key"));
+    }
+    let timestamp: u64 = param("auth_timestamp")
+        .and_then(|value| value.parse().ok())
+        .ok_or(HttpApiError::Unauthorized("Missing or malformed auth_timestamp"))?;
+    if now_secs().abs_diff(timestamp) > TIMESTAMP_WINDOW_SECS {
+        return Err(HttpApiError::Unauthorized(
+            "Timestamp expired: auth_timestamp must be within 600 s of the server's time",
+        ));
+    }
+    match param("body_md5") {
+        Some(md5) if md5 != body_md5(body) => {
+            return Err(HttpApiError::Unauthorized(
+                "body_md5 does not match the body",
+            ));
+        }
+        None if !body.is_empty() => {
+            return Err(HttpApiError::Unauthorized("Missing body_md5"));
+        }
+        _ => {}
+    }
+    let signature = param("auth_signature").unwrap_or_default();
+    let path = request.uri().path();
+    if !driver
+        .app
+        .verify_request(request.method().as_str(), path, &params, signature)
+    {
+        return Err(HttpApiError::Unauthorized(
+            "Invalid signature: expected HMAC SHA256 hex digest of METHOD\\nPATH\\nsorted query",
+        ));
+    }
+    Ok(())
+}
+
+/// One event to trigger.
+#[derive(Deserialize)]
+struct Event {
+    name: String,
+    data: String,
+    #[serde(default)]
+    channels: Vec<String>,
+    channel: Option<String>,
+    socket_id: Option<String>,
+    info: Option<String>,
+}
+
+struct Checked {
+    name: String,
+    data: String,
+    channels: Vec<String>,
+    except: Option<SocketId>,
+    info: Vec<String>,
+}
+
+fn check(event: Event) -> Result<Checked, HttpApiError> {
+    let bad = HttpApiError::BadRequest;
+    if event.name.is_empty() || event.name.len() > MAX_EVENT_NAME {
+        return Err(bad(format!(
+            "`name` must be 1 to {MAX_EVENT_NAME} characters"
+        )));
+    }
+    if event.data.len() > MAX_DATA_BYTES {
+        return Err(HttpApiError::TooLarge(format!(
+            "`data` is over the limit of {MAX_DATA_BYTES} bytes"
+        )));
+    }
+    let mut channels = event.channels;
+    channels.extend(event.channel);
+    if channels.is_empty() || channels.len() > MAX_CHANNELS {
+        return Err(bad(format!("give 1 to {MAX_CHANNELS} channels")));
+    }
+    if let Some(invalid) = channels
+        .iter()
+        .find(|channel| channel_kind(channel).is_none())
+    {
+        return Err(bad(format!("invalid channel name `{invalid}`")));
+    }
+    let except = match event.socket_id {
+        None => None,
+        Some(text) => {
+            Some(SocketId::parse(&text).ok_or_else(|| bad(format!("invalid socket_id `{text}`")))?)
+        }
+    };
+    let info = info_items(event.info);
+    if info.iter().any(|item| item == "user_count")
+        && channels
+            .iter()
+            .any(|channel| channel_kind(channel) != Some(ChannelKind::Presence))
+    {
+        return Err(bad(
+            "`user_count` is only available for presence channels".into()
+        ));
+    }
+    Ok(Checked {
+        name: event.name,
+        data: event.data,
+        channels,
+        except,
+        info,
+    })
+}
+
+/// Sends one checked event; its `info` reply, if asked for.
+fn trigger(driver: &Driver, event: &Checked) -> Option<Value> {
+    for channel in &event.channels {
+        let frame = Utf8Bytes::from(frames::event(&event.name, channel, &event.data));
+        driver.hub.publish(channel, &frame, event.except.as_ref());
+    }
+    (!event.info.is_empty()).then(|| {
+        let channels: Map<String, Value> = event
+            .channels
+            .iter()
+            .map(|channel| (channel.clone(), channel_info(driver, channel, &event.info)))
+            .collect();
+        json!({ "channels": channels })
+    })
+}
+
+fn channel_info(driver: &Driver, channel: &str, info: &[String]) -> Value {
+    let mut attributes = Map::new();
+    if info.iter().any(|item| item == "subscription_count") {
+        attributes.insert(
+            "subscription_count".into(),
+            driver.hub.subscription_count(channel).into(),
+        );
+    }
+    if info.iter().any(|item| item == "user_count") {
+        attributes.insert("user_count".into(), 0.into());
+    }
+    Value::Object(attributes)
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, HttpApiError> {
+    serde_json::from_slice(body)
+        .map_err(|error| HttpApiError::BadRequest(format!("invalid body: {error}")))
+}
+
+/// The reply: the JSON value, or the error as `{"error"}` with its status.
+fn respond(outcome: Result<Value, HttpApiError>) -> Response {
+    match outcome {
+        Ok(body) => reply(StatusCode::OK, body),
+        Err(error) => error.into_response(),
+    }
+}
+
+fn info_items(info: Option<String>) -> Vec<String> {
+    info.map(|info| info.split(',').map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// `POST /apps/{app_id}/events`
+#[handler]
+pub fn post_events(
+    request: &Request,
+    Path(app_id): Path<String>,
+    body: Bytes,
+    driver: Data<&Arc<Driver>>,
+) -> Response {
+    respond((|| {
+        authenticate(&driver, request, &app_id, &body)?;
+        let event = check(parse_json::<Event>(&body)?)?;
+        Ok(trigger(&driver, &event).unwrap_or_else(|| json!({})))
+    })())
+}
+
+#[derive(Deserialize)]
+struct Batch {
+    batch: Vec<Event>,
+}
+
+/// `POST /apps/{app_id}/batch_events`: every event is checked before any is sent.
+#[handler]
+pub fn post_batch_events(
+    request: &Request,
+    Path(app_id): Path<String>,
+    body: Bytes,
+    driver: Data<&Arc<Driver>>,
+) -> Response {
+    respond((|| {
+        authenticate(&driver, request, &app_id, &body)?;
+        let batch = parse_json::<Batch>(&body)?.batch;
+        if batch.len() > MAX_BATCH {
+            return Err(HttpApiError::BadRequest(format!(
+                "a batch holds at most {MAX_BATCH} events"
+            )));
+        }
+        let checked = batch
+            .into_iter()
+            .map(check)
+            .collect::<Result<Vec<_>, _>>()?;
+        let infos: Vec<Option<Value>> = checked
+            .iter()
+            .map(|event| trigger(&driver, event))
+            .collect();
+        if infos.iter().all(Option::is_none) {
+            return Ok(json!({}));
+        }
+        let batch: Vec<Value> = infos
+            .into_iter()
+            .map(|info| {
+                info.and_then(|info| info.get("channels").cloned())
+                    .unwrap_or_else(|| json!({}))
+            })
+            .collect();
+        Ok(json!({ "batch": batch }))
+    })())
+}
+
+#[derive(Deserialize, Default)]
+struct ChannelsQuery {
+    filter_by_prefix: Option<String>,
+    info: Option<String>,
+}
+
+fn channels_query(request: &Request) -> Result<ChannelsQuery, HttpApiError> {
+    serde_urlencoded::from_str(request.uri().query().unwrap_or_default())
+        .map_err(|_| HttpApiError::BadRequest("Malformed query string".into()))
+}
+
+/// `GET /apps/{app_id}/channels`: occupied channels.
+#[handler]
+pub fn get_channels(
+    request: &Request,
+    Path(app_id): Path<String>,
+    driver: Data<&Arc<Driver>>,
+) -> Response {
+    respond((|| {
+        authenticate(&driver, request, &app_id, b"")?;
+        let query = channels_query(request)?;
+        let prefix = query.filter_by_prefix.unwrap_or_default();
+        let info = info_items(query.info);
+        if info.iter().any(|item| item == "user_count") && !prefix.starts_with("presence-") {
+            return Err(HttpApiError::BadRequest(
+                "`user_count` needs filter_by_prefix=presence-".into(),
+            ));
+        }
+        let channels: Map<String, Value> = driver
+            .hub
+            .channels(&prefix)
+            .into_iter()
+            .map(|(name, _)| {
+                let attributes = channel_info(&driver, &name, &info);
+                (name, attributes)
+            })
+            .collect();
+        Ok(json!({ "channels": channels }))
+    })())
+}
+
+/// `GET /apps/{app_id}/channels/{channel_name}`: one channel's state.
+#[handler]
+pub fn get_channel(
+    request: &Request,
+    Path((app_id, name)): Path<(String, String)>,
+    driver: Data<&Arc<Driver>>,
+) -> Response {
+    respond((|| {
+        authenticate(&driver, request, &app_id, b"")?;
+        let kind = channel_kind(&name)
+            .ok_or_else(|| HttpApiError::BadRequest(format!("invalid channel name `{name}`")))?;
+        let info = info_items(channels_query(request)?.info);
+        if info.iter().any(|item| item == "user_count") && kind != ChannelKind::Presence {
+            return Err(HttpApiError::BadRequest(
+                "`user_count` is only available for presence channels".into(),
+            ));
+        }
+        let mut body = Map::new();
+        body.insert(
+            "occupied".into(),
+            (driver.hub.subscription_count(&name) > 0).into(),
+        );
+        if let Value::Object(attributes) = channel_info(&driver, &name, &info) {
+            body.extend(attributes);
+        }
+        Ok(Value::Object(body))
+    })())
+}
+
+/// The Pusher HTTP API's routes, to nest under `/apps`.
+pub fn routes() -> poem::Route {
+    poem::Route::new()
+        .at("/:app_id/events", poem::post(post_events))
+        .at("/:app_id/batch_events", poem::post(post_batch_events))
+        .at("/:app_id/channels", poem::get(get_channels))
+        .at("/:app_id/channels/:channel_name", poem::get(get_channel))
+}

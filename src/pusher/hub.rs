@@ -1,0 +1,273 @@
+//! The fan-out hub: which connections listen on which channel, and each connection's bounded
+//! outbound queue.
+//!
+//! The send path takes one shard's read lock (shards by channel name, so publishers on
+//! different channels never meet and publishers on one channel share the lock), clones the
+//! frame's reference count per receiver and `try_send`s it: no allocation, no copy, no waiting.
+//! A connection whose queue is full is marked and its writer closes it with 4100; the others
+//! never wait for it.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::protocol::{Code, SocketId};
+
+/// What a connection's writer receives.
+#[derive(Debug)]
+pub enum Outbound {
+    Frame(Utf8Bytes),
+    /// Send `pusher:error` with this code and message, then close with the code.
+    Close(Code, String),
+}
+
+/// One WebSocket connection, as the hub sees it.
+pub struct Connection {
+    pub id: SocketId,
+    queue: mpsc::Sender<Outbound>,
+    overflowed: AtomicBool,
+    /// Wakes the writer when the queue overflowed: the close cannot wait in a full queue. The
+    /// writer holds this, not the connection, so that the queue closes when the last
+    /// `Connection` (the reader's and the hub's) is gone.
+    overflow: Arc<Notify>,
+}
+
+impl Connection {
+    pub(super) fn new(id: SocketId, queue: mpsc::Sender<Outbound>) -> Self {
+        Self {
+            id,
+            queue,
+            overflowed: AtomicBool::new(false),
+            overflow: Arc::new(Notify::new()),
+        }
+    }
+
+    /// What the writer waits on besides the queue.
+    pub(super) fn overflow_signal(&self) -> Arc<Notify> {
+        self.overflow.clone()
+    }
+
+    /// Queues a frame. False when the connection is full (it is then closed with 4100) or gone.
+    pub fn send(&self, frame: Utf8Bytes) -> bool {
+        match self.queue.try_send(Outbound::Frame(frame)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.overflowed.swap(true, Ordering::Relaxed) {
+                    self.overflow.notify_one();
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Asks the writer to send `pusher:error` and close; waits for room in the queue, so that
+    /// frames queued before are written first.
+    pub async fn close(&self, code: Code, message: impl Into<String>) {
+        let _ = self.queue.send(Outbound::Close(code, message.into())).await;
+    }
+}
+
+type Shard = RwLock<HashMap<Arc<str>, Vec<Arc<Connection>>>>;
+
+const SHARDS: usize = 64;
+
+pub struct Hub {
+    shards: Box<[Shard]>,
+    hasher: std::hash::RandomState,
+    connections: AtomicUsize,
+    max_connections: usize,
+    /// Flips to true when the server shuts down; every writer then closes with 4200.
+    shutdown: watch::Sender<bool>,
+}
+
+/// Refusal of a new connection: the server is at `max_connections`.
+#[derive(Debug)]
+pub struct OverQuota;
+
+/// Counts a connection for as long as it lives.
+pub struct ConnectionSlot<'h>(&'h Hub);
+
+impl Drop for ConnectionSlot<'_> {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Hub {
+    pub fn new(max_connections: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            hasher: std::hash::RandomState::new(),
+            connections: AtomicUsize::new(0),
+            max_connections,
+            shutdown: watch::channel(false).0,
+        }
+    }
+
+    fn shard(&self, channel: &str) -> &Shard {
+        &self.shards[self.hasher.hash_one(channel) as usize % SHARDS]
+    }
+
+    /// Takes a connection slot, or refuses when the server is full.
+    pub fn admit(&self) -> Result<ConnectionSlot<'_>, OverQuota> {
+        let previous = self.connections.fetch_add(1, Ordering::Relaxed);
+        let slot = ConnectionSlot(self);
+        if previous >= self.max_connections {
+            return Err(OverQuota);
+        }
+        Ok(slot)
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Tells every connection to close with 4200 (reconnect now).
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Adds a listener; subscribing twice is harmless.
+    pub fn subscribe(&self, channel: &str, connection: &Arc<Connection>) {
+        let mut shard = self
+            .shard(channel)
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let listeners = shard.entry(Arc::from(channel)).or_default();
+        if !listeners.iter().any(|other| other.id == connection.id) {
+            listeners.push(connection.clone());
+        }
+    }
+
+    pub fn unsubscribe(&self, channel: &str, socket: &SocketId) {
+        let mut shard = self
+            .shard(channel)
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(listeners) = shard.get_mut(channel) {
+            listeners.retain(|connection| &connection.id != socket);
+            if listeners.is_empty() {
+                shard.remove(channel);
+            }
+        }
+    }
+
+    /// Queues `frame` to every listener of `channel` but `except`; returns how many got it.
+    pub fn publish(&self, channel: &str, frame: &Utf8Bytes, except: Option<&SocketId>) -> usize {
+        let shard = self
+            .shard(channel)
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(listeners) = shard.get(channel) else {
+            return 0;
+        };
+        listeners
+            .iter()
+            .filter(|connection| Some(&connection.id) != except)
+            .filter(|connection| connection.send(frame.clone()))
+            .count()
+    }
+
+    pub fn subscription_count(&self, channel: &str) -> usize {
+        let shard = self
+            .shard(channel)
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        shard.get(channel).map_or(0, Vec::len)
+    }
+
+    pub fn is_subscribed(&self, channel: &str, socket: &SocketId) -> bool {
+        let shard = self
+            .shard(channel)
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        shard
+            .get(channel)
+            .is_some_and(|listeners| listeners.iter().any(|connection| &connection.id == socket))
+    }
+
+    /// Occupied channels whose name starts with `prefix`, with their subscription counts.
+    pub fn channels(&self, prefix: &str) -> Vec<(String, usize)> {
+        let mut all = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            all.extend(
+                shard
+                    .iter()
+                    .filter(|(name, _)| name.starts_with(prefix))
+                    .map(|(name, listeners)| (name.to_string(), listeners.len())),
+            );
+        }
+        all.sort();
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connection(capacity: usize) -> (Arc<Connection>, mpsc::Receiver<Outbound>) {
+        let (queue, receiver) = mpsc::channel(capacity);
+        (
+            Arc::new(Connection::new(SocketId::random(), queue)),
+            receiver,
+        )
+    }
+
+    #[tokio::test]
+    async fn publishes_to_listeners_except_the_excluded_one() {
+        let hub = Hub::new(10);
+        let (a, mut a_rx) = connection(4);
+        let (b, mut b_rx) = connection(4);
+        hub.subscribe("c", &a);
+        hub.subscribe("c", &a);
+        hub.subscribe("c", &b);
+        assert_eq!(hub.subscription_count("c"), 2);
+        let frame = Utf8Bytes::from("hello");
+        assert_eq!(hub.publish("c", &frame, Some(&b.id)), 1);
+        assert!(matches!(a_rx.try_recv(), Ok(Outbound::Frame(f)) if f.as_str() == "hello"));
+        assert!(b_rx.try_recv().is_err());
+        hub.unsubscribe("c", &a.id);
+        hub.unsubscribe("c", &b.id);
+        assert_eq!(hub.subscription_count("c"), 0);
+        assert!(hub.channels("").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_marks_only_its_connection() {
+        let hub = Hub::new(10);
+        let (slow, _slow_rx) = connection(1);
+        let (fast, mut fast_rx) = connection(8);
+        hub.subscribe("c", &slow);
+        hub.subscribe("c", &fast);
+        let frame = Utf8Bytes::from("x");
+        assert_eq!(hub.publish("c", &frame, None), 2);
+        assert_eq!(hub.publish("c", &frame, None), 1, "the slow one is full");
+        assert!(slow.overflowed.load(Ordering::Relaxed));
+        assert!(!fast.overflowed.load(Ordering::Relaxed));
+        assert!(fast_rx.try_recv().is_ok() && fast_rx.try_recv().is_ok());
+    }
+
+    #[test]
+    fn admits_up_to_the_quota() {
+        let hub = Hub::new(2);
+        let first = hub.admit().unwrap();
+        let _second = hub.admit().unwrap();
+        assert!(hub.admit().is_err());
+        drop(first);
+        let _third = hub.admit().expect("a slot was freed");
+        assert_eq!(hub.connection_count(), 2);
+    }
+}

@@ -1,0 +1,176 @@
+//! The built-in driver: a Pusher-protocol WebSocket server (Reverb's role) on the API's port,
+//! its fan-out hub, and the signed Pusher HTTP API (PUSHER.md).
+//!
+//! * [`protocol`]: codes, ids, channel names, frames.
+//! * [`signature`]: channel authorizations and HTTP API request signatures.
+//! * [`hub`]: channel -> connections, bounded per-connection queues.
+//! * `connection`: one socket's reader and writer.
+//! * [`http_api`]: `/apps/{id}/events`, `batch_events`, `channels`.
+//!
+//! This module knows channels and sockets, not collections or filters.
+
+mod connection;
+pub mod http_api;
+pub mod hub;
+pub mod protocol;
+pub mod signature;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::http::{StatusCode, header};
+use poem::web::{Path, Query};
+use poem::{Body, Request, Response, handler};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use connection::Handshake;
+use hub::Hub;
+use protocol::Code;
+use signature::AppCredentials;
+
+/// The driver's limits and timings (DESIGN.md §9).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// Largest client frame accepted; a larger one gets `pusher:error` 4301, and the
+    /// connection stays open.
+    pub max_message_bytes: usize,
+    pub max_channels_per_socket: usize,
+    /// Frames waiting for a slow client before it is closed with 4100.
+    pub queue_frames: usize,
+    /// Silence after which the server pings (sent to clients in the handshake).
+    pub activity_timeout: Duration,
+    /// How long a ping waits for any reply before 4201.
+    pub pong_timeout: Duration,
+    pub client_events: bool,
+}
+
+/// Frames larger than this end the connection (tungstenite's hard limit); up to it, frames
+/// over [`Limits::max_message_bytes`] are answered with 4301 and the connection kept.
+const HARD_FRAME_LIMIT: usize = 256 << 10;
+
+/// The running driver: its app, hub and limits. Shared by the WebSocket endpoint, the HTTP API
+/// and the engine (which publishes through the hub).
+pub struct Driver {
+    pub app: AppCredentials,
+    pub hub: Hub,
+    pub limits: Limits,
+    /// Browser origins allowed to connect; `None` allows all.
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+impl Driver {
+    pub fn new(app: AppCredentials, limits: Limits, allowed_origins: Option<Vec<String>>) -> Self {
+        Self {
+            hub: Hub::new(limits.max_connections),
+            app,
+            limits,
+            allowed_origins,
+        }
+    }
+
+    fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        match (&self.allowed_origins, origin) {
+            (None, _) | (Some(_), None) => true,
+            (Some(allowed), Some(origin)) => allowed.iter().any(|allowed| allowed == origin),
+        }
+    }
+}
+
+/// `protocol` query parameter: absent is 7; 5 to 7 are spoken.
+fn protocol_version(value: Option<&str>) -> Result<u8, Code> {
+    match value {
+        None => Ok(7),
+        Some(text) => match text.parse::<u8>() {
+            Err(_) => Err(Code::InvalidVersion),
+            Ok(version @ 5..=7) => Ok(version),
+            Ok(_) => Err(Code::UnsupportedProtocol),
+        },
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ConnectQuery {
+    protocol: Option<String>,
+}
+
+/// `GET /app/{key}`: upgrades to a WebSocket and hands the socket to a connection task.
+#[handler]
+pub async fn websocket(
+    request: &Request,
+    Path(key): Path<String>,
+    Query(query): Query<ConnectQuery>,
+    driver: poem::web::Data<&Arc<Driver>>,
+) -> Response {
+    let headers = request.headers();
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
+    let Some(accept) = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|_| upgrade)
+        .map(|key| derive_accept_key(key.as_bytes()))
+    else {
+        return Response::builder()
+            .status(StatusCode::UPGRADE_REQUIRED)
+            .header(header::UPGRADE, "websocket")
+            .content_type("application/json")
+            .body(r#"{"message":"this endpoint speaks the Pusher protocol over WebSocket"}"#);
+    };
+    let Ok(on_upgrade) = request.take_upgrade() else {
+        return Response::builder()
+            .status(StatusCode::BAD_REQUEST)
+            .content_type("application/json")
+            .body(r#"{"message":"the connection cannot be upgraded"}"#);
+    };
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|value| value.to_str().ok());
+    let handshake = Handshake {
+        key_known: key == driver.app.key,
+        protocol: protocol_version(query.protocol.as_deref()),
+        origin_allowed: driver.origin_allowed(origin),
+    };
+    let driver = Arc::clone(&driver);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "WebSocket upgrade failed");
+                return;
+            }
+        };
+        // Small buffers: an idle connection should cost a few KiB, not tungstenite's 128 KiB.
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4 << 10)
+            .write_buffer_size(0)
+            .max_message_size(Some(HARD_FRAME_LIMIT))
+            .max_frame_size(Some(HARD_FRAME_LIMIT));
+        let socket = WebSocketStream::from_raw_socket(upgraded, Role::Server, Some(config)).await;
+        connection::serve(socket, driver, handshake).await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_versions() {
+        assert_eq!(protocol_version(None), Ok(7));
+        assert_eq!(protocol_version(Some("6")), Ok(6), "pysher");
+        assert_eq!(protocol_version(Some("5")), Ok(5));
+        assert_eq!(protocol_version(Some("8")), Err(Code::UnsupportedProtocol));
+        assert_eq!(protocol_version(Some("4")), Err(Code::UnsupportedProtocol));
+        assert_eq!(protocol_version(Some("seven")), Err(Code::InvalidVersion));
+    }
+}
