@@ -304,8 +304,16 @@ impl RateLimit {
 
 type Sink = futures_util::stream::SplitSink<WebSocketStream<Upgraded>, Message>;
 
+/// How long a closing connection may take to write its `pusher:error` and close frame before
+/// the socket is dropped (a stuck client must not hold its writer forever).
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
 /// Drains the queue to the socket, several frames per flush, until the queue closes, the
 /// connection overflows (4100), the server shuts down (4200) or a close is asked for.
+///
+/// Overflow is watched even while a write is blocked on a client that stopped reading: the
+/// write is abandoned (its bytes stay buffered ahead of the close frame) and the close gets
+/// [`CLOSE_GRACE`] to go out.
 async fn write(
     mut sink: Sink,
     mut outbound: mpsc::Receiver<Outbound>,
@@ -313,63 +321,77 @@ async fn write(
     overflow: Arc<tokio::sync::Notify>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let close = |code: Code, message: &str| {
-        (
-            Message::Text(Utf8Bytes::from(frames::error(Some(code), message))),
-            Message::Close(Some(CloseFrame {
-                code: CloseCode::from(code.as_u16()),
-                reason: Utf8Bytes::from(message.to_owned()),
-            })),
-        )
-    };
     let ending = loop {
-        tokio::select! {
+        let next = tokio::select! {
             biased;
-            () = overflow.notified() => {
-                tracing::info!(%socket, "closing a slow consumer");
-                break Some(close(Code::OverCapacity, "Over capacity: the client is not reading fast enough"));
+            () = overflow.notified() => break Some((Code::OverCapacity, "Over capacity: the client is not reading fast enough".to_owned())),
+            Ok(()) = shutdown.changed() => break Some((Code::Reconnect, "Server shutting down".to_owned())),
+            next = outbound.recv() => next,
+        };
+        let frame = match next {
+            None => break None,
+            Some(Outbound::Close(code, message)) => break Some((code, message)),
+            Some(Outbound::Frame(frame)) => frame,
+        };
+        let written = tokio::select! {
+            biased;
+            () = overflow.notified() => break Some((Code::OverCapacity, "Over capacity: the client is not reading fast enough".to_owned())),
+            written = write_batch(&mut sink, frame, &mut outbound) => written,
+        };
+        match written {
+            Ok(None) => {}
+            Ok(Some(close)) => break Some(close),
+            Err(error) => {
+                tracing::debug!(%socket, %error, "write failed");
+                return;
             }
-            Ok(()) = shutdown.changed() => break Some(close(Code::Reconnect, "Server shutting down")),
-            next = outbound.recv() => match next {
-                None => break None,
-                Some(Outbound::Close(code, message)) => break Some(close(code, &message)),
-                Some(Outbound::Frame(frame)) => {
-                    if sink.feed(Message::Text(frame)).await.is_err() {
-                        return;
-                    }
-                    let mut batch = 1;
-                    while batch < WRITE_BATCH {
-                        match outbound.try_recv() {
-                            Ok(Outbound::Frame(frame)) => {
-                                if sink.feed(Message::Text(frame)).await.is_err() {
-                                    return;
-                                }
-                                batch += 1;
-                            }
-                            Ok(Outbound::Close(code, message)) => {
-                                let _ = sink.flush().await;
-                                let (error, close) = close(code, &message);
-                                let _ = sink.feed(error).await;
-                                let _ = sink.send(close).await;
-                                return;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    if sink.flush().await.is_err() {
-                        return;
-                    }
-                }
-            },
         }
     };
     match ending {
-        Some((error, close)) => {
-            let _ = sink.feed(error).await;
-            let _ = sink.send(close).await;
+        Some((code, message)) => {
+            if code == Code::OverCapacity {
+                tracing::info!(%socket, "closing a slow consumer");
+            }
+            let frames = [
+                Message::Text(Utf8Bytes::from(frames::error(Some(code), &message))),
+                Message::Close(Some(CloseFrame {
+                    code: CloseCode::from(code.as_u16()),
+                    reason: Utf8Bytes::from(message),
+                })),
+            ];
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                for frame in frames {
+                    sink.feed(frame).await?;
+                }
+                sink.flush().await
+            })
+            .await;
         }
         None => {
-            let _ = sink.close().await;
+            let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
         }
     }
+}
+
+/// Writes `first` and whatever else is queued (up to [`WRITE_BATCH`] frames), then flushes
+/// once. A close found in the queue is returned after the frames before it are flushed.
+async fn write_batch(
+    sink: &mut Sink,
+    first: Utf8Bytes,
+    outbound: &mut mpsc::Receiver<Outbound>,
+) -> Result<Option<(Code, String)>, tokio_tungstenite::tungstenite::Error> {
+    sink.feed(Message::Text(first)).await?;
+    let mut close = None;
+    for _ in 1..WRITE_BATCH {
+        match outbound.try_recv() {
+            Ok(Outbound::Frame(frame)) => sink.feed(Message::Text(frame)).await?,
+            Ok(Outbound::Close(code, message)) => {
+                close = Some((code, message));
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    sink.flush().await?;
+    Ok(close)
 }

@@ -88,7 +88,9 @@ fn authenticate(
     }
     let timestamp: u64 = param("auth_timestamp")
         .and_then(|value| value.parse().ok())
-        .ok_or(HttpApiError::Unauthorized("Missing or malformed auth_timestamp"))?;
+        .ok_or(HttpApiError::Unauthorized(
+            "Missing or malformed auth_timestamp",
+        ))?;
     if now_secs().abs_diff(timestamp) > TIMESTAMP_WINDOW_SECS {
         return Err(HttpApiError::Unauthorized(
             "Timestamp expired: auth_timestamp must be within 600 s of the server's time",
@@ -106,7 +108,8 @@ fn authenticate(
         _ => {}
     }
     let signature = param("auth_signature").unwrap_or_default();
-    let path = request.uri().path();
+    // The full path: routes nested under `/apps` see only the rest of it.
+    let path = request.original_uri().path();
     if !driver
         .app
         .verify_request(request.method().as_str(), path, &params, signature)

@@ -51,8 +51,12 @@ impl Connection {
         self.overflow.clone()
     }
 
-    /// Queues a frame. False when the connection is full (it is then closed with 4100) or gone.
+    /// Queues a frame. False when the connection is full (it is then closed with 4100, and
+    /// takes no more frames) or gone.
     pub fn send(&self, frame: Utf8Bytes) -> bool {
+        if self.overflowed.load(Ordering::Relaxed) {
+            return false;
+        }
         match self.queue.try_send(Outbound::Frame(frame)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {

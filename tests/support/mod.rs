@@ -16,6 +16,9 @@ use velo_realtime::auth::Authenticator;
 
 pub const ADMIN: &str = "test-admin-token";
 pub const JWT_SECRET: &str = "test-jwt-secret";
+pub const APP_ID: &str = "test-app";
+pub const APP_KEY: &str = "test-key";
+pub const APP_SECRET: &str = "test-secret";
 
 /// A running server, killed when dropped.
 pub struct Server {
@@ -24,6 +27,7 @@ pub struct Server {
     data: TempDir,
     config: PathBuf,
     threshold_secs: u64,
+    env: Vec<(String, String)>,
     http: reqwest::Client,
     /// Every line the server has logged, across restarts.
     log: Arc<Mutex<Vec<String>>>,
@@ -43,18 +47,32 @@ impl Server {
     }
 
     pub fn start_with(collections_toml: &str, threshold_secs: u64) -> Server {
+        Self::start_with_env(collections_toml, threshold_secs, &[])
+    }
+
+    /// With extra `VELO_*` variables.
+    pub fn start_with_env(
+        collections_toml: &str,
+        threshold_secs: u64,
+        env: &[(&str, &str)],
+    ) -> Server {
         let data = tempfile::tempdir().expect("a temp dir");
         let config = data.path().join("velo.toml");
         std::fs::write(&config, collections_toml).expect("writing the config");
         let data_dir = data.path().join("data");
         let log = Arc::default();
-        let (child, base) = spawn(&config, &data_dir, threshold_secs, &log);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, base) = spawn(&config, &data_dir, threshold_secs, &env, &log);
         Server {
             child,
             base,
             data,
             config,
             threshold_secs,
+            env,
             http: reqwest::Client::new(),
             log,
         }
@@ -73,6 +91,7 @@ impl Server {
             &self.config,
             &self.data_dir(),
             self.threshold_secs,
+            &self.env,
             &self.log,
         );
         self.child = child;
@@ -150,6 +169,48 @@ impl Server {
         .await
     }
 
+    /// `ws://…` for a path on this server.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("{}{path}", self.base.replacen("http://", "ws://", 1))
+    }
+
+    /// A signed Pusher HTTP API call, as the server libraries make it.
+    pub async fn pusher_api(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
+        let body = body.map(|body| body.to_string()).unwrap_or_default();
+        let mut params = vec![
+            ("auth_key".to_owned(), APP_KEY.to_owned()),
+            (
+                "auth_timestamp".to_owned(),
+                velo_realtime::auth::now_secs().to_string(),
+            ),
+            ("auth_version".to_owned(), "1.0".to_owned()),
+        ];
+        if !body.is_empty() {
+            params.push((
+                "body_md5".to_owned(),
+                velo_realtime::pusher::signature::body_md5(body.as_bytes()),
+            ));
+        }
+        let app =
+            velo_realtime::pusher::signature::AppCredentials::new(APP_ID, APP_KEY, APP_SECRET);
+        let route = path.split('?').next().unwrap_or(path);
+        if let Some(query) = path.split_once('?').map(|(_, query)| query) {
+            params.extend(serde_urlencoded::from_str::<Vec<(String, String)>>(query).unwrap());
+        }
+        let signature = app.request_signature(method.as_str(), route, &params);
+        params.push(("auth_signature".to_owned(), signature));
+        let mut request = self
+            .http
+            .request(method, format!("{}{route}", self.base))
+            .query(&params);
+        if !body.is_empty() {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        into_reply(request.send().await.expect("the server answers")).await
+    }
+
     pub async fn create_collection(&self, body: Value) -> Reply {
         self.call(Method::POST, "/api/collections", Some(ADMIN), Some(body))
             .await
@@ -179,6 +240,7 @@ fn spawn(
     config: &Path,
     data_dir: &Path,
     threshold_secs: u64,
+    env: &[(String, String)],
     log: &Arc<Mutex<Vec<String>>>,
 ) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_velo-realtime"))
@@ -191,6 +253,10 @@ fn spawn(
         .env("VELO_ADMIN_TOKEN", ADMIN)
         .env("VELO_JWT_SECRET", JWT_SECRET)
         .env("VELO_CONNECTION_THRESHOLD_SECS", threshold_secs.to_string())
+        .env("VELO_APP_ID", APP_ID)
+        .env("VELO_APP_KEY", APP_KEY)
+        .env("VELO_APP_SECRET", APP_SECRET)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -1,0 +1,596 @@
+//! The built-in driver's wire shapes (PUSHER.md), with a raw WebSocket client against the real
+//! server: handshake, subscriptions, signatures, errors and close codes, the HTTP API, channel
+//! authorization, and slow consumers.
+
+mod support;
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::{ADMIN, APP_KEY, Server};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use velo_realtime::pusher::signature::AppCredentials;
+
+const COLLECTIONS: &str = r#"
+[[collections]]
+name = "posts"
+api_rules = { list = "" }
+
+[[collections]]
+name = "notes"
+api_rules = { list = "@request.auth.id != ''" }
+"#;
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What a client reads: a frame as JSON, or the close code.
+#[derive(Debug, PartialEq)]
+enum Read {
+    Frame(Value),
+    Closed(Option<u16>),
+}
+
+async fn read(socket: &mut Socket) -> Read {
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("the server answers within 10 s");
+        match next {
+            Some(Ok(Message::Text(text))) => {
+                return Read::Frame(serde_json::from_str(&text).expect("JSON frames"));
+            }
+            Some(Ok(Message::Close(frame))) => {
+                return Read::Closed(frame.map(|f| u16::from(f.code)));
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return Read::Closed(None),
+        }
+    }
+}
+
+async fn frame(socket: &mut Socket) -> Value {
+    match read(socket).await {
+        Read::Frame(frame) => frame,
+        closed => panic!("expected a frame, got {closed:?}"),
+    }
+}
+
+async fn send(socket: &mut Socket, frame: Value) {
+    socket
+        .send(Message::Text(frame.to_string().into()))
+        .await
+        .expect("sent");
+}
+
+/// Connects and reads the handshake; returns the socket and its id.
+async fn connect(server: &Server) -> (Socket, String) {
+    let (mut socket, _) = connect_async(server.ws_url(&format!(
+        "/app/{APP_KEY}?protocol=7&client=js&version=8.4.0"
+    )))
+    .await
+    .expect("the WebSocket opens");
+    let established = frame(&mut socket).await;
+    assert_eq!(established["event"], "pusher:connection_established");
+    let data: Value =
+        serde_json::from_str(established["data"].as_str().expect("data is a string")).unwrap();
+    assert!(data["activity_timeout"].as_u64().unwrap() > 0);
+    let socket_id = data["socket_id"].as_str().unwrap().to_owned();
+    (socket, socket_id)
+}
+
+async fn subscribe(socket: &mut Socket, channel: &str, auth: Option<&str>) -> Value {
+    let mut data = json!({ "channel": channel });
+    if let Some(auth) = auth {
+        data["auth"] = json!(auth);
+    }
+    send(socket, json!({ "event": "pusher:subscribe", "data": data })).await;
+    frame(socket).await
+}
+
+fn app() -> AppCredentials {
+    AppCredentials::new(support::APP_ID, APP_KEY, support::APP_SECRET)
+}
+
+#[tokio::test]
+async fn handshake_subscribe_ping_and_events() {
+    let server = Server::start(COLLECTIONS);
+    let (mut socket, socket_id) = connect(&server).await;
+    assert!(
+        velo_realtime::pusher::protocol::SocketId::parse(&socket_id).is_some(),
+        "{socket_id}"
+    );
+
+    let ok = subscribe(&mut socket, "orders", Some("")).await;
+    assert_eq!(
+        ok,
+        json!({"event": "pusher_internal:subscription_succeeded", "channel": "orders", "data": "{}"})
+    );
+
+    send(&mut socket, json!({"event": "pusher:ping", "data": {}})).await;
+    assert_eq!(
+        frame(&mut socket).await,
+        json!({"event": "pusher:pong", "data": "{}"})
+    );
+    // pysher's ping carries `"data": ""`.
+    send(&mut socket, json!({"event": "pusher:ping", "data": ""})).await;
+    assert_eq!(frame(&mut socket).await["event"], "pusher:pong");
+
+    let reply = server
+        .pusher_api(
+            Method::POST,
+            "/apps/test-app/events",
+            Some(&json!({
+                "name": "order.shipped", "channels": ["orders"], "data": "{\"id\":7}",
+            })),
+        )
+        .await;
+    assert_eq!((reply.status, reply.body), (StatusCode::OK, json!({})));
+    let event = frame(&mut socket).await;
+    assert_eq!(
+        event,
+        json!({"event": "order.shipped", "channel": "orders", "data": "{\"id\":7}"})
+    );
+
+    // Garbage gets an error frame with object data, and the connection stays.
+    socket.send(Message::Text("not json".into())).await.unwrap();
+    let error = frame(&mut socket).await;
+    assert_eq!(error["event"], "pusher:error");
+    assert!(error["data"]["message"].is_string() && error["data"].get("code").is_some());
+    let big = "x".repeat(20_000);
+    send(&mut socket, json!({"event": "pusher:ping", "data": big})).await;
+    let error = frame(&mut socket).await;
+    assert_eq!(error["data"]["code"], 4301, "over the message size limit");
+    send(&mut socket, json!({"event": "pusher:ping", "data": {}})).await;
+    assert_eq!(
+        frame(&mut socket).await["event"],
+        "pusher:pong",
+        "still open"
+    );
+
+    // After unsubscribing, nothing more arrives on the channel.
+    send(
+        &mut socket,
+        json!({"event": "pusher:unsubscribe", "data": {"channel": "orders"}}),
+    )
+    .await;
+    let body = json!({"name": "late", "channels": ["orders"], "data": "{}"});
+    server
+        .pusher_api(Method::POST, "/apps/test-app/events", Some(&body))
+        .await;
+    send(&mut socket, json!({"event": "pusher:ping", "data": {}})).await;
+    assert_eq!(
+        frame(&mut socket).await["event"],
+        "pusher:pong",
+        "no `late` event before the pong"
+    );
+}
+
+#[tokio::test]
+async fn refusals_close_with_pusher_codes() {
+    let server = Server::start(COLLECTIONS);
+    for (path, code) in [
+        ("/app/wrong-key?protocol=7", 4001),
+        ("/app/test-key?protocol=seven", 4006),
+        ("/app/test-key?protocol=9", 4007),
+    ] {
+        let (mut socket, _) = connect_async(server.ws_url(path)).await.unwrap();
+        let error = frame(&mut socket).await;
+        assert_eq!(error["event"], "pusher:error", "{path}");
+        assert_eq!(error["data"]["code"], code, "{path}");
+        assert_eq!(read(&mut socket).await, Read::Closed(Some(code)), "{path}");
+    }
+    // pysher speaks protocol 6.
+    let (mut socket, _) =
+        connect_async(server.ws_url("/app/test-key?client=PythonPusherClient&protocol=6"))
+            .await
+            .unwrap();
+    assert_eq!(
+        frame(&mut socket).await["event"],
+        "pusher:connection_established"
+    );
+
+    let plain = reqwest::get(format!("{}/app/test-key", server.base))
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::UPGRADE_REQUIRED);
+}
+
+#[tokio::test]
+async fn private_channels_need_a_valid_signature() {
+    let server = Server::start(COLLECTIONS);
+    let (mut socket, socket_id) = connect(&server).await;
+    let refused = subscribe(&mut socket, "private-orders", Some("test-key:deadbeef")).await;
+    assert_eq!(refused["event"], "pusher:subscription_error");
+    assert_eq!(refused["channel"], "private-orders");
+    let data: Value = serde_json::from_str(refused["data"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (data["type"].as_str(), data["status"].as_u64()),
+        (Some("AuthError"), Some(401))
+    );
+    let unsigned = subscribe(&mut socket, "private-orders", None).await;
+    assert_eq!(unsigned["event"], "pusher:subscription_error");
+
+    let auth = app().authorize(&socket_id, "private-orders", None);
+    let ok = subscribe(&mut socket, "private-orders", Some(&auth)).await;
+    assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+    // A signature for another socket does not transfer.
+    let (mut other, _) = connect(&server).await;
+    let stolen = subscribe(&mut other, "private-orders", Some(&auth)).await;
+    assert_eq!(stolen["event"], "pusher:subscription_error");
+
+    let bad_name = subscribe(&mut socket, "bad name!", Some("")).await;
+    assert_eq!(bad_name["event"], "pusher:subscription_error");
+}
+
+#[tokio::test]
+async fn the_excluded_socket_gets_no_echo() {
+    let server = Server::start(COLLECTIONS);
+    let (mut sender, sender_id) = connect(&server).await;
+    let (mut other, _) = connect(&server).await;
+    subscribe(&mut sender, "room", Some("")).await;
+    subscribe(&mut other, "room", Some("")).await;
+    let body = json!({"name": "said", "channel": "room", "data": "\"hi\"", "socket_id": sender_id, "info": "subscription_count"});
+    let reply = server
+        .pusher_api(Method::POST, "/apps/test-app/events", Some(&body))
+        .await;
+    assert_eq!(
+        reply.body,
+        json!({"channels": {"room": {"subscription_count": 2}}})
+    );
+    assert_eq!(frame(&mut other).await["event"], "said");
+    send(&mut sender, json!({"event": "pusher:ping", "data": {}})).await;
+    assert_eq!(
+        frame(&mut sender).await["event"],
+        "pusher:pong",
+        "the sender got no echo"
+    );
+}
+
+#[tokio::test]
+async fn the_http_api_checks_signatures_and_limits() {
+    let server = Server::start(COLLECTIONS);
+    let (mut socket, _) = connect(&server).await;
+    subscribe(&mut socket, "presence-free-but-public-here", Some("")).await;
+    subscribe(&mut socket, "news", Some("")).await;
+
+    let channels = server
+        .pusher_api(
+            Method::GET,
+            "/apps/test-app/channels?info=subscription_count",
+            None,
+        )
+        .await;
+    assert_eq!(channels.status, StatusCode::OK);
+    assert_eq!(
+        channels.body["channels"]["news"],
+        json!({"subscription_count": 1})
+    );
+    let filtered = server
+        .pusher_api(
+            Method::GET,
+            "/apps/test-app/channels?filter_by_prefix=ne",
+            None,
+        )
+        .await;
+    assert_eq!(filtered.body, json!({"channels": {"news": {}}}));
+    let empty = server
+        .pusher_api(
+            Method::GET,
+            "/apps/test-app/channels?filter_by_prefix=zzz",
+            None,
+        )
+        .await;
+    assert_eq!(
+        empty.body,
+        json!({"channels": {}}),
+        "an object even when empty"
+    );
+    let one = server
+        .pusher_api(
+            Method::GET,
+            "/apps/test-app/channels/news?info=subscription_count",
+            None,
+        )
+        .await;
+    assert_eq!(one.body, json!({"occupied": true, "subscription_count": 1}));
+    let vacant = server
+        .pusher_api(Method::GET, "/apps/test-app/channels/nobody", None)
+        .await;
+    assert_eq!(vacant.body, json!({"occupied": false}));
+    let user_count = server
+        .pusher_api(
+            Method::GET,
+            "/apps/test-app/channels/news?info=user_count",
+            None,
+        )
+        .await;
+    assert_eq!(user_count.status, StatusCode::BAD_REQUEST);
+
+    let too_big = json!({"name": "x", "channels": ["news"], "data": "y".repeat(10 * 1024 + 1)});
+    let reply = server
+        .pusher_api(Method::POST, "/apps/test-app/events", Some(&too_big))
+        .await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(reply.body["error"].is_string());
+    let unknown_app = server
+        .pusher_api(Method::POST, "/apps/nope/events", Some(&json!({})))
+        .await;
+    assert_eq!(unknown_app.status, StatusCode::NOT_FOUND);
+
+    // Unsigned or tampered requests.
+    let unsigned = server
+        .raw(
+            server
+                .request(Method::POST, "/apps/test-app/events")
+                .body("{}"),
+        )
+        .await;
+    assert_eq!(unsigned.status, StatusCode::UNAUTHORIZED);
+    assert!(unsigned.body["error"].is_string());
+    let wrong_signature = server
+        .raw(server.request(Method::GET, &format!(
+            "/apps/test-app/channels?auth_key={APP_KEY}&auth_timestamp={}&auth_version=1.0&auth_signature=00",
+            velo_realtime::auth::now_secs()
+        )))
+        .await;
+    assert_eq!(wrong_signature.status, StatusCode::UNAUTHORIZED);
+
+    let batch = json!({"batch": [
+        {"name": "a", "channel": "news", "data": "1"},
+        {"name": "b", "channel": "news", "data": "2", "info": "subscription_count"},
+    ]});
+    let reply = server
+        .pusher_api(Method::POST, "/apps/test-app/batch_events", Some(&batch))
+        .await;
+    assert_eq!(
+        reply.body,
+        json!({"batch": [{}, {"news": {"subscription_count": 1}}]})
+    );
+    assert_eq!(frame(&mut socket).await["event"], "a");
+    assert_eq!(frame(&mut socket).await["event"], "b");
+}
+
+#[tokio::test]
+async fn channel_authorization_for_realtime_subscriptions() {
+    let server = Server::start(COLLECTIONS);
+    let alice = server.token("alice", json!({}), Some(3600));
+    let bob = server.token("bob", json!({}), Some(3600));
+    let subscribed = server.subscribe(Some(&alice), "notes", None).await;
+    assert_eq!(subscribed.body["is_public"], false);
+    let channel = format!(
+        "private-{}",
+        subscribed.body["channel_name"].as_str().unwrap()
+    );
+    let (mut socket, socket_id) = connect(&server).await;
+
+    // Form-encoded, as pusher-js and Laravel Echo send it, at both paths.
+    for path in ["/api/realtime/auth", "/broadcasting/auth"] {
+        let reply = server
+            .raw(
+                server
+                    .request(Method::POST, path)
+                    .bearer_auth(&alice)
+                    .form(&[
+                        ("socket_id", socket_id.as_str()),
+                        ("channel_name", channel.as_str()),
+                    ]),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {:?}", reply.body);
+        assert_eq!(
+            reply.body["auth"],
+            app().authorize(&socket_id, &channel, None)
+        );
+    }
+    let body = json!({"socket_id": socket_id, "channel_name": channel});
+    let auth = server
+        .call(
+            Method::POST,
+            "/api/realtime/auth",
+            Some(&alice),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(auth.status, StatusCode::OK);
+    let ok = subscribe(&mut socket, &channel, auth.body["auth"].as_str()).await;
+    assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+
+    assert_eq!(
+        server
+            .call(
+                Method::POST,
+                "/api/realtime/auth",
+                Some(&bob),
+                Some(body.clone())
+            )
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        server
+            .call(Method::POST, "/api/realtime/auth", None, Some(body.clone()))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        server
+            .call(Method::POST, "/api/realtime/auth", Some(ADMIN), Some(body))
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    let unknown = json!({"socket_id": socket_id, "channel_name": "private-velo.realtime.00000000-0000-4000-8000-000000000000"});
+    assert_eq!(
+        server
+            .call(
+                Method::POST,
+                "/api/realtime/auth",
+                Some(&alice),
+                Some(unknown)
+            )
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let malformed = json!({"socket_id": "abc", "channel_name": channel});
+    let reply = server
+        .call(
+            Method::POST,
+            "/api/realtime/auth",
+            Some(&alice),
+            Some(malformed),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(reply.body["errors"]["socket_id"].is_array());
+    let public = server.subscribe(None, "posts", None).await;
+    let public_channel = format!("private-{}", public.body["channel_name"].as_str().unwrap());
+    let body = json!({"socket_id": socket_id, "channel_name": public_channel});
+    let reply = server
+        .call(Method::POST, "/api/realtime/auth", Some(&alice), Some(body))
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "public subscriptions need no signature"
+    );
+}
+
+#[tokio::test]
+async fn a_listening_socket_keeps_its_subscription_alive() {
+    let server = Server::start_with(COLLECTIONS, 1);
+    let listened = server.subscribe(None, "posts", None).await.body["channel_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let idle = server.subscribe(None, "posts", None).await.body["channel_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (mut socket, _) = connect(&server).await;
+    assert_eq!(
+        subscribe(&mut socket, &listened, Some("")).await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    let idle_id = idle.strip_prefix("velo.realtime.").unwrap();
+    let pruned = support::eventually(Duration::from_secs(10), || async {
+        server.logged(&["subscription ended", idle_id, "stale"])
+    })
+    .await;
+    assert!(pruned, "the idle subscription ends");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        server.ping(None, &listened).await.status,
+        StatusCode::OK,
+        "kept by its socket"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_cut_off_without_slowing_the_others() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const READERS: usize = 100;
+    /// Bounds the test: the stuck client's buffers fill long before this.
+    const MAX_EVENTS: usize = 3000;
+    /// Events published between waits for the readers, below the queue size: readers that
+    /// keep up are never near the limit.
+    const BURST: usize = 16;
+    let server = Server::start_with_env(COLLECTIONS, 300, &[("VELO_SOCKET_QUEUE_FRAMES", "64")]);
+    // The stuck client has a tiny receive buffer, so the server's writes to it block soon.
+    let address = server.base.trim_start_matches("http://").parse().unwrap();
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let tcp = tcp.connect(address).await.unwrap();
+    let url = server.ws_url(&format!("/app/{APP_KEY}?protocol=7"));
+    let (mut stuck, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp))
+        .await
+        .unwrap();
+    assert_eq!(
+        frame(&mut stuck).await["event"],
+        "pusher:connection_established"
+    );
+    subscribe(&mut stuck, "firehose", Some("")).await;
+
+    let mut seen = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..READERS {
+        let (mut socket, _) = connect(&server).await;
+        subscribe(&mut socket, "firehose", Some("")).await;
+        let count = Arc::new(AtomicUsize::new(0));
+        seen.push(count.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let next = tokio::time::timeout(Duration::from_secs(60), socket.next()).await;
+                match next.expect("events keep coming") {
+                    Some(Ok(Message::Text(text))) if text.contains(r#""event":"tick""#) => {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(Ok(Message::Text(text))) if text.contains("\"done\"") => return,
+                    Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_))) => {}
+                    other => panic!("a reader was cut off: {other:?}"),
+                }
+            }
+        }));
+    }
+    let data = format!("\"{}\"", "x".repeat(8000));
+    let mut published = 0;
+    while published < MAX_EVENTS && !server.logged(&["closing a slow consumer"]) {
+        for _ in 0..BURST {
+            let body = json!({"name": "tick", "channel": "firehose", "data": data});
+            let reply = server
+                .pusher_api(Method::POST, "/apps/test-app/events", Some(&body))
+                .await;
+            assert_eq!(reply.status, StatusCode::OK);
+            published += 1;
+        }
+        let caught_up = support::eventually(Duration::from_secs(30), || async {
+            seen.iter()
+                .all(|count| count.load(Ordering::Relaxed) >= published)
+        })
+        .await;
+        assert!(caught_up, "every reader got all {published} events");
+    }
+    assert!(
+        server.logged(&["closing a slow consumer"]),
+        "the stuck client was cut off within {MAX_EVENTS} events"
+    );
+    let body = json!({"name": "done", "channel": "firehose", "data": "{}"});
+    server
+        .pusher_api(Method::POST, "/apps/test-app/events", Some(&body))
+        .await;
+    for task in tasks {
+        task.await.expect("no reader was cut off");
+    }
+    for count in &seen {
+        assert_eq!(
+            count.load(Ordering::Relaxed),
+            published,
+            "every reader got every event"
+        );
+    }
+    // The stuck client now reads: what was buffered, then the error and the 4100 close.
+    let mut error_code = None;
+    let closed = loop {
+        match read(&mut stuck).await {
+            Read::Frame(frame) if frame["event"] == "pusher:error" => {
+                error_code = frame["data"]["code"].as_u64()
+            }
+            Read::Frame(_) => {}
+            Read::Closed(code) => break code,
+        }
+    };
+    assert_eq!(
+        (error_code, closed),
+        (Some(4100), Some(4100)),
+        "pusher:error 4100, then close 4100"
+    );
+}
