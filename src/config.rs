@@ -17,7 +17,8 @@ use crate::pusher::Limits;
 /// Development secrets: fine on loopback, loudly reported anywhere else.
 pub const DEV_ADMIN_TOKEN: &str = "velo-dev-admin-token";
 pub const DEV_JWT_SECRET: &str = "velo-dev-jwt-secret-change-me";
-pub const DEV_APP_ID: &str = "velo";
+/// Numeric: the Python `pusher` library refuses other app ids.
+pub const DEV_APP_ID: &str = "1001";
 pub const DEV_APP_KEY: &str = "velo-key";
 pub const DEV_APP_SECRET: &str = "velo-secret-change-me";
 

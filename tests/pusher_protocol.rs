@@ -122,7 +122,7 @@ async fn handshake_subscribe_ping_and_events() {
     let reply = server
         .pusher_api(
             Method::POST,
-            "/apps/test-app/events",
+            "/apps/4242/events",
             Some(&json!({
                 "name": "order.shipped", "channels": ["orders"], "data": "{\"id\":7}",
             })),
@@ -159,7 +159,7 @@ async fn handshake_subscribe_ping_and_events() {
     .await;
     let body = json!({"name": "late", "channels": ["orders"], "data": "{}"});
     server
-        .pusher_api(Method::POST, "/apps/test-app/events", Some(&body))
+        .pusher_api(Method::POST, "/apps/4242/events", Some(&body))
         .await;
     send(&mut socket, json!({"event": "pusher:ping", "data": {}})).await;
     assert_eq!(
@@ -235,7 +235,7 @@ async fn the_excluded_socket_gets_no_echo() {
     subscribe(&mut other, "room", Some("")).await;
     let body = json!({"name": "said", "channel": "room", "data": "\"hi\"", "socket_id": sender_id, "info": "subscription_count"});
     let reply = server
-        .pusher_api(Method::POST, "/apps/test-app/events", Some(&body))
+        .pusher_api(Method::POST, "/apps/4242/events", Some(&body))
         .await;
     assert_eq!(
         reply.body,
@@ -260,7 +260,7 @@ async fn the_http_api_checks_signatures_and_limits() {
     let channels = server
         .pusher_api(
             Method::GET,
-            "/apps/test-app/channels?info=subscription_count",
+            "/apps/4242/channels?info=subscription_count",
             None,
         )
         .await;
@@ -270,17 +270,13 @@ async fn the_http_api_checks_signatures_and_limits() {
         json!({"subscription_count": 1})
     );
     let filtered = server
-        .pusher_api(
-            Method::GET,
-            "/apps/test-app/channels?filter_by_prefix=ne",
-            None,
-        )
+        .pusher_api(Method::GET, "/apps/4242/channels?filter_by_prefix=ne", None)
         .await;
     assert_eq!(filtered.body, json!({"channels": {"news": {}}}));
     let empty = server
         .pusher_api(
             Method::GET,
-            "/apps/test-app/channels?filter_by_prefix=zzz",
+            "/apps/4242/channels?filter_by_prefix=zzz",
             None,
         )
         .await;
@@ -292,19 +288,19 @@ async fn the_http_api_checks_signatures_and_limits() {
     let one = server
         .pusher_api(
             Method::GET,
-            "/apps/test-app/channels/news?info=subscription_count",
+            "/apps/4242/channels/news?info=subscription_count",
             None,
         )
         .await;
     assert_eq!(one.body, json!({"occupied": true, "subscription_count": 1}));
     let vacant = server
-        .pusher_api(Method::GET, "/apps/test-app/channels/nobody", None)
+        .pusher_api(Method::GET, "/apps/4242/channels/nobody", None)
         .await;
     assert_eq!(vacant.body, json!({"occupied": false}));
     let user_count = server
         .pusher_api(
             Method::GET,
-            "/apps/test-app/channels/news?info=user_count",
+            "/apps/4242/channels/news?info=user_count",
             None,
         )
         .await;
@@ -312,7 +308,7 @@ async fn the_http_api_checks_signatures_and_limits() {
 
     let too_big = json!({"name": "x", "channels": ["news"], "data": "y".repeat(10 * 1024 + 1)});
     let reply = server
-        .pusher_api(Method::POST, "/apps/test-app/events", Some(&too_big))
+        .pusher_api(Method::POST, "/apps/4242/events", Some(&too_big))
         .await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(reply.body["error"].is_string());
@@ -323,17 +319,13 @@ async fn the_http_api_checks_signatures_and_limits() {
 
     // Unsigned or tampered requests.
     let unsigned = server
-        .raw(
-            server
-                .request(Method::POST, "/apps/test-app/events")
-                .body("{}"),
-        )
+        .raw(server.request(Method::POST, "/apps/4242/events").body("{}"))
         .await;
     assert_eq!(unsigned.status, StatusCode::UNAUTHORIZED);
     assert!(unsigned.body["error"].is_string());
     let wrong_signature = server
         .raw(server.request(Method::GET, &format!(
-            "/apps/test-app/channels?auth_key={APP_KEY}&auth_timestamp={}&auth_version=1.0&auth_signature=00",
+            "/apps/4242/channels?auth_key={APP_KEY}&auth_timestamp={}&auth_version=1.0&auth_signature=00",
             velo_realtime::auth::now_secs()
         )))
         .await;
@@ -344,7 +336,7 @@ async fn the_http_api_checks_signatures_and_limits() {
         {"name": "b", "channel": "news", "data": "2", "info": "subscription_count"},
     ]});
     let reply = server
-        .pusher_api(Method::POST, "/apps/test-app/batch_events", Some(&batch))
+        .pusher_api(Method::POST, "/apps/4242/batch_events", Some(&batch))
         .await;
     assert_eq!(
         reply.body,
@@ -547,7 +539,7 @@ async fn a_slow_consumer_is_cut_off_without_slowing_the_others() {
         for _ in 0..BURST {
             let body = json!({"name": "tick", "channel": "firehose", "data": data});
             let reply = server
-                .pusher_api(Method::POST, "/apps/test-app/events", Some(&body))
+                .pusher_api(Method::POST, "/apps/4242/events", Some(&body))
                 .await;
             assert_eq!(reply.status, StatusCode::OK);
             published += 1;
@@ -565,7 +557,7 @@ async fn a_slow_consumer_is_cut_off_without_slowing_the_others() {
     );
     let body = json!({"name": "done", "channel": "firehose", "data": "{}"});
     server
-        .pusher_api(Method::POST, "/apps/test-app/events", Some(&body))
+        .pusher_api(Method::POST, "/apps/4242/events", Some(&body))
         .await;
     for task in tasks {
         task.await.expect("no reader was cut off");

@@ -53,13 +53,18 @@ pub struct ApiRulesPatch {
 pub struct NewCollection {
     /// 1 to 63 letters, digits or `_`, not starting with a digit.
     pub name: String,
+    /// Absent or `null`: every rule is `SUPERUSER_ONLY`.
+    #[oai(nullable)]
     pub api_rules: Option<ApiRules>,
 }
 
 #[derive(Object, Debug)]
 pub struct CollectionPatch {
-    /// A new name.
+    /// A new name; absent or `null` keeps it.
+    #[oai(nullable)]
     pub name: Option<String>,
+    /// Rules to change; absent or `null` changes none.
+    #[oai(nullable)]
     pub api_rules: Option<ApiRulesPatch>,
 }
 

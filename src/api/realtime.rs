@@ -18,8 +18,12 @@ pub struct SubscribeRequest {
     /// The name or id of the collection.
     pub collection: String,
     /// The subscriber's Pusher socket id (`1234.5678`), used to exclude its own writes.
+    /// `null` is the same as leaving it out.
+    #[oai(nullable)]
     pub socket_id: Option<String>,
-    /// Only records matching this expression are sent, e.g. `status = 'active'`.
+    /// Only records matching this expression are sent, e.g. `status = 'active'`. Empty,
+    /// `null` or absent: every record the list rule lets through.
+    #[oai(nullable)]
     pub filter: Option<String>,
 }
 

@@ -16,7 +16,7 @@ use velo_realtime::auth::Authenticator;
 
 pub const ADMIN: &str = "test-admin-token";
 pub const JWT_SECRET: &str = "test-jwt-secret";
-pub const APP_ID: &str = "test-app";
+pub const APP_ID: &str = "4242";
 pub const APP_KEY: &str = "test-key";
 pub const APP_SECRET: &str = "test-secret";
 

@@ -1,0 +1,115 @@
+"""Real clients against a running server: pysher listens, the `pusher` library triggers.
+
+Run by tests/real_clients.rs, which starts the server and passes VELO_URL, APP_ID, APP_KEY,
+APP_SECRET, ALICE and BOB (user JWTs) in the environment. Exits non-zero on failure.
+"""
+
+import json
+import logging
+import os
+import queue
+import sys
+import time
+from urllib.parse import urlparse
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".deps"))
+
+import pusher  # noqa: E402
+import pysher  # noqa: E402
+import requests  # noqa: E402
+
+URL = os.environ["VELO_URL"]
+HOST = urlparse(URL).hostname
+PORT = urlparse(URL).port
+APP_ID, APP_KEY, APP_SECRET = os.environ["APP_ID"], os.environ["APP_KEY"], os.environ["APP_SECRET"]
+ALICE, BOB = os.environ["ALICE"], os.environ["BOB"]
+
+server = pusher.Pusher(app_id=APP_ID, key=APP_KEY, secret=APP_SECRET, host=HOST, port=PORT, ssl=False)
+
+
+def subscribe(collection, token=None, filter=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = requests.post(
+        f"{URL}/api/realtime/subscribe", json={"collection": collection, "filter": filter}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def connect(token=None):
+    """A connected pysher client and the queue its `connection_established` lands in."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    client = pysher.Pusher(
+        APP_KEY,
+        custom_host=HOST,
+        port=PORT,
+        secure=False,
+        auth_endpoint=f"{URL}/api/realtime/auth",
+        auth_endpoint_headers=headers,
+        log_level=logging.WARNING,
+    )
+    connected = queue.Queue()
+    client.connection.bind("pusher:connection_established", lambda data: connected.put(data))
+    client.connect()
+    data = connected.get(timeout=10)
+    socket_id = json.loads(data)["socket_id"] if isinstance(data, str) else data["socket_id"]
+    return client, socket_id
+
+
+def expect(events, what, timeout=10):
+    try:
+        return events.get(timeout=timeout)
+    except queue.Empty:
+        raise AssertionError(f"timed out waiting for {what}")
+
+
+def public_channel():
+    subscription = subscribe("posts", filter="status = 'active'")
+    assert subscription["is_public"] is True
+    client, socket_id = connect()
+    channel = client.subscribe(subscription["channel_name"])
+    events = queue.Queue()
+    channel.bind("hello", lambda data: events.put(json.loads(data)))
+    # Give the subscription a moment to be confirmed, then trigger: excluded first, then not.
+    time.sleep(0.5)
+    server.trigger(subscription["channel_name"], "hello", {"n": 1}, socket_id=socket_id)
+    server.trigger(subscription["channel_name"], "hello", {"n": 2})
+    assert expect(events, "the second event") == {"n": 2}, "the excluded event came first"
+    info = server.channel_info(subscription["channel_name"], ["subscription_count"])
+    assert info["occupied"] is True and info["subscription_count"] == 1, info
+    client.disconnect()
+    print("pysher: public channel, event, exclusion by socket_id; pusher (Python): trigger, channel_info: ok")
+
+
+def private_channel():
+    subscription = subscribe("notes", token=ALICE)
+    assert subscription["is_public"] is False
+    channel_name = "private-" + subscription["channel_name"]
+    client, _ = connect(ALICE)
+    channel = client.subscribe(channel_name)
+    events = queue.Queue()
+    channel.bind("created", lambda data: events.put(json.loads(data)))
+    time.sleep(0.5)
+    server.trigger(channel_name, "created", {"action": "created", "record": {"id": "r1"}})
+    assert expect(events, "the created event") == {"action": "created", "record": {"id": "r1"}}
+    client.disconnect()
+    print("pysher: private channel authorized at auth_endpoint with a JWT, event received: ok")
+
+    intruder, _ = connect(BOB)
+    try:
+        intruder.subscribe(channel_name)
+    except AssertionError as refused:
+        assert "Failed to get auth token" in str(refused), refused
+        print("pysher: another user's authorization is refused: ok")
+    else:
+        raise AssertionError("bob was authorized for alice's channel")
+    finally:
+        intruder.disconnect()
+
+
+if __name__ == "__main__":
+    public_channel()
+    private_channel()
+    sys.stdout.flush()
+    # pysher's reconnecting threads must not keep the process alive.
+    os._exit(0)

@@ -1,0 +1,124 @@
+//! The real Pusher client libraries against the real server (PUSHER.md: real clients decide):
+//! pusher-js 8 and Laravel Echo 2 in Node with the `pusher` Node server library, and pysher
+//! in Python with the `pusher` Python library. Each installs its packages on first run
+//! (npm, pip) into a folder git ignores.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use serde_json::json;
+use support::{APP_ID, APP_KEY, APP_SECRET, Server};
+
+const COLLECTIONS: &str = r#"
+[[collections]]
+name = "posts"
+api_rules = { list = "" }
+
+[[collections]]
+name = "notes"
+api_rules = { list = "@request.auth.id != ''" }
+"#;
+
+/// Installs run one at a time.
+static INSTALL: Mutex<()> = Mutex::new(());
+
+fn clients(language: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(language)
+}
+
+fn run(command: &mut Command, what: &str) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|error| panic!("{what} cannot start: {error}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    stdout
+}
+
+/// Runs a client script against a fresh server with alice's and bob's tokens.
+fn against_server(program: &str, script: &Path, dir: &Path) -> String {
+    let server = Server::start(COLLECTIONS);
+    let alice = server.token("alice", json!({}), Some(3600));
+    let bob = server.token("bob", json!({}), Some(3600));
+    let output = run(
+        Command::new(program)
+            .arg(script)
+            .current_dir(dir)
+            .env("VELO_URL", &server.base)
+            .env("APP_ID", APP_ID)
+            .env("APP_KEY", APP_KEY)
+            .env("APP_SECRET", APP_SECRET)
+            .env("ALICE", alice)
+            .env("BOB", bob),
+        script.to_str().unwrap_or_default(),
+    );
+    println!("{output}");
+    output
+}
+
+#[test]
+fn pusher_js_laravel_echo_and_the_node_server_library() {
+    let dir = clients("node");
+    {
+        let _one_at_a_time = INSTALL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !dir.join("node_modules").exists() {
+            run(
+                Command::new("npm")
+                    .args(["ci", "--no-audit", "--no-fund"])
+                    .current_dir(&dir),
+                "npm ci",
+            );
+        }
+    }
+    let output = against_server("node", &dir.join("test.mjs"), &dir);
+    assert_eq!(
+        output.matches(": ok").count(),
+        3,
+        "every scenario reported ok:\n{output}"
+    );
+}
+
+#[test]
+fn pysher_and_the_python_server_library() {
+    let dir = clients("python");
+    {
+        let _one_at_a_time = INSTALL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !dir.join(".deps").exists() {
+            run(
+                Command::new("python3")
+                    .args([
+                        "-m",
+                        "pip",
+                        "install",
+                        "--quiet",
+                        "--disable-pip-version-check",
+                        "--target",
+                        ".deps",
+                    ])
+                    .args(["-r", "requirements.txt"])
+                    .current_dir(&dir),
+                "pip install",
+            );
+        }
+    }
+    let output = against_server("python3", &dir.join("test.py"), &dir);
+    assert_eq!(
+        output.matches(": ok").count(),
+        3,
+        "every scenario reported ok:\n{output}"
+    );
+}
