@@ -39,7 +39,7 @@ pub async fn run(
         config.pusher.clone(),
         config.cors_origins.clone(),
     ));
-    let engine = Engine::start(&config, store, driver.clone()).await?;
+    let engine = Engine::start(&config, store.clone(), driver.clone()).await?;
     let routes = api::routes(App::new(engine, driver.clone(), &config), &config);
     let acceptor = TcpAcceptor::from_tokio(listener)?;
     let address = acceptor
@@ -50,13 +50,24 @@ pub async fn run(
         Some(address) => tracing::info!("listening on http://{address}"),
         None => tracing::info!("listening"),
     }
+    let hub_driver = driver.clone();
     let shutdown = async move {
         shutdown.await;
         // WebSocket clients are told to reconnect (4200) before the listener closes.
-        driver.hub.shut_down();
+        hub_driver.hub.shut_down();
     };
     Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(routes, shutdown, Some(Duration::from_secs(10)))
         .await?;
+    // Let the connections write their 4200 close, then make everything durable.
+    let deadline = tokio::time::Instant::now() + SOCKETS_CLOSE_GRACE;
+    while driver.hub.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    store.sync().await?;
+    tracing::info!("stopped");
     Ok(())
 }
+
+/// How long shutdown waits for WebSocket connections to close.
+const SOCKETS_CLOSE_GRACE: Duration = Duration::from_secs(5);

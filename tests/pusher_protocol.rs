@@ -586,3 +586,33 @@ async fn a_slow_consumer_is_cut_off_without_slowing_the_others() {
         "pusher:error 4100, then close 4100"
     );
 }
+
+#[tokio::test]
+async fn shutdown_tells_clients_to_reconnect() {
+    let mut server = Server::start(COLLECTIONS);
+    let (mut socket, _) = connect(&server).await;
+    subscribe(&mut socket, "news", Some("")).await;
+    let channel = server.subscribe(None, "posts", None).await.body["channel_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let exited = tokio::task::spawn_blocking(move || {
+        let clean = server.terminate();
+        (clean, server)
+    });
+    let error = frame(&mut socket).await;
+    assert_eq!(
+        (error["event"].as_str(), error["data"]["code"].as_u64()),
+        (Some("pusher:error"), Some(4200))
+    );
+    assert_eq!(read(&mut socket).await, Read::Closed(Some(4200)));
+    let (clean, mut server) = exited.await.unwrap();
+    assert!(clean, "SIGTERM is a clean exit");
+    assert!(server.logged(&["stopped"]));
+    server.kill_and_restart();
+    assert_eq!(
+        server.ping(None, &channel).await.status,
+        StatusCode::OK,
+        "subscriptions were kept"
+    );
+}

@@ -98,6 +98,17 @@ impl Server {
         self.base = base;
     }
 
+    /// Sends SIGTERM and waits for the server to exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        self.child.wait().expect("the server exits").success()
+    }
+
     /// Whether some logged line contains every one of `parts`.
     pub fn logged(&self, parts: &[&str]) -> bool {
         let log = self.log.lock().expect("the log lock");
