@@ -76,7 +76,8 @@ impl Connection {
     }
 }
 
-type Shard = RwLock<HashMap<Arc<str>, Vec<Arc<Connection>>>>;
+/// Channel -> its listeners, by socket id (joining and leaving are O(1) however crowded).
+type Shard = RwLock<HashMap<Arc<str>, HashMap<SocketId, Arc<Connection>>>>;
 
 const SHARDS: usize = 64;
 
@@ -146,10 +147,10 @@ impl Hub {
             .shard(channel)
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let listeners = shard.entry(Arc::from(channel)).or_default();
-        if !listeners.iter().any(|other| other.id == connection.id) {
-            listeners.push(connection.clone());
-        }
+        shard
+            .entry(Arc::from(channel))
+            .or_default()
+            .insert(connection.id.clone(), connection.clone());
     }
 
     pub fn unsubscribe(&self, channel: &str, socket: &SocketId) {
@@ -158,7 +159,7 @@ impl Hub {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(listeners) = shard.get_mut(channel) {
-            listeners.retain(|connection| &connection.id != socket);
+            listeners.remove(socket);
             if listeners.is_empty() {
                 shard.remove(channel);
             }
@@ -175,7 +176,7 @@ impl Hub {
             return 0;
         };
         listeners
-            .iter()
+            .values()
             .filter(|connection| Some(&connection.id) != except)
             .filter(|connection| connection.send(frame.clone()))
             .count()
@@ -186,17 +187,7 @@ impl Hub {
             .shard(channel)
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        shard.get(channel).map_or(0, Vec::len)
-    }
-
-    pub fn is_subscribed(&self, channel: &str, socket: &SocketId) -> bool {
-        let shard = self
-            .shard(channel)
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        shard
-            .get(channel)
-            .is_some_and(|listeners| listeners.iter().any(|connection| &connection.id == socket))
+        shard.get(channel).map_or(0, HashMap::len)
     }
 
     /// Occupied channels whose name starts with `prefix`, with their subscription counts.
