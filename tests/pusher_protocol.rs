@@ -151,12 +151,14 @@ async fn handshake_subscribe_ping_and_events() {
         "still open"
     );
 
-    // After unsubscribing, nothing more arrives on the channel.
+    // After unsubscribing (a ping round trip shows it was handled), nothing more arrives.
     send(
         &mut socket,
         json!({"event": "pusher:unsubscribe", "data": {"channel": "orders"}}),
     )
     .await;
+    send(&mut socket, json!({"event": "pusher:ping", "data": {}})).await;
+    assert_eq!(frame(&mut socket).await["event"], "pusher:pong");
     let body = json!({"name": "late", "channels": ["orders"], "data": "{}"});
     server
         .pusher_api(Method::POST, "/apps/4242/events", Some(&body))
