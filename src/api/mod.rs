@@ -16,7 +16,7 @@ use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi, OpenApiService, Tags};
 
-use crate::auth::{Authenticator, Identity, constant_time_eq};
+use crate::auth::{Authenticator, Identity};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::pusher::{self, Driver};
@@ -29,7 +29,6 @@ pub struct App {
     pub engine: Engine,
     pub driver: Arc<Driver>,
     pub auth: Authenticator,
-    admin_token: String,
 }
 
 impl App {
@@ -38,7 +37,6 @@ impl App {
             engine,
             driver,
             auth: Authenticator::new(&config.admin_token, &config.jwt_secret),
-            admin_token: config.admin_token.clone(),
         }
     }
 
@@ -51,9 +49,6 @@ impl App {
     }
 
     fn require_admin(&self, token: &AdminToken) -> Result<(), ApiError> {
-        if constant_time_eq(token.0.token.as_bytes(), self.admin_token.as_bytes()) {
-            return Ok(());
-        }
         match self.auth.identify(Some(&token.0.token))? {
             Identity::Superuser => Ok(()),
             Identity::Guest | Identity::User(_) => {

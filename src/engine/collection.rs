@@ -192,13 +192,24 @@ impl CollectionState {
         Ok(())
     }
 
+    /// Takes a subscription out of the index and the map, dropping its compiled condition from
+    /// the cache when no other subscription shares it.
+    fn unfile(&mut self, id: Uuid) -> Option<Subscription> {
+        let (key, subscription) = self.subscriptions.remove(&id)?;
+        self.index.remove(key);
+        let cache = &mut self.compiled[usize::from(subscription.identity.is_superuser())];
+        if cache
+            .get(&subscription.filter_text)
+            .is_some_and(|compiled| Arc::strong_count(compiled) == 1)
+        {
+            cache.remove(&subscription.filter_text);
+        }
+        Some(subscription)
+    }
+
     /// Ends a subscription in memory and in sled.
     fn end(&mut self, id: Uuid, why: &str) -> Result<(), EngineError> {
-        if let Some((key, _)) = self.subscriptions.remove(&id) {
-            self.index.remove(key);
-            for cache in &mut self.compiled {
-                cache.retain(|_, compiled| Arc::strong_count(compiled) > 1);
-            }
+        if self.unfile(id).is_some() {
             tracing::info!(collection = %self.name, subscription = %id, why, "subscription ended");
         }
         self.store.delete_subscription(id)?;
@@ -243,16 +254,16 @@ impl CollectionState {
             return Err(EngineError::UnknownChannel);
         }
         subscription.last_seen = Instant::now();
-        // A fresh token of the same user extends the subscription to the new token's expiry.
-        if let (Identity::User(owner), Identity::User(caller)) = (&subscription.identity, &identity)
-            && owner.id == caller.id
-            && owner.expires_at.is_some()
-            && caller
-                .expires_at
-                .is_none_or(|new| owner.expires_at.is_some_and(|old| new > old))
-        {
+        // A fresh token of the same user extends the subscription to the new token's expiry,
+        // and its claims become the subscription's `@request.auth` (filed again to match so).
+        let fresher = matches!((&subscription.identity, &identity), (Identity::User(owner), Identity::User(caller))
+            if owner.id == caller.id
+                && owner.expires_at.is_some()
+                && caller.expires_at.is_none_or(|new| owner.expires_at.is_some_and(|old| new > old)));
+        if fresher && let Some(mut subscription) = self.unfile(id) {
             subscription.identity = identity;
             let doc = subscription.doc(&self.id);
+            self.file(id, subscription)?;
             self.store.put_subscription(id, &doc)?;
         }
         Ok(())
