@@ -618,3 +618,87 @@ async fn shutdown_tells_clients_to_reconnect() {
         "subscriptions were kept"
     );
 }
+
+#[tokio::test]
+async fn the_server_pings_a_silent_client() {
+    let server = Server::start_with_env(COLLECTIONS, 300, &[("VELO_ACTIVITY_TIMEOUT_SECS", "1")]);
+    let (mut socket, _) = connect(&server).await;
+    assert_eq!(
+        frame(&mut socket).await["event"],
+        "pusher:ping",
+        "after a second of silence"
+    );
+    send(&mut socket, json!({"event": "pusher:pong", "data": {}})).await;
+    assert_eq!(
+        frame(&mut socket).await["event"],
+        "pusher:ping",
+        "the pong reset the timer"
+    );
+}
+
+#[tokio::test]
+async fn client_events_are_refused_unless_enabled() {
+    let server = Server::start(COLLECTIONS);
+    let (mut socket, socket_id) = connect(&server).await;
+    let auth = app().authorize(&socket_id, "private-chat", None);
+    subscribe(&mut socket, "private-chat", Some(&auth)).await;
+    send(
+        &mut socket,
+        json!({"event": "client-typing", "channel": "private-chat", "data": {"who": "a"}}),
+    )
+    .await;
+    let refused = frame(&mut socket).await;
+    assert_eq!(refused["event"], "pusher:error");
+    assert!(
+        refused["data"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not enabled")
+    );
+
+    let server = Server::start_with_env(COLLECTIONS, 300, &[("VELO_CLIENT_EVENTS", "true")]);
+    let (mut sender, sender_id) = connect(&server).await;
+    let (mut other, other_id) = connect(&server).await;
+    let sender_auth = app().authorize(&sender_id, "private-chat", None);
+    let other_auth = app().authorize(&other_id, "private-chat", None);
+    subscribe(&mut sender, "private-chat", Some(&sender_auth)).await;
+    subscribe(&mut other, "private-chat", Some(&other_auth)).await;
+    let whisper =
+        json!({"event": "client-typing", "channel": "private-chat", "data": {"who": "a"}});
+    send(&mut sender, whisper.clone()).await;
+    assert_eq!(
+        frame(&mut other).await,
+        whisper,
+        "relayed with data unchanged"
+    );
+    send(&mut sender, json!({"event": "pusher:ping", "data": {}})).await;
+    assert_eq!(
+        frame(&mut sender).await["event"],
+        "pusher:pong",
+        "no echo to the sender"
+    );
+    // Public channels take no client events.
+    subscribe(&mut sender, "lobby", Some("")).await;
+    send(
+        &mut sender,
+        json!({"event": "client-x", "channel": "lobby", "data": {}}),
+    )
+    .await;
+    assert_eq!(frame(&mut sender).await["event"], "pusher:error");
+    // Over 10 a second: 4301, and the socket stays.
+    let mut limited = false;
+    for _ in 0..15 {
+        send(&mut sender, whisper.clone()).await;
+    }
+    send(&mut sender, json!({"event": "pusher:ping", "data": {}})).await;
+    loop {
+        let next = frame(&mut sender).await;
+        if next["event"] == "pusher:error" {
+            limited |= next["data"]["code"] == 4301;
+        }
+        if next["event"] == "pusher:pong" {
+            break;
+        }
+    }
+    assert!(limited, "the rate limit answered 4301");
+}
