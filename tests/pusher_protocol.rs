@@ -9,10 +9,10 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use support::ws::{Read, connect, frame, read, send, subscribe};
 use support::{ADMIN, APP_KEY, Server};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::{MaybeTlsStream, connect_async};
 use velo_realtime::pusher::signature::AppCredentials;
 
 const COLLECTIONS: &str = r#"
@@ -24,72 +24,6 @@ api_rules = { list = "" }
 name = "notes"
 api_rules = { list = "@request.auth.id != ''" }
 "#;
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// What a client reads: a frame as JSON, or the close code.
-#[derive(Debug, PartialEq)]
-enum Read {
-    Frame(Value),
-    Closed(Option<u16>),
-}
-
-async fn read(socket: &mut Socket) -> Read {
-    loop {
-        let next = tokio::time::timeout(Duration::from_secs(10), socket.next())
-            .await
-            .expect("the server answers within 10 s");
-        match next {
-            Some(Ok(Message::Text(text))) => {
-                return Read::Frame(serde_json::from_str(&text).expect("JSON frames"));
-            }
-            Some(Ok(Message::Close(frame))) => {
-                return Read::Closed(frame.map(|f| u16::from(f.code)));
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(_)) | None => return Read::Closed(None),
-        }
-    }
-}
-
-async fn frame(socket: &mut Socket) -> Value {
-    match read(socket).await {
-        Read::Frame(frame) => frame,
-        closed => panic!("expected a frame, got {closed:?}"),
-    }
-}
-
-async fn send(socket: &mut Socket, frame: Value) {
-    socket
-        .send(Message::Text(frame.to_string().into()))
-        .await
-        .expect("sent");
-}
-
-/// Connects and reads the handshake; returns the socket and its id.
-async fn connect(server: &Server) -> (Socket, String) {
-    let (mut socket, _) = connect_async(server.ws_url(&format!(
-        "/app/{APP_KEY}?protocol=7&client=js&version=8.4.0"
-    )))
-    .await
-    .expect("the WebSocket opens");
-    let established = frame(&mut socket).await;
-    assert_eq!(established["event"], "pusher:connection_established");
-    let data: Value =
-        serde_json::from_str(established["data"].as_str().expect("data is a string")).unwrap();
-    assert!(data["activity_timeout"].as_u64().unwrap() > 0);
-    let socket_id = data["socket_id"].as_str().unwrap().to_owned();
-    (socket, socket_id)
-}
-
-async fn subscribe(socket: &mut Socket, channel: &str, auth: Option<&str>) -> Value {
-    let mut data = json!({ "channel": channel });
-    if let Some(auth) = auth {
-        data["auth"] = json!(auth);
-    }
-    send(socket, json!({ "event": "pusher:subscribe", "data": data })).await;
-    frame(socket).await
-}
 
 fn app() -> AppCredentials {
     AppCredentials::new(support::APP_ID, APP_KEY, support::APP_SECRET)

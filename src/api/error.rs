@@ -33,10 +33,13 @@ pub enum ApiError {
     /// The caller is known but not allowed.
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
-    /// No such collection, subscription or route.
+    /// No such collection, record, subscription or route (or a record the view rule hides).
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
-    /// The body is over the size limit.
+    /// A record with this id exists already.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// The body, or the record, is over its size limit.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
     /// A well-formed body with invalid fields; `errors` says which.
@@ -88,9 +91,11 @@ impl From<EngineError> for ApiError {
     fn from(error: EngineError) -> Self {
         match error {
             EngineError::Invalid { field, message } => ApiError::invalid(&field, message),
-            EngineError::UnknownCollection(_) | EngineError::UnknownChannel => {
-                ApiError::not_found(error.to_string())
-            }
+            EngineError::UnknownCollection(_)
+            | EngineError::UnknownChannel
+            | EngineError::UnknownRecord(_) => ApiError::not_found(error.to_string()),
+            EngineError::Conflict(_) => ApiError::Conflict(body(error.to_string())),
+            EngineError::TooLarge(message) => ApiError::too_large(message),
             EngineError::Unauthenticated => ApiError::unauthenticated(),
             EngineError::Forbidden(message) => ApiError::Forbidden(body(message)),
             EngineError::Storage(error) => {

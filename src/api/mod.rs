@@ -6,6 +6,7 @@ mod collections;
 pub mod error;
 mod payload;
 mod realtime;
+mod records;
 mod security;
 
 use std::sync::Arc;
@@ -67,6 +68,8 @@ enum ApiTags {
     Realtime,
     /// Collections and their API rules (admin).
     Collections,
+    /// Records; every write sends its change to the matching subscriptions.
+    Records,
     /// Liveness.
     System,
 }
@@ -99,6 +102,7 @@ impl SystemApi {
 
 type Apis = (
     realtime::RealtimeApi,
+    records::RecordsApi,
     collections::CollectionsApi,
     SystemApi,
 );
@@ -107,6 +111,7 @@ fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             realtime::RealtimeApi,
+            records::RecordsApi,
             collections::CollectionsApi,
             SystemApi,
         ),

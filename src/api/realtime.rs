@@ -2,14 +2,15 @@
 //! `DELETE /api/realtime/subscriptions/{channel_name}` (DESIGN.md §3).
 
 use poem::web::Data;
-use poem_openapi::param::Path;
+use poem_openapi::param::{Header, Path};
 use poem_openapi::payload::{Form, Json};
 use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi};
 
 use super::error::ApiError;
 use super::payload::JsonBody;
-use super::security::Credentials;
+use super::security::{AdminToken, Credentials};
 use super::{ApiTags, App};
+use crate::engine::events::Action;
 use crate::pusher::protocol::{SocketId, channel_kind};
 
 /// A request to receive a collection's changes.
@@ -78,6 +79,30 @@ pub enum AuthorizeResponse {
     /// Signed: send it as `auth` in `pusher:subscribe`.
     #[oai(status = 200)]
     Ok(Json<ChannelAuthorization>),
+}
+
+/// A change made outside this server, to deliver as if it had been written here.
+#[derive(Object, Debug)]
+pub struct PublishRequest {
+    /// The name or id of the collection.
+    pub collection: String,
+    /// `created`, `updated` or `deleted`.
+    pub action: String,
+    /// The record, flat: `{"id", ...fields}`. `deleted` is matched against it as it was.
+    pub record: serde_json::Value,
+}
+
+#[derive(Object, Debug)]
+pub struct Published {
+    /// How many subscriptions the change matched.
+    pub matched: u64,
+}
+
+#[derive(ApiResponse)]
+pub enum PublishResponse {
+    /// Matched and queued for delivery.
+    #[oai(status = 200)]
+    Ok(Json<Published>),
 }
 
 #[derive(ApiResponse)]
@@ -222,6 +247,47 @@ impl RealtimeApi {
         body: ChannelAuthRequest,
     ) -> Result<AuthorizeResponse, ApiError> {
         authorize(&app, &credentials, body)
+    }
+
+    /// Publish a change made elsewhere (admin)
+    ///
+    /// For apps whose data lives in their own database: the change is matched against the
+    /// collection's subscriptions and delivered, and nothing is stored.
+    #[oai(path = "/api/realtime/publish", method = "post")]
+    async fn publish(
+        &self,
+        app: Data<&App>,
+        admin: AdminToken,
+        /// The writer's Pusher socket id: it is not sent this change.
+        #[oai(name = "X-Socket-ID")]
+        socket_id: Header<Option<String>>,
+        body: JsonBody<PublishRequest>,
+    ) -> Result<PublishResponse, ApiError> {
+        app.require_admin(&admin)?;
+        let request = body.0;
+        let Some(action) = Action::parse(&request.action) else {
+            return Err(ApiError::invalid(
+                "action",
+                "`action` is `created`, `updated` or `deleted`",
+            ));
+        };
+        let serde_json::Value::Object(record) = request.record else {
+            return Err(ApiError::invalid("record", "`record` is a JSON object"));
+        };
+        let except = socket_id
+            .0
+            .map(|text| {
+                SocketId::parse(&text)
+                    .ok_or_else(|| ApiError::invalid("X-Socket-ID", "not a Pusher socket id"))
+            })
+            .transpose()?;
+        let matched = app
+            .engine
+            .publish(&request.collection, action, record, except)
+            .await?;
+        Ok(PublishResponse::Ok(Json(Published {
+            matched: matched as u64,
+        })))
     }
 
     /// End a subscription

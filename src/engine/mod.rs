@@ -9,7 +9,9 @@
 //! in one process.
 
 pub mod collection;
+pub mod events;
 pub mod names;
+pub mod records;
 pub mod registry;
 
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use crate::auth::Identity;
 use crate::config::Config;
 use crate::filter::{FilterEngine, Rule};
 use crate::pusher::Driver;
+use crate::pusher::protocol::SocketId;
 use crate::store::{OwnerDoc, Store, StoreError};
 use collection::CollectionMsg;
 pub use names::{ChannelNames, CollectionName};
@@ -42,6 +45,13 @@ pub enum EngineError {
     UnknownCollection(String),
     #[error("no subscription has this channel name")]
     UnknownChannel,
+    #[error("record `{0}` not found")]
+    UnknownRecord(String),
+    /// A record with this id exists already.
+    #[error("a record with id `{0}` already exists")]
+    Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
     /// Credentials are needed and none were sent.
     #[error("Unauthenticated.")]
     Unauthenticated,
@@ -130,6 +140,36 @@ pub struct CollectionInfo {
     pub id: String,
     pub name: String,
     pub rules: RuleTexts,
+}
+
+/// A list request: filter, sort and page.
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    pub filter: String,
+    pub sort: String,
+    pub page: Option<u64>,
+    pub per_page: Option<u64>,
+}
+
+/// One page of records.
+#[derive(Clone, Debug)]
+pub struct RecordPage {
+    pub records: Vec<records::RecordMap>,
+    pub page: usize,
+    pub per_page: usize,
+    pub total: usize,
+    pub last_page: usize,
+}
+
+/// A change to a record.
+#[derive(Clone, Debug)]
+pub enum RecordWrite {
+    Create(records::RecordMap),
+    /// PUT: the fields become exactly these (system fields kept).
+    Replace(String, records::RecordMap),
+    /// PATCH: these fields are set, the others kept.
+    Merge(String, records::RecordMap),
+    Delete(String),
 }
 
 /// The outcome of a subscribe.
@@ -287,6 +327,85 @@ impl Engine {
             reply,
         })
         .await?
+    }
+
+    pub async fn list_records(
+        &self,
+        identity: Identity,
+        collection: &str,
+        query: ListQuery,
+    ) -> Result<RecordPage, EngineError> {
+        let actor = self.resolve(collection).await?.actor;
+        call(&actor, |reply| CollectionMsg::ListRecords {
+            identity,
+            query,
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn view_record(
+        &self,
+        identity: Identity,
+        collection: &str,
+        id: String,
+    ) -> Result<records::RecordMap, EngineError> {
+        let actor = self.resolve(collection).await?.actor;
+        call(&actor, |reply| CollectionMsg::ViewRecord {
+            identity,
+            id,
+            reply,
+        })
+        .await?
+    }
+
+    /// Writes a record and waits until the write is durable; its change event is delivered
+    /// then, to every matching subscription but the `except` socket's.
+    pub async fn write_record(
+        &self,
+        identity: Identity,
+        collection: &str,
+        write: RecordWrite,
+        except: Option<SocketId>,
+    ) -> Result<records::RecordMap, EngineError> {
+        let actor = self.resolve(collection).await?.actor;
+        let (record, _epoch) = call(&actor, |reply| CollectionMsg::Write {
+            identity,
+            write,
+            except,
+            reply,
+        })
+        .await??;
+        self.sync().await?;
+        Ok(record)
+    }
+
+    /// Matches and delivers a change made elsewhere, without storing it; returns how many
+    /// subscriptions it matched.
+    pub async fn publish(
+        &self,
+        collection: &str,
+        action: events::Action,
+        record: records::RecordMap,
+        except: Option<SocketId>,
+    ) -> Result<usize, EngineError> {
+        let actor = self
+            .resolve(collection)
+            .await
+            .map_err(|error| match error {
+                EngineError::UnknownCollection(name) => EngineError::invalid(
+                    "collection",
+                    format!("collection `{name}` does not exist"),
+                ),
+                other => other,
+            })?;
+        call(&actor.actor, |reply| CollectionMsg::Publish {
+            action,
+            record,
+            except,
+            reply,
+        })
+        .await
     }
 
     /// Whether `identity` may listen on the Pusher channel `channel` (`private-{prefix}{uuid}`):

@@ -38,8 +38,8 @@ impl fmt::Display for CollectionName {
     }
 }
 
-/// A new random collection id: 15 characters of `[a-z0-9]` (PocketBase's shape).
-pub fn new_collection_id() -> String {
+/// A new random id for a collection or a record: 15 characters of `[a-z0-9]` (PocketBase's shape).
+pub fn random_id() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut bits = Uuid::new_v4().as_u128();
     (0..15)
@@ -101,7 +101,7 @@ mod tests {
         for bad in ["", "1posts", "po-sts", "pöst", "a b", &"a".repeat(64)] {
             assert!(CollectionName::parse(bad).is_err(), "{bad}");
         }
-        let id = new_collection_id();
+        let id = random_id();
         assert_eq!(id.len(), 15);
         assert!(
             id.chars()

@@ -10,7 +10,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use uuid::Uuid;
 
 use super::collection::{CollectionActor, CollectionArgs, CollectionMsg};
-use super::names::new_collection_id;
+use super::names::random_id;
 use super::{
     ChannelNames, CollectionInfo, CollectionName, EngineError, RuleTexts, RulesPatch, call,
 };
@@ -130,7 +130,7 @@ impl RegistryState {
         }
         rules.parse()?;
         let info = CollectionInfo {
-            id: new_collection_id(),
+            id: random_id(),
             name: name.to_string(),
             rules,
         };

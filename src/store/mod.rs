@@ -1,16 +1,21 @@
-//! Persistence in sled: collections and the connection table (subscriptions), each in a tree of
-//! its own, as versioned bincode documents.
+//! Persistence in sled: collections, the connection table (subscriptions) and records, each in
+//! a tree of its own, as versioned bincode documents (JSON held as text: bincode cannot encode
+//! `serde_json::Value`).
 //!
 //! Writes go to sled's in-memory tree at once; [`Store::sync`] makes them durable. Syncs are
 //! group-committed: one flusher task fsyncs on behalf of every caller waiting at that moment,
-//! so concurrent requests share one fsync instead of queueing for one each.
+//! so concurrent requests share one fsync instead of queueing for one each. Record writes are
+//! numbered ([`Epoch`]), and [`Store::durable`] waits until a write is on disk: change events
+//! are delivered only then, so no client ever sees a change a crash could take back.
 //!
 //! This module decides nothing: it stores what the engine hands it.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 /// sled's page cache (its default is 1 GiB). Every row is also held by the actors, so the
@@ -69,11 +74,25 @@ pub struct SubscriptionDoc {
     pub last_seen_at_ms: u64,
 }
 
+/// The number of a record write; writes are numbered in the order they reached sled.
+pub type Epoch = u64;
+
+/// A record as stored: its flat JSON object as text.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RecordDoc {
+    pub json: String,
+}
+
 #[derive(Clone)]
 pub struct Store {
     collections: sled::Tree,
     subscriptions: sled::Tree,
+    records: sled::Tree,
     flusher: mpsc::UnboundedSender<oneshot::Sender<Result<(), String>>>,
+    /// The last epoch handed out.
+    written: Arc<AtomicU64>,
+    /// The last epoch known to be on disk.
+    durable: watch::Receiver<Epoch>,
 }
 
 impl Store {
@@ -86,11 +105,22 @@ impl Store {
             .open()?;
         let collections = db.open_tree("collections")?;
         let subscriptions = db.open_tree("subscriptions")?;
+        let records = db.open_tree("records")?;
         let (flusher, requests) = mpsc::unbounded_channel();
-        tokio::spawn(flush_loop(db.clone(), requests));
+        let written = Arc::new(AtomicU64::new(0));
+        let (durable_tx, durable) = watch::channel(0);
+        tokio::spawn(flush_loop(
+            db.clone(),
+            requests,
+            written.clone(),
+            durable_tx,
+        ));
         Ok(Self {
             collections,
             subscriptions,
+            records,
+            written,
+            durable,
             flusher,
         })
     }
@@ -104,6 +134,60 @@ impl Store {
         wait.await
             .map_err(|_| StoreError::FlusherGone)?
             .map_err(StoreError::Flush)
+    }
+
+    /// Waits until the write numbered `epoch` is on disk (it asks for no flush itself: the
+    /// writer's request does, through [`Store::sync`]).
+    pub async fn durable(&self, epoch: Epoch) {
+        let mut durable = self.durable.clone();
+        let _ = durable.wait_for(|done| *done >= epoch).await;
+    }
+
+    fn record_key(collection_id: &str, record_id: &str) -> Vec<u8> {
+        let mut key = Vec::with_capacity(collection_id.len() + 1 + record_id.len());
+        key.extend_from_slice(collection_id.as_bytes());
+        key.push(b'/');
+        key.extend_from_slice(record_id.as_bytes());
+        key
+    }
+
+    /// Stores a record (insert or replace); returns the write's epoch.
+    pub fn put_record(
+        &self,
+        collection_id: &str,
+        record_id: &str,
+        doc: &RecordDoc,
+    ) -> Result<Epoch, StoreError> {
+        self.records
+            .insert(Self::record_key(collection_id, record_id), encode(doc))?;
+        Ok(self.written.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    pub fn delete_record(&self, collection_id: &str, record_id: &str) -> Result<Epoch, StoreError> {
+        self.records
+            .remove(Self::record_key(collection_id, record_id))?;
+        Ok(self.written.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    /// Every record of a collection.
+    pub fn records(&self, collection_id: &str) -> Result<Vec<RecordDoc>, StoreError> {
+        self.records
+            .scan_prefix(Self::record_key(collection_id, ""))
+            .values()
+            .map(|value| decode(&value?))
+            .collect()
+    }
+
+    /// Removes every record of a collection.
+    pub fn delete_records(&self, collection_id: &str) -> Result<(), StoreError> {
+        for key in self
+            .records
+            .scan_prefix(Self::record_key(collection_id, ""))
+            .keys()
+        {
+            self.records.remove(key?)?;
+        }
+        Ok(())
     }
 
     pub fn collections(&self) -> Result<Vec<CollectionDoc>, StoreError> {
@@ -159,6 +243,8 @@ impl Store {
 async fn flush_loop(
     db: sled::Db,
     mut requests: mpsc::UnboundedReceiver<oneshot::Sender<Result<(), String>>>,
+    written: Arc<AtomicU64>,
+    durable: watch::Sender<Epoch>,
 ) {
     let mut waiting = Vec::new();
     while let Some(first) = requests.recv().await {
@@ -166,12 +252,21 @@ async fn flush_loop(
         while let Ok(next) = requests.try_recv() {
             waiting.push(next);
         }
+        // Every write numbered up to here is in sled before this flush starts.
+        let covered = written.load(Ordering::SeqCst);
         let db = db.clone();
         let outcome = match tokio::task::spawn_blocking(move || db.flush()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(error)) => Err(error.to_string()),
             Err(error) => Err(error.to_string()),
         };
+        if outcome.is_ok() {
+            durable.send_if_modified(|done| {
+                let advanced = covered > *done;
+                *done = (*done).max(covered);
+                advanced
+            });
+        }
         for waiter in waiting.drain(..) {
             let _ = waiter.send(outcome.clone());
         }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the helpers
 
+pub mod ws;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

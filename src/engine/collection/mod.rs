@@ -1,8 +1,13 @@
-//! One actor per collection: it owns the collection's rules, its subscriptions, their compiled
-//! filters and the subscription index, and writes its rows of the connection table.
+//! One actor per collection: it owns the collection's rules, its records, its subscriptions,
+//! their compiled filters and the subscription index, and writes its rows of the store.
 //!
 //! Handlers never block or wait on the disk: they change memory and sled's in-memory tree, and
-//! the caller waits for durability ([`Store::sync`]) before answering its client.
+//! the caller waits for durability ([`Store::sync`]) before answering its client. A write's
+//! change event is matched here, in commit order, and delivered once the write is durable.
+//!
+//! Subscriptions are handled in this file, records in [`records`].
+
+mod records;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,13 +18,16 @@ use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::{ChannelNames, EngineError, Rules, Subscribed};
+use super::events::{Action, Delivery, spawn_delivery};
+use super::records::RecordMap;
+use super::{ChannelNames, EngineError, ListQuery, RecordPage, RecordWrite, Rules, Subscribed};
 use crate::auth::{Identity, User, now_secs};
 use crate::filter::{
     CompiledFilter, Filter, FilterEngine, Rule, SubscriptionIndex, SubscriptionKey, condition,
 };
 use crate::pusher::Driver;
-use crate::store::{OwnerDoc, Store, SubscriptionDoc};
+use crate::pusher::protocol::SocketId;
+use crate::store::{Epoch, OwnerDoc, Store, SubscriptionDoc};
 
 pub enum CollectionMsg {
     Subscribe {
@@ -44,8 +52,33 @@ pub enum CollectionMsg {
         rules: Box<Rules>,
         reply: RpcReplyPort<()>,
     },
-    /// The collection is being deleted: end every subscription.
+    /// The collection is being deleted: end every subscription, drop every record.
     Close { reply: RpcReplyPort<()> },
+    ListRecords {
+        identity: Identity,
+        query: ListQuery,
+        reply: RpcReplyPort<Result<RecordPage, EngineError>>,
+    },
+    ViewRecord {
+        identity: Identity,
+        id: String,
+        reply: RpcReplyPort<Result<RecordMap, EngineError>>,
+    },
+    /// Create, replace (PUT), merge (PATCH) or delete a record; replies with the record (the
+    /// deleted one for a delete) once it is in sled, with the epoch to wait for.
+    Write {
+        identity: Identity,
+        write: RecordWrite,
+        except: Option<SocketId>,
+        reply: RpcReplyPort<Result<(RecordMap, Epoch), EngineError>>,
+    },
+    /// A change made elsewhere: matched and delivered, not stored.
+    Publish {
+        action: Action,
+        record: RecordMap,
+        except: Option<SocketId>,
+        reply: RpcReplyPort<usize>,
+    },
     /// Timer: end stale and expired subscriptions.
     Prune,
 }
@@ -75,13 +108,24 @@ pub struct CollectionState {
     driver: Arc<Driver>,
     channels: ChannelNames,
     threshold: Duration,
-    index: SubscriptionIndex<Uuid>,
+    index: SubscriptionIndex<Target>,
     /// Every live subscription, with where the index filed it.
     subscriptions: HashMap<Uuid, (SubscriptionKey, Subscription)>,
     /// Compiled conditions shared by subscriptions with the same filter text, for users and
     /// guests (`[0]`) and for the admin, whose condition omits the rule (`[1]`).
     compiled: [HashMap<String, Arc<CompiledFilter>>; 2],
+    /// The collection's records, by id.
+    records: HashMap<String, RecordMap>,
+    /// The rules, compiled for checking one record at a time.
+    checks: records::RuleChecks,
+    /// This collection's ordered, after-durability event delivery.
+    deliveries: tokio::sync::mpsc::UnboundedSender<Delivery>,
     pruner: Option<JoinHandle<()>>,
+}
+
+/// Where a matched subscription's event goes: its Pusher channel, named once when filed.
+struct Target {
+    channel: Arc<str>,
 }
 
 struct Subscription {
@@ -185,9 +229,15 @@ impl CollectionState {
             &subscription.filter_text,
             subscription.identity.is_superuser(),
         )?;
+        let target = Target {
+            channel: self
+                .channels
+                .pusher_channel(id, subscription.is_public)
+                .into(),
+        };
         let key = self
             .index
-            .insert(compiled, subscription.identity.auth(), id);
+            .insert(compiled, subscription.identity.auth(), target);
         self.subscriptions.insert(id, (key, subscription));
         Ok(())
     }
@@ -282,6 +332,7 @@ impl CollectionState {
     }
 
     fn set_rules(&mut self, rules: Rules) {
+        self.checks = records::RuleChecks::compile(&self.filters, &rules);
         self.rules = rules;
         self.compiled = Default::default();
         let subscriptions: Vec<_> = self.subscriptions.drain().collect();
@@ -363,7 +414,10 @@ impl Actor for CollectionActor {
         myself: ActorRef<Self::Msg>,
         args: CollectionArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let records = records::load(&args.store, &args.id)?;
         let mut state = CollectionState {
+            checks: records::RuleChecks::compile(&args.filters, &args.rules),
+            deliveries: spawn_delivery(args.store.clone(), args.driver.clone()),
             id: args.id,
             name: args.name,
             rules: args.rules,
@@ -375,6 +429,7 @@ impl Actor for CollectionActor {
             index: SubscriptionIndex::new(),
             subscriptions: HashMap::new(),
             compiled: Default::default(),
+            records,
             pruner: None,
         };
         for (id, doc) in args.loaded {
@@ -442,7 +497,41 @@ impl Actor for CollectionActor {
                         tracing::warn!(collection = %state.name, subscription = %id, %error, "could not end subscription");
                     }
                 }
+                state.records.clear();
+                if let Err(error) = state.store.delete_records(&state.id) {
+                    tracing::warn!(collection = %state.name, %error, "could not delete records");
+                }
                 let _ = reply.send(());
+            }
+            CollectionMsg::ListRecords {
+                identity,
+                query,
+                reply,
+            } => {
+                let _ = reply.send(state.list(&identity, &query));
+            }
+            CollectionMsg::ViewRecord {
+                identity,
+                id,
+                reply,
+            } => {
+                let _ = reply.send(state.view(&identity, &id));
+            }
+            CollectionMsg::Write {
+                identity,
+                write,
+                except,
+                reply,
+            } => {
+                let _ = reply.send(state.write(&identity, write, except));
+            }
+            CollectionMsg::Publish {
+                action,
+                record,
+                except,
+                reply,
+            } => {
+                let _ = reply.send(state.broadcast(action, &record, except, None));
             }
             CollectionMsg::Prune => state.prune(),
         }

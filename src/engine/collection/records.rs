@@ -1,0 +1,267 @@
+//! The collection actor's records: the records API under the collection's rules, and the
+//! change event of every write.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::CollectionState;
+use crate::auth::Identity;
+use crate::engine::events::{Action, Delivery, EventData};
+use crate::engine::records::{
+    self as record, Page, RecordMap, assemble, check_size, parse_sort, record_id, timestamp,
+    user_fields,
+};
+use crate::engine::{EngineError, ListQuery, RecordPage, RecordWrite, Rules};
+use crate::filter::{CompiledFilter, Filter, FilterEngine, Record, Rule, condition};
+use crate::pusher::protocol::SocketId;
+use crate::store::{Epoch, RecordDoc, Store};
+
+/// A rule, ready to check one record.
+enum Check {
+    Anyone,
+    SuperuserOnly,
+    Expr(Arc<CompiledFilter>),
+}
+
+/// The view, create, update and delete rules, compiled when the rules are set.
+pub(super) struct RuleChecks {
+    view: Check,
+    create: Check,
+    update: Check,
+    delete: Check,
+}
+
+impl RuleChecks {
+    pub(super) fn compile(filters: &FilterEngine, rules: &Rules) -> Self {
+        let check = |rule: &Rule| match rule {
+            Rule::Public => Check::Anyone,
+            Rule::SuperuserOnly => Check::SuperuserOnly,
+            Rule::Expr(expr) => match filters.compile(Some(expr.clone())) {
+                Ok(compiled) => Check::Expr(Arc::new(compiled)),
+                // Parsed rules compile; should one not, nobody but the admin passes it.
+                Err(error) => {
+                    tracing::warn!(%error, "a rule failed to compile; treating it as SUPERUSER_ONLY");
+                    Check::SuperuserOnly
+                }
+            },
+        };
+        Self {
+            view: check(&rules.view),
+            create: check(&rules.create),
+            update: check(&rules.update),
+            delete: check(&rules.delete),
+        }
+    }
+}
+
+/// The records of a collection as stored.
+pub(super) fn load(
+    store: &Store,
+    collection_id: &str,
+) -> Result<HashMap<String, RecordMap>, EngineError> {
+    let mut records = HashMap::new();
+    for doc in store.records(collection_id)? {
+        match serde_json::from_str::<RecordMap>(&doc.json) {
+            Ok(record) => {
+                if let Some(id) = record.get("id").and_then(Value::as_str) {
+                    records.insert(id.to_owned(), record);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(collection = collection_id, %error, "skipping an unreadable stored record")
+            }
+        }
+    }
+    Ok(records)
+}
+
+impl CollectionState {
+    fn allows(&self, check: &Check, identity: &Identity, record: &RecordMap) -> bool {
+        match (identity, check) {
+            (Identity::Superuser, _) | (_, Check::Anyone) => true,
+            (_, Check::SuperuserOnly) => false,
+            (_, Check::Expr(rule)) => self
+                .filters
+                .evaluation(Record::from_object(record))
+                .matches(rule, &identity.auth()),
+        }
+    }
+
+    /// Lists the records the list rule and the filter let through, sorted and paged.
+    pub(super) fn list(
+        &self,
+        identity: &Identity,
+        query: &ListQuery,
+    ) -> Result<RecordPage, EngineError> {
+        match (&self.rules.list, identity) {
+            (Rule::SuperuserOnly, Identity::Guest) => return Err(EngineError::Unauthenticated),
+            (Rule::SuperuserOnly, Identity::User(_)) => {
+                return Err(EngineError::Forbidden(
+                    "only the admin may list this collection".into(),
+                ));
+            }
+            _ => {}
+        }
+        let page = Page::new(query.page, query.per_page)?;
+        let keys = parse_sort(&query.sort)?;
+        let filter = Filter::parse(&query.filter)
+            .map_err(|error| EngineError::invalid("filter", error.to_string()))?;
+        let compiled = self
+            .filters
+            .compile(condition(
+                &self.rules.list,
+                &filter,
+                identity.is_superuser(),
+            ))
+            .map_err(|error| EngineError::invalid("filter", error.to_string()))?;
+        let auth = identity.auth();
+        let mut matched: Vec<&RecordMap> = self
+            .records
+            .values()
+            .filter(|candidate| {
+                self.filters
+                    .evaluation(Record::from_object(candidate))
+                    .matches(&compiled, &auth)
+            })
+            .collect();
+        record::sort(&mut matched, &keys);
+        let total = matched.len();
+        Ok(RecordPage {
+            records: matched[page.range(total)]
+                .iter()
+                .map(|found| (*found).clone())
+                .collect(),
+            page: page.page,
+            per_page: page.per_page,
+            total,
+            last_page: page.last_page(total),
+        })
+    }
+
+    /// One record; a record the view rule hides is "not found", as one that does not exist.
+    pub(super) fn view(&self, identity: &Identity, id: &str) -> Result<RecordMap, EngineError> {
+        self.records
+            .get(id)
+            .filter(|found| self.allows(&self.checks.view, identity, found))
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownRecord(id.to_owned()))
+    }
+
+    fn denied(action: &str) -> EngineError {
+        EngineError::Forbidden(format!(
+            "the collection's {action} rule does not allow this"
+        ))
+    }
+
+    /// Applies a write: checks the rule, stores it, updates memory, and queues its event.
+    pub(super) fn write(
+        &mut self,
+        identity: &Identity,
+        write: RecordWrite,
+        except: Option<SocketId>,
+    ) -> Result<(RecordMap, Epoch), EngineError> {
+        let (action, record) = match write {
+            RecordWrite::Create(body) => {
+                let id = record_id(body.get("id"))?;
+                if self.records.contains_key(&id) {
+                    return Err(EngineError::Conflict(id));
+                }
+                let now = timestamp();
+                let record = assemble(&id, &self.id, &now, &now, user_fields(body));
+                check_size(&record)?;
+                if !self.allows(&self.checks.create, identity, &record) {
+                    return Err(Self::denied("create"));
+                }
+                (Action::Created, record)
+            }
+            RecordWrite::Replace(id, _) | RecordWrite::Merge(id, _)
+                if !self.records.contains_key(&id) =>
+            {
+                return Err(EngineError::UnknownRecord(id));
+            }
+            RecordWrite::Replace(id, body) => {
+                (Action::Updated, self.updated(identity, &id, body, false)?)
+            }
+            RecordWrite::Merge(id, body) => {
+                (Action::Updated, self.updated(identity, &id, body, true)?)
+            }
+            RecordWrite::Delete(id) => {
+                let existing = self
+                    .records
+                    .get(&id)
+                    .ok_or_else(|| EngineError::UnknownRecord(id.clone()))?;
+                if !self.allows(&self.checks.delete, identity, existing) {
+                    return Err(Self::denied("delete"));
+                }
+                let epoch = self.store.delete_record(&self.id, &id)?;
+                let deleted = self.records.remove(&id).unwrap_or_default();
+                self.broadcast(Action::Deleted, &deleted, except, Some(epoch));
+                return Ok((deleted, epoch));
+            }
+        };
+        let id = record["id"].as_str().unwrap_or_default().to_owned();
+        let json = Value::Object(record.clone()).to_string();
+        let epoch = self.store.put_record(&self.id, &id, &RecordDoc { json })?;
+        self.broadcast(action, &record, except, Some(epoch));
+        self.records.insert(id, record.clone());
+        Ok((record, epoch))
+    }
+
+    /// The record after an update (PUT replaces the fields, PATCH merges them), if the update
+    /// rule allows it on the record as it is.
+    fn updated(
+        &self,
+        identity: &Identity,
+        id: &str,
+        body: RecordMap,
+        merge: bool,
+    ) -> Result<RecordMap, EngineError> {
+        let existing = &self.records[id];
+        if !self.allows(&self.checks.update, identity, existing) {
+            return Err(Self::denied("update"));
+        }
+        let created = existing
+            .get("created")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let mut fields: RecordMap = if merge {
+            user_fields(existing.clone()).collect()
+        } else {
+            RecordMap::new()
+        };
+        fields.extend(user_fields(body));
+        let record = assemble(id, &self.id, created, &timestamp(), fields.into_iter());
+        check_size(&record)?;
+        Ok(record)
+    }
+
+    /// Matches a changed record against every subscription and queues the frames for delivery
+    /// (after `epoch` is durable, when given). Returns how many subscriptions matched.
+    ///
+    /// The record is converted for the filters once; each match costs one frame.
+    pub(super) fn broadcast(
+        &mut self,
+        action: Action,
+        record: &RecordMap,
+        except: Option<SocketId>,
+        epoch: Option<Epoch>,
+    ) -> usize {
+        let data = EventData::new(action, record);
+        let mut evaluation = self.filters.evaluation(Record::from_object(record));
+        let mut frames = Vec::new();
+        self.index.for_each_match(&mut evaluation, |_, target| {
+            frames.push((target.channel.clone(), data.frame(&target.channel)));
+        });
+        let matched = frames.len();
+        if !frames.is_empty() {
+            let _ = self.deliveries.send(Delivery {
+                epoch,
+                frames,
+                except,
+            });
+        }
+        matched
+    }
+}

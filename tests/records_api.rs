@@ -1,0 +1,612 @@
+//! Records and their change events against the real server: the records API under its rules,
+//! events reaching exactly the matching subscriptions over WebSockets, publish, and
+//! durability across restarts and kill -9.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::ws::{Socket, connect, frame, send, subscribe};
+use support::{ADMIN, Server};
+
+const COLLECTIONS: &str = r#"
+[[collections]]
+name = "posts"
+api_rules = { list = "", view = "", create = "", update = "", delete = "" }
+
+[[collections]]
+name = "notes"
+api_rules = { list = "@request.auth.id = owner", view = "@request.auth.id = owner", create = "@request.auth.id != '' && owner = @request.auth.id", update = "@request.auth.id = owner", delete = "@request.auth.id = owner" }
+
+[[collections]]
+name = "secrets"
+"#;
+
+fn record(reply: &support::Reply) -> &Value {
+    &reply.body["data"]
+}
+
+/// A socket listening on a realtime subscription's channel (authorized when private).
+async fn listen(
+    server: &Server,
+    token: Option<&str>,
+    collection: &str,
+    filter: Option<&str>,
+) -> (Socket, String) {
+    let subscribed = server.subscribe(token, collection, filter).await;
+    assert_eq!(subscribed.status, StatusCode::OK, "{:?}", subscribed.body);
+    let name = subscribed.body["channel_name"].as_str().unwrap().to_owned();
+    let (mut socket, socket_id) = connect(server).await;
+    let channel = if subscribed.body["is_public"] == true {
+        subscribe(&mut socket, &name, Some("")).await
+    } else {
+        let private = format!("private-{name}");
+        let body = json!({"socket_id": socket_id, "channel_name": private});
+        let auth = server
+            .call(Method::POST, "/api/realtime/auth", token, Some(body))
+            .await;
+        assert_eq!(auth.status, StatusCode::OK, "{:?}", auth.body);
+        subscribe(&mut socket, &private, auth.body["auth"].as_str()).await
+    };
+    assert_eq!(channel["event"], "pusher_internal:subscription_succeeded");
+    (socket, socket_id)
+}
+
+/// The next change event on the socket: (event name, payload).
+async fn event(socket: &mut Socket) -> (String, Value) {
+    let frame = frame(socket).await;
+    let data: Value =
+        serde_json::from_str(frame["data"].as_str().expect("data is a JSON string")).unwrap();
+    (frame["event"].as_str().unwrap().to_owned(), data)
+}
+
+/// Proves nothing else is queued for the socket: a ping's pong comes next.
+async fn nothing_more(socket: &mut Socket) {
+    send(socket, json!({"event": "pusher:ping", "data": {}})).await;
+    let next = frame(socket).await;
+    assert_eq!(
+        next["event"], "pusher:pong",
+        "expected no event, got {next}"
+    );
+}
+
+async fn create(
+    server: &Server,
+    collection: &str,
+    token: Option<&str>,
+    body: Value,
+) -> support::Reply {
+    server
+        .call(
+            Method::POST,
+            &format!("/api/collections/{collection}/records"),
+            token,
+            Some(body),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn velos_broadcasting_tests_and_every_action() {
+    let server = Server::start(COLLECTIONS);
+    let (mut active, _) = listen(&server, None, "posts", Some("status = active")).await;
+    let (mut everything, _) = listen(&server, None, "posts", None).await;
+
+    // Velo's test 1: an active post reaches the `status = active` subscription.
+    let created = create(
+        &server,
+        "posts",
+        None,
+        json!({"status": "active", "title": "Hello World"}),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let post = record(&created).clone();
+    let id = post["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 15);
+    assert_eq!(post["collection_id"].as_str().unwrap().len(), 15);
+    assert!(post["created"].as_str().unwrap().ends_with('Z') && post["created"] == post["updated"]);
+    let (name, data) = event(&mut active).await;
+    assert_eq!(name, "created");
+    assert_eq!(data, json!({"action": "created", "record": post}));
+    assert_eq!(data["record"]["status"], "active");
+    assert_eq!(event(&mut everything).await.1["record"]["id"], id.as_str());
+
+    // Velo's test 2: a draft sends that subscription nothing.
+    let draft = create(
+        &server,
+        "posts",
+        None,
+        json!({"status": "draft", "title": "WIP"}),
+    )
+    .await;
+    assert_eq!(draft.status, StatusCode::CREATED);
+    assert_eq!(event(&mut everything).await.1["record"]["title"], "WIP");
+    nothing_more(&mut active).await;
+
+    // Updates match the record after the change; PATCH merges, PUT replaces.
+    let path = format!("/api/collections/posts/records/{id}");
+    let patched = server
+        .call(
+            Method::PATCH,
+            &path,
+            None,
+            Some(json!({"views": 3, "id": "ignored"})),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK);
+    assert_eq!(
+        (
+            record(&patched)["title"].as_str(),
+            record(&patched)["views"].as_u64()
+        ),
+        (Some("Hello World"), Some(3))
+    );
+    assert_eq!(
+        record(&patched)["id"],
+        id.as_str(),
+        "system fields in a body are ignored"
+    );
+    let (name, data) = event(&mut active).await;
+    assert_eq!(
+        (name.as_str(), data["action"].as_str()),
+        ("updated", Some("updated"))
+    );
+    assert_eq!(data["record"]["views"], 3);
+    event(&mut everything).await;
+
+    let replaced = server
+        .call(Method::PUT, &path, None, Some(json!({"status": "draft"})))
+        .await;
+    assert_eq!(
+        record(&replaced).get("title"),
+        None,
+        "PUT replaces the fields"
+    );
+    assert_eq!(record(&replaced)["created"], post["created"]);
+    event(&mut everything).await;
+    nothing_more(&mut active).await; // no longer active: no `updated` for this filter
+
+    // Deleted is matched against the record as it was.
+    let back = server
+        .call(
+            Method::PATCH,
+            &path,
+            None,
+            Some(json!({"status": "active"})),
+        )
+        .await;
+    assert_eq!(back.status, StatusCode::OK);
+    assert_eq!(event(&mut active).await.0, "updated");
+    event(&mut everything).await;
+    let deleted = server.call(Method::DELETE, &path, None, None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let (name, data) = event(&mut active).await;
+    assert_eq!(
+        (name.as_str(), data["record"]["status"].as_str()),
+        ("deleted", Some("active"))
+    );
+    assert_eq!(event(&mut everything).await.0, "deleted");
+    assert_eq!(
+        server.call(Method::GET, &path, None, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn a_writers_own_socket_gets_no_echo() {
+    let server = Server::start(COLLECTIONS);
+    let (mut writer, writer_socket) = listen(&server, None, "posts", None).await;
+    let (mut other, _) = listen(&server, None, "posts", None).await;
+    let echoless = server
+        .raw(
+            server
+                .request(Method::POST, "/api/collections/posts/records")
+                .header("x-socket-id", &writer_socket)
+                .json(&json!({"title": "mine"})),
+        )
+        .await;
+    assert_eq!(echoless.status, StatusCode::CREATED);
+    assert_eq!(event(&mut other).await.1["record"]["title"], "mine");
+    nothing_more(&mut writer).await;
+    let bad = server
+        .raw(
+            server
+                .request(Method::POST, "/api/collections/posts/records")
+                .header("x-socket-id", "nope")
+                .json(&json!({})),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn per_user_rules_decide_records_and_events() {
+    let server = Server::start(COLLECTIONS);
+    let alice = server.token("alice", json!({}), Some(3600));
+    let bob = server.token("bob", json!({}), Some(3600));
+    let (mut alices, _) = listen(&server, Some(&alice), "notes", None).await;
+    let (mut bobs, _) = listen(&server, Some(&bob), "notes", None).await;
+
+    let mine = create(
+        &server,
+        "notes",
+        Some(&alice),
+        json!({"owner": "alice", "text": "a"}),
+    )
+    .await;
+    assert_eq!(mine.status, StatusCode::CREATED, "{:?}", mine.body);
+    assert_eq!(event(&mut alices).await.1["record"]["owner"], "alice");
+    let spoofed = create(&server, "notes", Some(&alice), json!({"owner": "bob"})).await;
+    assert_eq!(
+        spoofed.status,
+        StatusCode::FORBIDDEN,
+        "the create rule checks the new record"
+    );
+    assert_eq!(
+        create(&server, "notes", None, json!({"owner": ""}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let theirs = create(
+        &server,
+        "notes",
+        Some(&bob),
+        json!({"owner": "bob", "text": "b"}),
+    )
+    .await;
+    assert_eq!(event(&mut bobs).await.1["record"]["owner"], "bob");
+    nothing_more(&mut alices).await;
+    nothing_more(&mut bobs).await;
+
+    // List and view follow the rules; a hidden record is "not found".
+    let listed = server
+        .call(
+            Method::GET,
+            "/api/collections/notes/records",
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(listed.body["meta"]["total"], 1);
+    assert_eq!(listed.body["data"][0]["owner"], "alice");
+    let guest_list = server
+        .call(Method::GET, "/api/collections/notes/records", None, None)
+        .await;
+    assert_eq!(
+        (guest_list.status, guest_list.body["meta"]["total"].as_u64()),
+        (StatusCode::OK, Some(0))
+    );
+    let bobs_path = format!(
+        "/api/collections/notes/records/{}",
+        record(&theirs)["id"].as_str().unwrap()
+    );
+    assert_eq!(
+        server
+            .call(Method::GET, &bobs_path, Some(&alice), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        server
+            .call(Method::GET, &bobs_path, Some(&bob), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        server
+            .call(Method::GET, &bobs_path, Some(ADMIN), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let attempt = server
+        .call(
+            Method::PATCH,
+            &bobs_path,
+            Some(&alice),
+            Some(json!({"text": "x"})),
+        )
+        .await;
+    assert_eq!(attempt.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        server
+            .call(Method::DELETE, &bobs_path, Some(&alice), None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        server
+            .call(Method::DELETE, &bobs_path, Some(&bob), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(event(&mut bobs).await.0, "deleted");
+    nothing_more(&mut alices).await;
+
+    // SUPERUSER_ONLY: the admin only.
+    assert_eq!(
+        create(&server, "secrets", Some(&alice), json!({}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        create(&server, "secrets", Some(ADMIN), json!({}))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let refused = server
+        .call(
+            Method::GET,
+            "/api/collections/secrets/records",
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let refused = server
+        .call(Method::GET, "/api/collections/secrets/records", None, None)
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn lists_filter_sort_and_page() {
+    let server = Server::start(COLLECTIONS);
+    for (title, views) in [("b", 5), ("a", 50), ("c", 10), ("d", 1)] {
+        create(
+            &server,
+            "posts",
+            None,
+            json!({"title": title, "views": views}),
+        )
+        .await;
+    }
+    let page = server
+        .call(
+            Method::GET,
+            "/api/collections/posts/records?filter=views%20%3E%202&sort=-views&per_page=2",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+    let titles: Vec<&str> = page.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["a", "c"]);
+    assert_eq!(
+        page.body["meta"],
+        json!({"page": 1, "per_page": 2, "total": 3, "last_page": 2})
+    );
+    let second = server
+        .call(
+            Method::GET,
+            "/api/collections/posts/records?filter=views>2&sort=-views&per_page=2&page=2",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(second.body["data"][0]["title"], "b");
+    let by_title = server
+        .call(
+            Method::GET,
+            "/api/collections/posts/records?sort=title",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(by_title.body["data"][0]["title"], "a");
+    assert_eq!(by_title.body["meta"]["per_page"], 15);
+
+    for (query, field) in [
+        ("filter=views%20%3E", "filter"),
+        ("sort=a%20b", "sort"),
+        ("per_page=501", "per_page"),
+        ("page=0", "page"),
+    ] {
+        let reply = server
+            .call(
+                Method::GET,
+                &format!("/api/collections/posts/records?{query}"),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        assert!(
+            reply.body["errors"][field].is_array(),
+            "{query}: {:?}",
+            reply.body
+        );
+    }
+    let reply = server
+        .call(Method::GET, "/api/collections/nope/records", None, None)
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn record_input_is_checked() {
+    let server = Server::start(COLLECTIONS);
+    let chosen = create(
+        &server,
+        "posts",
+        None,
+        json!({"id": "hello-1", "title": "x"}),
+    )
+    .await;
+    assert_eq!(record(&chosen)["id"], "hello-1");
+    let duplicate = create(&server, "posts", None, json!({"id": "hello-1"})).await;
+    assert_eq!(duplicate.status, StatusCode::CONFLICT);
+    let bad_id = create(&server, "posts", None, json!({"id": "not ok"})).await;
+    assert_eq!(bad_id.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad_id.body["errors"]["id"].is_array());
+    let not_object = server
+        .call(
+            Method::POST,
+            "/api/collections/posts/records",
+            None,
+            Some(json!([1, 2])),
+        )
+        .await;
+    assert_eq!(not_object.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let huge = create(
+        &server,
+        "posts",
+        None,
+        json!({"text": "x".repeat(300 * 1024)}),
+    )
+    .await;
+    assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let missing = server
+        .call(
+            Method::PATCH,
+            "/api/collections/posts/records/none",
+            None,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn publish_delivers_without_storing() {
+    let server = Server::start(COLLECTIONS);
+    let (mut active, _) = listen(&server, None, "posts", Some("status = 'active'")).await;
+    let body = json!({"collection": "posts", "action": "updated", "record": {"id": "ext-1", "status": "active"}});
+    let published = server
+        .call(
+            Method::POST,
+            "/api/realtime/publish",
+            Some(ADMIN),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(
+        (published.status, published.body["matched"].as_u64()),
+        (StatusCode::OK, Some(1))
+    );
+    let (name, data) = event(&mut active).await;
+    assert_eq!(
+        (name.as_str(), data["record"]["id"].as_str()),
+        ("updated", Some("ext-1"))
+    );
+    let stored = server
+        .call(
+            Method::GET,
+            "/api/collections/posts/records/ext-1",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(stored.status, StatusCode::NOT_FOUND, "nothing was stored");
+    assert_eq!(
+        server
+            .call(
+                Method::POST,
+                "/api/realtime/publish",
+                None,
+                Some(body.clone())
+            )
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let bad = json!({"collection": "posts", "action": "exploded", "record": {}});
+    let reply = server
+        .call(
+            Method::POST,
+            "/api/realtime/publish",
+            Some(ADMIN),
+            Some(bad),
+        )
+        .await;
+    assert!(reply.body["errors"]["action"].is_array());
+    let unknown = json!({"collection": "nope", "action": "created", "record": {}});
+    let reply = server
+        .call(
+            Method::POST,
+            "/api/realtime/publish",
+            Some(ADMIN),
+            Some(unknown),
+        )
+        .await;
+    assert!(reply.body["errors"]["collection"].is_array());
+}
+
+#[tokio::test]
+async fn every_acknowledged_write_survives_kill_9_and_events_flow_again() {
+    let mut server = Server::start(COLLECTIONS);
+    let writes = futures::future::join_all((0..40).map(|i| {
+        let server = &server;
+        async move { create(server, "posts", None, json!({"n": i})).await }
+    }))
+    .await;
+    let ids: Vec<String> = writes
+        .iter()
+        .map(|reply| record(reply)["id"].as_str().unwrap().to_owned())
+        .collect();
+    for id in &ids[..10] {
+        let path = format!("/api/collections/posts/records/{id}");
+        assert_eq!(
+            server
+                .call(Method::PATCH, &path, None, Some(json!({"n": -1})))
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
+    for id in &ids[10..20] {
+        let path = format!("/api/collections/posts/records/{id}");
+        assert_eq!(
+            server.call(Method::DELETE, &path, None, None).await.status,
+            StatusCode::NO_CONTENT
+        );
+    }
+    let channel = server.subscribe(None, "posts", Some("n = -1")).await.body["channel_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server.kill_and_restart();
+
+    let listed = server
+        .call(
+            Method::GET,
+            "/api/collections/posts/records?per_page=500",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        listed.body["meta"]["total"], 30,
+        "every acknowledged write and nothing else"
+    );
+    let updated = server
+        .call(
+            Method::GET,
+            "/api/collections/posts/records?filter=n%20%3D%20-1",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(updated.body["meta"]["total"], 10);
+
+    // The subscription came back with its filter: a matching change reaches it, others do not.
+    let (mut socket, _) = connect(&server).await;
+    subscribe(&mut socket, &channel, Some("")).await;
+    create(&server, "posts", None, json!({"n": 5})).await;
+    create(&server, "posts", None, json!({"n": -1, "after": "restart"})).await;
+    assert_eq!(event(&mut socket).await.1["record"]["after"], "restart");
+    nothing_more(&mut socket).await;
+}
