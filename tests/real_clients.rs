@@ -1,6 +1,7 @@
 //! The real Pusher client libraries against the real server (PUSHER.md: real clients decide):
 //! pusher-js 8 and Laravel Echo 2 in Node with the `pusher` Node server library, and pysher
-//! in Python with the `pusher` Python library. Each installs its packages on first run
+//! in Python with the `pusher` Python library — triggers through the HTTP API, and record
+//! changes made through the records API. Each installs its packages on first run
 //! (npm, pip) into a folder git ignores.
 
 mod support;
@@ -15,11 +16,15 @@ use support::{APP_ID, APP_KEY, APP_SECRET, Server};
 const COLLECTIONS: &str = r#"
 [[collections]]
 name = "posts"
-api_rules = { list = "" }
+api_rules = { list = "", view = "", create = "", update = "", delete = "" }
 
 [[collections]]
 name = "notes"
 api_rules = { list = "@request.auth.id != ''" }
+
+[[collections]]
+name = "tasks"
+api_rules = { list = "@request.auth.id = owner", create = "owner = @request.auth.id" }
 "#;
 
 /// Installs run one at a time.
@@ -85,7 +90,7 @@ fn pusher_js_laravel_echo_and_the_node_server_library() {
     let output = against_server("node", &dir.join("test.mjs"), &dir);
     assert_eq!(
         output.matches(": ok").count(),
-        3,
+        5,
         "every scenario reported ok:\n{output}"
     );
 }
@@ -118,7 +123,7 @@ fn pysher_and_the_python_server_library() {
     let output = against_server("python3", &dir.join("test.py"), &dir);
     assert_eq!(
         output.matches(": ok").count(),
-        3,
+        4,
         "every scenario reported ok:\n{output}"
     );
 }

@@ -83,6 +83,9 @@ function echoFor(token) {
     ...clientOptions,
     authEndpoint: `${VELO_URL}/api/realtime/auth`,
     bearerToken: token,
+    // Echo writes the bearer token into `auth.headers`, which its defaults share between
+    // instances: a fresh object per instance keeps two users in one process apart.
+    auth: { headers: {} },
   });
 }
 
@@ -117,9 +120,102 @@ async function laravelEcho() {
   bob.disconnect();
 }
 
+async function write(method, path, token, body, socketId) {
+  const response = await fetch(`${VELO_URL}${path}`, {
+    method,
+    headers: {
+      "content-type": "application/json",
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+      ...(socketId ? { "X-Socket-ID": socketId } : {}),
+    },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  assert.ok(response.ok, `${method} ${path}: ${response.status} ${await response.clone().text()}`);
+  return response.status === 204 ? null : (await response.json()).data;
+}
+
+/** Collects a channel's events; `next(name)` waits for the next one of that name. */
+function recorder(channel, names) {
+  const seen = [];
+  const waiting = [];
+  for (const name of names) {
+    channel.listen(`.${name}`, (data) => {
+      seen.push({ name, data });
+      waiting.splice(0).forEach((wake) => wake());
+    });
+  }
+  return {
+    seen,
+    async next(name, ms = 5000) {
+      const deadline = Date.now() + ms;
+      for (;;) {
+        const index = seen.findIndex((event) => event.name === name);
+        if (index >= 0) return seen.splice(index, 1)[0].data;
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${name}`);
+        await new Promise((resolve) => {
+          waiting.push(resolve);
+          setTimeout(resolve, 100);
+        });
+      }
+    },
+  };
+}
+
+async function records() {
+  // A guest, filter `status = 'active'`, with Echo on the public channel.
+  const { channel_name } = await subscribe("posts", null, "status = 'active'");
+  const guest = new Echo({ broadcaster: "pusher", key: APP_KEY, Pusher, ...clientOptions });
+  const channel = guest.channel(channel_name);
+  await within(5000, "public subscription", (done) => channel.subscribed(done));
+  const events = recorder(channel, ["created", "updated", "deleted"]);
+
+  const post = await write("POST", "/api/collections/posts/records", null, { status: "active", title: "Hello World" });
+  const created = await events.next("created");
+  assert.deepEqual(created, { action: "created", record: post });
+  assert.equal(created.record.status, "active");
+  await write("POST", "/api/collections/posts/records", null, { status: "draft", title: "WIP" });
+  const updated = await write("PATCH", `/api/collections/posts/records/${post.id}`, null, { title: "Hello again" });
+  assert.deepEqual(await events.next("updated"), { action: "updated", record: updated });
+  await write("DELETE", `/api/collections/posts/records/${post.id}`, null);
+  assert.deepEqual(await events.next("deleted"), { action: "deleted", record: updated });
+  assert.deepEqual(events.seen, [], "the draft was never sent");
+
+  // toOthers: a write carrying Echo's socket id is not echoed to it.
+  await write("POST", "/api/collections/posts/records", null, { status: "active", title: "mine" }, guest.socketId());
+  const marker = await write("POST", "/api/collections/posts/records", null, { status: "active", title: "marker" });
+  assert.deepEqual((await events.next("created")).record, marker, "only the marker arrives");
+  guest.disconnect();
+  console.log("laravel-echo 2: created/updated/deleted payloads, a draft filtered out, X-Socket-ID not echoed: ok");
+
+  // Per-user rule `@request.auth.id = owner`: each user receives only their own records.
+  const alicesName = (await subscribe("tasks", ALICE)).channel_name;
+  const bobsName = (await subscribe("tasks", BOB)).channel_name;
+  const alice = echoFor(ALICE);
+  const bob = echoFor(BOB);
+  const alicesChannel = alice.private(alicesName);
+  const bobsChannel = bob.private(bobsName);
+  // Bound at once: `.subscribed()` misses a subscription that succeeded before it was bound.
+  await Promise.all([
+    within(5000, "alice's subscription", (done) => alicesChannel.subscribed(done)),
+    within(5000, "bob's subscription", (done) => bobsChannel.subscribed(done)),
+  ]);
+  const alices = recorder(alicesChannel, ["created"]);
+  const bobs = recorder(bobsChannel, ["created"]);
+  await write("POST", "/api/collections/tasks/records", ALICE, { owner: "alice", text: "a" });
+  await write("POST", "/api/collections/tasks/records", BOB, { owner: "bob", text: "b" });
+  assert.equal((await alices.next("created")).record.owner, "alice");
+  assert.equal((await bobs.next("created")).record.owner, "bob");
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.deepEqual([alices.seen, bobs.seen], [[], []], "nobody received another user's record");
+  alice.disconnect();
+  bob.disconnect();
+  console.log("laravel-echo 2: a private per-user subscription receives only its user's records: ok");
+}
+
 try {
   await pusherJs();
   await laravelEcho();
+  await records();
   process.exit(0);
 } catch (error) {
   console.error(error);

@@ -107,9 +107,36 @@ def private_channel():
         intruder.disconnect()
 
 
+def write(method, path, token=None, body=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = requests.request(method, f"{URL}{path}", json=body, headers=headers)
+    assert response.ok, f"{method} {path}: {response.status_code} {response.text}"
+    return None if response.status_code == 204 else response.json()["data"]
+
+
+def records_flow():
+    subscription = subscribe("posts", filter="status = 'active'")
+    client, _ = connect()
+    channel = client.subscribe(subscription["channel_name"])
+    events = queue.Queue()
+    for name in ("created", "updated", "deleted"):
+        channel.bind(name, lambda data, name=name: events.put((name, json.loads(data))))
+    time.sleep(0.5)
+    post = write("POST", "/api/collections/posts/records", body={"status": "active", "title": "Hello World"})
+    assert expect(events, "created") == ("created", {"action": "created", "record": post})
+    write("POST", "/api/collections/posts/records", body={"status": "draft", "title": "WIP"})
+    updated = write("PATCH", f"/api/collections/posts/records/{post['id']}", body={"title": "Hello again"})
+    assert expect(events, "updated") == ("updated", {"action": "updated", "record": updated}), "no draft before it"
+    write("DELETE", f"/api/collections/posts/records/{post['id']}")
+    assert expect(events, "deleted") == ("deleted", {"action": "deleted", "record": updated})
+    client.disconnect()
+    print("pysher: Velo's broadcasting tests, created/updated/deleted payloads: ok")
+
+
 if __name__ == "__main__":
     public_channel()
     private_channel()
+    records_flow()
     sys.stdout.flush()
     # pysher's reconnecting threads must not keep the process alive.
     os._exit(0)
