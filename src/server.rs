@@ -38,6 +38,7 @@ pub async fn run(
         AppCredentials::new(&config.app_id, &config.app_key, &config.app_secret),
         config.pusher.clone(),
         config.cors_origins.clone(),
+        Arc::default(),
     ));
     let engine = Engine::start(&config, store.clone(), driver.clone()).await?;
     let routes = api::routes(App::new(engine, driver.clone(), &config), &config);

@@ -610,3 +610,30 @@ async fn every_acknowledged_write_survives_kill_9_and_events_flow_again() {
     assert_eq!(event(&mut socket).await.1["record"]["after"], "restart");
     nothing_more(&mut socket).await;
 }
+
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let server = Server::start(COLLECTIONS);
+    let (mut socket, _) = listen(&server, None, "posts", None).await;
+    create(&server, "posts", None, json!({"title": "x"})).await;
+    event(&mut socket).await;
+    let response = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    for line in [
+        "velo_connections 1",
+        "velo_subscriptions{collection=\"posts\"} 1",
+        "velo_subscriptions{collection=\"notes\"} 0",
+        "velo_events_total 1",
+        "velo_deliveries_total 1",
+        "velo_match_seconds_count 1",
+        "velo_filter_eval_errors_total 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+}

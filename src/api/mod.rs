@@ -20,6 +20,7 @@ use poem_openapi::{ApiResponse, OpenApi, OpenApiService, Tags};
 use crate::auth::{Authenticator, Identity};
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::metrics::Gauges;
 use crate::pusher::{self, Driver};
 use error::ApiError;
 use security::{AdminToken, Credentials};
@@ -194,6 +195,7 @@ pub fn routes(app: App, config: &Config) -> impl Endpoint + use<> {
     let driver = app.driver.clone();
     Route::new()
         .at("/app/:key", poem::get(pusher::websocket))
+        .at("/metrics", poem::get(metrics))
         .nest("/apps", pusher::http_api::routes())
         .nest("/", service)
         .nest("/docs", swagger)
@@ -221,6 +223,23 @@ pub fn routes(app: App, config: &Config) -> impl Endpoint + use<> {
                 Ok(response)
             }
         })
+}
+
+/// `GET /metrics`: Prometheus text.
+#[poem::handler]
+async fn metrics(app: poem::web::Data<&App>) -> poem::Result<Response> {
+    let gauges = Gauges {
+        connections: app.driver.hub.connection_count(),
+        subscriptions: app
+            .engine
+            .subscription_counts()
+            .await
+            .map_err(ApiError::from)?,
+        eval_errors: app.engine.eval_errors(),
+    };
+    Ok(Response::builder()
+        .content_type("text/plain; version=0.0.4")
+        .body(app.driver.metrics.render(&gauges)))
 }
 
 /// An `Authorization` header that is not a bearer token is refused (401), rather than

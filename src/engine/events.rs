@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::metrics::Metrics;
 use crate::pusher::Driver;
 use crate::pusher::protocol::SocketId;
 use crate::store::{Epoch, Store};
@@ -93,9 +94,14 @@ pub fn spawn_delivery(store: Store, driver: Arc<Driver>) -> mpsc::UnboundedSende
             if let Some(epoch) = delivery.epoch {
                 store.durable(epoch).await;
             }
-            for (channel, frame) in &delivery.frames {
-                driver.hub.publish(channel, frame, delivery.except.as_ref());
-            }
+            let sent: usize = delivery
+                .frames
+                .iter()
+                .map(|(channel, frame)| {
+                    driver.hub.publish(channel, frame, delivery.except.as_ref())
+                })
+                .sum();
+            Metrics::count(&driver.metrics.deliveries, sent as u64);
         }
     });
     queue

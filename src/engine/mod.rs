@@ -186,6 +186,7 @@ pub struct Engine {
     registry: ActorRef<RegistryMsg>,
     store: Store,
     channels: ChannelNames,
+    filters: Arc<FilterEngine>,
 }
 
 impl Engine {
@@ -197,9 +198,10 @@ impl Engine {
         driver: Arc<Driver>,
     ) -> Result<Engine, EngineError> {
         let channels = ChannelNames::new(&config.channel_prefix);
+        let filters = Arc::new(FilterEngine::new());
         let args = RegistryArgs {
             store: store.clone(),
-            filters: Arc::new(FilterEngine::new()),
+            filters: filters.clone(),
             driver,
             channels: channels.clone(),
             threshold: config.connection_threshold,
@@ -216,11 +218,28 @@ impl Engine {
             registry,
             store,
             channels,
+            filters,
         })
     }
 
     pub fn channels(&self) -> &ChannelNames {
         &self.channels
+    }
+
+    /// Filter evaluations that failed since start-up.
+    pub fn eval_errors(&self) -> u64 {
+        self.filters.eval_errors()
+    }
+
+    /// Live subscriptions of each collection, by name.
+    pub async fn subscription_counts(&self) -> Result<Vec<(String, usize)>, EngineError> {
+        let handles = call(&self.registry, RegistryMsg::Handles).await?;
+        let mut counts = Vec::with_capacity(handles.len());
+        for handle in handles {
+            let count = call(&handle.actor, CollectionMsg::CountSubscriptions).await?;
+            counts.push((handle.info.name, count));
+        }
+        Ok(counts)
     }
 
     /// Waits until every change made so far is on disk.

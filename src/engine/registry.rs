@@ -30,6 +30,8 @@ pub enum RegistryMsg {
     /// By name or id.
     Resolve(String, RpcReplyPort<Option<CollectionHandle>>),
     List(RpcReplyPort<Vec<CollectionInfo>>),
+    /// Every collection with its actor, by name.
+    Handles(RpcReplyPort<Vec<CollectionHandle>>),
     Create {
         name: CollectionName,
         rules: RuleTexts,
@@ -272,6 +274,11 @@ impl Actor for RegistryActor {
                     .map(|handle| handle.info.clone())
                     .collect();
                 all.sort_by(|a, b| a.name.cmp(&b.name));
+                let _ = reply.send(all);
+            }
+            RegistryMsg::Handles(reply) => {
+                let mut all: Vec<CollectionHandle> = state.collections.values().cloned().collect();
+                all.sort_by(|a, b| a.info.name.cmp(&b.info.name));
                 let _ = reply.send(all);
             }
             RegistryMsg::Create { name, rules, reply } => {

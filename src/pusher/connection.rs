@@ -21,6 +21,7 @@ use super::hub::{Connection, Outbound};
 use super::protocol::{
     ChannelKind, ClientFrame, Code, SocketId, SubscribeData, channel_kind, frames,
 };
+use crate::metrics::Metrics;
 
 /// Frames the writer takes from the queue before one flush.
 const WRITE_BATCH: usize = 64;
@@ -44,6 +45,7 @@ pub async fn serve(socket: WebSocketStream<Upgraded>, driver: Arc<Driver>, hands
         connection.id.clone(),
         connection.overflow_signal(),
         driver.hub.shutdown_signal(),
+        driver.metrics.clone(),
     ));
 
     let refusal = if !handshake.key_known {
@@ -320,6 +322,7 @@ async fn write(
     socket: SocketId,
     overflow: Arc<tokio::sync::Notify>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 ) {
     let ending = loop {
         let next = tokio::select! {
@@ -351,6 +354,7 @@ async fn write(
         Some((code, message)) => {
             if code == Code::OverCapacity {
                 tracing::info!(%socket, "closing a slow consumer");
+                Metrics::count(&metrics.slow_consumers, 1);
             }
             let frames = [
                 Message::Text(Utf8Bytes::from(frames::error(Some(code), &message))),

@@ -30,6 +30,8 @@ use hub::Hub;
 use protocol::Code;
 use signature::AppCredentials;
 
+use crate::metrics::Metrics;
+
 /// The driver's limits and timings (DESIGN.md §9).
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -57,14 +59,22 @@ pub struct Driver {
     pub app: AppCredentials,
     pub hub: Hub,
     pub limits: Limits,
+    /// The server's counters (deliveries, slow consumers, and the engine's).
+    pub metrics: Arc<Metrics>,
     /// Browser origins allowed to connect; `None` allows all.
     pub allowed_origins: Option<Vec<String>>,
 }
 
 impl Driver {
-    pub fn new(app: AppCredentials, limits: Limits, allowed_origins: Option<Vec<String>>) -> Self {
+    pub fn new(
+        app: AppCredentials,
+        limits: Limits,
+        allowed_origins: Option<Vec<String>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             hub: Hub::new(limits.max_connections),
+            metrics,
             app,
             limits,
             allowed_origins,

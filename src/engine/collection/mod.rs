@@ -53,7 +53,9 @@ pub enum CollectionMsg {
         reply: RpcReplyPort<()>,
     },
     /// The collection is being deleted: end every subscription, drop every record.
-    Close { reply: RpcReplyPort<()> },
+    Close {
+        reply: RpcReplyPort<()>,
+    },
     ListRecords {
         identity: Identity,
         query: ListQuery,
@@ -81,6 +83,7 @@ pub enum CollectionMsg {
     },
     /// Timer: end stale and expired subscriptions.
     Prune,
+    CountSubscriptions(RpcReplyPort<usize>),
 }
 
 pub struct CollectionActor;
@@ -534,6 +537,9 @@ impl Actor for CollectionActor {
                 let _ = reply.send(state.broadcast(action, &record, except, None));
             }
             CollectionMsg::Prune => state.prune(),
+            CollectionMsg::CountSubscriptions(reply) => {
+                let _ = reply.send(state.subscriptions.len());
+            }
         }
         Ok(())
     }

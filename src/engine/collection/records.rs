@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::Value;
 
@@ -15,6 +16,7 @@ use crate::engine::records::{
 };
 use crate::engine::{EngineError, ListQuery, RecordPage, RecordWrite, Rules};
 use crate::filter::{CompiledFilter, Filter, FilterEngine, Record, Rule, condition};
+use crate::metrics::Metrics;
 use crate::pusher::protocol::SocketId;
 use crate::store::{Epoch, RecordDoc, Store};
 
@@ -248,6 +250,7 @@ impl CollectionState {
         except: Option<SocketId>,
         epoch: Option<Epoch>,
     ) -> usize {
+        let started = Instant::now();
         let data = EventData::new(action, record);
         let mut evaluation = self.filters.evaluation(Record::from_object(record));
         let mut frames = Vec::new();
@@ -255,6 +258,9 @@ impl CollectionState {
             frames.push((target.channel.clone(), data.frame(&target.channel)));
         });
         let matched = frames.len();
+        let metrics = &self.driver.metrics;
+        metrics.observe_match(started.elapsed());
+        Metrics::count(&metrics.events, 1);
         if !frames.is_empty() {
             let _ = self.deliveries.send(Delivery {
                 epoch,

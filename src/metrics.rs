@@ -1,0 +1,170 @@
+//! Counters of one server, served as Prometheus text at `GET /metrics`.
+//!
+//! Plain atomics, updated where things happen (relaxed: they are statistics, not
+//! synchronisation); gauges that already have an owner (connections, subscriptions) are read
+//! from it when rendered.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the match-time histogram, in seconds.
+const MATCH_BUCKETS: [f64; 10] = [1e-6, 5e-6, 25e-6, 1e-4, 5e-4, 1e-3, 5e-3, 25e-3, 0.1, 1.0];
+
+#[derive(Default)]
+pub struct Metrics {
+    /// Record changes matched against subscriptions (writes and publishes).
+    pub events: AtomicU64,
+    /// Frames queued to sockets.
+    pub deliveries: AtomicU64,
+    /// Sockets closed with 4100 because they did not read.
+    pub slow_consumers: AtomicU64,
+    match_buckets: [AtomicU64; MATCH_BUCKETS.len()],
+    match_count: AtomicU64,
+    match_nanos: AtomicU64,
+}
+
+/// Values read at render time from their owners.
+pub struct Gauges {
+    pub connections: usize,
+    /// (collection name, subscriptions).
+    pub subscriptions: Vec<(String, usize)>,
+    pub eval_errors: u64,
+}
+
+impl Metrics {
+    pub fn count(counter: &AtomicU64, by: u64) {
+        counter.fetch_add(by, Ordering::Relaxed);
+    }
+
+    /// Records how long matching one change took.
+    pub fn observe_match(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        for (bound, bucket) in MATCH_BUCKETS.iter().zip(&self.match_buckets) {
+            if seconds <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.match_count.fetch_add(1, Ordering::Relaxed);
+        self.match_nanos.fetch_add(
+            took.as_nanos().min(u128::from(u64::MAX)) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let mut text = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
+            let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in lines {
+                let _ = writeln!(text, "{name}{labels} {value}");
+            }
+        };
+        let plain = |value: u64| vec![(String::new(), value.to_string())];
+        metric(
+            "velo_connections",
+            "gauge",
+            "Open WebSocket connections.",
+            &plain(gauges.connections as u64),
+        );
+        let subscriptions: Vec<(String, String)> = gauges
+            .subscriptions
+            .iter()
+            .map(|(collection, count)| {
+                (
+                    format!("{{collection=\"{collection}\"}}"),
+                    count.to_string(),
+                )
+            })
+            .collect();
+        metric(
+            "velo_subscriptions",
+            "gauge",
+            "Live realtime subscriptions, by collection.",
+            &subscriptions,
+        );
+        metric(
+            "velo_events_total",
+            "counter",
+            "Record changes matched against subscriptions.",
+            &plain(load(&self.events)),
+        );
+        metric(
+            "velo_deliveries_total",
+            "counter",
+            "Event frames queued to sockets.",
+            &plain(load(&self.deliveries)),
+        );
+        metric(
+            "velo_slow_consumers_total",
+            "counter",
+            "Sockets closed with 4100 for not reading.",
+            &plain(load(&self.slow_consumers)),
+        );
+        metric(
+            "velo_filter_eval_errors_total",
+            "counter",
+            "Filter evaluations that failed (and did not match).",
+            &plain(gauges.eval_errors),
+        );
+        let mut histogram: Vec<(String, String)> = MATCH_BUCKETS
+            .iter()
+            .zip(&self.match_buckets)
+            .map(|(bound, bucket)| {
+                (
+                    format!("_bucket{{le=\"{bound}\"}}"),
+                    load(bucket).to_string(),
+                )
+            })
+            .collect();
+        histogram.push((
+            "_bucket{le=\"+Inf\"}".into(),
+            load(&self.match_count).to_string(),
+        ));
+        histogram.push((
+            "_sum".into(),
+            (load(&self.match_nanos) as f64 / 1e9).to_string(),
+        ));
+        histogram.push(("_count".into(), load(&self.match_count).to_string()));
+        metric(
+            "velo_match_seconds",
+            "histogram",
+            "Time to find the subscriptions one change matches.",
+            &histogram,
+        );
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let metrics = Metrics::default();
+        Metrics::count(&metrics.events, 2);
+        metrics.observe_match(Duration::from_micros(3));
+        let text = metrics.render(&Gauges {
+            connections: 4,
+            subscriptions: vec![("posts".into(), 7)],
+            eval_errors: 1,
+        });
+        for line in [
+            "velo_connections 4",
+            "velo_subscriptions{collection=\"posts\"} 7",
+            "velo_events_total 2",
+            "velo_filter_eval_errors_total 1",
+            "velo_match_seconds_bucket{le=\"0.000005\"} 1",
+            "velo_match_seconds_bucket{le=\"0.000001\"} 0",
+            "velo_match_seconds_count 1",
+            "# TYPE velo_match_seconds histogram",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+}
