@@ -637,3 +637,55 @@ async fn metrics_count_what_happened() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_torn_log_tail_is_survived() {
+    let mut server = Server::start(COLLECTIONS);
+    for n in 0..20 {
+        assert_eq!(
+            create(&server, "posts", None, json!({"n": n})).await.status,
+            StatusCode::CREATED
+        );
+    }
+    server.kill();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(server.database_file())
+        .unwrap();
+    let size = file.metadata().unwrap().len();
+    file.set_len(size - 700).expect("the tail is torn off");
+    drop(file);
+    server.restart();
+    let listed = server
+        .call(
+            Method::GET,
+            "/api/collections/posts/records?per_page=500",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        listed.status,
+        StatusCode::OK,
+        "the server starts and serves"
+    );
+    let total = listed.body["meta"]["total"].as_u64().unwrap();
+    assert!(
+        (1..=20).contains(&total),
+        "a prefix of the writes survives: {total}"
+    );
+    assert!(
+        listed.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["n"].is_number())
+    );
+    assert_eq!(
+        create(&server, "posts", None, json!({"n": 99}))
+            .await
+            .status,
+        StatusCode::CREATED,
+        "and takes writes"
+    );
+}

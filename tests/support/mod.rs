@@ -87,8 +87,18 @@ impl Server {
     /// Stops the server with SIGKILL (nothing gets flushed) and starts it again on the same
     /// data directory.
     pub fn kill_and_restart(&mut self) {
+        self.kill();
+        self.restart();
+    }
+
+    /// SIGKILL: the process ends at once, flushing nothing.
+    pub fn kill(&mut self) {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("reaping the server");
+    }
+
+    /// Starts the server again on the same data directory (after `kill`).
+    pub fn restart(&mut self) {
         let (child, base) = spawn(
             &self.config,
             &self.data_dir(),
@@ -98,6 +108,11 @@ impl Server {
         );
         self.child = child;
         self.base = base;
+    }
+
+    /// The sled database's main file.
+    pub fn database_file(&self) -> PathBuf {
+        self.data_dir().join("db").join("db")
     }
 
     /// Sends SIGTERM and waits for the server to exit; returns whether it exited cleanly.
