@@ -6,6 +6,9 @@
 //! * one event to 1,000 sockets on one channel: trigger-to-receipt p50/p99 and deliveries/s,
 //!   against one event to 1 socket;
 //! * one event on each of 1,000 channels with one socket each, the same figures;
+//! * a record write matched against 10,000 subscriptions, each with its own socket: write to
+//!   receipt p50/p99 when a write reaches 10 of them and when it reaches all 10,000, against a
+//!   write reaching the only subscription;
 //! * server RSS per idle connection with 10,000 connections, against the idle server.
 //!
 //! Clients and server share this machine's cores, so absolute figures are conservative.
@@ -34,10 +37,16 @@ struct Server {
 impl Server {
     fn start() -> Server {
         let data = tempfile::tempdir().unwrap();
+        let config = data.path().join("velo.toml");
+        std::fs::write(
+            &config,
+            "[[collections]]\nname = \"posts\"\napi_rules = { list = \"\", create = \"\" }\n",
+        )
+        .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_velo-realtime"))
             .env("VELO_BIND", "127.0.0.1:0")
-            .env("VELO_DATA_DIR", data.path())
-            .env("VELO_CONFIG", "/dev/null")
+            .env("VELO_DATA_DIR", data.path().join("data"))
+            .env("VELO_CONFIG", &config)
             .env("VELO_APP_ID", APP.0)
             .env("VELO_APP_KEY", APP.1)
             .env("VELO_APP_SECRET", APP.2)
@@ -148,10 +157,12 @@ async fn listeners(
                     Some("pusher_internal:subscription_succeeded") => {
                         subscribed.take().map(|done| done.send(()));
                     }
-                    Some("tick") => {
+                    Some("tick" | "created") => {
                         let data: Value =
                             serde_json::from_str(frame["data"].as_str().unwrap()).unwrap();
-                        let _ = receipts.send((data["seq"].as_u64().unwrap(), arrived));
+                        // A trigger's data holds `seq`; a record event's record does.
+                        let seq = data.get("record").unwrap_or(&data)["seq"].as_u64().unwrap();
+                        let _ = receipts.send((seq, arrived));
                     }
                     _ => {}
                 }
@@ -208,6 +219,63 @@ async fn measure(
     }
 }
 
+/// Subscribes `count` times to `posts`, subscription `i` with `filter(i)`; the channels.
+async fn subscriptions(http: &reqwest::Client, base: &str, count: usize, filter: impl Fn(usize) -> String) -> Vec<String> {
+    let mut channels = Vec::with_capacity(count);
+    for i in 0..count {
+        let reply: Value = http
+            .post(format!("{base}/api/realtime/subscribe"))
+            .json(&json!({ "collection": "posts", "filter": filter(i) }))
+            .send()
+            .await
+            .expect("subscribed")
+            .json()
+            .await
+            .unwrap();
+        channels.push(reply["channel_name"].as_str().unwrap().to_owned());
+    }
+    channels
+}
+
+/// Creates `writes` records one at a time, record `seq` with `slot = slot(seq)`, waiting for
+/// all `per_write` receipts of each; write-to-receipt latencies.
+async fn record_events(
+    http: &reqwest::Client,
+    base: &str,
+    receipts: &mut mpsc::UnboundedReceiver<(u64, Instant)>,
+    writes: u64,
+    per_write: usize,
+    slot: impl Fn(u64) -> u64,
+) -> Figures {
+    let mut latencies = Vec::with_capacity(writes as usize * per_write);
+    let started = Instant::now();
+    for seq in 0..writes {
+        let sent = Instant::now();
+        let response = http
+            .post(format!("{base}/api/collections/posts/records"))
+            .json(&json!({ "seq": seq, "slot": slot(seq), "title": "x".repeat(200) }))
+            .send()
+            .await
+            .expect("written");
+        assert!(response.status().is_success());
+        for _ in 0..per_write {
+            let (got, arrived) = tokio::time::timeout(Duration::from_secs(30), receipts.recv())
+                .await
+                .expect("every matching socket receives the event")
+                .unwrap();
+            assert_eq!(got, seq);
+            latencies.push(arrived.saturating_duration_since(sent));
+        }
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    Figures {
+        p50: latencies[latencies.len() / 2],
+        p99: latencies[latencies.len() * 99 / 100],
+        deliveries_per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
+    }
+}
+
 fn print(label: &str, figures: &Figures, baseline: &Figures) {
     println!(
         "{label:<44} p50 {:>8.2} ms  p99 {:>8.2} ms  {:>10.0} deliveries/s  (p50 {:.1}x, rate {:.1}x the 1-socket baseline)",
@@ -248,6 +316,37 @@ fn main() {
         let spread = measure(&http, &base, &mut rooms, &channels, 50, 1000).await;
         print("1 event on each of 1,000 channels (1 socket)", &spread, &baseline);
         drop((one, crowd, rooms));
+        drop(server);
+
+        // Record writes matched against realtime subscriptions.
+        let server = Server::start();
+        let base = server.base.clone();
+        let only = subscriptions(&http, &base, 1, |_| "slot = 0".into()).await;
+        let mut only = listeners(&base, 1, move |i| only[i].clone()).await;
+        let baseline = record_events(&http, &base, &mut only, 200, 1, |_| 0).await;
+        print("write -> its 1 subscription (baseline)", &baseline, &baseline);
+        drop(only);
+        drop(server);
+
+        let server = Server::start();
+        let base = server.base.clone();
+        // 10,000 subscriptions: `slot = i % 1000`, so a write with one slot reaches 10.
+        let channels = Arc::new(subscriptions(&http, &base, 10_000, |i| format!("slot = {}", i % 1000)).await);
+        let names = channels.clone();
+        let mut many = listeners(&base, 10_000, move |i| names[i].clone()).await;
+        let selective = record_events(&http, &base, &mut many, 200, 10, |seq| seq % 1000).await;
+        print("write -> 10 of 10,000 subscriptions", &selective, &baseline);
+        drop(many);
+        drop(server);
+
+        let server = Server::start();
+        let base = server.base.clone();
+        let channels = Arc::new(subscriptions(&http, &base, 10_000, |_| "slot = 0".into()).await);
+        let names = channels.clone();
+        let mut all = listeners(&base, 10_000, move |i| names[i].clone()).await;
+        let broadcast = record_events(&http, &base, &mut all, 20, 10_000, |_| 0).await;
+        print("write -> all 10,000 subscriptions", &broadcast, &baseline);
+        drop(all);
         drop(server);
 
         let server = Server::start();
