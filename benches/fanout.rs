@@ -220,7 +220,12 @@ async fn measure(
 }
 
 /// Subscribes `count` times to `posts`, subscription `i` with `filter(i)`; the channels.
-async fn subscriptions(http: &reqwest::Client, base: &str, count: usize, filter: impl Fn(usize) -> String) -> Vec<String> {
+async fn subscriptions(
+    http: &reqwest::Client,
+    base: &str,
+    count: usize,
+    filter: impl Fn(usize) -> String,
+) -> Vec<String> {
     let mut channels = Vec::with_capacity(count);
     for i in 0..count {
         let reply: Value = http
