@@ -96,6 +96,39 @@ pub struct Settings {
     #[arg(long, env = "VELO_CLIENT_EVENTS")]
     pub client_events: Option<bool>,
 
+    /// Where events go: `builtin` (this server's WebSockets) or `pusher` (an external
+    /// Pusher-compatible service) [default: builtin]
+    #[arg(long, env = "VELO_DRIVER")]
+    pub driver: Option<DriverKind>,
+
+    /// The external service's host (driver `pusher`), e.g. api-eu.pusher.com
+    #[arg(long, env = "VELO_PUSHER_HOST")]
+    pub pusher_host: Option<String>,
+
+    /// The external service's port [default: 443 for https, 80 for http]
+    #[arg(long, env = "VELO_PUSHER_PORT")]
+    pub pusher_port: Option<u16>,
+
+    /// `https` or `http` [default: https]
+    #[arg(long, env = "VELO_PUSHER_SCHEME")]
+    pub pusher_scheme: Option<String>,
+
+    /// The external app's id
+    #[arg(long, env = "VELO_PUSHER_APP_ID")]
+    pub pusher_app_id: Option<String>,
+
+    /// The external app's key (clients connect with it)
+    #[arg(long, env = "VELO_PUSHER_KEY")]
+    pub pusher_key: Option<String>,
+
+    /// The external app's secret (signs triggers and channel authorizations)
+    #[arg(long, env = "VELO_PUSHER_SECRET", hide_env_values = true)]
+    pub pusher_secret: Option<String>,
+
+    /// Seconds an event is retried while the external service fails, before it is dropped [default: 30]
+    #[arg(long, env = "VELO_PUSHER_RETRY_WINDOW_SECS")]
+    pub pusher_retry_window_secs: Option<u64>,
+
     /// Collections to create at start-up when they do not exist yet (TOML only).
     #[arg(skip)]
     #[serde(default)]
@@ -127,7 +160,28 @@ pub struct Config {
     /// `None` allows every origin.
     pub cors_origins: Option<Vec<String>>,
     pub pusher: Limits,
+    /// `Some` with driver `pusher`: events go to this external service.
+    pub external: Option<ExternalPusher>,
     pub collections: Vec<CollectionSeed>,
+}
+
+/// Which driver delivers events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    Builtin,
+    Pusher,
+}
+
+/// An external Pusher-compatible service (Pusher, Reverb, Soketi, Sockudo).
+#[derive(Clone, Debug)]
+pub struct ExternalPusher {
+    /// `scheme://host:port`
+    pub base_url: String,
+    pub app_id: String,
+    pub key: String,
+    pub secret: String,
+    pub retry_window: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +245,16 @@ impl Settings {
             socket_queue_frames: self.socket_queue_frames.or(lower.socket_queue_frames),
             activity_timeout_secs: self.activity_timeout_secs.or(lower.activity_timeout_secs),
             client_events: self.client_events.or(lower.client_events),
+            driver: self.driver.or(lower.driver),
+            pusher_host: self.pusher_host.or(lower.pusher_host),
+            pusher_port: self.pusher_port.or(lower.pusher_port),
+            pusher_scheme: self.pusher_scheme.or(lower.pusher_scheme),
+            pusher_app_id: self.pusher_app_id.or(lower.pusher_app_id),
+            pusher_key: self.pusher_key.or(lower.pusher_key),
+            pusher_secret: self.pusher_secret.or(lower.pusher_secret),
+            pusher_retry_window_secs: self
+                .pusher_retry_window_secs
+                .or(lower.pusher_retry_window_secs),
             collections: if self.collections.is_empty() {
                 lower.collections
             } else {
@@ -226,6 +290,42 @@ impl Settings {
                 return Err(ConfigError::Invalid(format!("{name} must not be empty")));
             }
         }
+        let external = match self.driver.unwrap_or(DriverKind::Builtin) {
+            DriverKind::Builtin => None,
+            DriverKind::Pusher => {
+                let missing =
+                    |name: &str| ConfigError::Invalid(format!("driver `pusher` needs {name}"));
+                let scheme = self.pusher_scheme.clone().unwrap_or_else(|| "https".into());
+                if scheme != "https" && scheme != "http" {
+                    return Err(ConfigError::Invalid(
+                        "pusher_scheme is `https` or `http`".into(),
+                    ));
+                }
+                let host = self
+                    .pusher_host
+                    .clone()
+                    .ok_or_else(|| missing("VELO_PUSHER_HOST"))?;
+                let port = self
+                    .pusher_port
+                    .unwrap_or(if scheme == "https" { 443 } else { 80 });
+                Some(ExternalPusher {
+                    base_url: format!("{scheme}://{host}:{port}"),
+                    app_id: self
+                        .pusher_app_id
+                        .clone()
+                        .ok_or_else(|| missing("VELO_PUSHER_APP_ID"))?,
+                    key: self
+                        .pusher_key
+                        .clone()
+                        .ok_or_else(|| missing("VELO_PUSHER_KEY"))?,
+                    secret: self
+                        .pusher_secret
+                        .clone()
+                        .ok_or_else(|| missing("VELO_PUSHER_SECRET"))?,
+                    retry_window: Duration::from_secs(self.pusher_retry_window_secs.unwrap_or(30)),
+                })
+            }
+        };
         let cors_origins = self
             .cors_origins
             .filter(|origins| !origins.iter().any(|origin| origin == "*"));
@@ -255,6 +355,7 @@ impl Settings {
                 pong_timeout: Duration::from_secs(30),
                 client_events: self.client_events.unwrap_or(false),
             },
+            external,
             collections: self.collections,
         })
     }

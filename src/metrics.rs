@@ -19,6 +19,10 @@ pub struct Metrics {
     pub deliveries: AtomicU64,
     /// Sockets closed with 4100 because they did not read.
     pub slow_consumers: AtomicU64,
+    /// Events sent to, retried against, and dropped for the external Pusher service.
+    pub pusher_sent: AtomicU64,
+    pub pusher_retried: AtomicU64,
+    pub pusher_dropped: AtomicU64,
     match_buckets: [AtomicU64; MATCH_BUCKETS.len()],
     match_count: AtomicU64,
     match_nanos: AtomicU64,
@@ -102,6 +106,25 @@ impl Metrics {
             "Sockets closed with 4100 for not reading.",
             &plain(load(&self.slow_consumers)),
         );
+        for (name, help, counter) in [
+            (
+                "velo_pusher_sent_total",
+                "Events accepted by the external Pusher service.",
+                &self.pusher_sent,
+            ),
+            (
+                "velo_pusher_retried_total",
+                "Event sends retried against the external Pusher service.",
+                &self.pusher_retried,
+            ),
+            (
+                "velo_pusher_dropped_total",
+                "Events dropped: queue full, refused, or past the retry window.",
+                &self.pusher_dropped,
+            ),
+        ] {
+            metric(name, "counter", help, &plain(load(counter)));
+        }
         metric(
             "velo_filter_eval_errors_total",
             "counter",

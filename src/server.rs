@@ -12,7 +12,9 @@ use tokio::net::TcpListener;
 use crate::api::{self, App};
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::metrics::Metrics;
 use crate::pusher::Driver;
+use crate::pusher::outbound::Outbound;
 use crate::pusher::signature::AppCredentials;
 use crate::store::Store;
 
@@ -34,11 +36,22 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     std::fs::create_dir_all(&config.data_dir)?;
     let store = Store::open(&config.data_dir)?;
+    let metrics = Arc::new(Metrics::default());
+    let outbound = config.external.as_ref().map(|external| {
+        tracing::info!(service = %external.base_url, "events go to an external Pusher service");
+        Outbound::start(
+            external.base_url.clone(),
+            AppCredentials::new(&external.app_id, &external.key, &external.secret),
+            external.retry_window,
+            metrics.clone(),
+        )
+    });
     let driver = Arc::new(Driver::new(
         AppCredentials::new(&config.app_id, &config.app_key, &config.app_secret),
         config.pusher.clone(),
         config.cors_origins.clone(),
-        Arc::default(),
+        metrics,
+        outbound,
     ));
     let engine = Engine::start(&config, store.clone(), driver.clone()).await?;
     let routes = api::routes(App::new(engine, driver.clone(), &config), &config);

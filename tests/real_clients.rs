@@ -127,3 +127,54 @@ fn pysher_and_the_python_server_library() {
         "every scenario reported ok:\n{output}"
     );
 }
+
+#[test]
+fn pusher_js_on_an_external_service_gets_the_pusher_drivers_events() {
+    let dir = clients("node");
+    {
+        let _one_at_a_time = INSTALL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !dir.join("node_modules").exists() {
+            run(
+                Command::new("npm")
+                    .args(["ci", "--no-audit", "--no-fund"])
+                    .current_dir(&dir),
+                "npm ci",
+            );
+        }
+    }
+    // B plays the external service; A delivers through it.
+    let b = Server::start(COLLECTIONS);
+    let port = b.port().to_string();
+    let a = Server::start_with_env(
+        COLLECTIONS,
+        300,
+        &[
+            ("VELO_DRIVER", "pusher"),
+            ("VELO_PUSHER_SCHEME", "http"),
+            ("VELO_PUSHER_HOST", "127.0.0.1"),
+            ("VELO_PUSHER_PORT", &port),
+            ("VELO_PUSHER_APP_ID", APP_ID),
+            ("VELO_PUSHER_KEY", APP_KEY),
+            ("VELO_PUSHER_SECRET", APP_SECRET),
+        ],
+    );
+    let alice = a.token("alice", json!({}), Some(3600));
+    let output = run(
+        Command::new("node")
+            .arg(dir.join("driver.mjs"))
+            .current_dir(&dir)
+            .env("A_URL", &a.base)
+            .env("B_URL", &b.base)
+            .env("APP_KEY", APP_KEY)
+            .env("ALICE", alice),
+        "driver.mjs",
+    );
+    println!("{output}");
+    assert_eq!(
+        output.matches(": ok").count(),
+        2,
+        "every scenario reported ok:\n{output}"
+    );
+}

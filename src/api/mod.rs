@@ -196,6 +196,10 @@ pub fn routes(app: App, config: &Config) -> impl Endpoint + use<> {
     Route::new()
         .at("/app/:key", poem::get(pusher::websocket))
         .at("/metrics", poem::get(metrics))
+        .at(
+            "/api/realtime/webhooks/pusher",
+            poem::post(pusher::http_api::webhook),
+        )
         .nest("/apps", pusher::http_api::routes())
         .nest("/", service)
         .nest("/docs", swagger)

@@ -156,7 +156,7 @@ fn authorize(
     Ok(AuthorizeResponse::Ok(Json(ChannelAuthorization {
         auth: app
             .driver
-            .app
+            .signing_app()
             .authorize(socket_id.as_str(), &body.channel_name, None),
     })))
 }

@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::metrics::Metrics;
 use crate::pusher::Driver;
+use crate::pusher::outbound::{self, OutEvent};
 use crate::pusher::protocol::SocketId;
 use crate::store::{Epoch, Store};
 
@@ -43,20 +44,47 @@ impl Action {
     }
 }
 
-/// An event's `data`, as the JSON string literal every frame carries.
+/// An event's `data`, serialized once: as JSON text (for the Pusher HTTP API) and as the JSON
+/// string literal every WebSocket frame carries.
 pub struct EventData {
     action: Action,
-    /// `"{\"action\":…,\"record\":{…}}"`, quotes included.
+    /// `{"action":…,"record":{…}}`
+    data: Arc<str>,
+    /// The same as a JSON string literal, quotes included.
     escaped: String,
+    /// `{"action","record":{"id","collection_id"},"truncated":true}`: what an external
+    /// service gets when `data` is over its size limit, so the client can fetch the record.
+    truncated: Arc<str>,
 }
 
 impl EventData {
     pub fn new(action: Action, record: &serde_json::Map<String, Value>) -> Self {
         let data = json!({ "action": action.as_str(), "record": record }).to_string();
+        let truncated = json!({
+            "action": action.as_str(),
+            "record": { "id": record.get("id"), "collection_id": record.get("collection_id") },
+            "truncated": true,
+        })
+        .to_string();
         Self {
             action,
-            escaped: Value::String(data).to_string(),
+            escaped: Value::String(data.clone()).to_string(),
+            data: data.into(),
+            truncated: truncated.into(),
         }
+    }
+
+    /// `data` for a service that takes at most `limit` bytes of it.
+    pub fn data_within(&self, limit: usize) -> Arc<str> {
+        if self.data.len() <= limit {
+            self.data.clone()
+        } else {
+            self.truncated.clone()
+        }
+    }
+
+    pub fn action(&self) -> Action {
+        self.action
     }
 
     /// The frame for one channel. Channel names come from [`super::ChannelNames`] and hold
@@ -76,17 +104,20 @@ impl EventData {
     }
 }
 
-/// The frames one write produced, to send once the write is durable.
+/// One write's event and the channels of the subscriptions it matched, to send once the
+/// write is durable.
 pub struct Delivery {
     /// `None` for events that store nothing (`/api/realtime/publish`).
     pub epoch: Option<Epoch>,
-    pub frames: Vec<(Arc<str>, Utf8Bytes)>,
+    pub event: EventData,
+    pub channels: Vec<Arc<str>>,
     /// The writer's own socket (`X-Socket-ID`), which is not sent its own change.
     pub except: Option<SocketId>,
 }
 
 /// Starts a collection's delivery task: deliveries go out in the order they were queued (the
-/// collection's commit order), each after its write reached the disk.
+/// collection's commit order), each after its write reached the disk, to this server's sockets
+/// or, with driver `pusher`, to the external service.
 pub fn spawn_delivery(store: Store, driver: Arc<Driver>) -> mpsc::UnboundedSender<Delivery> {
     let (queue, mut deliveries) = mpsc::unbounded_channel::<Delivery>();
     tokio::spawn(async move {
@@ -94,14 +125,36 @@ pub fn spawn_delivery(store: Store, driver: Arc<Driver>) -> mpsc::UnboundedSende
             if let Some(epoch) = delivery.epoch {
                 store.durable(epoch).await;
             }
-            let sent: usize = delivery
-                .frames
-                .iter()
-                .map(|(channel, frame)| {
-                    driver.hub.publish(channel, frame, delivery.except.as_ref())
-                })
-                .sum();
-            Metrics::count(&driver.metrics.deliveries, sent as u64);
+            let Delivery {
+                event,
+                channels,
+                except,
+                ..
+            } = delivery;
+            match &driver.outbound {
+                None => {
+                    let sent: usize = channels
+                        .iter()
+                        .map(|channel| {
+                            driver
+                                .hub
+                                .publish(channel, &event.frame(channel), except.as_ref())
+                        })
+                        .sum();
+                    Metrics::count(&driver.metrics.deliveries, sent as u64);
+                }
+                Some(outbound) => {
+                    let data = event.data_within(outbound::MAX_DATA_BYTES);
+                    for channel in channels {
+                        outbound.send(OutEvent {
+                            name: event.action().as_str(),
+                            channel,
+                            data: data.clone(),
+                            socket_id: except.as_ref().map(|socket| socket.as_str().to_owned()),
+                        });
+                    }
+                }
+            }
         }
     });
     queue

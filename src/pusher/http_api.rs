@@ -365,6 +365,44 @@ pub fn get_channel(
     })())
 }
 
+#[derive(Deserialize)]
+struct Webhook {
+    events: Vec<WebhookEvent>,
+}
+
+#[derive(Deserialize)]
+struct WebhookEvent {
+    name: String,
+    #[serde(default)]
+    channel: String,
+}
+
+/// `POST /api/realtime/webhooks/pusher`: the external service's webhooks (driver `pusher`).
+/// `channel_occupied` / `channel_vacated` keep realtime subscriptions alive as local sockets do;
+/// other events are accepted and ignored.
+#[handler]
+pub fn webhook(request: &Request, body: Bytes, driver: Data<&Arc<Driver>>) -> Response {
+    let header = |name: &str| request.header(name).unwrap_or_default().to_owned();
+    let app = driver.signing_app();
+    if !app.verify_webhook(
+        &header("X-Pusher-Key"),
+        &body,
+        &header("X-Pusher-Signature"),
+    ) {
+        return HttpApiError::Unauthorized("Invalid webhook signature").into_response();
+    }
+    respond((|| {
+        for event in parse_json::<Webhook>(&body)?.events {
+            match event.name.as_str() {
+                "channel_occupied" => driver.set_externally_occupied(&event.channel, true),
+                "channel_vacated" => driver.set_externally_occupied(&event.channel, false),
+                _ => {}
+            }
+        }
+        Ok(json!({}))
+    })())
+}
+
 /// The Pusher HTTP API's routes, to nest under `/apps`.
 pub fn routes() -> poem::Route {
     poem::Route::new()

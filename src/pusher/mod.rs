@@ -12,6 +12,7 @@
 mod connection;
 pub mod http_api;
 pub mod hub;
+pub mod outbound;
 pub mod protocol;
 pub mod signature;
 
@@ -27,6 +28,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use connection::Handshake;
 use hub::Hub;
+use outbound::Outbound;
 use protocol::Code;
 use signature::AppCredentials;
 
@@ -61,6 +63,11 @@ pub struct Driver {
     pub limits: Limits,
     /// The server's counters (deliveries, slow consumers, and the engine's).
     pub metrics: Arc<Metrics>,
+    /// With driver `pusher`: the external service events go to instead of the hub.
+    pub outbound: Option<Outbound>,
+    /// Channels the external service reported occupied (its webhooks): they keep their
+    /// subscriptions alive as a local socket would.
+    externally_occupied: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Browser origins allowed to connect; `None` allows all.
     pub allowed_origins: Option<Vec<String>>,
 }
@@ -71,13 +78,47 @@ impl Driver {
         limits: Limits,
         allowed_origins: Option<Vec<String>>,
         metrics: Arc<Metrics>,
+        outbound: Option<Outbound>,
     ) -> Self {
         Self {
             hub: Hub::new(limits.max_connections),
             metrics,
+            outbound,
+            externally_occupied: Default::default(),
             app,
             limits,
             allowed_origins,
+        }
+    }
+
+    /// The app channel authorizations are signed for: the external one with driver `pusher`.
+    pub fn signing_app(&self) -> &AppCredentials {
+        self.outbound
+            .as_ref()
+            .map_or(&self.app, |outbound| &outbound.app)
+    }
+
+    /// Whether someone listens on `channel`: a socket here, or one the external service
+    /// reported.
+    pub fn is_occupied(&self, channel: &str) -> bool {
+        self.hub.subscription_count(channel) > 0
+            || self
+                .externally_occupied
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .contains(channel)
+    }
+
+    /// Records the external service's `channel_occupied` / `channel_vacated`.
+    pub fn set_externally_occupied(&self, channel: &str, occupied: bool) {
+        let mut channels = self
+            .externally_occupied
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if occupied {
+            channels.insert(channel.to_owned());
+        } else {
+            channels.remove(channel);
         }
     }
 

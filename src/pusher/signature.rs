@@ -26,6 +26,23 @@ impl AppCredentials {
         }
     }
 
+    /// A webhook's `X-Pusher-Signature`: hex HMAC-SHA256 of the raw body (PUSHER.md §12).
+    pub fn webhook_signature(&self, body: &[u8]) -> String {
+        let mut mac = HmacSha256::new_from_slice(self.secret.as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(body);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Checks a webhook's `X-Pusher-Key` and `X-Pusher-Signature`.
+    pub fn verify_webhook(&self, key: &str, body: &[u8], signature: &str) -> bool {
+        constant_time_eq(key.as_bytes(), self.key.as_bytes())
+            && constant_time_eq(
+                signature.as_bytes(),
+                self.webhook_signature(body).as_bytes(),
+            )
+    }
+
     fn hex_hmac(&self, message: &str) -> String {
         let mut mac = HmacSha256::new_from_slice(self.secret.as_bytes())
             .expect("HMAC takes keys of any length");

@@ -360,7 +360,7 @@ impl CollectionState {
                 continue;
             }
             let channel = self.channels.pusher_channel(*id, subscription.is_public);
-            if self.driver.hub.subscription_count(&channel) > 0 {
+            if self.driver.is_occupied(&channel) {
                 subscription.last_seen = now;
             } else if now.duration_since(subscription.last_seen) > self.threshold {
                 ended.push((*id, "stale"));

@@ -251,20 +251,20 @@ impl CollectionState {
         epoch: Option<Epoch>,
     ) -> usize {
         let started = Instant::now();
-        let data = EventData::new(action, record);
         let mut evaluation = self.filters.evaluation(Record::from_object(record));
-        let mut frames = Vec::new();
+        let mut channels = Vec::new();
         self.index.for_each_match(&mut evaluation, |_, target| {
-            frames.push((target.channel.clone(), data.frame(&target.channel)));
+            channels.push(target.channel.clone());
         });
-        let matched = frames.len();
+        let matched = channels.len();
         let metrics = &self.driver.metrics;
         metrics.observe_match(started.elapsed());
         Metrics::count(&metrics.events, 1);
-        if !frames.is_empty() {
+        if !channels.is_empty() {
             let _ = self.deliveries.send(Delivery {
                 epoch,
-                frames,
+                event: EventData::new(action, record),
+                channels,
                 except,
             });
         }

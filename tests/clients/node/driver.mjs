@@ -1,0 +1,75 @@
+// pusher-js connected to server B (the "external Pusher service") receives the record events
+// of server A, whose driver is `pusher`. Run by tests/real_clients.rs with A_URL, B_URL,
+// APP_KEY (B's app key) and ALICE (a JWT for A) in the environment.
+
+import assert from "node:assert/strict";
+import Pusher from "pusher-js";
+
+const { A_URL, B_URL, APP_KEY, ALICE } = process.env;
+const b = new URL(B_URL);
+
+function within(ms, what, register) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
+    register((value) => {
+      clearTimeout(timer);
+      resolve(value);
+    });
+  });
+}
+
+async function call(path, body, token) {
+  const response = await fetch(`${A_URL}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify(body),
+  });
+  assert.ok(response.ok, `${path}: ${response.status} ${await response.clone().text()}`);
+  return response.json();
+}
+
+const client = new Pusher(APP_KEY, {
+  wsHost: b.hostname,
+  wsPort: Number(b.port),
+  forceTLS: false,
+  enabledTransports: ["ws"],
+  cluster: "mt1",
+  disableStats: true,
+  channelAuthorization: {
+    endpoint: `${A_URL}/api/realtime/auth`,
+    transport: "ajax",
+    headers: { Authorization: `Bearer ${ALICE}` },
+  },
+});
+
+try {
+  const { channel_name } = await call("/api/realtime/subscribe", { collection: "posts", filter: "status = 'active'" });
+  const channel = client.subscribe(channel_name);
+  await within(5000, "public subscription on B", (done) => channel.bind("pusher:subscription_succeeded", done));
+  const created = [];
+  channel.bind("created", (data) => created.push(data.record.title));
+  await call("/api/collections/posts/records", { status: "draft", title: "WIP" });
+  const arrived = within(5000, "A's created event via B", (done) =>
+    channel.bind("created", (data) => data.record.title === "Hello" && done()),
+  );
+  await call("/api/collections/posts/records", { status: "active", title: "Hello" });
+  await arrived;
+  assert.deepEqual(created, ["Hello"], "the draft was filtered out by A");
+  console.log("pusher-js on B: A's public record events, filtered: ok");
+
+  const tasks = await call("/api/realtime/subscribe", { collection: "tasks" }, ALICE);
+  assert.equal(tasks.is_public, false);
+  const privateChannel = client.subscribe(`private-${tasks.channel_name}`);
+  await within(5000, "private subscription on B signed by A", (done) =>
+    privateChannel.bind("pusher:subscription_succeeded", done),
+  );
+  const note = within(5000, "A's private event via B", (done) => privateChannel.bind("created", done));
+  await call("/api/collections/tasks/records", { owner: "alice", text: "mine" }, ALICE);
+  assert.equal((await note).record.text, "mine");
+  console.log("pusher-js on B: a private channel authorized by A with B's app, events: ok");
+  client.disconnect();
+  process.exit(0);
+} catch (error) {
+  console.error(error);
+  process.exit(1);
+}
