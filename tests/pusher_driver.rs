@@ -24,19 +24,12 @@ api_rules = { list = "@request.auth.id = owner", create = "owner = @request.auth
 /// B, the "external service", and A, pointed at it.
 fn servers(retry_window_secs: u64) -> (Server, Server) {
     let b = Server::start(COLLECTIONS);
-    let port = b.port().to_string();
     let window = retry_window_secs.to_string();
-    let a = Server::start_with_env(
+    let a = Server::start_delivering_through(
+        &b,
         COLLECTIONS,
         300,
         &[
-            ("VELO_DRIVER", "pusher"),
-            ("VELO_PUSHER_SCHEME", "http"),
-            ("VELO_PUSHER_HOST", "127.0.0.1"),
-            ("VELO_PUSHER_PORT", &port),
-            ("VELO_PUSHER_APP_ID", APP_ID),
-            ("VELO_PUSHER_KEY", APP_KEY),
-            ("VELO_PUSHER_SECRET", APP_SECRET),
             ("VELO_PUSHER_RETRY_WINDOW_SECS", &window),
             // A's own app differs from B's: signatures must come from the external app.
             ("VELO_APP_KEY", "a-key"),
@@ -215,20 +208,7 @@ async fn events_that_outlive_the_retry_window_are_dropped_and_counted() {
 #[tokio::test]
 async fn webhooks_keep_subscriptions_alive_and_are_verified() {
     let b = Server::start(COLLECTIONS);
-    let port = b.port().to_string();
-    let a = Server::start_with_env(
-        COLLECTIONS,
-        1,
-        &[
-            ("VELO_DRIVER", "pusher"),
-            ("VELO_PUSHER_SCHEME", "http"),
-            ("VELO_PUSHER_HOST", "127.0.0.1"),
-            ("VELO_PUSHER_PORT", &port),
-            ("VELO_PUSHER_APP_ID", APP_ID),
-            ("VELO_PUSHER_KEY", APP_KEY),
-            ("VELO_PUSHER_SECRET", APP_SECRET),
-        ],
-    );
+    let a = Server::start_delivering_through(&b, COLLECTIONS, 1, &[]);
     let kept = a.subscribe(None, "posts", None).await.body["channel_name"]
         .as_str()
         .unwrap()

@@ -146,20 +146,7 @@ fn pusher_js_on_an_external_service_gets_the_pusher_drivers_events() {
     }
     // B plays the external service; A delivers through it.
     let b = Server::start(COLLECTIONS);
-    let port = b.port().to_string();
-    let a = Server::start_with_env(
-        COLLECTIONS,
-        300,
-        &[
-            ("VELO_DRIVER", "pusher"),
-            ("VELO_PUSHER_SCHEME", "http"),
-            ("VELO_PUSHER_HOST", "127.0.0.1"),
-            ("VELO_PUSHER_PORT", &port),
-            ("VELO_PUSHER_APP_ID", APP_ID),
-            ("VELO_PUSHER_KEY", APP_KEY),
-            ("VELO_PUSHER_SECRET", APP_SECRET),
-        ],
-    );
+    let a = Server::start_delivering_through(&b, COLLECTIONS, 300, &[]);
     let alice = a.token("alice", json!({}), Some(3600));
     let output = run(
         Command::new("node")

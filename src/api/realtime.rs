@@ -274,13 +274,7 @@ impl RealtimeApi {
         let serde_json::Value::Object(record) = request.record else {
             return Err(ApiError::invalid("record", "`record` is a JSON object"));
         };
-        let except = socket_id
-            .0
-            .map(|text| {
-                SocketId::parse(&text)
-                    .ok_or_else(|| ApiError::invalid("X-Socket-ID", "not a Pusher socket id"))
-            })
-            .transpose()?;
+        let except = super::records::except(socket_id.0)?;
         let matched = app
             .engine
             .publish(&request.collection, action, record, except)

@@ -69,7 +69,7 @@ fn object(body: Value) -> Result<RecordMap, ApiError> {
 }
 
 /// The writer's socket (Laravel Echo sends it as `X-Socket-ID`), excluded from the event.
-fn except(header: Option<String>) -> Result<Option<SocketId>, ApiError> {
+pub(super) fn except(header: Option<String>) -> Result<Option<SocketId>, ApiError> {
     header
         .map(|text| {
             SocketId::parse(&text).ok_or_else(|| {
@@ -77,6 +77,22 @@ fn except(header: Option<String>) -> Result<Option<SocketId>, ApiError> {
             })
         })
         .transpose()
+}
+
+/// Applies a write for the caller: the record as written (as it was, for a delete).
+async fn write(
+    app: &App,
+    credentials: &Credentials,
+    collection: &str,
+    socket_id: Option<String>,
+    write: RecordWrite,
+) -> Result<RecordMap, ApiError> {
+    let identity = app.identify(credentials)?;
+    let except = except(socket_id)?;
+    Ok(app
+        .engine
+        .write_record(identity, collection, write, except)
+        .await?)
 }
 
 fn data(record: RecordMap) -> Json<RecordData> {
@@ -146,12 +162,8 @@ impl RecordsApi {
         socket_id: Header<Option<String>>,
         body: JsonBody<Value>,
     ) -> Result<RecordResponse, ApiError> {
-        let identity = app.identify(&credentials)?;
-        let write = RecordWrite::Create(object(body.0)?);
-        let record = app
-            .engine
-            .write_record(identity, &collection.0, write, except(socket_id.0)?)
-            .await?;
+        let change = RecordWrite::Create(object(body.0)?);
+        let record = write(&app, &credentials, &collection.0, socket_id.0, change).await?;
         Ok(RecordResponse::Created(data(record)))
     }
 
@@ -187,12 +199,8 @@ impl RecordsApi {
         socket_id: Header<Option<String>>,
         body: JsonBody<Value>,
     ) -> Result<RecordResponse, ApiError> {
-        let identity = app.identify(&credentials)?;
-        let write = RecordWrite::Replace(id.0, object(body.0)?);
-        let record = app
-            .engine
-            .write_record(identity, &collection.0, write, except(socket_id.0)?)
-            .await?;
+        let change = RecordWrite::Replace(id.0, object(body.0)?);
+        let record = write(&app, &credentials, &collection.0, socket_id.0, change).await?;
         Ok(RecordResponse::Ok(data(record)))
     }
 
@@ -210,12 +218,8 @@ impl RecordsApi {
         socket_id: Header<Option<String>>,
         body: JsonBody<Value>,
     ) -> Result<RecordResponse, ApiError> {
-        let identity = app.identify(&credentials)?;
-        let write = RecordWrite::Merge(id.0, object(body.0)?);
-        let record = app
-            .engine
-            .write_record(identity, &collection.0, write, except(socket_id.0)?)
-            .await?;
+        let change = RecordWrite::Merge(id.0, object(body.0)?);
+        let record = write(&app, &credentials, &collection.0, socket_id.0, change).await?;
         Ok(RecordResponse::Ok(data(record)))
     }
 
@@ -232,15 +236,8 @@ impl RecordsApi {
         #[oai(name = "X-Socket-ID")]
         socket_id: Header<Option<String>>,
     ) -> Result<DeletedResponse, ApiError> {
-        let identity = app.identify(&credentials)?;
-        app.engine
-            .write_record(
-                identity,
-                &collection.0,
-                RecordWrite::Delete(id.0),
-                except(socket_id.0)?,
-            )
-            .await?;
+        let change = RecordWrite::Delete(id.0);
+        write(&app, &credentials, &collection.0, socket_id.0, change).await?;
         Ok(DeletedResponse::Deleted)
     }
 }

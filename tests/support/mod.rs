@@ -80,6 +80,28 @@ impl Server {
         }
     }
 
+    /// A server whose driver is `pusher`, delivering through `external` (a server with the
+    /// built-in driver playing the external service), with extra variables.
+    pub fn start_delivering_through(
+        external: &Server,
+        collections_toml: &str,
+        threshold_secs: u64,
+        env: &[(&str, &str)],
+    ) -> Server {
+        let port = external.port().to_string();
+        let mut all = vec![
+            ("VELO_DRIVER", "pusher"),
+            ("VELO_PUSHER_SCHEME", "http"),
+            ("VELO_PUSHER_HOST", "127.0.0.1"),
+            ("VELO_PUSHER_PORT", port.as_str()),
+            ("VELO_PUSHER_APP_ID", APP_ID),
+            ("VELO_PUSHER_KEY", APP_KEY),
+            ("VELO_PUSHER_SECRET", APP_SECRET),
+        ];
+        all.extend_from_slice(env);
+        Self::start_with_env(collections_toml, threshold_secs, &all)
+    }
+
     fn data_dir(&self) -> PathBuf {
         self.data.path().join("data")
     }
