@@ -7,7 +7,9 @@
 //! * one evaluation of a simple equality and of a complex filter (goal: simple under 1 µs);
 //! * one record matched against 100,000 subscriptions — 99% owner filters over 10,000 users
 //!   (half with an extra `AND status = 'active'`), 1% filters the index cannot use — through the
-//!   index and by evaluating every subscription (goal: the index at least 50x faster).
+//!   index and by evaluating every subscription (goal: the index at least 50x faster);
+//! * the same match with 1k, 10k, 100k and 1M subscriptions, each record reaching 10 of them
+//!   (goal: flat).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -78,10 +80,14 @@ fn user(n: usize) -> Auth {
 }
 
 fn record() -> Record {
+    record_by("user4242")
+}
+
+fn record_by(author: &str) -> Record {
     let record = json!({
         "id": "r1c2d3e4f5g6h7i",
         "collection_id": "posts",
-        "author": "user4242",
+        "author": author,
         "status": "active",
         "title": "Hello world, again",
         "views": 250,
@@ -173,6 +179,50 @@ fn index(c: &mut Criterion) {
     group.finish();
 }
 
+/// Subscription counts for the growth curve, with their sample labels.
+const GROWTH: [(usize, &str); 4] = [
+    (1_000, "growth 1k"),
+    (10_000, "growth 10k"),
+    (100_000, "growth 100k"),
+    (1_000_000, "growth 1M"),
+];
+
+/// Matching cost as subscriptions grow: N owner subscriptions over N/10 users (half with a
+/// residual `status` condition), so a record always reaches 10 of them. Indexed matching should
+/// stay flat from 1k to 1M.
+fn growth(c: &mut Criterion) {
+    let engine = FilterEngine::new();
+    let owner = compile(&engine, "author = @request.auth.id");
+    let owner_active = compile(&engine, "author = @request.auth.id AND status = 'active'");
+    let mut group = c.benchmark_group("match 1 record, growing subscriptions");
+    group
+        .sample_size(30)
+        .measurement_time(Duration::from_secs(3));
+    for (count, label) in GROWTH {
+        let mut index = SubscriptionIndex::new();
+        for n in 0..count {
+            let filter = if n % 2 == 0 {
+                owner.clone()
+            } else {
+                owner_active.clone()
+            };
+            index.insert(filter, user(n % (count / 10)), n);
+        }
+        let mut eval = engine.evaluation(record_by("user42"));
+        let mut matched = 0;
+        index.for_each_match(&mut eval, |_, _| matched += 1);
+        assert_eq!(matched, 10, "user42 owns 10 subscriptions at every size");
+        group.bench_function(label, |b| {
+            timed(b, label, || {
+                let mut matched = 0;
+                index.for_each_match(&mut eval, |_, _| matched += 1);
+                black_box(matched);
+            })
+        });
+    }
+    group.finish();
+}
+
 fn summary() {
     let (index, scan) = (median("index"), median("scan"));
     let simple = median("eval simple");
@@ -198,12 +248,21 @@ fn summary() {
         ratio,
         if ratio >= 50.0 { "met" } else { "NOT met" }
     );
+    let base = median(GROWTH[0].1);
+    for (count, label) in GROWTH {
+        println!(
+            "match, {count:>9} subscriptions: {:>8.2} µs  ({:.2}x the 1k figure)",
+            median(label) / 1e3,
+            median(label) / base
+        );
+    }
 }
 
 fn main() {
     let mut criterion = Criterion::default().configure_from_args();
     language(&mut criterion);
     index(&mut criterion);
+    growth(&mut criterion);
     criterion.final_summary();
     // Only `cargo bench` passes `--bench`; under `cargo test` criterion runs each case once,
     // in debug, and there are no figures worth printing.
