@@ -563,23 +563,6 @@ fn main() {
         println!("loadgen: run with `cargo bench --bench loadgen [-- options]`");
         return;
     }
-    let own = options.target.is_none().then(|| OwnServer::start(&options));
-    let base = options
-        .target
-        .clone()
-        .unwrap_or_else(|| own.as_ref().unwrap().base.clone());
-    assert!(
-        base.starts_with("http://127."),
-        "targets must be on 127.0.0.0/8"
-    );
-    let target = Target {
-        ws: base.replacen("http://", "ws://", 1),
-        app: AppCredentials::new(&options.app_id, &options.key, &options.secret),
-        key: options.key.clone(),
-        pid: options.pid.or(own.as_ref().map(|server| server.child.id())),
-        http: reqwest::Client::new(),
-        base,
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -588,6 +571,22 @@ fn main() {
     runtime.block_on(async {
         for scenario in &options.scenario {
             for &n in &options.n {
+                // Our own server starts fresh for every run, so one run's memory and state do
+                // not colour the next (RSS deltas above all).
+                let own = options.target.is_none().then(|| OwnServer::start(&options));
+                let base = options
+                    .target
+                    .clone()
+                    .unwrap_or_else(|| own.as_ref().map(|server| server.base.clone()).unwrap_or_default());
+                assert!(base.starts_with("http://127."), "targets must be on 127.0.0.0/8");
+                let target = Target {
+                    ws: base.replacen("http://", "ws://", 1),
+                    app: AppCredentials::new(&options.app_id, &options.key, &options.secret),
+                    key: options.key.clone(),
+                    pid: options.pid.or(own.as_ref().map(|server| server.child.id())),
+                    http: reqwest::Client::new(),
+                    base,
+                };
                 let result = match scenario.as_str() {
                     "broadcast" => broadcast(&target, n, options.events).await,
                     "channels" => channels(&target, n, options.events).await,
