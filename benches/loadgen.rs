@@ -26,8 +26,8 @@ use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, client_async};
 use velo_realtime::auth::Authenticator;
 use velo_realtime::pusher::signature::{AppCredentials, body_md5};
 
@@ -64,6 +64,9 @@ struct Options {
     /// Where to write the JSON results
     #[arg(long, default_value = "target/loadgen.json")]
     json: String,
+    /// Where to draw deliveries/s and p99 against N (SVG)
+    #[arg(long, default_value = "target/loadgen.svg")]
+    plot: String,
     /// Passed by `cargo bench`
     #[arg(long, hide = true)]
     bench: bool,
@@ -124,17 +127,23 @@ impl Drop for OwnServer {
 
 /// CPU seconds (user + system) and RSS (KiB) of a process.
 fn process_usage(pid: Option<u32>) -> Option<(f64, u64)> {
+    process_times(pid).map(|(user, system, rss)| (user + system, rss))
+}
+
+/// User and system CPU seconds, and RSS (KiB), of a process.
+fn process_times(pid: Option<u32>) -> Option<(f64, f64, u64)> {
     let pid = pid?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let user: f64 = fields.get(11)?.parse().ok()?;
+    let system: f64 = fields.get(12)?.parse().ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rss = status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|value| value.trim().trim_end_matches(" kB").trim().parse().ok())?;
-    Some((ticks / 100.0, rss))
+    Some((user / 100.0, system / 100.0, rss))
 }
 
 struct Target {
@@ -177,6 +186,24 @@ impl Target {
     }
 }
 
+/// Client sockets per loopback source address.
+const SOCKETS_PER_SOURCE: usize = 25_000;
+
+/// Lifts this process's open-file limit to its hard limit (each socket is a file).
+fn raise_file_limit() {
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 /// Receipts: (sequence number, arrival) from every socket.
 type Receipts = mpsc::UnboundedReceiver<(u64, Instant)>;
 
@@ -191,10 +218,23 @@ async fn sockets(
 ) -> (Receipts, Vec<tokio::task::JoinHandle<()>>) {
     let (receipts, received) = mpsc::unbounded_channel();
     let url = format!("{}/app/{}?protocol=7", target.ws, target.key);
+    let server: std::net::SocketAddr = target
+        .base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("host:port");
     let mut tasks = Vec::with_capacity(count);
     let mut ready = Vec::with_capacity(count);
     for i in 0..count {
-        let (mut socket, _) = connect_async(&url).await.expect("a WebSocket");
+        // Past one source address's ephemeral ports, use 127.0.0.2, .3, ...
+        let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + (i / SOCKETS_PER_SOURCE) as u8);
+        let tcp = tokio::net::TcpSocket::new_v4().expect("a socket");
+        tcp.bind((source, 0).into())
+            .expect("a loopback source address");
+        let stream = tcp.connect(server).await.expect("connected");
+        let (mut socket, _) = client_async(url.as_str(), MaybeTlsStream::Plain(stream))
+            .await
+            .expect("a WebSocket");
         let Some(Ok(Message::Text(hello))) = socket.next().await else {
             panic!("no handshake")
         };
@@ -265,6 +305,8 @@ struct Report {
     p99_ms: f64,
     p999_ms: f64,
     server_cpu_us_per_delivery: Option<f64>,
+    /// The part of it spent in the kernel (sending, mostly).
+    server_system_us_per_delivery: Option<f64>,
     server_rss_kib: Option<u64>,
     note: String,
 }
@@ -300,8 +342,8 @@ async fn collect(
 struct Run {
     latencies: Vec<Duration>,
     seconds: f64,
-    /// Server CPU seconds spent during the run.
-    cpu: Option<f64>,
+    /// Server CPU seconds spent during the run: user, system.
+    cpu: Option<(f64, f64)>,
     rss: Option<u64>,
 }
 
@@ -330,32 +372,40 @@ fn report(scenario: &str, n: usize, expected: u64, run: Run, note: &str) -> Repo
         p90_ms: at(0.9),
         p99_ms: at(0.99),
         p999_ms: at(0.999),
-        server_cpu_us_per_delivery: cpu.map(|cpu| cpu * 1e6 / delivered.max(1) as f64),
+        server_cpu_us_per_delivery: cpu
+            .map(|(user, system)| (user + system) * 1e6 / delivered.max(1) as f64),
+        server_system_us_per_delivery: cpu
+            .map(|(_, system)| system * 1e6 / delivered.max(1) as f64),
         server_rss_kib: rss,
         note: note.into(),
     }
 }
 
-/// Triggers `events` events on every channel given (10 channels a request, up to 8 requests in
-/// flight) as fast as the server takes them, expecting `per_event` deliveries each: saturation
-/// throughput and CPU per delivery.
-async fn blast(
-    target: &Target,
-    received: &mut Receipts,
-    channels: &[String],
+/// A run of triggered events: `events` events on every channel of `channels` (10 channels a
+/// request, up to 8 requests in flight), each expected `per_event` times; as fast as the server
+/// takes them, or at `pace` events per second.
+struct Blast<'a> {
+    channels: &'a [String],
     events: usize,
     per_event: u64,
-    scenario: &str,
-    n: usize,
-) -> Report {
-    let before = process_usage(target.pid);
+    pace: Option<f64>,
+}
+
+/// Runs a blast: what it measured, and the event rate it achieved.
+async fn blast(target: &Target, received: &mut Receipts, blast: Blast<'_>) -> (Run, u64, f64) {
+    let before = process_times(target.pid);
     let started = Instant::now();
-    let mut sent = HashMap::with_capacity(events);
+    let mut sent = HashMap::with_capacity(blast.events);
     let payload = "x".repeat(100);
     let mut in_flight = futures::stream::FuturesUnordered::new();
-    for seq in 0..events as u64 {
+    for seq in 0..blast.events as u64 {
+        if let Some(rate) = blast.pace {
+            let due = started + Duration::from_secs_f64(seq as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
         let data = json!({ "seq": seq, "payload": payload }).to_string();
-        let batch: Vec<Value> = channels
+        let batch: Vec<Value> = blast
+            .channels
             .iter()
             .map(|channel| json!({ "name": "tick", "channel": channel, "data": data }))
             .collect();
@@ -368,28 +418,68 @@ async fn blast(
         }
     }
     while in_flight.next().await.is_some() {}
-    let expected = events as u64 * per_event;
+    let expected = blast.events as u64 * blast.per_event;
     let (latencies, seconds) = collect(received, &sent, expected, started).await;
-    let after = process_usage(target.pid);
-    let cpu = before.zip(after).map(|(b, a)| a.0 - b.0);
-    report(
+    let after = process_times(target.pid);
+    let event_rate = blast.events as f64 / seconds;
+    let run = Run {
+        latencies,
+        seconds,
+        cpu: before.zip(after).map(|(b, a)| (a.0 - b.0, a.1 - b.1)),
+        rss: after.map(|a| a.2),
+    };
+    (run, expected, event_rate)
+}
+
+/// Saturation, then the same at half the saturated event rate (the latency a loaded but not
+/// overloaded server gives).
+async fn saturate_then_half(
+    target: &Target,
+    received: &mut Receipts,
+    channels: &[String],
+    events: usize,
+    per_event: u64,
+    scenario: &str,
+    n: usize,
+) -> Vec<Report> {
+    let (run, expected, rate) = blast(
+        target,
+        received,
+        Blast {
+            channels,
+            events,
+            per_event,
+            pace: None,
+        },
+    )
+    .await;
+    let saturated = report(scenario, n, expected, run, "saturation");
+    let half = rate / 2.0;
+    let (run, expected, _) = blast(
+        target,
+        received,
+        Blast {
+            channels,
+            events,
+            per_event,
+            pace: Some(half),
+        },
+    )
+    .await;
+    let paced = report(
         scenario,
         n,
         expected,
-        Run {
-            latencies,
-            seconds,
-            cpu,
-            rss: after.map(|a| a.1),
-        },
-        "saturation",
-    )
+        run,
+        &format!("paced at 50% ({half:.0} events/s)"),
+    );
+    vec![saturated, paced]
 }
 
-async fn broadcast(target: &Target, n: usize, events: usize) -> Report {
+async fn broadcast(target: &Target, n: usize, events: usize) -> Vec<Report> {
     let (mut received, tasks) =
         sockets(target, n, |_| vec!["broadcast".into()], |_, _, _| None).await;
-    let result = blast(
+    let reports = saturate_then_half(
         target,
         &mut received,
         &["broadcast".into()],
@@ -400,10 +490,10 @@ async fn broadcast(target: &Target, n: usize, events: usize) -> Report {
     )
     .await;
     tasks.iter().for_each(|task| task.abort());
-    result
+    reports
 }
 
-async fn channels(target: &Target, n: usize, events: usize) -> Report {
+async fn channels(target: &Target, n: usize, events: usize) -> Vec<Report> {
     let names: Vec<String> = (0..n).map(|i| format!("room-{i}")).collect();
     let for_socket = names.clone();
     let (mut received, tasks) = sockets(
@@ -413,7 +503,7 @@ async fn channels(target: &Target, n: usize, events: usize) -> Report {
         |_, _, _| None,
     )
     .await;
-    let result = blast(
+    let reports = saturate_then_half(
         target,
         &mut received,
         &names,
@@ -424,7 +514,7 @@ async fn channels(target: &Target, n: usize, events: usize) -> Report {
     )
     .await;
     tasks.iter().for_each(|task| task.abort());
-    result
+    reports
 }
 
 /// `users` users with 10 owner-filtered private subscriptions each (one socket per user holds
@@ -465,7 +555,7 @@ async fn velo(target: &Target, options: &Options, users: usize, writes: usize) -
         move |_, socket, channel| Some(signer.authorize(socket, channel, None)),
     )
     .await;
-    let before = process_usage(target.pid);
+    let before = process_times(target.pid);
     let started = Instant::now();
     let mut sent = HashMap::with_capacity(writes);
     for seq in 0..writes as u64 {
@@ -483,8 +573,8 @@ async fn velo(target: &Target, options: &Options, users: usize, writes: usize) -
     }
     let expected = writes as u64 * 10;
     let (latencies, seconds) = collect(&mut received, &sent, expected, started).await;
-    let after = process_usage(target.pid);
-    let cpu = before.zip(after).map(|(b, a)| a.0 - b.0);
+    let after = process_times(target.pid);
+    let cpu = before.zip(after).map(|(b, a)| (a.0 - b.0, a.1 - b.1));
     tasks.iter().for_each(|task| task.abort());
     report(
         "velo",
@@ -494,7 +584,7 @@ async fn velo(target: &Target, options: &Options, users: usize, writes: usize) -
             latencies,
             seconds,
             cpu,
-            rss: after.map(|a| a.1),
+            rss: after.map(|a| a.2),
         },
         "writes one at a time, durable",
     )
@@ -563,6 +653,7 @@ fn main() {
         println!("loadgen: run with `cargo bench --bench loadgen [-- options]`");
         return;
     }
+    raise_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -587,19 +678,20 @@ fn main() {
                     http: reqwest::Client::new(),
                     base,
                 };
-                let result = match scenario.as_str() {
+                let results = match scenario.as_str() {
                     "broadcast" => broadcast(&target, n, options.events).await,
                     "channels" => channels(&target, n, options.events).await,
-                    "velo" => velo(&target, &options, n, options.events).await,
-                    "idle" => idle(&target, n).await,
-                    "subscribe" => subscribe_rate(&target, n * 10).await,
+                    "velo" => vec![velo(&target, &options, n, options.events).await],
+                    "idle" => vec![idle(&target, n).await],
+                    "subscribe" => vec![subscribe_rate(&target, n * 10).await],
                     other => panic!("unknown scenario {other}"),
                 };
+                for result in results {
                 if result.missing > 0 {
                     eprintln!("!!! {} n={}: {} of {} deliveries MISSING", result.scenario, n, result.missing, result.expected);
                 }
                 println!(
-                    "{:<10} n={:<7} {:>11.0}/s  p50 {:>7.2} ms  p90 {:>7.2}  p99 {:>7.2}  p99.9 {:>7.2}  cpu {:>6} µs/delivery  missing {}  {}",
+                    "{:<10} n={:<7} {:>11.0}/s  p50 {:>7.2} ms  p90 {:>7.2}  p99 {:>7.2}  p99.9 {:>7.2}  cpu {:>14} µs/delivery  missing {}  {}",
                     result.scenario,
                     result.n,
                     result.deliveries_per_sec,
@@ -607,18 +699,85 @@ fn main() {
                     result.p90_ms,
                     result.p99_ms,
                     result.p999_ms,
-                    result.server_cpu_us_per_delivery.map_or("-".into(), |cpu| format!("{cpu:.2}")),
+                    result.server_cpu_us_per_delivery.zip(result.server_system_us_per_delivery).map_or("-".into(), |(cpu, system)| format!("{cpu:.2} ({system:.2} sys)")),
                     result.missing,
                     result.note
                 );
                 reports.push(result);
+                }
             }
         }
     });
+    plot(&reports, &options.plot);
     std::fs::write(
         &options.json,
         serde_json::to_string_pretty(&reports).unwrap(),
     )
     .expect("JSON results written");
     println!("results: {}", options.json);
+}
+
+/// Deliveries/s and p99 latency against N, per scenario at saturation, as SVG.
+fn plot(reports: &[Report], path: &str) {
+    use plotters::prelude::*;
+    let saturated: Vec<&Report> = reports.iter().filter(|r| r.note == "saturation").collect();
+    if saturated.is_empty() {
+        return;
+    }
+    let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
+    let _ = root.fill(&WHITE);
+    let (left, right) = root.split_horizontally(450);
+    let max_n = saturated.iter().map(|r| r.n).max().unwrap_or(1) as f64;
+    let max_rate = saturated
+        .iter()
+        .map(|r| r.deliveries_per_sec)
+        .fold(1.0, f64::max);
+    let max_p99 = saturated
+        .iter()
+        .map(|r| r.p99_ms)
+        .filter(|p| p.is_finite())
+        .fold(1.0, f64::max);
+    let scenarios = ["broadcast", "channels"];
+    let colors = [RED, BLUE];
+    let draw = |area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+                title: &str,
+                top: f64,
+                value: &dyn Fn(&Report) -> f64| {
+        let Ok(mut chart) = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..max_n * 1.05, 0.0..top * 1.1)
+        else {
+            return;
+        };
+        let _ = chart.configure_mesh().x_desc("N (sockets)").draw();
+        for (scenario, color) in scenarios.iter().zip(colors) {
+            let points: Vec<(f64, f64)> = saturated
+                .iter()
+                .filter(|r| r.scenario == *scenario)
+                .map(|r| (r.n as f64, value(r)))
+                .collect();
+            if let Ok(series) = chart.draw_series(LineSeries::new(points.clone(), color)) {
+                series
+                    .label(*scenario)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+            }
+            let _ = chart.draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, color.filled())),
+            );
+        }
+        let _ = chart.configure_series_labels().border_style(BLACK).draw();
+    };
+    draw(&left, "deliveries/s at saturation", max_rate, &|r| {
+        r.deliveries_per_sec
+    });
+    draw(&right, "p99 latency at saturation (ms)", max_p99, &|r| {
+        r.p99_ms
+    });
+    let _ = root.present();
+    println!("plot: {path}");
 }
