@@ -36,6 +36,23 @@ fn clients(language: &str) -> PathBuf {
         .join(language)
 }
 
+/// The Node client folder, its packages installed (`npm ci`) on first use.
+fn node_clients() -> PathBuf {
+    let dir = clients("node");
+    let _one_at_a_time = INSTALL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !dir.join("node_modules").exists() {
+        run(
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir),
+            "npm ci",
+        );
+    }
+    dir
+}
+
 fn run(command: &mut Command, what: &str) -> String {
     let output = command
         .output()
@@ -73,20 +90,7 @@ fn against_server(program: &str, script: &Path, dir: &Path) -> String {
 
 #[test]
 fn pusher_js_laravel_echo_and_the_node_server_library() {
-    let dir = clients("node");
-    {
-        let _one_at_a_time = INSTALL
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !dir.join("node_modules").exists() {
-            run(
-                Command::new("npm")
-                    .args(["ci", "--no-audit", "--no-fund"])
-                    .current_dir(&dir),
-                "npm ci",
-            );
-        }
-    }
+    let dir = node_clients();
     let output = against_server("node", &dir.join("test.mjs"), &dir);
     assert_eq!(
         output.matches(": ok").count(),
@@ -130,20 +134,7 @@ fn pysher_and_the_python_server_library() {
 
 #[test]
 fn pusher_js_on_an_external_service_gets_the_pusher_drivers_events() {
-    let dir = clients("node");
-    {
-        let _one_at_a_time = INSTALL
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !dir.join("node_modules").exists() {
-            run(
-                Command::new("npm")
-                    .args(["ci", "--no-audit", "--no-fund"])
-                    .current_dir(&dir),
-                "npm ci",
-            );
-        }
-    }
+    let dir = node_clients();
     // B plays the external service; A delivers through it.
     let b = Server::start(COLLECTIONS);
     let a = Server::start_delivering_through(&b, COLLECTIONS, 300, &[]);
