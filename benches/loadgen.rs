@@ -46,6 +46,9 @@ struct Options {
     /// Events per run (broadcast, channels) or writes (velo)
     #[arg(long, default_value_t = 200)]
     events: usize,
+    /// Events per second for broadcast and channels; without it, saturation then half of it
+    #[arg(long)]
+    pace: Option<f64>,
     /// A running server (`http://127.0.0.1:PORT`); without it, our release build is started
     #[arg(long)]
     target: Option<String>,
@@ -146,6 +149,7 @@ fn process_times(pid: Option<u32>) -> Option<(f64, f64, u64)> {
     Some((user / 100.0, system / 100.0, rss))
 }
 
+#[derive(Clone)]
 struct Target {
     base: String,
     ws: String,
@@ -397,7 +401,10 @@ async fn blast(target: &Target, received: &mut Receipts, blast: Blast<'_>) -> (R
     let started = Instant::now();
     let mut sent = HashMap::with_capacity(blast.events);
     let payload = "x".repeat(100);
-    let mut in_flight = futures::stream::FuturesUnordered::new();
+    // Requests run as tasks, at most 8 at once, so that they go out when due (a paced run
+    // sleeps between events) rather than when next polled.
+    let permits = Arc::new(tokio::sync::Semaphore::new(8));
+    let mut requests = Vec::new();
     for seq in 0..blast.events as u64 {
         if let Some(rate) = blast.pace {
             let due = started + Duration::from_secs_f64(seq as f64 / rate);
@@ -411,13 +418,19 @@ async fn blast(target: &Target, received: &mut Receipts, blast: Blast<'_>) -> (R
             .collect();
         sent.insert(seq, Instant::now());
         for chunk in batch.chunks(10) {
-            in_flight.push(target.trigger_batch(chunk.to_vec()));
-            if in_flight.len() >= 8 {
-                in_flight.next().await;
-            }
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore stays open");
+            let (target, chunk) = (target.clone(), chunk.to_vec());
+            requests.push(tokio::spawn(async move {
+                target.trigger_batch(chunk).await;
+                drop(permit);
+            }));
         }
     }
-    while in_flight.next().await.is_some() {}
+    futures::future::join_all(requests).await;
     let expected = blast.events as u64 * blast.per_event;
     let (latencies, seconds) = collect(received, &sent, expected, started).await;
     let after = process_times(target.pid);
@@ -431,44 +444,42 @@ async fn blast(target: &Target, received: &mut Receipts, blast: Blast<'_>) -> (R
     (run, expected, event_rate)
 }
 
-/// Saturation, then the same at half the saturated event rate (the latency a loaded but not
-/// overloaded server gives).
-async fn saturate_then_half(
-    target: &Target,
-    received: &mut Receipts,
-    channels: &[String],
+/// What to run for the `broadcast` and `channels` scenarios.
+struct Plan<'a> {
+    scenario: &'a str,
+    n: usize,
+    channels: &'a [String],
     events: usize,
     per_event: u64,
-    scenario: &str,
-    n: usize,
-) -> Vec<Report> {
-    let (run, expected, rate) = blast(
-        target,
-        received,
-        Blast {
-            channels,
-            events,
-            per_event,
-            pace: None,
-        },
-    )
-    .await;
-    let saturated = report(scenario, n, expected, run, "saturation");
+    /// A fixed event rate; `None` runs at saturation, then at half the saturated rate (the
+    /// latency a loaded but not overloaded server gives).
+    pace: Option<f64>,
+}
+
+async fn runs(target: &Target, received: &mut Receipts, plan: Plan<'_>) -> Vec<Report> {
+    let blast_at = |pace| Blast {
+        channels: plan.channels,
+        events: plan.events,
+        per_event: plan.per_event,
+        pace,
+    };
+    if let Some(rate) = plan.pace {
+        let (run, expected, _) = blast(target, received, blast_at(Some(rate))).await;
+        return vec![report(
+            plan.scenario,
+            plan.n,
+            expected,
+            run,
+            &format!("paced at {rate} events/s"),
+        )];
+    }
+    let (run, expected, rate) = blast(target, received, blast_at(None)).await;
+    let saturated = report(plan.scenario, plan.n, expected, run, "saturation");
     let half = rate / 2.0;
-    let (run, expected, _) = blast(
-        target,
-        received,
-        Blast {
-            channels,
-            events,
-            per_event,
-            pace: Some(half),
-        },
-    )
-    .await;
+    let (run, expected, _) = blast(target, received, blast_at(Some(half))).await;
     let paced = report(
-        scenario,
-        n,
+        plan.scenario,
+        plan.n,
         expected,
         run,
         &format!("paced at 50% ({half:.0} events/s)"),
@@ -476,24 +487,24 @@ async fn saturate_then_half(
     vec![saturated, paced]
 }
 
-async fn broadcast(target: &Target, n: usize, events: usize) -> Vec<Report> {
+async fn broadcast(target: &Target, n: usize, events: usize, pace: Option<f64>) -> Vec<Report> {
     let (mut received, tasks) =
         sockets(target, n, |_| vec!["broadcast".into()], |_, _, _| None).await;
-    let reports = saturate_then_half(
-        target,
-        &mut received,
-        &["broadcast".into()],
-        events,
-        n as u64,
-        "broadcast",
+    let channels = ["broadcast".to_owned()];
+    let plan = Plan {
+        scenario: "broadcast",
         n,
-    )
-    .await;
+        channels: &channels,
+        events,
+        per_event: n as u64,
+        pace,
+    };
+    let reports = runs(target, &mut received, plan).await;
     tasks.iter().for_each(|task| task.abort());
     reports
 }
 
-async fn channels(target: &Target, n: usize, events: usize) -> Vec<Report> {
+async fn channels(target: &Target, n: usize, events: usize, pace: Option<f64>) -> Vec<Report> {
     let names: Vec<String> = (0..n).map(|i| format!("room-{i}")).collect();
     let for_socket = names.clone();
     let (mut received, tasks) = sockets(
@@ -503,16 +514,15 @@ async fn channels(target: &Target, n: usize, events: usize) -> Vec<Report> {
         |_, _, _| None,
     )
     .await;
-    let reports = saturate_then_half(
-        target,
-        &mut received,
-        &names,
-        events.min(50),
-        n as u64,
-        "channels",
+    let plan = Plan {
+        scenario: "channels",
         n,
-    )
-    .await;
+        channels: &names,
+        events: events.min(50),
+        per_event: n as u64,
+        pace,
+    };
+    let reports = runs(target, &mut received, plan).await;
     tasks.iter().for_each(|task| task.abort());
     reports
 }
@@ -679,8 +689,8 @@ fn main() {
                     base,
                 };
                 let results = match scenario.as_str() {
-                    "broadcast" => broadcast(&target, n, options.events).await,
-                    "channels" => channels(&target, n, options.events).await,
+                    "broadcast" => broadcast(&target, n, options.events, options.pace).await,
+                    "channels" => channels(&target, n, options.events, options.pace).await,
                     "velo" => vec![velo(&target, &options, n, options.events).await],
                     "idle" => vec![idle(&target, n).await],
                     "subscribe" => vec![subscribe_rate(&target, n * 10).await],
