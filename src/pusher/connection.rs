@@ -324,11 +324,29 @@ async fn write(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
     metrics: Arc<Metrics>,
 ) {
+    // Both waits are made once and polled again on every turn: making them afresh per frame
+    // registered a waker per frame (it showed in profiles).
+    let overflowed = overflow.notified();
+    let shutting_down = shutdown.changed();
+    tokio::pin!(overflowed, shutting_down);
+    let mut watching_shutdown = true;
+    let over_capacity = || {
+        Some((
+            Code::OverCapacity,
+            "Over capacity: the client is not reading fast enough".to_owned(),
+        ))
+    };
     let ending = loop {
         let next = tokio::select! {
             biased;
-            () = overflow.notified() => break Some((Code::OverCapacity, "Over capacity: the client is not reading fast enough".to_owned())),
-            Ok(()) = shutdown.changed() => break Some((Code::Reconnect, "Server shutting down".to_owned())),
+            () = &mut overflowed => break over_capacity(),
+            changed = &mut shutting_down, if watching_shutdown => match changed {
+                Ok(()) => break Some((Code::Reconnect, "Server shutting down".to_owned())),
+                Err(_) => {
+                    watching_shutdown = false;
+                    continue;
+                }
+            },
             next = outbound.recv() => next,
         };
         let frame = match next {
@@ -338,7 +356,7 @@ async fn write(
         };
         let written = tokio::select! {
             biased;
-            () = overflow.notified() => break Some((Code::OverCapacity, "Over capacity: the client is not reading fast enough".to_owned())),
+            () = &mut overflowed => break over_capacity(),
             written = write_batch(&mut sink, frame, &mut outbound) => written,
         };
         match written {
