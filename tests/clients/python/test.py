@@ -36,6 +36,10 @@ def subscribe(collection, token=None, filter=None):
     return response.json()
 
 
+# pysher's disconnect joins its thread, which sometimes lingers ~100 s after the close handshake
+# has completed (the server logs the close at once); the tests do not wait for it.
+
+
 def connect(token=None):
     """A connected pysher client and the queue its `connection_established` lands in."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -77,7 +81,7 @@ def public_channel():
     assert expect(events, "the second event") == {"n": 2}, "the excluded event came first"
     info = server.channel_info(subscription["channel_name"], ["subscription_count"])
     assert info["occupied"] is True and info["subscription_count"] == 1, info
-    client.disconnect()
+    client.disconnect(timeout=2)
     print("pysher: public channel, event, exclusion by socket_id; pusher (Python): trigger, channel_info: ok")
 
 
@@ -92,7 +96,7 @@ def private_channel():
     time.sleep(0.5)
     server.trigger(channel_name, "created", {"action": "created", "record": {"id": "r1"}})
     assert expect(events, "the created event") == {"action": "created", "record": {"id": "r1"}}
-    client.disconnect()
+    client.disconnect(timeout=2)
     print("pysher: private channel authorized at auth_endpoint with a JWT, event received: ok")
 
     intruder, _ = connect(BOB)
@@ -104,7 +108,7 @@ def private_channel():
     else:
         raise AssertionError("bob was authorized for alice's channel")
     finally:
-        intruder.disconnect()
+        intruder.disconnect(timeout=2)
 
 
 def write(method, path, token=None, body=None):
@@ -129,7 +133,7 @@ def records_flow():
     assert expect(events, "updated") == ("updated", {"action": "updated", "record": updated}), "no draft before it"
     write("DELETE", f"/api/collections/posts/records/{post['id']}")
     assert expect(events, "deleted") == ("deleted", {"action": "deleted", "record": updated})
-    client.disconnect()
+    client.disconnect(timeout=2)
     print("pysher: Velo's broadcasting tests, created/updated/deleted payloads: ok")
 
 
