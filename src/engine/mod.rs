@@ -293,6 +293,19 @@ impl Engine {
         .await?
     }
 
+    /// As `resolve`, for a collection named in a request body: unknown is a 422 on `collection`.
+    async fn resolve_named_in_body(
+        &self,
+        collection: &str,
+    ) -> Result<registry::CollectionHandle, EngineError> {
+        self.resolve(collection).await.map_err(|error| match error {
+            EngineError::UnknownCollection(name) => {
+                EngineError::invalid("collection", format!("collection `{name}` does not exist"))
+            }
+            other => other,
+        })
+    }
+
     async fn resolve(&self, name_or_id: &str) -> Result<registry::CollectionHandle, EngineError> {
         let key = name_or_id.to_owned();
         call(&self.registry, |reply| RegistryMsg::Resolve(key, reply))
@@ -308,16 +321,7 @@ impl Engine {
         filter_text: String,
         socket_id: Option<String>,
     ) -> Result<Subscribed, EngineError> {
-        let handle = self
-            .resolve(collection)
-            .await
-            .map_err(|error| match error {
-                EngineError::UnknownCollection(name) => EngineError::invalid(
-                    "collection",
-                    format!("collection `{name}` does not exist"),
-                ),
-                other => other,
-            })?;
+        let handle = self.resolve_named_in_body(collection).await?;
         call(&handle.actor, |reply| CollectionMsg::Subscribe {
             identity,
             filter_text,
@@ -408,17 +412,8 @@ impl Engine {
         record: records::RecordMap,
         except: Option<SocketId>,
     ) -> Result<usize, EngineError> {
-        let actor = self
-            .resolve(collection)
-            .await
-            .map_err(|error| match error {
-                EngineError::UnknownCollection(name) => EngineError::invalid(
-                    "collection",
-                    format!("collection `{name}` does not exist"),
-                ),
-                other => other,
-            })?;
-        call(&actor.actor, |reply| CollectionMsg::Publish {
+        let handle = self.resolve_named_in_body(collection).await?;
+        call(&handle.actor, |reply| CollectionMsg::Publish {
             action,
             record,
             except,
