@@ -52,35 +52,47 @@ pub struct EventData {
     data: Arc<str>,
     /// The same as a JSON string literal, quotes included.
     escaped: String,
-    /// `{"action","record":{"id","collection_id"},"truncated":true}`: what an external
-    /// service gets when `data` is over its size limit, so the client can fetch the record.
-    truncated: Arc<str>,
+    /// Only for data over the external service's limit:
+    /// `{"action","record":{"id","collection_id"},"truncated":true}`, so the client can fetch
+    /// the record.
+    truncated: Option<Arc<str>>,
+}
+
+/// The event payload, serialized straight from the record (no intermediate JSON value).
+#[derive(serde::Serialize)]
+struct Payload<'a> {
+    action: &'static str,
+    record: &'a serde_json::Map<String, Value>,
 }
 
 impl EventData {
     pub fn new(action: Action, record: &serde_json::Map<String, Value>) -> Self {
-        let data = json!({ "action": action.as_str(), "record": record }).to_string();
-        let truncated = json!({
-            "action": action.as_str(),
-            "record": { "id": record.get("id"), "collection_id": record.get("collection_id") },
-            "truncated": true,
-        })
-        .to_string();
+        let payload = Payload {
+            action: action.as_str(),
+            record,
+        };
+        let data = serde_json::to_string(&payload).expect("a JSON map always serializes");
+        let truncated = (data.len() > outbound::MAX_DATA_BYTES).then(|| {
+            json!({
+                "action": action.as_str(),
+                "record": { "id": record.get("id"), "collection_id": record.get("collection_id") },
+                "truncated": true,
+            })
+            .to_string()
+            .into()
+        });
         Self {
             action,
-            escaped: Value::String(data.clone()).to_string(),
+            escaped: serde_json::to_string(data.as_str()).expect("a string always serializes"),
             data: data.into(),
-            truncated: truncated.into(),
+            truncated,
         }
     }
 
-    /// `data` for a service that takes at most `limit` bytes of it.
-    pub fn data_within(&self, limit: usize) -> Arc<str> {
-        if self.data.len() <= limit {
-            self.data.clone()
-        } else {
-            self.truncated.clone()
-        }
+    /// `data` for the external service: the full payload, or the truncated one when the full
+    /// one is over its limit.
+    pub fn pusher_data(&self) -> Arc<str> {
+        self.truncated.clone().unwrap_or_else(|| self.data.clone())
     }
 
     pub fn action(&self) -> Action {
@@ -144,7 +156,7 @@ pub fn spawn_delivery(store: Store, driver: Arc<Driver>) -> mpsc::UnboundedSende
                     Metrics::count(&driver.metrics.deliveries, sent as u64);
                 }
                 Some(outbound) => {
-                    let data = event.data_within(outbound::MAX_DATA_BYTES);
+                    let data = event.pusher_data();
                     for channel in channels {
                         outbound.send(OutEvent {
                             name: event.action().as_str(),

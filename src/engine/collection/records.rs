@@ -204,7 +204,7 @@ impl CollectionState {
             }
         };
         let id = record["id"].as_str().unwrap_or_default().to_owned();
-        let json = Value::Object(record.clone()).to_string();
+        let json = serde_json::to_string(&record).expect("a JSON map always serializes");
         let epoch = self.store.put_record(&self.id, &id, &RecordDoc { json })?;
         self.broadcast(action, &record, except, Some(epoch));
         self.records.insert(id, record.clone());
