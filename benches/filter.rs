@@ -150,8 +150,8 @@ fn index(c: &mut Criterion) {
 
     let mut eval = engine.evaluation(record());
     let (mut by_index, mut by_scan) = (0, 0);
-    index.for_each_match(&mut eval, |_, _| by_index += 1);
-    index.for_each_match_by_scan(&mut eval, |_, _| by_scan += 1);
+    index.for_each_match(&mut eval, |_| by_index += 1);
+    index.for_each_match_by_scan(&mut eval, |_| by_scan += 1);
     assert_eq!(by_index, by_scan, "the index and the scan agree");
     println!(
         "{SUBSCRIPTIONS} subscriptions, {} in the scan set; the record matches {by_index}",
@@ -165,14 +165,14 @@ fn index(c: &mut Criterion) {
     group.bench_function("index", |b| {
         timed(b, "index", || {
             let mut matched = 0;
-            index.for_each_match(&mut eval, |_, _| matched += 1);
+            index.for_each_match(&mut eval, |_| matched += 1);
             black_box(matched);
         })
     });
     group.bench_function("linear scan", |b| {
         timed(b, "scan", || {
             let mut matched = 0;
-            index.for_each_match_by_scan(&mut eval, |_, _| matched += 1);
+            index.for_each_match_by_scan(&mut eval, |_| matched += 1);
             black_box(matched);
         })
     });
@@ -210,12 +210,12 @@ fn growth(c: &mut Criterion) {
         }
         let mut eval = engine.evaluation(record_by("user42"));
         let mut matched = 0;
-        index.for_each_match(&mut eval, |_, _| matched += 1);
+        index.for_each_match(&mut eval, |_| matched += 1);
         assert_eq!(matched, 10, "user42 owns 10 subscriptions at every size");
         group.bench_function(label, |b| {
             timed(b, label, || {
                 let mut matched = 0;
-                index.for_each_match(&mut eval, |_, _| matched += 1);
+                index.for_each_match(&mut eval, |_| matched += 1);
                 black_box(matched);
             })
         });

@@ -197,11 +197,11 @@ fn both_ways(
 ) -> (BTreeSet<usize>, BTreeSet<usize>) {
     let mut eval = engine.evaluation(Record::from_json(record).unwrap());
     let mut by_index = BTreeSet::new();
-    index.for_each_match(&mut eval, |_, id| {
+    index.for_each_match(&mut eval, |id| {
         assert!(by_index.insert(*id), "subscription {id} reported twice");
     });
     let mut by_scan = BTreeSet::new();
-    index.for_each_match_by_scan(&mut eval, |_, id| {
+    index.for_each_match_by_scan(&mut eval, |id| {
         by_scan.insert(*id);
     });
     (by_index, by_scan)

@@ -79,9 +79,4 @@ impl Record {
     pub fn from_json(value: &serde_json::Value) -> Option<Self> {
         value.as_object().map(Self::from_object)
     }
-
-    /// The value of a field (`null` when missing).
-    pub fn field(&self, path: &FieldPath) -> Dynamic {
-        value::field(&self.0, path.as_str())
-    }
 }

@@ -183,14 +183,6 @@ impl<T> SubscriptionIndex<T> {
         self.scan.len()
     }
 
-    pub fn get(&self, key: SubscriptionKey) -> Option<&T> {
-        self.entries.get(key.0).map(|entry| &entry.value)
-    }
-
-    pub fn get_mut(&mut self, key: SubscriptionKey) -> Option<&mut T> {
-        self.entries.get_mut(key.0).map(|entry| &mut entry.value)
-    }
-
     /// Adds a subscription matched by `filter` for the subscriber `auth`.
     pub fn insert(&mut self, filter: Arc<CompiledFilter>, auth: Auth, value: T) -> SubscriptionKey {
         let slot = self.entries.vacant_key();
@@ -312,53 +304,39 @@ impl<T> SubscriptionIndex<T> {
     ///
     /// The hot path: per event, one lookup per indexed field and value; per candidate, no
     /// allocation, and a script run only when the index did not decide the match.
-    pub fn for_each_match(
-        &mut self,
-        eval: &mut Evaluation<'_>,
-        mut f: impl FnMut(SubscriptionKey, &T),
-    ) {
+    pub fn for_each_match(&mut self, eval: &mut Evaluation<'_>, mut f: impl FnMut(&T)) {
         self.epoch += 1;
         let epoch = self.epoch;
         for (field, buckets) in &self.fields {
             for key in eval.with_field(field, record_keys).iter().flatten() {
                 for &slot in buckets.get(key).into_iter().flatten() {
-                    visit(&mut self.entries[slot], slot, epoch, eval, &mut f);
+                    visit(&mut self.entries[slot], epoch, eval, &mut f);
                 }
             }
         }
         for &slot in &self.scan {
-            visit(&mut self.entries[slot], slot, epoch, eval, &mut f);
+            visit(&mut self.entries[slot], epoch, eval, &mut f);
         }
     }
 
     /// The reference `for_each_match` must agree with: evaluates every subscription's compiled
     /// filter, in no particular order. Benchmarks use it as the baseline.
-    pub fn for_each_match_by_scan(
-        &self,
-        eval: &mut Evaluation<'_>,
-        mut f: impl FnMut(SubscriptionKey, &T),
-    ) {
-        for (slot, entry) in &self.entries {
+    pub fn for_each_match_by_scan(&self, eval: &mut Evaluation<'_>, mut f: impl FnMut(&T)) {
+        for (_, entry) in &self.entries {
             if eval.matches(&entry.filter, &entry.auth) {
-                f(SubscriptionKey(slot), &entry.value);
+                f(&entry.value);
             }
         }
     }
 }
 
-fn visit<T>(
-    entry: &mut Entry<T>,
-    slot: usize,
-    epoch: u64,
-    eval: &mut Evaluation<'_>,
-    f: &mut impl FnMut(SubscriptionKey, &T),
-) {
+fn visit<T>(entry: &mut Entry<T>, epoch: u64, eval: &mut Evaluation<'_>, f: &mut impl FnMut(&T)) {
     if entry.visited == epoch {
         return;
     }
     entry.visited = epoch;
     if !entry.evaluate || eval.matches(&entry.filter, &entry.auth) {
-        f(SubscriptionKey(slot), &entry.value);
+        f(&entry.value);
     }
 }
 
@@ -403,10 +381,10 @@ mod tests {
             let mut by_index = Vec::new();
             let mut eval = self.engine.evaluation(record);
             self.index
-                .for_each_match(&mut eval, |_, name| by_index.push(*name));
+                .for_each_match(&mut eval, |name| by_index.push(*name));
             let mut by_scan = Vec::new();
             self.index
-                .for_each_match_by_scan(&mut eval, |_, name| by_scan.push(*name));
+                .for_each_match_by_scan(&mut eval, |name| by_scan.push(*name));
             by_index.sort();
             by_scan.sort();
             assert_eq!(by_index, by_scan, "index and scan disagree");

@@ -253,7 +253,7 @@ impl CollectionState {
         let started = Instant::now();
         let mut evaluation = self.filters.evaluation(Record::from_object(record));
         let mut channels = Vec::new();
-        self.index.for_each_match(&mut evaluation, |_, target| {
+        self.index.for_each_match(&mut evaluation, |target| {
             channels.push(target.channel.clone());
         });
         let matched = channels.len();
