@@ -146,12 +146,7 @@ async fn events_travel_through_the_external_service() {
     assert!(data["record"]["id"].is_string() && data["record"].get("body").is_none());
     nothing_more(&mut active).await;
 
-    let metrics = reqwest::get(format!("{}/metrics", a.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = a.metrics().await;
     assert!(
         metrics.lines().any(|l| l == "velo_pusher_sent_total 4"),
         "{metrics}"
@@ -185,12 +180,7 @@ async fn events_that_outlive_the_retry_window_are_dropped_and_counted() {
     .await;
     b.signal("CONT");
     assert!(dropped, "the drop is logged");
-    let metrics = reqwest::get(format!("{}/metrics", a.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = a.metrics().await;
     assert!(
         metrics.lines().any(|l| l == "velo_pusher_dropped_total 1"),
         "{metrics}"

@@ -617,11 +617,7 @@ async fn metrics_count_what_happened() {
     let (mut socket, _) = listen(&server, None, "posts", None).await;
     create(&server, "posts", None, json!({"title": "x"})).await;
     event(&mut socket).await;
-    let response = reqwest::get(format!("{}/metrics", server.base))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let text = response.text().await.unwrap();
+    let text = server.metrics().await;
     for line in [
         "velo_connections 1",
         "velo_subscriptions{collection=\"posts\"} 1",

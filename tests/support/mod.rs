@@ -280,6 +280,17 @@ impl Server {
         into_reply(request.send().await.expect("the server answers")).await
     }
 
+    /// `GET /metrics`, which must answer 200 with Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .request(Method::GET, "/metrics")
+            .send()
+            .await
+            .expect("the server answers");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.expect("a body")
+    }
+
     pub async fn create_collection(&self, body: Value) -> Reply {
         self.call(Method::POST, "/api/collections", Some(ADMIN), Some(body))
             .await
