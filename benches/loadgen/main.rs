@@ -15,7 +15,8 @@
 //! fast the generator is) and RSS. Results go to `target/loadgen.json` too. Every wait is
 //! bounded; targets must be on 127.0.0.0/8.
 
-use std::collections::HashMap;
+mod client;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -23,13 +24,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, client_async};
 use velo_realtime::auth::Authenticator;
 use velo_realtime::pusher::signature::{AppCredentials, body_md5};
+
+use client::{Clients, Expect, Socket, Tally, now_ns};
 
 #[derive(Parser, Debug)]
 struct Options {
@@ -70,6 +69,9 @@ struct Options {
     /// Where to draw deliveries/s and p99 against N (SVG)
     #[arg(long, default_value = "target/loadgen.svg")]
     plot: String,
+    /// The generator's worker threads (it shares the machine with the server under test)
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
     /// Passed by `cargo bench`
     #[arg(long, hide = true)]
     bench: bool,
@@ -152,7 +154,6 @@ fn process_times(pid: Option<u32>) -> Option<(f64, f64, u64)> {
 #[derive(Clone)]
 struct Target {
     base: String,
-    ws: String,
     app: AppCredentials,
     key: String,
     pid: Option<u32>,
@@ -208,92 +209,80 @@ fn raise_file_limit() {
     }
 }
 
-/// Receipts: (sequence number, arrival) from every socket.
-type Receipts = mpsc::UnboundedReceiver<(u64, Instant)>;
-
-/// Opens sockets; socket `i` subscribes to `channels(i)` (with `auth(i, socket_id, channel)`
-/// for private ones) and reports the `seq` of every event. Reads frames without parsing more
-/// than the sequence number.
+/// Opens `count` sockets; socket `i` subscribes to `channels(i)` (signed by
+/// `auth(socket_id, channel)` for private ones) and expects `expect(i)` of every event. Waits
+/// (bounded) until every subscription succeeded.
 async fn sockets(
     target: &Target,
     count: usize,
     channels: impl Fn(usize) -> Vec<String>,
-    auth: impl Fn(usize, &str, &str) -> Option<String>,
-) -> (Receipts, Vec<tokio::task::JoinHandle<()>>) {
-    let (receipts, received) = mpsc::unbounded_channel();
-    let url = format!("{}/app/{}?protocol=7", target.ws, target.key);
+    auth: impl Fn(&str, &str) -> Option<String>,
+    expect: impl Fn(usize) -> Expect,
+) -> Clients {
+    let path = format!("/app/{}?protocol=7", target.key);
     let server: std::net::SocketAddr = target
         .base
         .trim_start_matches("http://")
         .parse()
         .expect("host:port");
-    let mut tasks = Vec::with_capacity(count);
+    let mut clients = Clients::new();
     let mut ready = Vec::with_capacity(count);
     for i in 0..count {
+        if i > 0 && i % 10_000 == 0 {
+            eprintln!("  … {i} of {count} sockets open");
+        }
         // Past one source address's ephemeral ports, use 127.0.0.2, .3, ...
         let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + (i / SOCKETS_PER_SOURCE) as u8);
-        let tcp = tokio::net::TcpSocket::new_v4().expect("a socket");
-        tcp.bind((source, 0).into())
-            .expect("a loopback source address");
-        let stream = tcp.connect(server).await.expect("connected");
-        let (mut socket, _) = client_async(url.as_str(), MaybeTlsStream::Plain(stream))
+        let mut socket = Socket::connect(server, source, &path)
             .await
-            .expect("a WebSocket");
-        let Some(Ok(Message::Text(hello))) = socket.next().await else {
-            panic!("no handshake")
-        };
-        let hello: Value = serde_json::from_str(&hello).unwrap();
-        let data: Value = serde_json::from_str(hello["data"].as_str().unwrap()).unwrap();
-        let socket_id = data["socket_id"].as_str().unwrap().to_owned();
+            .unwrap_or_else(|error| panic!("socket {i} of {count}: {error}"));
+        let hello = socket
+            .next_text()
+            .await
+            .ok()
+            .flatten()
+            .expect("pusher:connection_established");
+        let hello: Value = serde_json::from_str(&hello).expect("a JSON frame");
+        let data: Value =
+            serde_json::from_str(hello["data"].as_str().unwrap_or("{}")).expect("connection data");
+        let socket_id = data["socket_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no socket_id in {hello}"))
+            .to_owned();
         let names = channels(i);
         for channel in &names {
-            let auth = auth(i, &socket_id, channel).unwrap_or_default();
+            let auth = auth(&socket_id, channel).unwrap_or_default();
             let frame =
                 json!({"event": "pusher:subscribe", "data": {"channel": channel, "auth": auth}});
             socket
-                .send(Message::Text(frame.to_string().into()))
+                .send_text(&frame.to_string())
                 .await
-                .unwrap();
+                .expect("subscribe sent");
         }
-        let receipts = receipts.clone();
-        let (subscribed, is_ready) = tokio::sync::oneshot::channel();
-        ready.push(is_ready);
-        tasks.push(tokio::spawn(async move {
-            let mut pending = names.len();
-            let mut subscribed = Some(subscribed);
-            if pending == 0 {
-                subscribed.take().map(|done| done.send(()));
-            }
-            while let Some(Ok(message)) = socket.next().await {
-                let Message::Text(text) = message else {
-                    continue;
-                };
-                let arrived = Instant::now();
-                if text.contains("subscription_succeeded") {
-                    pending = pending.saturating_sub(1);
-                    if pending == 0 {
-                        subscribed.take().map(|done| done.send(()));
-                    }
-                } else if let Some(seq) = sequence(&text) {
-                    let _ = receipts.send((seq, arrived));
-                }
-            }
-        }));
+        ready.push(clients.add(socket, names.len(), expect(i)));
     }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut unready = 0;
     for is_ready in ready {
-        let _ = tokio::time::timeout(Duration::from_secs(30), is_ready).await;
+        if !matches!(
+            tokio::time::timeout_at(deadline, is_ready).await,
+            Ok(Ok(()))
+        ) {
+            unready += 1;
+        }
     }
-    (received, tasks)
+    if unready > 0 {
+        eprintln!("!!! {unready} of {count} sockets did not complete their subscriptions");
+    }
+    clients
 }
 
-/// The `seq` a payload carries (`…\"seq\":123…` inside the data string), without parsing.
-fn sequence(frame: &str) -> Option<u64> {
-    let at = frame.find(r#"seq\":"#)? + r#"seq\":"#.len();
-    let digits: String = frame[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
+/// Every socket receives each event once.
+fn once(_: usize) -> Expect {
+    Expect {
+        copies: 1,
+        owner: None,
+    }
 }
 
 #[derive(serde::Serialize, Debug)]
@@ -303,6 +292,11 @@ struct Report {
     expected: u64,
     delivered: u64,
     missing: u64,
+    /// Copies beyond what a socket should get, deliveries to a socket that should not get
+    /// them, and `pusher:error`s: all zero in a correct run.
+    duplicates: u64,
+    misdelivered: u64,
+    errors: u64,
     deliveries_per_sec: f64,
     p50_ms: f64,
     p90_ms: f64,
@@ -312,111 +306,126 @@ struct Report {
     /// The part of it spent in the kernel (sending, mostly).
     server_system_us_per_delivery: Option<f64>,
     server_rss_kib: Option<u64>,
+    /// The generator's own CPU per delivery (it shares the machine with the server).
+    generator_cpu_us_per_delivery: Option<f64>,
     note: String,
-}
-
-/// Collects `expected` receipts (bounded wait), latencies from `sent[seq]`.
-async fn collect(
-    received: &mut Receipts,
-    sent: &HashMap<u64, Instant>,
-    expected: u64,
-    started: Instant,
-) -> (Vec<Duration>, f64) {
-    let mut latencies = Vec::with_capacity(expected as usize);
-    let mut last = started;
-    while (latencies.len() as u64) < expected {
-        match tokio::time::timeout(Duration::from_secs(10), received.recv()).await {
-            Ok(Some((seq, arrived))) => {
-                if let Some(at) = sent.get(&seq) {
-                    latencies.push(arrived.saturating_duration_since(*at));
-                    last = last.max(arrived);
-                }
-            }
-            _ => break,
-        }
-    }
-    let seconds = last
-        .saturating_duration_since(started)
-        .as_secs_f64()
-        .max(1e-9);
-    (latencies, seconds)
 }
 
 /// What one run measured.
 struct Run {
-    latencies: Vec<Duration>,
+    tally: Tally,
     seconds: f64,
     /// Server CPU seconds spent during the run: user, system.
     cpu: Option<(f64, f64)>,
+    /// The generator's CPU seconds during the run.
+    own_cpu: Option<f64>,
     rss: Option<u64>,
+}
+
+/// CPU clocks of the server and of this process, read before and after a run.
+struct Clocks {
+    server: Option<(f64, f64, u64)>,
+    own: Option<(f64, f64, u64)>,
+    started_ns: u64,
+}
+
+impl Clocks {
+    fn start(target: &Target) -> Clocks {
+        Clocks {
+            server: process_times(target.pid),
+            own: process_times(Some(std::process::id())),
+            started_ns: now_ns(),
+        }
+    }
+
+    fn stop(self, target: &Target, tally: Tally) -> Run {
+        let server = process_times(target.pid);
+        let own = process_times(Some(std::process::id()));
+        Run {
+            seconds: (tally.last_ns.saturating_sub(self.started_ns) as f64 / 1e9).max(1e-9),
+            cpu: self.server.zip(server).map(|(b, a)| (a.0 - b.0, a.1 - b.1)),
+            own_cpu: self.own.zip(own).map(|(b, a)| (a.0 + a.1) - (b.0 + b.1)),
+            rss: server.map(|a| a.2),
+            tally,
+        }
+    }
 }
 
 fn report(scenario: &str, n: usize, expected: u64, run: Run, note: &str) -> Report {
     let Run {
-        mut latencies,
+        tally,
         seconds,
         cpu,
+        own_cpu,
         rss,
     } = run;
-    latencies.sort();
+    let mut latencies = tally.latencies_us;
+    latencies.sort_unstable();
     let at = |q: f64| {
         latencies
             .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+            .map_or(f64::NAN, |&us| f64::from(us) / 1e3)
     };
     let delivered = latencies.len() as u64;
+    let per_delivery = |seconds: f64| seconds * 1e6 / delivered.max(1) as f64;
     Report {
         scenario: scenario.into(),
         n,
         expected,
         delivered,
         missing: expected.saturating_sub(delivered),
+        duplicates: tally.duplicates,
+        misdelivered: tally.misdelivered,
+        errors: tally.errors,
         deliveries_per_sec: delivered as f64 / seconds,
         p50_ms: at(0.5),
         p90_ms: at(0.9),
         p99_ms: at(0.99),
         p999_ms: at(0.999),
-        server_cpu_us_per_delivery: cpu
-            .map(|(user, system)| (user + system) * 1e6 / delivered.max(1) as f64),
-        server_system_us_per_delivery: cpu
-            .map(|(_, system)| system * 1e6 / delivered.max(1) as f64),
+        server_cpu_us_per_delivery: cpu.map(|(user, system)| per_delivery(user + system)),
+        server_system_us_per_delivery: cpu.map(|(_, system)| per_delivery(system)),
         server_rss_kib: rss,
+        generator_cpu_us_per_delivery: own_cpu.map(per_delivery),
         note: note.into(),
     }
 }
 
+/// How long a run waits for deliveries once nothing arrives any more.
+const PATIENCE: Duration = Duration::from_secs(10);
+
 /// A run of triggered events: `events` events on every channel of `channels` (10 channels a
 /// request, up to 8 requests in flight), each expected `per_event` times; as fast as the server
-/// takes them, or at `pace` events per second.
+/// takes them, or at `pace` events per second. Sequence numbers start at `base`.
 struct Blast<'a> {
     channels: &'a [String],
     events: usize,
     per_event: u64,
     pace: Option<f64>,
+    base: u64,
 }
 
 /// Runs a blast: what it measured, and the event rate it achieved.
-async fn blast(target: &Target, received: &mut Receipts, blast: Blast<'_>) -> (Run, u64, f64) {
-    let before = process_times(target.pid);
+async fn blast(target: &Target, clients: &Clients, blast: Blast<'_>) -> (Run, u64, f64) {
+    clients.begin(blast.base);
+    let clocks = Clocks::start(target);
     let started = Instant::now();
-    let mut sent = HashMap::with_capacity(blast.events);
     let payload = "x".repeat(100);
     // Requests run as tasks, at most 8 at once, so that they go out when due (a paced run
     // sleeps between events) rather than when next polled.
     let permits = Arc::new(tokio::sync::Semaphore::new(8));
     let mut requests = Vec::new();
-    for seq in 0..blast.events as u64 {
+    for i in 0..blast.events as u64 {
         if let Some(rate) = blast.pace {
-            let due = started + Duration::from_secs_f64(seq as f64 / rate);
+            let due = started + Duration::from_secs_f64(i as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
         }
-        let data = json!({ "seq": seq, "payload": payload }).to_string();
+        let data =
+            json!({ "seq": blast.base + i, "sent_ns": now_ns(), "payload": payload }).to_string();
         let batch: Vec<Value> = blast
             .channels
             .iter()
             .map(|channel| json!({ "name": "tick", "channel": channel, "data": data }))
             .collect();
-        sent.insert(seq, Instant::now());
         for chunk in batch.chunks(10) {
             let permit = permits
                 .clone()
@@ -432,15 +441,9 @@ async fn blast(target: &Target, received: &mut Receipts, blast: Blast<'_>) -> (R
     }
     futures::future::join_all(requests).await;
     let expected = blast.events as u64 * blast.per_event;
-    let (latencies, seconds) = collect(received, &sent, expected, started).await;
-    let after = process_times(target.pid);
-    let event_rate = blast.events as f64 / seconds;
-    let run = Run {
-        latencies,
-        seconds,
-        cpu: before.zip(after).map(|(b, a)| (a.0 - b.0, a.1 - b.1)),
-        rss: after.map(|a| a.2),
-    };
+    clients.wait(expected, PATIENCE).await;
+    let run = clocks.stop(target, clients.tally());
+    let event_rate = blast.events as f64 / run.seconds;
     (run, expected, event_rate)
 }
 
@@ -456,15 +459,16 @@ struct Plan<'a> {
     pace: Option<f64>,
 }
 
-async fn runs(target: &Target, received: &mut Receipts, plan: Plan<'_>) -> Vec<Report> {
-    let blast_at = |pace| Blast {
+async fn runs(target: &Target, clients: &Clients, plan: Plan<'_>) -> Vec<Report> {
+    let blast_at = |pace, base| Blast {
         channels: plan.channels,
         events: plan.events,
         per_event: plan.per_event,
         pace,
+        base,
     };
     if let Some(rate) = plan.pace {
-        let (run, expected, _) = blast(target, received, blast_at(Some(rate))).await;
+        let (run, expected, _) = blast(target, clients, blast_at(Some(rate), 0)).await;
         return vec![report(
             plan.scenario,
             plan.n,
@@ -473,10 +477,11 @@ async fn runs(target: &Target, received: &mut Receipts, plan: Plan<'_>) -> Vec<R
             &format!("paced at {rate} events/s"),
         )];
     }
-    let (run, expected, rate) = blast(target, received, blast_at(None)).await;
+    let (run, expected, rate) = blast(target, clients, blast_at(None, 0)).await;
     let saturated = report(plan.scenario, plan.n, expected, run, "saturation");
     let half = rate / 2.0;
-    let (run, expected, _) = blast(target, received, blast_at(Some(half))).await;
+    let second = blast_at(Some(half), plan.events as u64);
+    let (run, expected, _) = blast(target, clients, second).await;
     let paced = report(
         plan.scenario,
         plan.n,
@@ -488,8 +493,7 @@ async fn runs(target: &Target, received: &mut Receipts, plan: Plan<'_>) -> Vec<R
 }
 
 async fn broadcast(target: &Target, n: usize, events: usize, pace: Option<f64>) -> Vec<Report> {
-    let (mut received, tasks) =
-        sockets(target, n, |_| vec!["broadcast".into()], |_, _, _| None).await;
+    let clients = sockets(target, n, |_| vec!["broadcast".into()], |_, _| None, once).await;
     let channels = ["broadcast".to_owned()];
     let plan = Plan {
         scenario: "broadcast",
@@ -499,21 +503,12 @@ async fn broadcast(target: &Target, n: usize, events: usize, pace: Option<f64>) 
         per_event: n as u64,
         pace,
     };
-    let reports = runs(target, &mut received, plan).await;
-    tasks.iter().for_each(|task| task.abort());
-    reports
+    runs(target, &clients, plan).await
 }
 
 async fn channels(target: &Target, n: usize, events: usize, pace: Option<f64>) -> Vec<Report> {
     let names: Vec<String> = (0..n).map(|i| format!("room-{i}")).collect();
-    let for_socket = names.clone();
-    let (mut received, tasks) = sockets(
-        target,
-        n,
-        move |i| vec![for_socket[i].clone()],
-        |_, _, _| None,
-    )
-    .await;
+    let clients = sockets(target, n, |i| vec![names[i].clone()], |_, _| None, once).await;
     let plan = Plan {
         scenario: "channels",
         n,
@@ -522,20 +517,21 @@ async fn channels(target: &Target, n: usize, events: usize, pace: Option<f64>) -
         per_event: n as u64,
         pace,
     };
-    let reports = runs(target, &mut received, plan).await;
-    tasks.iter().for_each(|task| task.abort());
-    reports
+    runs(target, &clients, plan).await
 }
 
+/// Subscriptions each velo user holds (one socket per user holds them all).
+const SUBSCRIPTIONS_PER_USER: usize = 10;
+
 /// `users` users with 10 owner-filtered private subscriptions each (one socket per user holds
-/// them), record writes each reaching its owner's 10 subscriptions.
+/// them), record writes each reaching its owner's 10 subscriptions and nobody else.
 async fn velo(target: &Target, options: &Options, users: usize, writes: usize) -> Report {
     let authenticator = Authenticator::new("unused", &options.jwt_secret);
     let tokens: Vec<String> = (0..users)
         .map(|u| authenticator.mint(&format!("user{u}"), serde_json::Map::new(), Some(3600)))
         .collect();
     let mut channels: Vec<Vec<String>> = vec![Vec::new(); users];
-    for round in 0..10 {
+    for round in 0..SUBSCRIPTIONS_PER_USER {
         for (u, token) in tokens.iter().enumerate() {
             let reply: Value = target
                 .http
@@ -557,62 +553,57 @@ async fn velo(target: &Target, options: &Options, users: usize, writes: usize) -
         }
     }
     let signer = target.app.clone();
-    let lists = channels.clone();
-    let (mut received, tasks) = sockets(
+    let clients = sockets(
         target,
         users,
-        move |u| lists[u].clone(),
-        move |_, socket, channel| Some(signer.authorize(socket, channel, None)),
+        |u| channels[u].clone(),
+        |socket, channel| Some(signer.authorize(socket, channel, None)),
+        |u| Expect {
+            copies: SUBSCRIPTIONS_PER_USER as u8,
+            owner: Some((u as u64, users as u64)),
+        },
     )
     .await;
-    let before = process_times(target.pid);
-    let started = Instant::now();
-    let mut sent = HashMap::with_capacity(writes);
+    clients.begin(0);
+    let clocks = Clocks::start(target);
     for seq in 0..writes as u64 {
-        sent.insert(seq, Instant::now());
         let owner = format!("user{}", seq as usize % users);
+        let record = json!({ "seq": seq, "sent_ns": now_ns(), "owner": owner, "kind": "task" });
         let response = target
             .http
             .post(format!("{}/api/collections/tasks/records", target.base))
-            .json(&json!({ "seq": seq, "owner": owner, "kind": "task" }))
+            .json(&record)
             .send()
             .await;
         if !matches!(&response, Ok(r) if r.status().is_success()) {
             eprintln!("a write failed");
         }
     }
-    let expected = writes as u64 * 10;
-    let (latencies, seconds) = collect(&mut received, &sent, expected, started).await;
-    let after = process_times(target.pid);
-    let cpu = before.zip(after).map(|(b, a)| (a.0 - b.0, a.1 - b.1));
-    tasks.iter().for_each(|task| task.abort());
+    let expected = (writes * SUBSCRIPTIONS_PER_USER) as u64;
+    clients.wait(expected, PATIENCE).await;
+    let run = clocks.stop(target, clients.tally());
     report(
         "velo",
-        users * 10,
+        users * SUBSCRIPTIONS_PER_USER,
         expected,
-        Run {
-            latencies,
-            seconds,
-            cpu,
-            rss: after.map(|a| a.2),
-        },
+        run,
         "writes one at a time, durable",
     )
 }
 
 async fn idle(target: &Target, n: usize) -> Report {
     let before = process_usage(target.pid);
-    let (_, tasks) = sockets(target, n, |_| Vec::new(), |_, _, _| None).await;
+    let clients = sockets(target, n, |_| Vec::new(), |_, _| None, once).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = process_usage(target.pid);
     let per = before
         .zip(after)
-        .map(|(b, a)| (a.1.saturating_sub(b.1)) as f64 / n as f64);
-    tasks.iter().for_each(|task| task.abort());
+        .map(|(b, a)| (a.1.saturating_sub(b.1)) as f64 / clients.len() as f64);
     let run = Run {
-        latencies: Vec::new(),
+        tally: Tally::default(),
         seconds: 1.0,
         cpu: None,
+        own_cpu: None,
         rss: after.map(|a| a.1),
     };
     let mut report = report("idle", n, 0, run, "");
@@ -644,9 +635,10 @@ async fn subscribe_rate(target: &Target, total: usize) -> Report {
     let seconds = started.elapsed().as_secs_f64();
     let ok = done.load(Ordering::Relaxed);
     let run = Run {
-        latencies: Vec::new(),
+        tally: Tally::default(),
         seconds,
         cpu: None,
+        own_cpu: None,
         rss: None,
     };
     let mut report = report("subscribe", total, total as u64, run, "");
@@ -657,31 +649,79 @@ async fn subscribe_rate(target: &Target, total: usize) -> Report {
     report
 }
 
+const HEADER: &str = "scenario        n  deliveries/s   p50 ms   p90 ms   p99 ms p99.9 ms  server µs/delivery (sys)  generator µs  run";
+
+/// One report as a row of the summary table; anything lost or wrong is shouted.
+fn line(report: &Report) -> String {
+    let mut faults = String::new();
+    for (count, what) in [
+        (report.missing, "MISSING"),
+        (report.duplicates, "DUPLICATED"),
+        (report.misdelivered, "MISDELIVERED"),
+        (report.errors, "ERRORS"),
+    ] {
+        if count > 0 {
+            faults.push_str(&format!("  !!! {count} {what}"));
+        }
+    }
+    let server = report
+        .server_cpu_us_per_delivery
+        .zip(report.server_system_us_per_delivery)
+        .map_or("-".into(), |(cpu, system)| {
+            format!("{cpu:.2} ({system:.2})")
+        });
+    let generator = report
+        .generator_cpu_us_per_delivery
+        .map_or("-".into(), |cpu| format!("{cpu:.2}"));
+    format!(
+        "{:<9} {:>7} {:>13.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {:>24}  {:>12}  {}{faults}",
+        report.scenario,
+        report.n,
+        report.deliveries_per_sec,
+        report.p50_ms,
+        report.p90_ms,
+        report.p99_ms,
+        report.p999_ms,
+        server,
+        generator,
+        report.note,
+    )
+}
+
 fn main() {
     let options = Options::parse();
     if !options.bench {
-        println!("loadgen: run with `cargo bench --bench loadgen [-- options]`");
+        // `cargo test` runs this harness-less bench without `--bench`: check the client.
+        client::self_check();
+        println!(
+            "loadgen: client checks passed; run with `cargo bench --bench loadgen [-- options]`"
+        );
         return;
     }
     raise_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.threads)
         .enable_all()
         .build()
         .unwrap();
     let mut reports = Vec::new();
+    println!("{HEADER}");
     runtime.block_on(async {
         for scenario in &options.scenario {
             for &n in &options.n {
                 // Our own server starts fresh for every run, so one run's memory and state do
                 // not colour the next (RSS deltas above all).
                 let own = options.target.is_none().then(|| OwnServer::start(&options));
-                let base = options
-                    .target
-                    .clone()
-                    .unwrap_or_else(|| own.as_ref().map(|server| server.base.clone()).unwrap_or_default());
-                assert!(base.starts_with("http://127."), "targets must be on 127.0.0.0/8");
+                let base = options.target.clone().unwrap_or_else(|| {
+                    own.as_ref()
+                        .map(|server| server.base.clone())
+                        .unwrap_or_default()
+                });
+                assert!(
+                    base.starts_with("http://127."),
+                    "targets must be on 127.0.0.0/8"
+                );
                 let target = Target {
-                    ws: base.replacen("http://", "ws://", 1),
                     app: AppCredentials::new(&options.app_id, &options.key, &options.secret),
                     key: options.key.clone(),
                     pid: options.pid.or(own.as_ref().map(|server| server.child.id())),
@@ -697,27 +737,16 @@ fn main() {
                     other => panic!("unknown scenario {other}"),
                 };
                 for result in results {
-                if result.missing > 0 {
-                    eprintln!("!!! {} n={}: {} of {} deliveries MISSING", result.scenario, n, result.missing, result.expected);
-                }
-                println!(
-                    "{:<10} n={:<7} {:>11.0}/s  p50 {:>7.2} ms  p90 {:>7.2}  p99 {:>7.2}  p99.9 {:>7.2}  cpu {:>14} µs/delivery  missing {}  {}",
-                    result.scenario,
-                    result.n,
-                    result.deliveries_per_sec,
-                    result.p50_ms,
-                    result.p90_ms,
-                    result.p99_ms,
-                    result.p999_ms,
-                    result.server_cpu_us_per_delivery.zip(result.server_system_us_per_delivery).map_or("-".into(), |(cpu, system)| format!("{cpu:.2} ({system:.2} sys)")),
-                    result.missing,
-                    result.note
-                );
-                reports.push(result);
+                    println!("{}", line(&result));
+                    reports.push(result);
                 }
             }
         }
     });
+    println!("\nsummary\n{HEADER}");
+    reports
+        .iter()
+        .for_each(|report| println!("{}", line(report)));
     plot(&reports, &options.plot);
     std::fs::write(
         &options.json,

@@ -1,0 +1,554 @@
+//! The generator's WebSocket client: a Pusher protocol 7 socket that costs little per message,
+//! so that the generator measures the server and not itself.
+//!
+//! The handshake and the few frames before a run are handled plainly. Deliveries are read in
+//! bulk (one `read` takes every frame the kernel holds for the socket) and each frame is only
+//! scanned for the two numbers the generator put in the payload, `seq` and `sent_ns`: no JSON
+//! parse, no allocation per frame. Every socket keeps its own receipts behind its own lock
+//! (taken once per read); one shared counter shows progress.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use memchr::memmem;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
+
+/// Nanoseconds since the generator's epoch: what payloads carry as `sent_ns`, and what a
+/// receipt is compared with (one process, one clock).
+pub fn now_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// The largest frame a socket accepts; deliveries are far smaller.
+const MAX_FRAME: usize = 1 << 20;
+/// Initial read buffer per socket (it grows for a larger frame).
+const READ_BUFFER: usize = 4096;
+
+const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
+/// A client WebSocket after the handshake.
+pub struct Socket {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+    /// Bytes of `buffer` already parsed.
+    parsed: usize,
+}
+
+fn protocol_error(what: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
+
+impl Socket {
+    /// Connects from `source` (a loopback address) and upgrades `path` to a WebSocket.
+    pub async fn connect(server: SocketAddr, source: Ipv4Addr, path: &str) -> io::Result<Socket> {
+        let tcp = TcpSocket::new_v4()?;
+        tcp.bind((source, 0).into())?;
+        let mut stream = tcp.connect(server).await?;
+        stream.set_nodelay(true)?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut buffer = Vec::with_capacity(READ_BUFFER);
+        let head_end = loop {
+            if let Some(at) = memmem::find(&buffer, b"\r\n\r\n") {
+                break at + 4;
+            }
+            if buffer.len() > 16 * 1024 || read_more(&mut stream, &mut buffer).await? == 0 {
+                return Err(protocol_error("no complete upgrade response"));
+            }
+        };
+        if !buffer.starts_with(b"HTTP/1.1 101") {
+            let status = String::from_utf8_lossy(&buffer[..head_end.min(64)]).into_owned();
+            return Err(protocol_error(format!("upgrade refused: {status}")));
+        }
+        Ok(Socket {
+            stream,
+            buffer,
+            parsed: head_end,
+        })
+    }
+
+    /// Sends a text frame (masked, as a client must).
+    pub async fn send_text(&mut self, text: &str) -> io::Result<()> {
+        self.stream
+            .write_all(&client_frame(OP_TEXT, text.as_bytes()))
+            .await
+    }
+
+    /// The next text message, answering pings on the way; `None` once the server closed.
+    /// For the frames before a run (it allocates).
+    pub async fn next_text(&mut self) -> io::Result<Option<String>> {
+        loop {
+            while let Some((opcode, payload)) = self.next_frame()? {
+                match opcode {
+                    OP_TEXT => {
+                        return Ok(Some(String::from_utf8_lossy(&payload).into_owned()));
+                    }
+                    OP_PING => {
+                        self.stream
+                            .write_all(&client_frame(OP_PONG, &payload))
+                            .await?
+                    }
+                    OP_CLOSE => return Ok(None),
+                    _ => {}
+                }
+            }
+            if self.fill().await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Takes one complete frame from the buffer: opcode and payload (copied: setup only).
+    fn next_frame(&mut self) -> io::Result<Option<(u8, Vec<u8>)>> {
+        Ok(parse_frame(&self.buffer[self.parsed..])?.map(|frame| {
+            let payload = self.buffer[self.parsed..][frame.payload.clone()].to_vec();
+            self.parsed += frame.length;
+            (frame.opcode, payload)
+        }))
+    }
+
+    /// Drops parsed bytes and reads whatever the kernel holds; 0 at end of stream.
+    async fn fill(&mut self) -> io::Result<usize> {
+        self.buffer.drain(..self.parsed);
+        self.parsed = 0;
+        read_more(&mut self.stream, &mut self.buffer).await
+    }
+
+    /// Reads deliveries into `receipts` until the server closes or the task is aborted.
+    /// Signals `ready` once `subscriptions` subscriptions succeeded.
+    pub async fn receive(
+        mut self,
+        mut subscriptions: usize,
+        ready: tokio::sync::oneshot::Sender<()>,
+        receipts: Arc<Mutex<Receipts>>,
+        progress: Arc<Progress>,
+    ) {
+        let mut ready = Some(ready);
+        let signal = |ready: &mut Option<tokio::sync::oneshot::Sender<()>>| {
+            if let Some(ready) = ready.take() {
+                let _ = ready.send(());
+            }
+        };
+        if subscriptions == 0 {
+            signal(&mut ready);
+        }
+        let markers = Markers::new();
+        loop {
+            let mut pongs = Vec::new();
+            let mut counted = 0;
+            {
+                let arrived = now_ns();
+                let base = progress.base.load(Ordering::Relaxed);
+                let mut receipts = receipts.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    let frame = match parse_frame(&self.buffer[self.parsed..]) {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) => break,
+                        Err(error) => {
+                            eprintln!("socket dropped: {error}");
+                            receipts.errors += 1;
+                            return;
+                        }
+                    };
+                    let start = self.parsed;
+                    self.parsed += frame.length;
+                    let payload = &self.buffer[start..][frame.payload];
+                    match frame.opcode {
+                        OP_TEXT if subscriptions > 0 && markers.succeeded(payload) => {
+                            subscriptions -= 1;
+                            if subscriptions == 0 {
+                                signal(&mut ready);
+                            }
+                        }
+                        OP_TEXT => match markers.receipt(payload) {
+                            Some((seq, sent_ns)) if seq >= base => {
+                                let latency = arrived.saturating_sub(sent_ns);
+                                counted += u64::from(receipts.record(seq - base, latency, arrived));
+                            }
+                            Some(_) => {}
+                            None if markers.error(payload) => receipts.errors += 1,
+                            None => {}
+                        },
+                        OP_PING => pongs.push(client_frame(OP_PONG, payload)),
+                        OP_CLOSE => return,
+                        _ => {}
+                    }
+                }
+            }
+            if counted > 0 {
+                progress.delivered.fetch_add(counted, Ordering::Relaxed);
+            }
+            for pong in pongs {
+                if self.stream.write_all(&pong).await.is_err() {
+                    return;
+                }
+            }
+            match self.fill().await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// Reads what is available into the spare capacity of `buffer` (growing it when full).
+async fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> io::Result<usize> {
+    if buffer.capacity() - buffer.len() < READ_BUFFER / 2 {
+        buffer.reserve(READ_BUFFER);
+    }
+    stream.read_buf(buffer).await
+}
+
+/// One frame's place in a buffer.
+struct FrameAt {
+    opcode: u8,
+    payload: std::ops::Range<usize>,
+    length: usize,
+}
+
+/// Parses the frame at the start of `data`: `None` until it is complete. Server frames are
+/// unmasked; fragmented messages are not expected from a Pusher server (each fragment would be
+/// scanned on its own).
+fn parse_frame(data: &[u8]) -> io::Result<Option<FrameAt>> {
+    if data.len() < 2 {
+        return Ok(None);
+    }
+    if data[1] & 0x80 != 0 {
+        return Err(protocol_error("a server frame was masked"));
+    }
+    let (length, header) = match data[1] & 0x7f {
+        126 if data.len() >= 4 => (u16::from_be_bytes([data[2], data[3]]) as usize, 4),
+        127 if data.len() >= 10 => (
+            u64::from_be_bytes(data[2..10].try_into().expect("8 bytes")) as usize,
+            10,
+        ),
+        126 | 127 => return Ok(None),
+        short => (short as usize, 2),
+    };
+    if length > MAX_FRAME {
+        return Err(protocol_error(format!("a frame of {length} bytes")));
+    }
+    if data.len() < header + length {
+        return Ok(None);
+    }
+    Ok(Some(FrameAt {
+        opcode: data[0] & 0x0f,
+        payload: header..header + length,
+        length: header + length,
+    }))
+}
+
+/// A masked client frame.
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    const MASK: [u8; 4] = [0x5a, 0x17, 0xc3, 0x8e];
+    let mut frame = Vec::with_capacity(payload.len() + 14);
+    frame.push(0x80 | opcode);
+    match payload.len() {
+        short @ 0..126 => frame.push(0x80 | short as u8),
+        medium @ 126..=0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(medium as u16).to_be_bytes());
+        }
+        long => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(long as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&MASK);
+    frame.extend(payload.iter().zip(MASK.iter().cycle()).map(|(b, m)| b ^ m));
+    frame
+}
+
+/// The substrings a socket looks for, searchers built once.
+struct Markers {
+    seq: memmem::Finder<'static>,
+    sent: memmem::Finder<'static>,
+    succeeded: memmem::Finder<'static>,
+    error: memmem::Finder<'static>,
+}
+
+impl Markers {
+    fn new() -> Self {
+        Self {
+            // Inside the frame the payload is a JSON string, so its quotes are escaped.
+            seq: memmem::Finder::new(br#"seq\":"#),
+            sent: memmem::Finder::new(br#"sent_ns\":"#),
+            succeeded: memmem::Finder::new(b"subscription_succeeded"),
+            error: memmem::Finder::new(b"error"),
+        }
+    }
+
+    fn succeeded(&self, frame: &[u8]) -> bool {
+        self.succeeded.find(frame).is_some()
+    }
+
+    /// `pusher:error` or `pusher:subscription_error`.
+    fn error(&self, frame: &[u8]) -> bool {
+        self.error.find(frame).is_some()
+    }
+
+    /// The `seq` and `sent_ns` a delivery carries.
+    fn receipt(&self, frame: &[u8]) -> Option<(u64, u64)> {
+        let number = |finder: &memmem::Finder, frame: &[u8]| {
+            let at = finder.find(frame)? + finder.needle().len();
+            let digits = frame[at..].iter().take_while(|b| b.is_ascii_digit());
+            let mut value = 0u64;
+            let mut any = false;
+            for digit in digits {
+                value = value
+                    .checked_mul(10)?
+                    .checked_add(u64::from(digit - b'0'))?;
+                any = true;
+            }
+            any.then_some(value)
+        };
+        Some((number(&self.seq, frame)?, number(&self.sent, frame)?))
+    }
+}
+
+/// Progress shared by every socket of a run.
+#[derive(Default)]
+pub struct Progress {
+    /// Deliveries counted in the current run.
+    pub delivered: AtomicU64,
+    /// The first sequence number of the current run; older ones are stale and ignored.
+    pub base: AtomicU64,
+}
+
+/// Which deliveries a socket expects.
+#[derive(Clone, Copy)]
+pub struct Expect {
+    /// Copies of each event (one per subscribed channel it reaches).
+    pub copies: u8,
+    /// `Some((index, modulus))`: only events with `seq % modulus == index` are for this
+    /// socket (the velo scenario's owners); anything else is a misdelivery.
+    pub owner: Option<(u64, u64)>,
+}
+
+/// One socket's receipts in the current run.
+pub struct Receipts {
+    expect: Expect,
+    /// Copies received per sequence number (relative to the run's base).
+    counts: Vec<u8>,
+    latencies_us: Vec<u32>,
+    duplicates: u64,
+    misdelivered: u64,
+    errors: u64,
+    last_ns: u64,
+}
+
+impl Receipts {
+    pub fn new(expect: Expect) -> Self {
+        Self {
+            expect,
+            counts: Vec::new(),
+            latencies_us: Vec::new(),
+            duplicates: 0,
+            misdelivered: 0,
+            errors: 0,
+            last_ns: 0,
+        }
+    }
+
+    /// Records a delivery; true when it counts (not a duplicate, not someone else's).
+    fn record(&mut self, seq: u64, latency_ns: u64, arrived_ns: u64) -> bool {
+        if let Some((index, modulus)) = self.expect.owner
+            && seq % modulus != index
+        {
+            self.misdelivered += 1;
+            return false;
+        }
+        let Ok(slot) = usize::try_from(seq) else {
+            return false;
+        };
+        if slot >= self.counts.len() {
+            self.counts.resize(slot + 1, 0);
+        }
+        if self.counts[slot] >= self.expect.copies {
+            self.duplicates += 1;
+            return false;
+        }
+        self.counts[slot] += 1;
+        self.latencies_us
+            .push(u32::try_from(latency_ns / 1_000).unwrap_or(u32::MAX));
+        self.last_ns = self.last_ns.max(arrived_ns);
+        true
+    }
+
+    fn clear(&mut self) {
+        let expect = self.expect;
+        *self = Receipts::new(expect);
+    }
+}
+
+/// What a run's sockets received, summed.
+#[derive(Default)]
+pub struct Tally {
+    pub latencies_us: Vec<u32>,
+    pub duplicates: u64,
+    pub misdelivered: u64,
+    pub errors: u64,
+    /// The last counted arrival (`now_ns` time).
+    pub last_ns: u64,
+}
+
+/// The client sockets of a scenario.
+pub struct Clients {
+    receipts: Vec<Arc<Mutex<Receipts>>>,
+    progress: Arc<Progress>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Clients {
+    pub fn new() -> Self {
+        Self {
+            receipts: Vec::new(),
+            progress: Arc::default(),
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Starts reading `socket`, which has `subscriptions` subscriptions under way; the
+    /// returned receiver fires once they all succeeded.
+    pub fn add(
+        &mut self,
+        socket: Socket,
+        subscriptions: usize,
+        expect: Expect,
+    ) -> tokio::sync::oneshot::Receiver<()> {
+        let receipts = Arc::new(Mutex::new(Receipts::new(expect)));
+        let (ready, is_ready) = tokio::sync::oneshot::channel();
+        self.tasks.push(tokio::spawn(socket.receive(
+            subscriptions,
+            ready,
+            receipts.clone(),
+            self.progress.clone(),
+        )));
+        self.receipts.push(receipts);
+        is_ready
+    }
+
+    pub fn len(&self) -> usize {
+        self.receipts.len()
+    }
+
+    /// Starts a run whose sequence numbers begin at `base`: receipts are cleared.
+    pub fn begin(&self, base: u64) {
+        self.progress.base.store(base, Ordering::Relaxed);
+        for receipts in &self.receipts {
+            receipts.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+        self.progress.delivered.store(0, Ordering::Relaxed);
+    }
+
+    /// Waits until `expected` deliveries were counted, or nothing arrived for `patience`;
+    /// shows progress on long waits.
+    pub async fn wait(&self, expected: u64, patience: Duration) {
+        let started = Instant::now();
+        let mut last = (0, Instant::now());
+        let mut shown = Instant::now();
+        loop {
+            let delivered = self.progress.delivered.load(Ordering::Relaxed);
+            if delivered >= expected {
+                break;
+            }
+            if delivered != last.0 {
+                last = (delivered, Instant::now());
+            } else if last.1.elapsed() > patience {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(3)
+                && shown.elapsed() > Duration::from_secs(2)
+            {
+                eprintln!("  … {delivered} of {expected} deliveries");
+                shown = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Sums every socket's receipts.
+    pub fn tally(&self) -> Tally {
+        let mut tally = Tally::default();
+        for receipts in &self.receipts {
+            let receipts = receipts.lock().unwrap_or_else(|e| e.into_inner());
+            tally.latencies_us.extend_from_slice(&receipts.latencies_us);
+            tally.duplicates += receipts.duplicates;
+            tally.misdelivered += receipts.misdelivered;
+            tally.errors += receipts.errors;
+            tally.last_ns = tally.last_ns.max(receipts.last_ns);
+        }
+        tally
+    }
+}
+
+impl Drop for Clients {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(JoinHandle::abort);
+    }
+}
+
+/// Checks of the wire parsing and the bookkeeping, run by `cargo test` (which runs this
+/// harness-less bench without `--bench`).
+pub fn self_check() {
+    frames_parse_at_every_length_form();
+    receipts_are_scanned_from_escaped_payloads();
+    duplicates_and_misdeliveries_do_not_count();
+}
+
+fn frames_parse_at_every_length_form() {
+    for length in [0, 125, 126, 65_535, 65_536] {
+        let mut data = vec![0x81];
+        match length {
+            0..126 => data.push(length as u8),
+            126..=0xffff => {
+                data.push(126);
+                data.extend_from_slice(&(length as u16).to_be_bytes());
+            }
+            _ => {
+                data.push(127);
+                data.extend_from_slice(&(length as u64).to_be_bytes());
+            }
+        }
+        data.resize(data.len() + length, b'x');
+        let frame = parse_frame(&data).unwrap().expect("complete");
+        assert_eq!((frame.opcode, frame.payload.len()), (OP_TEXT, length));
+        assert_eq!(frame.length, data.len());
+        assert!(parse_frame(&data[..data.len() - 1]).unwrap().is_none());
+    }
+}
+
+fn receipts_are_scanned_from_escaped_payloads() {
+    let markers = Markers::new();
+    let frame = br#"{"event":"tick","channel":"c","data":"{\"seq\":42,\"sent_ns\":123456,\"payload\":\"x\"}"}"#;
+    assert_eq!(markers.receipt(frame), Some((42, 123_456)));
+    assert_eq!(
+        markers.receipt(br#"{"event":"pusher:pong","data":{}}"#),
+        None
+    );
+}
+
+fn duplicates_and_misdeliveries_do_not_count() {
+    let mut receipts = Receipts::new(Expect {
+        copies: 2,
+        owner: Some((1, 3)),
+    });
+    assert!(receipts.record(1, 5_000, 10));
+    assert!(receipts.record(1, 5_000, 11));
+    assert!(!receipts.record(1, 5_000, 12), "a third copy");
+    assert!(!receipts.record(2, 5_000, 12), "another socket's event");
+    assert_eq!((receipts.duplicates, receipts.misdelivered), (1, 1));
+    assert_eq!(receipts.latencies_us, [5, 5]);
+}
