@@ -51,6 +51,7 @@ impl Socket {
     /// Connects from `source` (a loopback address) and upgrades `path` to a WebSocket.
     pub async fn connect(server: SocketAddr, source: Ipv4Addr, path: &str) -> io::Result<Socket> {
         let tcp = TcpSocket::new_v4()?;
+        defer_port_choice(&tcp)?;
         tcp.bind((source, 0).into())?;
         let mut stream = tcp.connect(server).await?;
         stream.set_nodelay(true)?;
@@ -200,6 +201,30 @@ impl Socket {
                 Ok(_) => {}
             }
         }
+    }
+}
+
+/// Lets `connect` choose the source port for its destination (`IP_BIND_ADDRESS_NO_PORT`):
+/// a socket bound to a source address then does not hold a port of its own, and ports left in
+/// TIME_WAIT by an earlier run can be reused.
+fn defer_port_choice(socket: &TcpSocket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: the descriptor is open for the call, and the option's value is the `c_int` the
+    // kernel reads.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

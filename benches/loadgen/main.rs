@@ -42,9 +42,12 @@ struct Options {
     /// Sockets (broadcast, channels), users (velo), connections (idle); repeatable sizes
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     n: Vec<usize>,
-    /// Events per run (broadcast, channels) or writes (velo)
+    /// Events per run (broadcast; channels sends at most 50, each to every channel)
     #[arg(long, default_value_t = 200)]
     events: usize,
+    /// Record writes (velo), one at a time
+    #[arg(long, default_value_t = 2000)]
+    writes: usize,
     /// Events per second for broadcast and channels; without it, saturation then half of it
     #[arg(long)]
     pace: Option<f64>,
@@ -191,23 +194,29 @@ impl Target {
     }
 }
 
-/// Client sockets per loopback source address.
-const SOCKETS_PER_SOURCE: usize = 25_000;
+/// Client sockets per loopback source address (the ephemeral port range holds about 28,000).
+const SOCKETS_PER_SOURCE: usize = 20_000;
 
-/// Lifts this process's open-file limit to its hard limit (each socket is a file).
-fn raise_file_limit() {
+/// Lifts this process's open-file limit to its hard limit (each socket is a file; our own
+/// server inherits it) and returns the limit in effect.
+fn raise_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
     unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
         }
     }
+    limit.rlim_cur
 }
+
+/// Files a run needs besides its sockets (HTTP clients, the runtime, stdio).
+const SPARE_FILES: u64 = 256;
 
 /// Opens `count` sockets; socket `i` subscribes to `channels(i)` (signed by
 /// `auth(socket_id, channel)` for private ones) and expects `expect(i)` of every event. Waits
@@ -454,8 +463,8 @@ struct Plan<'a> {
     channels: &'a [String],
     events: usize,
     per_event: u64,
-    /// A fixed event rate; `None` runs at saturation, then at half the saturated rate (the
-    /// latency a loaded but not overloaded server gives).
+    /// A fixed event rate; `None` runs at saturation, then at half and at a tenth of the
+    /// saturated rate (the latency of a loaded server, and of a lightly loaded one).
     pace: Option<f64>,
 }
 
@@ -478,18 +487,15 @@ async fn runs(target: &Target, clients: &Clients, plan: Plan<'_>) -> Vec<Report>
         )];
     }
     let (run, expected, rate) = blast(target, clients, blast_at(None, 0)).await;
-    let saturated = report(plan.scenario, plan.n, expected, run, "saturation");
-    let half = rate / 2.0;
-    let second = blast_at(Some(half), plan.events as u64);
-    let (run, expected, _) = blast(target, clients, second).await;
-    let paced = report(
-        plan.scenario,
-        plan.n,
-        expected,
-        run,
-        &format!("paced at 50% ({half:.0} events/s)"),
-    );
-    vec![saturated, paced]
+    let mut reports = vec![report(plan.scenario, plan.n, expected, run, "saturation")];
+    for (share, name) in [(0.5, "50%"), (0.1, "10%")] {
+        let paced = rate * share;
+        let base = reports.len() as u64 * plan.events as u64;
+        let (run, expected, _) = blast(target, clients, blast_at(Some(paced), base)).await;
+        let note = format!("paced at {name} ({paced:.0} events/s)");
+        reports.push(report(plan.scenario, plan.n, expected, run, &note));
+    }
+    reports
 }
 
 async fn broadcast(target: &Target, n: usize, events: usize, pace: Option<f64>) -> Vec<Report> {
@@ -698,7 +704,7 @@ fn main() {
         );
         return;
     }
-    raise_file_limit();
+    let file_limit = raise_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(options.threads)
         .enable_all()
@@ -709,6 +715,19 @@ fn main() {
     runtime.block_on(async {
         for scenario in &options.scenario {
             for &n in &options.n {
+                let sockets = if matches!(scenario.as_str(), "subscribe") {
+                    0
+                } else {
+                    n as u64
+                };
+                if sockets + SPARE_FILES > file_limit {
+                    eprintln!(
+                        "!!! {scenario} n={n} skipped: it needs {} open files and this process may \
+                         hold {file_limit} (the hard limit; raise it with `ulimit -Hn` as root)",
+                        sockets + SPARE_FILES
+                    );
+                    continue;
+                }
                 // Our own server starts fresh for every run, so one run's memory and state do
                 // not colour the next (RSS deltas above all).
                 let own = options.target.is_none().then(|| OwnServer::start(&options));
@@ -731,7 +750,7 @@ fn main() {
                 let results = match scenario.as_str() {
                     "broadcast" => broadcast(&target, n, options.events, options.pace).await,
                     "channels" => channels(&target, n, options.events, options.pace).await,
-                    "velo" => vec![velo(&target, &options, n, options.events).await],
+                    "velo" => vec![velo(&target, &options, n, options.writes).await],
                     "idle" => vec![idle(&target, n).await],
                     "subscribe" => vec![subscribe_rate(&target, n * 10).await],
                     other => panic!("unknown scenario {other}"),
@@ -756,10 +775,14 @@ fn main() {
     println!("results: {}", options.json);
 }
 
-/// Deliveries/s and p99 latency against N, per scenario at saturation, as SVG.
+/// Deliveries/s at saturation and p99 latency at half that rate, against N, as SVG.
 fn plot(reports: &[Report], path: &str) {
     use plotters::prelude::*;
     let saturated: Vec<&Report> = reports.iter().filter(|r| r.note == "saturation").collect();
+    let half: Vec<&Report> = reports
+        .iter()
+        .filter(|r| r.note.starts_with("paced at 50%"))
+        .collect();
     if saturated.is_empty() {
         return;
     }
@@ -767,21 +790,17 @@ fn plot(reports: &[Report], path: &str) {
     let _ = root.fill(&WHITE);
     let (left, right) = root.split_horizontally(450);
     let max_n = saturated.iter().map(|r| r.n).max().unwrap_or(1) as f64;
-    let max_rate = saturated
-        .iter()
-        .map(|r| r.deliveries_per_sec)
-        .fold(1.0, f64::max);
-    let max_p99 = saturated
-        .iter()
-        .map(|r| r.p99_ms)
-        .filter(|p| p.is_finite())
-        .fold(1.0, f64::max);
     let scenarios = ["broadcast", "channels"];
     let colors = [RED, BLUE];
     let draw = |area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
                 title: &str,
-                top: f64,
+                runs: &[&Report],
                 value: &dyn Fn(&Report) -> f64| {
+        let top = runs
+            .iter()
+            .map(|r| value(r))
+            .filter(|v| v.is_finite())
+            .fold(1.0, f64::max);
         let Ok(mut chart) = ChartBuilder::on(area)
             .caption(title, ("sans-serif", 18))
             .margin(12)
@@ -793,7 +812,7 @@ fn plot(reports: &[Report], path: &str) {
         };
         let _ = chart.configure_mesh().x_desc("N (sockets)").draw();
         for (scenario, color) in scenarios.iter().zip(colors) {
-            let points: Vec<(f64, f64)> = saturated
+            let points: Vec<(f64, f64)> = runs
                 .iter()
                 .filter(|r| r.scenario == *scenario)
                 .map(|r| (r.n as f64, value(r)))
@@ -811,10 +830,10 @@ fn plot(reports: &[Report], path: &str) {
         }
         let _ = chart.configure_series_labels().border_style(BLACK).draw();
     };
-    draw(&left, "deliveries/s at saturation", max_rate, &|r| {
+    draw(&left, "deliveries/s at saturation", &saturated, &|r| {
         r.deliveries_per_sec
     });
-    draw(&right, "p99 latency at saturation (ms)", max_p99, &|r| {
+    draw(&right, "p99 latency (ms) at 50% of it", &half, &|r| {
         r.p99_ms
     });
     let _ = root.present();
