@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poem::Server;
+use poem::http::uri::Scheme;
 use poem::listener::{Acceptor, TcpAcceptor};
+use poem::web::{LocalAddr, RemoteAddr};
 use tokio::net::TcpListener;
 
 use crate::api::{self, App};
@@ -55,7 +57,7 @@ pub async fn run(
     ));
     let engine = Engine::start(&config, store.clone(), driver.clone()).await?;
     let routes = api::routes(App::new(engine, driver.clone(), &config), &config);
-    let acceptor = TcpAcceptor::from_tokio(listener)?;
+    let acceptor = PatientAcceptor::new(TcpAcceptor::from_tokio(listener)?);
     let address = acceptor
         .local_addr()
         .first()
@@ -85,3 +87,70 @@ pub async fn run(
 
 /// How long shutdown waits for WebSocket connections to close.
 const SOCKETS_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// How long the listener pauses after accepting failed for want of resources.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Accepts connections, pausing when the process is out of file descriptors or memory.
+///
+/// poem tries again at once when `accept` fails; at the open-file limit (EMFILE) every try fails
+/// immediately, so the listener would spin a core and starve the connections already open. Here
+/// it waits [`ACCEPT_BACKOFF`] between tries (waiting clients stay in the kernel's backlog) and
+/// logs once when it starts failing and once when it recovers.
+struct PatientAcceptor {
+    inner: TcpAcceptor,
+    failing: bool,
+}
+
+impl PatientAcceptor {
+    fn new(inner: TcpAcceptor) -> Self {
+        Self {
+            inner,
+            failing: false,
+        }
+    }
+
+    /// Errors that say the process is out of a resource, so trying again at once would fail.
+    fn out_of_resources(error: &std::io::Error) -> bool {
+        const ENOMEM: i32 = 12;
+        const ENFILE: i32 = 23;
+        const EMFILE: i32 = 24;
+        const ENOBUFS: i32 = 105;
+        matches!(
+            error.raw_os_error(),
+            Some(ENOMEM | ENFILE | EMFILE | ENOBUFS)
+        )
+    }
+}
+
+impl Acceptor for PatientAcceptor {
+    type Io = <TcpAcceptor as Acceptor>::Io;
+
+    fn local_addr(&self) -> Vec<LocalAddr> {
+        self.inner.local_addr()
+    }
+
+    async fn accept(&mut self) -> std::io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
+        loop {
+            match self.inner.accept().await {
+                Ok(accepted) => {
+                    if std::mem::take(&mut self.failing) {
+                        tracing::info!("accepting connections again");
+                    }
+                    return Ok(accepted);
+                }
+                Err(error) if Self::out_of_resources(&error) => {
+                    if !std::mem::replace(&mut self.failing, true) {
+                        tracing::warn!(
+                            %error,
+                            "cannot accept connections (open-file limit?): new clients wait until some close"
+                        );
+                    }
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+                // A connection that failed before it was accepted (reset, aborted): next one.
+                Err(error) => tracing::debug!(%error, "accept failed"),
+            }
+        }
+    }
+}

@@ -523,6 +523,51 @@ async fn a_slow_consumer_is_cut_off_without_slowing_the_others() {
     );
 }
 
+/// At the process's open-file limit the listener waits instead of spinning: connections already
+/// open are served, and new ones are accepted once some close.
+#[tokio::test]
+async fn the_listener_waits_at_the_open_file_limit() {
+    let server = Server::start(COLLECTIONS);
+    let (mut socket, _) = connect(&server).await;
+    server.limit_open_files(64);
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        // Completed by the kernel's backlog even when the server cannot accept them.
+        held.push(
+            tokio::net::TcpStream::connect(server.base.trim_start_matches("http://"))
+                .await
+                .expect("a TCP connection"),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = server.cpu_seconds();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spent = server.cpu_seconds() - before;
+    assert!(
+        spent < 1.0,
+        "{spent:.2} s of CPU in 2 s at the file limit: the listener spins"
+    );
+    assert!(server.logged(&["cannot accept connections"]));
+    send(&mut socket, json!({"event": "pusher:ping", "data": {}})).await;
+    assert_eq!(frame(&mut socket).await["event"], "pusher:pong");
+
+    drop(held);
+    let accepting = support::eventually(Duration::from_secs(10), || async {
+        let reply = server
+            .request(Method::GET, "/api/collections")
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        reply.is_ok_and(|reply| reply.status() != StatusCode::INTERNAL_SERVER_ERROR)
+    })
+    .await;
+    assert!(
+        accepting,
+        "no request was answered after connections closed"
+    );
+    assert!(server.logged(&["accepting connections again"]));
+}
+
 #[tokio::test]
 async fn shutdown_tells_clients_to_reconnect() {
     let mut server = Server::start(COLLECTIONS);

@@ -132,6 +132,30 @@ impl Server {
         self.base = base;
     }
 
+    /// Lowers the running server's open-file limit (soft and hard) with `prlimit`.
+    pub fn limit_open_files(&self, files: u32) {
+        let limit = format!("--nofile={files}:{files}");
+        let set = Command::new("prlimit")
+            .args(["--pid", &self.child.id().to_string(), &limit])
+            .status()
+            .expect("prlimit (util-linux) runs");
+        assert!(set.success(), "prlimit failed");
+    }
+
+    /// CPU seconds (user + system) the server has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("the server's /proc stat");
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .expect("a stat line")
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / 100.0
+    }
+
     /// The sled database's main file.
     pub fn database_file(&self) -> PathBuf {
         self.data_dir().join("db").join("db")
