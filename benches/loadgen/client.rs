@@ -179,6 +179,11 @@ impl Socket {
                                 counted += u64::from(receipts.record(seq - base, latency, arrived));
                             }
                             Some(_) => {}
+                            // The server's keep-alive: a socket that does not answer is
+                            // closed (4201), as a real client's would be.
+                            None if markers.ping(payload) => {
+                                pongs.push(client_frame(OP_TEXT, PUSHER_PONG.as_bytes()))
+                            }
                             None if markers.error(payload) => receipts.errors += 1,
                             None => {}
                         },
@@ -302,7 +307,11 @@ struct Markers {
     sent: memmem::Finder<'static>,
     succeeded: memmem::Finder<'static>,
     error: memmem::Finder<'static>,
+    ping: memmem::Finder<'static>,
 }
+
+/// The answer to the server's `pusher:ping`.
+const PUSHER_PONG: &str = r#"{"event":"pusher:pong","data":{}}"#;
 
 impl Markers {
     fn new() -> Self {
@@ -312,11 +321,16 @@ impl Markers {
             sent: memmem::Finder::new(br#"sent_ns\":"#),
             succeeded: memmem::Finder::new(b"subscription_succeeded"),
             error: memmem::Finder::new(b"error"),
+            ping: memmem::Finder::new(b"\"pusher:ping\""),
         }
     }
 
     fn succeeded(&self, frame: &[u8]) -> bool {
         self.succeeded.find(frame).is_some()
+    }
+
+    fn ping(&self, frame: &[u8]) -> bool {
+        self.ping.find(frame).is_some()
     }
 
     /// `pusher:error` or `pusher:subscription_error`.
@@ -563,6 +577,8 @@ fn receipts_are_scanned_from_escaped_payloads() {
         markers.receipt(br#"{"event":"pusher:pong","data":{}}"#),
         None
     );
+    assert!(markers.ping(br#"{"event":"pusher:ping","data":"{}"}"#));
+    assert!(!markers.ping(br#"{"event":"pusher:pong","data":"{}"}"#));
 }
 
 fn duplicates_and_misdeliveries_do_not_count() {

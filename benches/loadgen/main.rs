@@ -218,6 +218,9 @@ fn raise_file_limit() -> u64 {
 /// Files a run needs besides its sockets (HTTP clients, the runtime, stdio).
 const SPARE_FILES: u64 = 256;
 
+/// How long opening one socket may take, from connect to `pusher:connection_established`.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Opens `count` sockets; socket `i` subscribes to `channels(i)` (signed by
 /// `auth(socket_id, channel)` for private ones) and expects `expect(i)` of every event. Waits
 /// (bounded) until every subscription succeeded.
@@ -242,15 +245,20 @@ async fn sockets(
         }
         // Past one source address's ephemeral ports, use 127.0.0.2, .3, ...
         let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + (i / SOCKETS_PER_SOURCE) as u8);
-        let mut socket = Socket::connect(server, source, &path)
-            .await
-            .unwrap_or_else(|error| panic!("socket {i} of {count}: {error}"));
-        let hello = socket
-            .next_text()
-            .await
-            .ok()
-            .flatten()
-            .expect("pusher:connection_established");
+        let opened = tokio::time::timeout(SETUP_TIMEOUT, async {
+            let mut socket = Socket::connect(server, source, &path).await?;
+            let hello = socket.next_text().await?;
+            Ok::<_, std::io::Error>((socket, hello))
+        })
+        .await;
+        let (mut socket, hello) = match opened {
+            Ok(Ok((socket, Some(hello)))) => (socket, hello),
+            Ok(Ok((_, None))) => panic!("socket {i} of {count}: closed before the handshake"),
+            Ok(Err(error)) => panic!("socket {i} of {count}: {error}"),
+            Err(_) => panic!(
+                "socket {i} of {count}: no pusher:connection_established in {SETUP_TIMEOUT:?}"
+            ),
+        };
         let hello: Value = serde_json::from_str(&hello).expect("a JSON frame");
         let data: Value =
             serde_json::from_str(hello["data"].as_str().unwrap_or("{}")).expect("connection data");
@@ -399,6 +407,10 @@ fn report(scenario: &str, n: usize, expected: u64, run: Run, note: &str) -> Repo
     }
 }
 
+/// About how long a paced run may take (its events are cut to fit), and the fewest it sends.
+const PACED_RUN: Duration = Duration::from_secs(20);
+const MIN_PACED_EVENTS: usize = 5;
+
 /// How long a run waits for deliveries once nothing arrives any more.
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -491,7 +503,11 @@ async fn runs(target: &Target, clients: &Clients, plan: Plan<'_>) -> Vec<Report>
     for (share, name) in [(0.5, "50%"), (0.1, "10%")] {
         let paced = rate * share;
         let base = reports.len() as u64 * plan.events as u64;
-        let (run, expected, _) = blast(target, clients, blast_at(Some(paced), base)).await;
+        // A slow pace sends fewer events, so that no run takes much over `PACED_RUN`.
+        let events = (plan.events as f64).min((paced * PACED_RUN.as_secs_f64()).ceil());
+        let mut paced_blast = blast_at(Some(paced), base);
+        paced_blast.events = (events as usize).max(MIN_PACED_EVENTS);
+        let (run, expected, _) = blast(target, clients, paced_blast).await;
         let note = format!("paced at {name} ({paced:.0} events/s)");
         reports.push(report(plan.scenario, plan.n, expected, run, &note));
     }
@@ -744,7 +760,10 @@ fn main() {
                     app: AppCredentials::new(&options.app_id, &options.key, &options.secret),
                     key: options.key.clone(),
                     pid: options.pid.or(own.as_ref().map(|server| server.child.id())),
-                    http: reqwest::Client::new(),
+                    http: reqwest::Client::builder()
+                        .timeout(Duration::from_secs(30))
+                        .build()
+                        .expect("an HTTP client"),
                     base,
                 };
                 let results = match scenario.as_str() {
