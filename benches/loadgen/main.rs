@@ -9,11 +9,13 @@
 //!     --pid 4242 --scenario broadcast,channels,idle   # another Pusher server
 //! ```
 //!
-//! Each scenario reports deliveries/s, end-to-end latency percentiles (the send time travels in
-//! the payload as a sequence number the generator maps back), missing deliveries (loudly), and,
-//! given the server's pid, its CPU time per delivery (`/proc/<pid>/stat`, independent of how
-//! fast the generator is) and RSS. Results go to `target/loadgen.json` too. Every wait is
-//! bounded; targets must be on 127.0.0.0/8.
+//! Each scenario reports deliveries/s; end-to-end latency percentiles, exact over every
+//! delivery (the payload carries its send time, `sent_ns`, and a sequence number); missing,
+//! duplicated and misdelivered events and `pusher:error`s (loudly); given the server's pid, its
+//! CPU time per delivery (`/proc/<pid>/stat`, independent of how fast the generator is) and RSS;
+//! and the generator's own CPU per delivery. A summary table ends the run; results go to
+//! `target/loadgen.json` and a plot to `target/loadgen.svg`. Every wait is bounded; targets must
+//! be on 127.0.0.0/8. `cargo test` runs this file without `--bench`: it then checks its client.
 
 mod client;
 
