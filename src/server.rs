@@ -91,7 +91,12 @@ const SOCKETS_CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How long the listener pauses after accepting failed for want of resources.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Accepts connections, pausing when the process is out of file descriptors or memory.
+/// Accepts connections with `TCP_NODELAY`, pausing when the process is out of file descriptors
+/// or memory.
+///
+/// `TCP_NODELAY`: the writers already gather frames into one write, so Nagle's algorithm only
+/// held a frame back until the client's delayed ACK (up to 40 ms on Linux). Measured at
+/// broadcast N=1k, 600 events/s: p99 47 ms with Nagle, 17–23 ms without.
 ///
 /// poem tries again at once when `accept` fails; at the open-file limit (EMFILE) every try fails
 /// immediately, so the listener would spin a core and starve the connections already open. Here
@@ -137,6 +142,9 @@ impl Acceptor for PatientAcceptor {
                     if std::mem::take(&mut self.failing) {
                         tracing::info!("accepting connections again");
                     }
+                    if let Err(error) = accepted.0.set_nodelay(true) {
+                        tracing::debug!(%error, "TCP_NODELAY not set");
+                    }
                     return Ok(accepted);
                 }
                 Err(error) if Self::out_of_resources(&error) => {
@@ -152,5 +160,20 @@ impl Acceptor for PatientAcceptor {
                 Err(error) => tracing::debug!(%error, "accept failed"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_send_without_delay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut acceptor = PatientAcceptor::new(TcpAcceptor::from_tokio(listener).unwrap());
+        let _client = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (stream, ..) = acceptor.accept().await.unwrap();
+        assert!(stream.nodelay().unwrap());
     }
 }
