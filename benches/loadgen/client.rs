@@ -149,18 +149,20 @@ impl Socket {
         loop {
             let mut pongs = Vec::new();
             let mut counted = 0;
+            let mut ended = false;
             {
                 let arrived = now_ns();
                 let base = progress.base.load(Ordering::Relaxed);
                 let mut receipts = receipts.lock().unwrap_or_else(|e| e.into_inner());
-                loop {
+                while !ended {
                     let frame = match parse_frame(&self.buffer[self.parsed..]) {
                         Ok(Some(frame)) => frame,
                         Ok(None) => break,
                         Err(error) => {
                             eprintln!("socket dropped: {error}");
                             receipts.errors += 1;
-                            return;
+                            ended = true;
+                            continue;
                         }
                     };
                     let start = self.parsed;
@@ -188,13 +190,16 @@ impl Socket {
                             None => {}
                         },
                         OP_PING => pongs.push(client_frame(OP_PONG, payload)),
-                        OP_CLOSE => return,
+                        OP_CLOSE => ended = true,
                         _ => {}
                     }
                 }
             }
             if counted > 0 {
                 progress.delivered.fetch_add(counted, Ordering::Relaxed);
+            }
+            if ended {
+                return;
             }
             for pong in pongs {
                 if self.stream.write_all(&pong).await.is_err() {
