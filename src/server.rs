@@ -91,8 +91,8 @@ const SOCKETS_CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How long the listener pauses after accepting failed for want of resources.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Accepts connections with `TCP_NODELAY`, pausing when the process is out of file descriptors
-/// or memory.
+/// Accepts connections with `TCP_NODELAY`, pausing when accepting fails for want of file
+/// descriptors, memory or buffers.
 ///
 /// `TCP_NODELAY`: the writers already gather frames into one write, so Nagle's algorithm only
 /// held a frame back until the client's delayed ACK (up to 40 ms on Linux). Measured at
@@ -115,15 +115,13 @@ impl PatientAcceptor {
         }
     }
 
-    /// Errors that say the process is out of a resource, so trying again at once would fail.
-    fn out_of_resources(error: &std::io::Error) -> bool {
-        const ENOMEM: i32 = 12;
-        const ENFILE: i32 = 23;
-        const EMFILE: i32 = 24;
-        const ENOBUFS: i32 = 105;
+    /// Errors of one connection that failed before it was accepted: the next may succeed at
+    /// once. Any other (out of files, of memory, of buffers) would fail again at once.
+    fn connection_failed(error: &std::io::Error) -> bool {
+        use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted};
         matches!(
-            error.raw_os_error(),
-            Some(ENOMEM | ENFILE | EMFILE | ENOBUFS)
+            error.kind(),
+            ConnectionAborted | ConnectionReset | Interrupted
         )
     }
 }
@@ -147,7 +145,10 @@ impl Acceptor for PatientAcceptor {
                     }
                     return Ok(accepted);
                 }
-                Err(error) if Self::out_of_resources(&error) => {
+                Err(error) if Self::connection_failed(&error) => {
+                    tracing::debug!(%error, "accept failed");
+                }
+                Err(error) => {
                     if !std::mem::replace(&mut self.failing, true) {
                         tracing::warn!(
                             %error,
@@ -156,8 +157,6 @@ impl Acceptor for PatientAcceptor {
                     }
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
-                // A connection that failed before it was accepted (reset, aborted): next one.
-                Err(error) => tracing::debug!(%error, "accept failed"),
             }
         }
     }
