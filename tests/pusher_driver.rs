@@ -146,11 +146,9 @@ async fn events_travel_through_the_external_service() {
     assert!(data["record"]["id"].is_string() && data["record"].get("body").is_none());
     nothing_more(&mut active).await;
 
-    let metrics = a.metrics().await;
-    assert!(
-        metrics.lines().any(|l| l == "velo_pusher_sent_total 4"),
-        "{metrics}"
-    );
+    if let Err(metrics) = a.wait_for_metrics(&["velo_pusher_sent_total 4"]).await {
+        panic!("{metrics}");
+    }
 }
 
 #[tokio::test]
@@ -180,11 +178,9 @@ async fn events_that_outlive_the_retry_window_are_dropped_and_counted() {
     .await;
     b.signal("CONT");
     assert!(dropped, "the drop is logged");
-    let metrics = a.metrics().await;
-    assert!(
-        metrics.lines().any(|l| l == "velo_pusher_dropped_total 1"),
-        "{metrics}"
-    );
+    if let Err(metrics) = a.wait_for_metrics(&["velo_pusher_dropped_total 1"]).await {
+        panic!("{metrics}");
+    }
     // A gave up on it; a paused service may still act on the request it had received (A
     // cannot know), so the dropped event may or may not arrive. A goes on with the next ones.
     create(&a, "posts", None, json!({"n": "after"})).await;

@@ -488,7 +488,7 @@ async fn a_slow_consumer_is_cut_off_without_slowing_the_others() {
         assert!(caught_up, "every reader got all {published} events");
     }
     assert!(
-        server.logged(&["closing a slow consumer"]),
+        server.wait_for_log(&["closing a slow consumer"]).await,
         "the stuck client was cut off within {MAX_EVENTS} events"
     );
     let body = json!({"name": "done", "channel": "firehose", "data": "{}"});
@@ -547,7 +547,7 @@ async fn the_listener_waits_at_the_open_file_limit() {
         spent < 1.0,
         "{spent:.2} s of CPU in 2 s at the file limit: the listener spins"
     );
-    assert!(server.logged(&["cannot accept connections"]));
+    assert!(server.wait_for_log(&["cannot accept connections"]).await);
     send(&mut socket, json!({"event": "pusher:ping", "data": {}})).await;
     assert_eq!(frame(&mut socket).await["event"], "pusher:pong");
 
@@ -565,7 +565,7 @@ async fn the_listener_waits_at_the_open_file_limit() {
         accepting,
         "no request was answered after connections closed"
     );
-    assert!(server.logged(&["accepting connections again"]));
+    assert!(server.wait_for_log(&["accepting connections again"]).await);
 }
 
 #[tokio::test]
@@ -589,7 +589,7 @@ async fn shutdown_tells_clients_to_reconnect() {
     assert_eq!(read(&mut socket).await, Read::Closed(Some(4200)));
     let (clean, mut server) = exited.await.unwrap();
     assert!(clean, "SIGTERM is a clean exit");
-    assert!(server.logged(&["stopped"]));
+    assert!(server.wait_for_log(&["stopped"]).await);
     server.kill_and_restart();
     assert_eq!(
         server.ping(None, &channel).await.status,

@@ -191,11 +191,34 @@ impl Server {
         self.child.wait().expect("the server exits").success()
     }
 
-    /// Whether some logged line contains every one of `parts`.
+    /// Whether some line logged so far contains every one of `parts`. The log is read by
+    /// another thread: to assert that something was logged, use [`Server::wait_for_log`].
     pub fn logged(&self, parts: &[&str]) -> bool {
         let log = self.log.lock().expect("the log lock");
         log.iter()
             .any(|line| parts.iter().all(|part| line.contains(part)))
+    }
+
+    /// Waits (up to 10 s) until some logged line contains every one of `parts`.
+    pub async fn wait_for_log(&self, parts: &[&str]) -> bool {
+        eventually(Duration::from_secs(10), || async { self.logged(parts) }).await
+    }
+
+    /// Waits (up to 10 s) until `/metrics` has every one of `lines`; the text last read when
+    /// one is still missing. Counters are updated by the server's tasks after the effects a
+    /// test can see (a frame may arrive before its delivery is counted).
+    pub async fn wait_for_metrics(&self, lines: &[&str]) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.metrics().await;
+            if lines.iter().all(|line| text.lines().any(|l| l == *line)) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(text);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn token(&self, sub: &str, claims: Value, ttl_secs: Option<u64>) -> String {

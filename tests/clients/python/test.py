@@ -67,6 +67,15 @@ def expect(events, what, timeout=10):
         raise AssertionError(f"timed out waiting for {what}")
 
 
+def wait_until_occupied(channel_name, timeout=10):
+    """Waits until the server has a socket on the channel: events triggered after that reach it."""
+    deadline = time.monotonic() + timeout
+    while not server.channel_info(channel_name)["occupied"]:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nobody subscribed to {channel_name} within {timeout} s")
+        time.sleep(0.05)
+
+
 def public_channel():
     subscription = subscribe("posts", filter="status = 'active'")
     assert subscription["is_public"] is True
@@ -74,8 +83,8 @@ def public_channel():
     channel = client.subscribe(subscription["channel_name"])
     events = queue.Queue()
     channel.bind("hello", lambda data: events.put(json.loads(data)))
-    # Give the subscription a moment to be confirmed, then trigger: excluded first, then not.
-    time.sleep(0.5)
+    # Once the subscription is in place, trigger: excluded first, then not.
+    wait_until_occupied(subscription["channel_name"])
     server.trigger(subscription["channel_name"], "hello", {"n": 1}, socket_id=socket_id)
     server.trigger(subscription["channel_name"], "hello", {"n": 2})
     assert expect(events, "the second event") == {"n": 2}, "the excluded event came first"
@@ -93,7 +102,7 @@ def private_channel():
     channel = client.subscribe(channel_name)
     events = queue.Queue()
     channel.bind("created", lambda data: events.put(json.loads(data)))
-    time.sleep(0.5)
+    wait_until_occupied(channel_name)
     server.trigger(channel_name, "created", {"action": "created", "record": {"id": "r1"}})
     assert expect(events, "the created event") == {"action": "created", "record": {"id": "r1"}}
     client.disconnect(timeout=2)
@@ -125,7 +134,7 @@ def records_flow():
     events = queue.Queue()
     for name in ("created", "updated", "deleted"):
         channel.bind(name, lambda data, name=name: events.put((name, json.loads(data))))
-    time.sleep(0.5)
+    wait_until_occupied(subscription["channel_name"])
     post = write("POST", "/api/collections/posts/records", body={"status": "active", "title": "Hello World"})
     assert expect(events, "created") == ("created", {"action": "created", "record": post})
     write("POST", "/api/collections/posts/records", body={"status": "draft", "title": "WIP"})
