@@ -22,9 +22,11 @@ pub enum Identity {
 /// A user authenticated by a JWT.
 #[derive(Clone, Debug, PartialEq)]
 pub struct User {
-    /// `@request.auth.id`: the `id` claim, else `sub`. Never empty.
+    /// The user's one id (DESIGN.md §15): the `id` claim when it is a non-empty string or an
+    /// integer, else `sub` under the same condition. Never empty. Ownership, channel
+    /// authorization and rules (`@request.auth.id`) all use this.
     pub id: String,
-    /// Every claim of the token, as `@request.auth` sees them (`id` filled in from `sub`).
+    /// Every claim of the token, as `@request.auth` sees them, with `id` set to the user's id.
     pub claims: Map<String, Value>,
     /// The token's `exp` (seconds since the epoch), if it has one.
     pub expires_at: Option<u64>,
@@ -50,7 +52,11 @@ pub enum AuthError {
     InvalidToken(String),
     #[error("the token has expired")]
     Expired,
-    #[error("the token has no `sub` or `id` claim to identify its user")]
+    #[error("the token is not valid yet (`nbf` is in the future)")]
+    NotYetValid,
+    #[error(
+        "the token has no `id` or `sub` claim (a non-empty string or an integer) to identify its user"
+    )]
     NoSubject,
 }
 
@@ -96,28 +102,37 @@ impl Authenticator {
         validation.leeway = 0;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.decoding, &validation)
             .map_err(|error| AuthError::InvalidToken(error.to_string()))?;
-        let claims = data.claims;
-        let expires_at = match claims.get("exp") {
-            None => None,
-            Some(exp) => Some(exp.as_u64().ok_or_else(|| {
-                AuthError::InvalidToken("`exp` is not a number of seconds".into())
-            })?),
+        let mut claims = data.claims;
+        let seconds = |name: &str| match claims.get(name) {
+            None => Ok(None),
+            Some(value) => value.as_u64().map(Some).ok_or_else(|| {
+                AuthError::InvalidToken(format!("`{name}` is not a number of seconds"))
+            }),
         };
-        if expires_at.is_some_and(|exp| exp <= now_secs()) {
+        let expires_at = seconds("exp")?;
+        let not_before = seconds("nbf")?;
+        let now = now_secs();
+        if expires_at.is_some_and(|exp| exp <= now) {
             return Err(AuthError::Expired);
         }
-        let id = ["id", "sub"]
+        if not_before.is_some_and(|nbf| nbf > now) {
+            return Err(AuthError::NotYetValid);
+        }
+        let (id, id_claim) = ["id", "sub"]
             .iter()
             .find_map(|name| match claims.get(*name) {
-                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-                Some(Value::Number(n)) => Some(n.to_string()),
+                Some(Value::String(s)) if !s.is_empty() => {
+                    Some((s.clone(), Value::String(s.clone())))
+                }
+                Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
+                    Some((n.to_string(), Value::Number(n.clone())))
+                }
                 _ => None,
             })
             .ok_or(AuthError::NoSubject)?;
-        let mut claims = claims;
-        claims
-            .entry("id")
-            .or_insert_with(|| Value::String(id.clone()));
+        // Rules see the same id the subscription's owner has (an `"id": ""` or `null` claim
+        // would otherwise make `@request.auth.id` disagree with the owner).
+        claims.insert("id".into(), id_claim);
         Ok(User {
             id,
             claims,
@@ -207,6 +222,71 @@ mod tests {
             token_without_signature(&auth.mint("u1", Map::new(), None))
         );
         assert!(auth.identify(Some(&unsigned)).is_err());
+    }
+
+    fn signed(claims: Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"jwt-secret").unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn user(claims: Value) -> Result<Arc<User>, AuthError> {
+        match authenticator().identify(Some(&signed(claims)))? {
+            Identity::User(user) => Ok(user),
+            other => panic!("a token identifies a user, not {other:?}"),
+        }
+    }
+
+    #[test]
+    fn not_before_is_honoured_like_expiry() {
+        let now = now_secs();
+        assert_eq!(
+            user(json!({"sub": "u1", "nbf": now + 86_400})),
+            Err(AuthError::NotYetValid),
+            "valid from tomorrow"
+        );
+        assert!(user(json!({"sub": "u1", "nbf": now})).is_ok());
+        assert!(user(json!({"sub": "u1", "nbf": now - 60, "exp": now + 60})).is_ok());
+        assert!(matches!(
+            user(json!({"sub": "u1", "nbf": "tomorrow"})),
+            Err(AuthError::InvalidToken(_))
+        ));
+    }
+
+    #[test]
+    fn a_user_has_one_id_for_ownership_and_rules() {
+        for (claims, id, auth_id) in [
+            (json!({"sub": "alice", "id": ""}), "alice", json!("alice")),
+            (json!({"sub": "alice", "id": null}), "alice", json!("alice")),
+            (json!({"sub": "alice", "id": 1.5}), "alice", json!("alice")),
+            (
+                json!({"sub": "alice", "id": {"x": 1}}),
+                "alice",
+                json!("alice"),
+            ),
+            (json!({"sub": "alice", "id": "a1"}), "a1", json!("a1")),
+            (
+                json!({"id": 9007199254740993u64}),
+                "9007199254740993",
+                json!(9007199254740993u64),
+            ),
+            (json!({"sub": 42}), "42", json!(42)),
+        ] {
+            let user = user(claims.clone()).unwrap();
+            assert_eq!(user.id, id, "{claims}");
+            assert_eq!(user.claims["id"], auth_id, "{claims}: @request.auth.id");
+        }
+        for claims in [
+            json!({"sub": "", "id": ""}),
+            json!({"id": null}),
+            json!({"sub": true}),
+            json!({"id": -0.5}),
+        ] {
+            assert_eq!(user(claims.clone()), Err(AuthError::NoSubject), "{claims}");
+        }
     }
 
     fn token_without_signature(token: &str) -> &str {

@@ -110,7 +110,10 @@ impl From<EngineError> for ApiError {
 impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> Self {
         match error {
-            AuthError::InvalidToken(_) | AuthError::Expired | AuthError::NoSubject => {
+            AuthError::InvalidToken(_)
+            | AuthError::Expired
+            | AuthError::NotYetValid
+            | AuthError::NoSubject => {
                 ApiError::Unauthorized(body(format!("Unauthenticated: {error}.")))
             }
         }
