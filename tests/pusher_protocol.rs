@@ -681,3 +681,22 @@ async fn client_events_are_refused_unless_enabled() {
     }
     assert!(limited, "the rate limit answered 4301");
 }
+
+#[tokio::test]
+async fn a_frame_too_large_to_read_is_answered_before_the_close() {
+    let server = Server::start(COLLECTIONS);
+    let (mut socket, _) = connect(&server).await;
+    // Over the 256 KiB that can be read at all (not just over the 10 KB message limit).
+    let huge = "x".repeat(300 << 10);
+    send(&mut socket, json!({"event": "pusher:ping", "data": huge})).await;
+    let error = frame(&mut socket).await;
+    assert_eq!(
+        (error["event"].as_str(), error["data"]["code"].as_u64()),
+        (Some("pusher:error"), Some(4301)),
+        "{error}"
+    );
+    assert_eq!(read(&mut socket).await, Read::Closed(Some(1009)));
+    let (mut other, _) = connect(&server).await;
+    send(&mut other, json!({"event": "pusher:ping", "data": {}})).await;
+    assert_eq!(frame(&mut other).await["event"], "pusher:pong");
+}

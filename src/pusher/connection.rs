@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::Driver;
 use super::hub::{Connection, Outbound};
@@ -142,6 +142,16 @@ impl Session<'_> {
                     awaiting_pong = true;
                     self.send(frames::ping());
                     continue;
+                }
+                Ok(Some(Err(WsError::Capacity(error)))) => {
+                    // The frame cannot be read past: say why before the connection ends.
+                    self.connection
+                        .close(
+                            Code::ClientLimit,
+                            format!("Message too large to read ({error}); the connection closes"),
+                        )
+                        .await;
+                    return;
                 }
                 Ok(None) | Ok(Some(Err(_))) => return,
                 Ok(Some(Ok(message))) => message,
@@ -382,7 +392,7 @@ async fn write(
             let frames = [
                 Message::Text(Utf8Bytes::from(frames::error(Some(code), &message))),
                 Message::Close(Some(CloseFrame {
-                    code: CloseCode::from(code.as_u16()),
+                    code: CloseCode::from(code.close_code()),
                     reason: Utf8Bytes::from(message),
                 })),
             ];

@@ -51,8 +51,9 @@ pub struct Limits {
     pub client_events: bool,
 }
 
-/// Frames larger than this end the connection (tungstenite's hard limit); up to it, frames
-/// over [`Limits::max_message_bytes`] are answered with 4301 and the connection kept.
+/// Frames larger than this cannot be read (tungstenite's hard limit): they are answered with
+/// `pusher:error` 4301 and the connection is closed with 1009. Up to it, frames over
+/// [`Limits::max_message_bytes`] are answered with 4301 and the connection kept.
 const HARD_FRAME_LIMIT: usize = 256 << 10;
 
 /// The running driver: its app, hub and limits. Shared by the WebSocket endpoint, the HTTP API

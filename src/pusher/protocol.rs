@@ -29,13 +29,34 @@ pub enum Code {
     Reconnect = 4200,
     /// 4201: no pong in time.
     PongNotReceived = 4201,
-    /// 4301: a client frame broke a limit (size, rate). Sent as a frame only, never a close.
+    /// 4301: a client frame broke a limit (size, rate). Sent as a frame; the connection stays,
+    /// except after a frame too large to read at all (see [`Code::close_code`]).
     ClientLimit = 4301,
 }
+
+/// WebSocket close code 1009, "message too big".
+const CLOSE_TOO_BIG: u16 = 1009;
 
 impl Code {
     pub fn as_u16(self) -> u16 {
         self as u16
+    }
+
+    /// The close code of a connection ended after this `pusher:error`: the code itself, but a
+    /// 4301 ends a connection only when a frame was too large to read past (tungstenite stops
+    /// reading at a frame over its limit), which WebSocket calls 1009.
+    pub fn close_code(self) -> u16 {
+        match self {
+            Code::ClientLimit => CLOSE_TOO_BIG,
+            Code::UnknownApp
+            | Code::OverQuota
+            | Code::InvalidVersion
+            | Code::UnsupportedProtocol
+            | Code::Unauthorized
+            | Code::OverCapacity
+            | Code::Reconnect
+            | Code::PongNotReceived => self.as_u16(),
+        }
     }
 }
 
