@@ -682,3 +682,180 @@ async fn a_torn_log_tail_is_survived() {
         "and takes writes"
     );
 }
+
+/// Changes a collection's list rule as the admin.
+async fn set_list_rule(server: &Server, collection: &str, rule: &str) {
+    let reply = server
+        .call(
+            Method::PATCH,
+            &format!("/api/collections/{collection}"),
+            Some(ADMIN),
+            Some(json!({"api_rules": {"list": rule}})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+}
+
+#[tokio::test]
+async fn a_public_subscription_ends_with_ended_when_its_rule_starts_needing_a_user() {
+    let mut server = Server::start(COLLECTIONS);
+    let alice = server.token("alice", json!({}), None);
+    let guests = server.subscribe(None, "posts", None).await;
+    let alices = server.subscribe(Some(&alice), "posts", None).await;
+    assert_eq!(
+        (
+            guests.body["is_public"].clone(),
+            alices.body["is_public"].clone()
+        ),
+        (json!(true), json!(true))
+    );
+    assert_eq!(
+        guests.body["pusher_channel"], guests.body["channel_name"],
+        "a public subscription is delivered on its bare channel"
+    );
+    server.kill_and_restart();
+    let (mut socket, _) = connect(&server).await;
+    let name = guests.body["channel_name"].as_str().unwrap();
+    subscribe(&mut socket, name, None).await;
+
+    set_list_rule(&server, "posts", "owner = @request.auth.id").await;
+    let (name_of_event, data) = event(&mut socket).await;
+    assert_eq!(
+        (name_of_event.as_str(), data),
+        (
+            "ended",
+            json!({"action": "ended", "reason": "rule_changed"})
+        )
+    );
+    // Records only a user may see never reach the public channel.
+    create(&server, "posts", Some(&alice), json!({"owner": "alice"})).await;
+    nothing_more(&mut socket).await;
+    for subscribed in [&guests, &alices] {
+        let channel = subscribed.body["channel_name"].as_str().unwrap();
+        assert_eq!(
+            server.ping(None, channel).await.status,
+            StatusCode::NOT_FOUND
+        );
+    }
+    server.kill_and_restart();
+    let channel = alices.body["channel_name"].as_str().unwrap();
+    assert_eq!(
+        server.ping(Some(&alice), channel).await.status,
+        StatusCode::NOT_FOUND,
+        "the end was durable"
+    );
+    // Subscribing again gives a private subscription that works.
+    let again = server.subscribe(Some(&alice), "posts", None).await;
+    assert_eq!(again.body["is_public"], false);
+    assert_eq!(
+        again.body["pusher_channel"],
+        format!("private-{}", again.body["channel_name"].as_str().unwrap())
+    );
+}
+
+#[tokio::test]
+async fn a_private_subscription_stays_private_when_its_rule_becomes_public() {
+    let mut server = Server::start(COLLECTIONS);
+    let alice = server.token("alice", json!({}), None);
+    let (mut socket, _) = listen(&server, Some(&alice), "notes", None).await;
+    let channel = server.subscribe(Some(&alice), "notes", None).await.body["channel_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    set_list_rule(&server, "notes", "").await;
+    let created = create(
+        &server,
+        "notes",
+        Some(&alice),
+        json!({"owner": "alice", "n": 1}),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let (action, data) = event(&mut socket).await;
+    assert_eq!(
+        (action.as_str(), &data["record"]["n"]),
+        ("created", &json!(1))
+    );
+
+    server.kill_and_restart();
+    // Still private after a restart: the channel authorization is signed, and events flow on
+    // the private channel.
+    let (mut socket, socket_id) = connect(&server).await;
+    let private = format!("private-{channel}");
+    let auth = server
+        .call(
+            Method::POST,
+            "/api/realtime/auth",
+            Some(&alice),
+            Some(json!({"socket_id": socket_id, "channel_name": private})),
+        )
+        .await;
+    assert_eq!(auth.status, StatusCode::OK, "{:?}", auth.body);
+    let subscribed = subscribe(&mut socket, &private, auth.body["auth"].as_str()).await;
+    assert_eq!(
+        subscribed["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    create(
+        &server,
+        "notes",
+        Some(&alice),
+        json!({"owner": "alice", "n": 2}),
+    )
+    .await;
+    let (action, data) = event(&mut socket).await;
+    assert_eq!(
+        (action.as_str(), &data["record"]["n"]),
+        ("created", &json!(2))
+    );
+    // The bare channel carries nothing.
+    let (mut bare, _) = connect(&server).await;
+    subscribe(&mut bare, &channel, None).await;
+    create(
+        &server,
+        "notes",
+        Some(&alice),
+        json!({"owner": "alice", "n": 3}),
+    )
+    .await;
+    event(&mut socket).await;
+    nothing_more(&mut bare).await;
+}
+
+#[tokio::test]
+async fn deleting_a_collection_tells_its_sockets() {
+    let server = Server::start(COLLECTIONS);
+    let (mut socket, _) = listen(&server, None, "posts", None).await;
+    create(&server, "posts", None, json!({"n": 1})).await;
+    let deleted = server
+        .call(Method::DELETE, "/api/collections/posts", Some(ADMIN), None)
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        event(&mut socket).await.0,
+        "created",
+        "in order: the event first"
+    );
+    assert_eq!(
+        event(&mut socket).await,
+        (
+            "ended".to_owned(),
+            json!({"action": "ended", "reason": "collection_deleted"})
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_socket_is_told_when_its_subscriptions_token_expires() {
+    // A short threshold makes the pruner look every second.
+    let server = Server::start_with(COLLECTIONS, 4);
+    let short = server.token("alice", json!({}), Some(2));
+    let (mut socket, _) = listen(&server, Some(&short), "notes", None).await;
+    assert_eq!(
+        event(&mut socket).await,
+        (
+            "ended".to_owned(),
+            json!({"action": "ended", "reason": "token_expired"})
+        )
+    );
+}

@@ -35,8 +35,12 @@ pub struct Subscription {
     /// channel (`private-` in front, as Laravel Echo's `.private()` does), authorized through
     /// `POST /api/realtime/auth` by the same user.
     pub channel_name: String,
-    /// True when a guest could have subscribed: the channel is public.
+    /// True when a guest could have subscribed: the channel is public. Fixed for the
+    /// subscription's life, whatever later happens to the list rule.
     pub is_public: bool,
+    /// The exact Pusher channel to subscribe to: `channel_name`, with `private-` in front
+    /// when `is_public` is false.
+    pub pusher_channel: String,
 }
 
 #[derive(Object, Debug)]
@@ -196,9 +200,11 @@ impl RealtimeApi {
             )
             .await?;
         app.engine.sync().await?;
+        let channels = app.engine.channels();
         Ok(SubscribeResponse::Ok(Json(Subscription {
-            channel_name: app.engine.channels().channel(subscribed.id),
+            channel_name: channels.channel(subscribed.id),
             is_public: subscribed.is_public,
+            pusher_channel: channels.pusher_channel(subscribed.id, subscribed.is_public),
         })))
     }
 

@@ -44,10 +44,33 @@ impl Action {
     }
 }
 
+/// Why the server ended a subscription that sockets may still hold; sent to them as event
+/// `ended` (DESIGN.md §15) so that clients subscribe again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// The list rule changed: the subscriber is no longer admitted, or the subscription's
+    /// public channel would now carry records only a signed-in user may see.
+    RuleChanged,
+    /// The token the subscription was made with expired.
+    TokenExpired,
+    CollectionDeleted,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::RuleChanged => "rule_changed",
+            EndReason::TokenExpired => "token_expired",
+            EndReason::CollectionDeleted => "collection_deleted",
+        }
+    }
+}
+
 /// An event's `data`, serialized once: as JSON text (for the Pusher HTTP API) and as the JSON
 /// string literal every WebSocket frame carries.
 pub struct EventData {
-    action: Action,
+    /// The event's name on the wire: the action.
+    name: &'static str,
     /// `{"action":…,"record":{…}}`
     data: Arc<str>,
     /// The same as a JSON string literal, quotes included.
@@ -82,10 +105,21 @@ impl EventData {
             .into()
         });
         Self {
-            action,
+            name: action.as_str(),
             escaped: serde_json::to_string(data.as_str()).expect("a string always serializes"),
             data: data.into(),
             truncated,
+        }
+    }
+
+    /// `ended`: `{"action":"ended","reason":…}`.
+    pub fn ended(reason: EndReason) -> Self {
+        let data = json!({"action": "ended", "reason": reason.as_str()}).to_string();
+        Self {
+            name: "ended",
+            escaped: serde_json::to_string(data.as_str()).expect("a string always serializes"),
+            data: data.into(),
+            truncated: None,
         }
     }
 
@@ -95,14 +129,15 @@ impl EventData {
         self.truncated.clone().unwrap_or_else(|| self.data.clone())
     }
 
-    pub fn action(&self) -> Action {
-        self.action
+    /// The event's name on the wire.
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
     /// The frame for one channel. Channel names come from [`super::ChannelNames`] and hold
     /// only characters that need no escaping in JSON.
     pub fn frame(&self, channel: &str) -> Utf8Bytes {
-        let event = self.action.as_str();
+        let event = self.name;
         let mut frame =
             String::with_capacity(40 + event.len() + channel.len() + self.escaped.len());
         frame.push_str(r#"{"event":""#);
@@ -116,10 +151,11 @@ impl EventData {
     }
 }
 
-/// One write's event and the channels of the subscriptions it matched, to send once the
+/// One event and the channels of the subscriptions it matched, to send once the
 /// write is durable.
 pub struct Delivery {
-    /// `None` for events that store nothing (`/api/realtime/publish`).
+    /// The store write the event waits for: the record's, or the subscription's removal for
+    /// `ended`; `None` for events that store nothing (`/api/realtime/publish`).
     pub epoch: Option<Epoch>,
     pub event: EventData,
     pub channels: Vec<Arc<str>>,
@@ -159,7 +195,7 @@ pub fn spawn_delivery(store: Store, driver: Arc<Driver>) -> mpsc::UnboundedSende
                     let data = event.pusher_data();
                     for channel in channels {
                         outbound.send(OutEvent {
-                            name: event.action().as_str(),
+                            name: event.name(),
                             channel,
                             data: data.clone(),
                             socket_id: except.as_ref().map(|socket| socket.as_str().to_owned()),
@@ -185,5 +221,14 @@ mod tests {
         assert_eq!(frame["channel"], "private-velo.realtime.x");
         let inner: Value = serde_json::from_str(frame["data"].as_str().unwrap()).unwrap();
         assert_eq!(inner, json!({"action": "updated", "record": record}));
+    }
+
+    #[test]
+    fn ended_says_why() {
+        let data = EventData::ended(EndReason::RuleChanged);
+        let frame: Value = serde_json::from_str(&data.frame("velo.realtime.x")).unwrap();
+        assert_eq!(frame["event"], "ended");
+        let inner: Value = serde_json::from_str(frame["data"].as_str().unwrap()).unwrap();
+        assert_eq!(inner, json!({"action": "ended", "reason": "rule_changed"}));
     }
 }

@@ -74,7 +74,8 @@ pub struct SubscriptionDoc {
     pub last_seen_at_ms: u64,
 }
 
-/// The number of a record write; writes are numbered in the order they reached sled.
+/// The number of a write that an event waits for (records, and subscription removals); writes
+/// are numbered in the order they reached sled.
 pub type Epoch = u64;
 
 /// A record as stored: its flat JSON object as text.
@@ -134,6 +135,14 @@ impl Store {
         wait.await
             .map_err(|_| StoreError::FlusherGone)?
             .map_err(StoreError::Flush)
+    }
+
+    /// Asks for a flush without waiting for it: for writes that no request waits on, whose
+    /// events wait (through [`Store::durable`]) until they are on disk. Requests made
+    /// meanwhile share the flush.
+    pub fn flush_soon(&self) {
+        let (done, _) = oneshot::channel();
+        let _ = self.flusher.send(done);
     }
 
     /// Waits until the write numbered `epoch` is on disk (it asks for no flush itself: the
@@ -232,9 +241,10 @@ impl Store {
         Ok(())
     }
 
-    pub fn delete_subscription(&self, id: Uuid) -> Result<(), StoreError> {
+    /// Removes a subscription's row; returns the write's epoch (an `ended` event waits for it).
+    pub fn delete_subscription(&self, id: Uuid) -> Result<Epoch, StoreError> {
         self.subscriptions.remove(id.as_bytes())?;
-        Ok(())
+        Ok(self.written.fetch_add(1, Ordering::SeqCst) + 1)
     }
 }
 

@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::events::{Action, Delivery, spawn_delivery};
+use super::events::{Action, Delivery, EndReason, EventData, spawn_delivery};
 use super::records::RecordMap;
 use super::{ChannelNames, EngineError, ListQuery, RecordPage, RecordWrite, Rules, Subscribed};
 use crate::auth::{Identity, User, now_secs};
@@ -46,13 +46,14 @@ pub enum CollectionMsg {
         identity: Identity,
         reply: RpcReplyPort<Result<(), EngineError>>,
     },
-    /// New rules: every subscription is planned again, and those whose subscriber the new list
-    /// rule no longer admits end.
+    /// New rules: every subscription is planned again; those the new list rule no longer lets
+    /// be delivered on their channel end, and their sockets are sent `ended`.
     SetRules {
         rules: Box<Rules>,
         reply: RpcReplyPort<()>,
     },
-    /// The collection is being deleted: end every subscription, drop every record.
+    /// The collection is being deleted: end every subscription (their sockets are sent
+    /// `ended`), drop every record.
     Close {
         reply: RpcReplyPort<()>,
     },
@@ -126,6 +127,33 @@ pub struct CollectionState {
     pruner: Option<JoinHandle<()>>,
 }
 
+/// A subscription the list rule refuses to file, and why.
+struct Refused(EngineError, Subscription);
+
+/// Why a subscription ends.
+#[derive(Clone, Copy, Debug)]
+enum Ending {
+    /// Its owner (or the admin) asked.
+    Unsubscribed,
+    /// Not pinged within the threshold, and no socket on its channel.
+    Stale,
+    /// Its row could not be written.
+    StorageFailure,
+    /// Ended by the server while sockets may hold it: they are told why.
+    Live(EndReason),
+}
+
+impl Ending {
+    fn why(self) -> &'static str {
+        match self {
+            Ending::Unsubscribed => "unsubscribed",
+            Ending::Stale => "stale",
+            Ending::StorageFailure => "storage failure",
+            Ending::Live(reason) => reason.as_str(),
+        }
+    }
+}
+
 /// Where a matched subscription's event goes: its Pusher channel, named once when filed.
 struct Target {
     channel: Arc<str>,
@@ -135,6 +163,8 @@ struct Subscription {
     identity: Identity,
     filter_text: String,
     socket_id: Option<String>,
+    /// Fixed when the subscription is made: whether a guest could have made it, which decides
+    /// its channel (public or `private-`) for its whole life (DESIGN.md §15).
     is_public: bool,
     created_at_ms: u64,
     /// Monotonic: the last ping (or start-up, which grants a fresh grace period).
@@ -223,15 +253,31 @@ impl CollectionState {
         Ok(compiled)
     }
 
-    /// Admits a subscription under the current list rule and files it in the index and the
-    /// map (not in sled).
-    fn file(&mut self, id: Uuid, mut subscription: Subscription) -> Result<(), EngineError> {
-        admit(&self.rules.list, &subscription.identity)?;
-        subscription.is_public = self.rules.list.admits_guest();
-        let compiled = self.compiled(
+    /// Files a subscription in the index and the map (not in sled) if the current list rule
+    /// still lets it be delivered on its channel: its subscriber is admitted, and a public
+    /// channel (anyone holding its name may listen) needs a rule that admits guests. Refused,
+    /// the subscription is handed back.
+    fn file(&mut self, id: Uuid, subscription: Subscription) -> Result<(), Box<Refused>> {
+        let refused = |error, subscription| Err(Box::new(Refused(error, subscription)));
+        if let Err(error) = admit(&self.rules.list, &subscription.identity) {
+            return refused(error, subscription);
+        }
+        if subscription.is_public && !self.rules.list.admits_guest() {
+            return refused(
+                EngineError::Forbidden(
+                    "the list rule no longer admits guests, so this public channel may not carry its records"
+                        .into(),
+                ),
+                subscription,
+            );
+        }
+        let compiled = match self.compiled(
             &subscription.filter_text,
             subscription.identity.is_superuser(),
-        )?;
+        ) {
+            Ok(compiled) => compiled,
+            Err(error) => return refused(error, subscription),
+        };
         let target = Target {
             channel: self
                 .channels
@@ -260,12 +306,37 @@ impl CollectionState {
         Some(subscription)
     }
 
-    /// Ends a subscription in memory and in sled.
-    fn end(&mut self, id: Uuid, why: &str) -> Result<(), EngineError> {
-        if self.unfile(id).is_some() {
-            tracing::info!(collection = %self.name, subscription = %id, why, "subscription ended");
+    /// Ends a live subscription in memory and in sled.
+    fn end(&mut self, id: Uuid, ending: Ending) -> Result<(), EngineError> {
+        match self.unfile(id) {
+            Some(subscription) => self.retire(id, &subscription, ending),
+            None => Ok(()),
         }
-        self.store.delete_subscription(id)?;
+    }
+
+    /// Removes an unfiled subscription's row. When the server ends a subscription that
+    /// sockets may hold, `ended` goes to its channel through the ordered delivery path: after
+    /// every event matched before it, once the removal is durable.
+    fn retire(
+        &mut self,
+        id: Uuid,
+        subscription: &Subscription,
+        ending: Ending,
+    ) -> Result<(), EngineError> {
+        let removed = self.store.delete_subscription(id);
+        tracing::info!(collection = %self.name, subscription = %id, why = ending.why(), "subscription ended");
+        let epoch = removed?;
+        if let Ending::Live(reason) = ending {
+            let channel = self.channels.pusher_channel(id, subscription.is_public);
+            let _ = self.deliveries.send(Delivery {
+                epoch: Some(epoch),
+                event: EventData::ended(reason),
+                channels: vec![channel.into()],
+                except: None,
+            });
+            // The pruner's ends have no request to flush them.
+            self.store.flush_soon();
+        }
         Ok(())
     }
 
@@ -280,15 +351,15 @@ impl CollectionState {
             identity,
             filter_text,
             socket_id,
-            is_public: false,
+            is_public: self.rules.list.admits_guest(),
             created_at_ms: now_ms(),
             last_seen: Instant::now(),
         };
-        self.file(id, subscription)?;
+        self.file(id, subscription).map_err(|refused| refused.0)?;
         let (_, subscription) = &self.subscriptions[&id];
         let (doc, is_public) = (subscription.doc(&self.id), subscription.is_public);
         if let Err(error) = self.store.put_subscription(id, &doc) {
-            self.end(id, "storage failure")?;
+            self.end(id, Ending::StorageFailure)?;
             return Err(error.into());
         }
         tracing::info!(collection = %self.name, subscription = %id, is_public, "subscription created");
@@ -303,7 +374,7 @@ impl CollectionState {
             .expires_at()
             .is_some_and(|exp| exp <= now_secs())
         {
-            self.end(id, "token expired")?;
+            self.end(id, Ending::Live(EndReason::TokenExpired))?;
             return Err(EngineError::UnknownChannel);
         }
         subscription.last_seen = Instant::now();
@@ -316,7 +387,11 @@ impl CollectionState {
         if fresher && let Some(mut subscription) = self.unfile(id) {
             subscription.identity = identity;
             let doc = subscription.doc(&self.id);
-            self.file(id, subscription)?;
+            if let Err(refused) = self.file(id, subscription) {
+                let Refused(error, subscription) = *refused;
+                self.retire(id, &subscription, Ending::Live(EndReason::RuleChanged))?;
+                return Err(error);
+            }
             self.store.put_subscription(id, &doc)?;
         }
         Ok(())
@@ -331,7 +406,7 @@ impl CollectionState {
                 "only the subscriber who made this subscription, or the admin, may end it".into(),
             ));
         }
-        self.end(id, "unsubscribed")
+        self.end(id, Ending::Unsubscribed)
     }
 
     fn set_rules(&mut self, rules: Rules) {
@@ -341,9 +416,13 @@ impl CollectionState {
         let subscriptions: Vec<_> = self.subscriptions.drain().collect();
         self.index = SubscriptionIndex::new();
         for (id, (_, subscription)) in subscriptions {
-            if self.file(id, subscription).is_err() {
-                let _ = self.store.delete_subscription(id);
-                tracing::info!(collection = %self.name, subscription = %id, "subscription ended: the new list rule refuses its subscriber");
+            if let Err(refused) = self.file(id, subscription) {
+                let Refused(error, subscription) = *refused;
+                tracing::debug!(collection = %self.name, subscription = %id, %error, "refused by the new list rule");
+                let ending = Ending::Live(EndReason::RuleChanged);
+                if let Err(error) = self.retire(id, &subscription, ending) {
+                    tracing::warn!(collection = %self.name, subscription = %id, %error, "could not end subscription");
+                }
             }
         }
     }
@@ -356,18 +435,18 @@ impl CollectionState {
         let mut ended = Vec::new();
         for (id, (_, subscription)) in self.subscriptions.iter_mut() {
             if subscription.expires_at().is_some_and(|exp| exp <= now_secs) {
-                ended.push((*id, "token expired"));
+                ended.push((*id, Ending::Live(EndReason::TokenExpired)));
                 continue;
             }
             let channel = self.channels.pusher_channel(*id, subscription.is_public);
             if self.driver.is_occupied(&channel) {
                 subscription.last_seen = now;
             } else if now.duration_since(subscription.last_seen) > self.threshold {
-                ended.push((*id, "stale"));
+                ended.push((*id, Ending::Stale));
             }
         }
-        for (id, why) in ended {
-            if let Err(error) = self.end(id, why) {
+        for (id, ending) in ended {
+            if let Err(error) = self.end(id, ending) {
                 tracing::warn!(collection = %self.name, subscription = %id, %error, "pruning failed");
             }
         }
@@ -437,7 +516,8 @@ impl Actor for CollectionActor {
         };
         for (id, doc) in args.loaded {
             let restored = state.restore(doc);
-            // Also ends those the current list rule no longer admits, as a rule change would.
+            // Also ends those the current list rule no longer admits, as a rule change would
+            // (no socket can hold them yet).
             let filed = restored.map(|subscription| state.file(id, subscription));
             if !matches!(filed, Some(Ok(()))) {
                 tracing::warn!(collection = %state.name, subscription = %id, "dropping a stored subscription that no longer loads");
@@ -496,7 +576,8 @@ impl Actor for CollectionActor {
             CollectionMsg::Close { reply } => {
                 let ids: Vec<Uuid> = state.subscriptions.keys().copied().collect();
                 for id in ids {
-                    if let Err(error) = state.end(id, "collection deleted") {
+                    let ending = Ending::Live(EndReason::CollectionDeleted);
+                    if let Err(error) = state.end(id, ending) {
                         tracing::warn!(collection = %state.name, subscription = %id, %error, "could not end subscription");
                     }
                 }
