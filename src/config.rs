@@ -12,6 +12,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::engine::{CollectionName, EngineError, RuleTexts};
+use crate::limits::{ClientLimits, TrustedProxy};
 use crate::pusher::Limits;
 
 /// Development secrets: fine on loopback, loudly reported anywhere else.
@@ -96,6 +97,26 @@ pub struct Settings {
     #[arg(long, env = "VELO_CLIENT_EVENTS")]
     pub client_events: Option<bool>,
 
+    /// Most live subscriptions one client may hold (a user by id, a guest by address); more
+    /// get 429. 0: unlimited [default: 1000]
+    #[arg(long, env = "VELO_MAX_SUBSCRIPTIONS_PER_CLIENT")]
+    pub max_subscriptions_per_client: Option<usize>,
+
+    /// Subscribe requests per second one client may make (bursts of as many pass at once);
+    /// more get 429 with Retry-After. 0: unlimited [default: 20]
+    #[arg(long, env = "VELO_SUBSCRIBE_RATE")]
+    pub subscribe_rate: Option<u32>,
+
+    /// Most WebSocket connections from one address; more are refused with 4100 (clients
+    /// retry later). 0: unlimited [default: 1000]
+    #[arg(long, env = "VELO_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: Option<usize>,
+
+    /// Proxies whose X-Forwarded-For is believed, comma-separated addresses or networks
+    /// (10.0.0.0/8); a client's address is then the last one they forwarded [default: none]
+    #[arg(long, env = "VELO_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+
     /// Where events go: `builtin` (this server's WebSockets) or `pusher` (an external
     /// Pusher-compatible service) [default: builtin]
     #[arg(long, env = "VELO_DRIVER")]
@@ -160,6 +181,10 @@ pub struct Config {
     /// `None` allows every origin.
     pub cors_origins: Option<Vec<String>>,
     pub pusher: Limits,
+    /// What one client may use of the API.
+    pub clients: ClientLimits,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<TrustedProxy>,
     /// `Some` with driver `pusher`: events go to this external service.
     pub external: Option<ExternalPusher>,
     pub collections: Vec<CollectionSeed>,
@@ -245,6 +270,14 @@ impl Settings {
             socket_queue_frames: self.socket_queue_frames.or(lower.socket_queue_frames),
             activity_timeout_secs: self.activity_timeout_secs.or(lower.activity_timeout_secs),
             client_events: self.client_events.or(lower.client_events),
+            max_subscriptions_per_client: self
+                .max_subscriptions_per_client
+                .or(lower.max_subscriptions_per_client),
+            subscribe_rate: self.subscribe_rate.or(lower.subscribe_rate),
+            max_connections_per_address: self
+                .max_connections_per_address
+                .or(lower.max_connections_per_address),
+            trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
             driver: self.driver.or(lower.driver),
             pusher_host: self.pusher_host.or(lower.pusher_host),
             pusher_port: self.pusher_port.or(lower.pusher_port),
@@ -326,6 +359,14 @@ impl Settings {
                 })
             }
         };
+        let trusted_proxies = self
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .filter(|text| !text.trim().is_empty())
+            .map(|text| TrustedProxy::parse(text))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| ConfigError::Invalid(format!("trusted_proxies: {error}")))?;
         let cors_origins = self
             .cors_origins
             .filter(|origins| !origins.iter().any(|origin| origin == "*"));
@@ -354,7 +395,13 @@ impl Settings {
                 ),
                 pong_timeout: Duration::from_secs(30),
                 client_events: self.client_events.unwrap_or(false),
+                max_connections_per_address: self.max_connections_per_address.unwrap_or(1000),
             },
+            clients: ClientLimits {
+                max_subscriptions: self.max_subscriptions_per_client.unwrap_or(1000),
+                subscribes_per_second: self.subscribe_rate.unwrap_or(20),
+            },
+            trusted_proxies,
             external,
             collections: self.collections,
         })

@@ -14,16 +14,17 @@
 //! * [`pusher`]: the built-in driver — the Pusher-protocol WebSocket server, its fan-out hub,
 //!   channel authorization signatures and the signed Pusher HTTP API.
 //! * [`store`]: sled persistence of collections and the connection table.
+//! * [`limits`]: what one client may use (subscriptions, subscribe rate, connections per
+//!   address), and who a client is behind trusted proxies.
 //! * [`metrics`]: the server's counters, as Prometheus text.
 //! * [`config`] and [`server`]: configuration, and the wiring that serves it all.
-//!
-//! Records and their change events land on top of these in the next issue.
 
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod filter;
+pub mod limits;
 pub mod metrics;
 pub mod pusher;
 pub mod server;

@@ -23,6 +23,11 @@ pub struct Metrics {
     pub pusher_sent: AtomicU64,
     pub pusher_retried: AtomicU64,
     pub pusher_dropped: AtomicU64,
+    /// Refusals by the per-client limits: live subscriptions, subscribe rate, connections per
+    /// address.
+    pub limited_subscriptions: AtomicU64,
+    pub limited_subscribe_rate: AtomicU64,
+    pub limited_connections_per_address: AtomicU64,
     match_buckets: [AtomicU64; MATCH_BUCKETS.len()],
     match_count: AtomicU64,
     match_nanos: AtomicU64,
@@ -125,6 +130,23 @@ impl Metrics {
         ] {
             metric(name, "counter", help, &plain(load(counter)));
         }
+        let limited: Vec<(String, String)> = [
+            ("subscriptions_per_client", &self.limited_subscriptions),
+            ("subscribe_rate", &self.limited_subscribe_rate),
+            (
+                "connections_per_address",
+                &self.limited_connections_per_address,
+            ),
+        ]
+        .into_iter()
+        .map(|(limit, counter)| (format!("{{limit=\"{limit}\"}}"), load(counter).to_string()))
+        .collect();
+        metric(
+            "velo_limited_total",
+            "counter",
+            "Requests and connections refused by a per-client limit, by limit.",
+            &limited,
+        );
         metric(
             "velo_filter_eval_errors_total",
             "counter",
@@ -179,6 +201,7 @@ mod tests {
             "velo_subscriptions{collection=\"posts\"} 7",
             "velo_events_total 2",
             "velo_filter_eval_errors_total 1",
+            "velo_limited_total{limit=\"subscribe_rate\"} 0",
             "velo_match_seconds_bucket{le=\"0.000005\"} 1",
             "velo_match_seconds_bucket{le=\"0.000001\"} 0",
             "velo_match_seconds_count 1",

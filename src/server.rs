@@ -52,6 +52,7 @@ pub async fn run(
         AppCredentials::new(&config.app_id, &config.app_key, &config.app_secret),
         config.pusher.clone(),
         config.cors_origins.clone(),
+        config.trusted_proxies.clone(),
         metrics,
         outbound,
     ));

@@ -351,7 +351,8 @@ async fn subscriptions_survive_a_restart() {
 #[tokio::test]
 async fn every_acknowledged_subscription_survives_kill_9() {
     const N: usize = 64;
-    let mut server = Server::start(COLLECTIONS);
+    // 64 subscribes at once from one guest: over the default subscribe rate.
+    let mut server = Server::start_with_env(COLLECTIONS, 300, &[("VELO_SUBSCRIBE_RATE", "0")]);
     let replies = futures::future::join_all((0..N).map(|i| {
         let filter = format!("n = {i}");
         let server = &server;

@@ -105,6 +105,11 @@ impl OwnServer {
             .env("VELO_APP_SECRET", &options.secret)
             .env("VELO_JWT_SECRET", &options.jwt_secret)
             .env("VELO_SOCKET_QUEUE_FRAMES", "4096")
+            // Thousands of sockets and subscriptions from one address and a few users: the
+            // per-client limits are for real clients, not for this generator.
+            .env("VELO_MAX_CONNECTIONS_PER_ADDRESS", "0")
+            .env("VELO_MAX_SUBSCRIPTIONS_PER_CLIENT", "0")
+            .env("VELO_SUBSCRIBE_RATE", "0")
             .env("RUST_LOG", "warn,velo_realtime::server=info")
             .stdout(Stdio::piped())
             .spawn()

@@ -45,6 +45,10 @@ pub enum ApiError {
     /// A well-formed body with invalid fields; `errors` says which.
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
+    /// A per-client limit was reached (live subscriptions, subscribe requests per second);
+    /// `Retry-After` says in how many seconds to try again.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
     /// The server failed (storage): the request may not have taken effect.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -103,6 +107,10 @@ impl From<EngineError> for ApiError {
                 ApiError::Internal(body("the server could not store the change; retry"))
             }
             EngineError::Unavailable => ApiError::Unavailable(body(error.to_string())),
+            EngineError::Limited {
+                message,
+                retry_after_secs,
+            } => ApiError::TooManyRequests(body(message), retry_after_secs),
         }
     }
 }

@@ -20,6 +20,7 @@ use poem_openapi::{ApiResponse, OpenApi, OpenApiService, Tags};
 use crate::auth::{Authenticator, Identity};
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::limits::Rate;
 use crate::metrics::Gauges;
 use crate::pusher::{self, Driver};
 use error::ApiError;
@@ -31,6 +32,8 @@ pub struct App {
     pub engine: Engine,
     pub driver: Arc<Driver>,
     pub auth: Authenticator,
+    /// Subscribe requests per second, per client.
+    pub subscribe_rate: Arc<Rate>,
 }
 
 impl App {
@@ -39,6 +42,7 @@ impl App {
             engine,
             driver,
             auth: Authenticator::new(&config.admin_token, &config.jwt_secret),
+            subscribe_rate: Arc::new(Rate::new(config.clients.subscribes_per_second)),
         }
     }
 

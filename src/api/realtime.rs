@@ -6,11 +6,15 @@ use poem_openapi::param::{Header, Path};
 use poem_openapi::payload::{Form, Json};
 use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi};
 
-use super::error::ApiError;
+use std::time::Instant;
+
+use super::error::{ApiError, ErrorBody};
 use super::payload::JsonBody;
 use super::security::{AdminToken, Credentials};
 use super::{ApiTags, App};
 use crate::engine::events::Action;
+use crate::limits::ClientKey;
+use crate::metrics::Metrics;
 use crate::pusher::protocol::{SocketId, channel_kind};
 
 /// A request to receive a collection's changes.
@@ -177,10 +181,27 @@ impl RealtimeApi {
     async fn subscribe(
         &self,
         app: Data<&App>,
+        http: &poem::Request,
         credentials: Credentials,
         body: JsonBody<SubscribeRequest>,
     ) -> Result<SubscribeResponse, ApiError> {
         let identity = app.identify(&credentials)?;
+        let client = ClientKey::of(&identity, app.driver.client_address(http));
+        if let Some(client) = &client
+            && let Err(retry) = app.subscribe_rate.check(client, Instant::now())
+        {
+            Metrics::count(&app.driver.metrics.limited_subscribe_rate, 1);
+            return Err(ApiError::TooManyRequests(
+                Json(ErrorBody {
+                    message: format!(
+                        "{client} is over the limit of subscribe requests per second; retry after {} s",
+                        retry.seconds()
+                    ),
+                    errors: None,
+                }),
+                retry.seconds(),
+            ));
+        }
         let request = body.0;
         if let Some(socket_id) = &request.socket_id
             && SocketId::parse(socket_id).is_none()
@@ -194,6 +215,7 @@ impl RealtimeApi {
             .engine
             .subscribe(
                 identity,
+                client,
                 &request.collection,
                 request.filter.unwrap_or_default(),
                 request.socket_id,

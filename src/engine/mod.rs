@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::auth::Identity;
 use crate::config::Config;
 use crate::filter::{FilterEngine, Rule};
+use crate::limits::{ClientKey, Quota};
 use crate::pusher::Driver;
 use crate::pusher::protocol::SocketId;
 use crate::store::{OwnerDoc, Store, StoreError};
@@ -61,6 +62,12 @@ pub enum EngineError {
     Storage(#[from] StoreError),
     #[error("the engine is not answering")]
     Unavailable,
+    /// A per-client limit: try again after this many seconds.
+    #[error("{message}")]
+    Limited {
+        message: String,
+        retry_after_secs: u64,
+    },
 }
 
 impl EngineError {
@@ -205,6 +212,7 @@ impl Engine {
             driver,
             channels: channels.clone(),
             threshold: config.connection_threshold,
+            subscription_quota: Arc::new(Quota::new(config.clients.max_subscriptions)),
             seeds: config.collections.clone(),
         };
         let (registry, _) = Actor::spawn(None, RegistryActor, args)
@@ -313,10 +321,12 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownCollection(name_or_id.to_owned()))
     }
 
-    /// Subscribes `identity` to a collection (by name or id) with a filter expression.
+    /// Subscribes `identity` to a collection (by name or id) with a filter expression; the
+    /// subscription counts against `client`'s quota.
     pub async fn subscribe(
         &self,
         identity: Identity,
+        client: Option<ClientKey>,
         collection: &str,
         filter_text: String,
         socket_id: Option<String>,
@@ -324,6 +334,7 @@ impl Engine {
         let handle = self.resolve_named_in_body(collection).await?;
         call(&handle.actor, |reply| CollectionMsg::Subscribe {
             identity,
+            client,
             filter_text,
             socket_id,
             reply,

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::config::CollectionSeed;
 use crate::filter::FilterEngine;
+use crate::limits::{ClientKey, Quota};
 use crate::pusher::Driver;
 use crate::store::{CollectionDoc, Store, SubscriptionDoc};
 
@@ -57,6 +58,8 @@ pub struct RegistryArgs {
     pub driver: Arc<Driver>,
     pub channels: ChannelNames,
     pub threshold: Duration,
+    /// Live subscriptions per client, shared by every collection.
+    pub subscription_quota: Arc<Quota<ClientKey>>,
     pub seeds: Vec<CollectionSeed>,
 }
 
@@ -66,6 +69,7 @@ pub struct RegistryState {
     driver: Arc<Driver>,
     channels: ChannelNames,
     threshold: Duration,
+    subscription_quota: Arc<Quota<ClientKey>>,
     /// By id.
     collections: HashMap<String, CollectionHandle>,
     /// Name -> id.
@@ -107,6 +111,7 @@ impl RegistryState {
             driver: self.driver.clone(),
             channels: self.channels.clone(),
             threshold: self.threshold,
+            subscription_quota: self.subscription_quota.clone(),
             loaded,
         };
         let (actor, _) = Actor::spawn(None, CollectionActor, args).await.map_err(|error| {
@@ -215,6 +220,7 @@ impl Actor for RegistryActor {
             driver: args.driver,
             channels: args.channels,
             threshold: args.threshold,
+            subscription_quota: args.subscription_quota,
             collections: HashMap::new(),
             names: HashMap::new(),
         };

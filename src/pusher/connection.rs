@@ -5,6 +5,7 @@
 //! every frame that is ready before one flush. Errors of one connection end that connection and
 //! are logged; they never reach the server.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::Driver;
-use super::hub::{Connection, Outbound};
+use super::hub::{Connection, Outbound, Refusal};
 use super::protocol::{
     ChannelKind, ClientFrame, Code, SocketId, SubscribeData, channel_kind, frames,
 };
@@ -37,6 +38,8 @@ pub struct Handshake {
     pub key_known: bool,
     pub protocol: Result<u8, Code>,
     pub origin_allowed: bool,
+    /// The client's address, for the per-address connection limit.
+    pub address: IpAddr,
 }
 
 /// Runs a connection to its end.
@@ -67,12 +70,23 @@ pub async fn serve(socket: WebSocketStream<Upgraded>, driver: Arc<Driver>, hands
         let _ = writer.await;
         return;
     }
-    let Ok(_slot) = driver.hub.admit() else {
-        connection
-            .close(Code::OverQuota, "Over connection quota")
-            .await;
-        let _ = writer.await;
-        return;
+    let _slot = match driver.hub.admit(handshake.address) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            let (code, message) = match refusal {
+                Refusal::OverQuota => (Code::OverQuota, "Over connection quota"),
+                Refusal::OverAddressQuota => {
+                    Metrics::count(&driver.metrics.limited_connections_per_address, 1);
+                    (
+                        Code::OverCapacity,
+                        "Too many connections from this address; retry later",
+                    )
+                }
+            };
+            connection.close(code, message).await;
+            let _ = writer.await;
+            return;
+        }
     };
 
     let mut session = Session {

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -16,6 +17,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::protocol::{Code, SocketId};
+use crate::limits::Quota;
 
 /// What a connection's writer receives.
 #[derive(Debug)]
@@ -86,30 +88,44 @@ pub struct Hub {
     hasher: std::hash::RandomState,
     connections: AtomicUsize,
     max_connections: usize,
+    /// Connections per client address, each up to its maximum.
+    per_address: Quota<IpAddr>,
     /// Flips to true when the server shuts down; every writer then closes with 4200.
     shutdown: watch::Sender<bool>,
 }
 
-/// Refusal of a new connection: the server is at `max_connections`.
-#[derive(Debug)]
-pub struct OverQuota;
+/// Why a new connection is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The server is at its maximum of connections (4004).
+    OverQuota,
+    /// The client's address is at its maximum (4100: try again later).
+    OverAddressQuota,
+}
 
-/// Counts a connection for as long as it lives.
-pub struct ConnectionSlot<'h>(&'h Hub);
+/// Counts a connection, in all and for its address, for as long as it lives.
+pub struct ConnectionSlot<'h> {
+    hub: &'h Hub,
+    address: Option<IpAddr>,
+}
 
 impl Drop for ConnectionSlot<'_> {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        self.hub.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(address) = &self.address {
+            self.hub.per_address.give_back(address);
+        }
     }
 }
 
 impl Hub {
-    pub fn new(max_connections: usize) -> Self {
+    pub fn new(max_connections: usize, max_per_address: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             hasher: std::hash::RandomState::new(),
             connections: AtomicUsize::new(0),
             max_connections,
+            per_address: Quota::new(max_per_address),
             shutdown: watch::channel(false).0,
         }
     }
@@ -118,13 +134,21 @@ impl Hub {
         &self.shards[self.hasher.hash_one(channel) as usize % SHARDS]
     }
 
-    /// Takes a connection slot, or refuses when the server is full.
-    pub fn admit(&self) -> Result<ConnectionSlot<'_>, OverQuota> {
+    /// Takes a connection slot for a client at `address`, or refuses when the server or
+    /// that address is full.
+    pub fn admit(&self, address: IpAddr) -> Result<ConnectionSlot<'_>, Refusal> {
         let previous = self.connections.fetch_add(1, Ordering::Relaxed);
-        let slot = ConnectionSlot(self);
+        let mut slot = ConnectionSlot {
+            hub: self,
+            address: None,
+        };
         if previous >= self.max_connections {
-            return Err(OverQuota);
+            return Err(Refusal::OverQuota);
         }
+        self.per_address
+            .take(&address)
+            .map_err(|_| Refusal::OverAddressQuota)?;
+        slot.address = Some(address);
         Ok(slot)
     }
 
@@ -223,7 +247,7 @@ mod tests {
 
     #[tokio::test]
     async fn publishes_to_listeners_except_the_excluded_one() {
-        let hub = Hub::new(10);
+        let hub = Hub::new(10, 0);
         let (a, mut a_rx) = connection(4);
         let (b, mut b_rx) = connection(4);
         hub.subscribe("c", &a);
@@ -242,7 +266,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_marks_only_its_connection() {
-        let hub = Hub::new(10);
+        let hub = Hub::new(10, 0);
         let (slow, _slow_rx) = connection(1);
         let (fast, mut fast_rx) = connection(8);
         hub.subscribe("c", &slow);
@@ -257,12 +281,30 @@ mod tests {
 
     #[test]
     fn admits_up_to_the_quota() {
-        let hub = Hub::new(2);
-        let first = hub.admit().unwrap();
-        let _second = hub.admit().unwrap();
-        assert!(hub.admit().is_err());
+        let hub = Hub::new(2, 0);
+        let address = IpAddr::from([127, 0, 0, 1]);
+        let first = hub.admit(address).unwrap();
+        let _second = hub.admit(address).unwrap();
+        assert_eq!(hub.admit(address).err(), Some(Refusal::OverQuota));
         drop(first);
-        let _third = hub.admit().expect("a slot was freed");
+        let _third = hub.admit(address).expect("a slot was freed");
         assert_eq!(hub.connection_count(), 2);
+    }
+
+    #[test]
+    fn admits_up_to_the_quota_per_address() {
+        let hub = Hub::new(10, 2);
+        let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        let first = hub.admit(a).unwrap();
+        let _second = hub.admit(a).unwrap();
+        assert_eq!(hub.admit(a).err(), Some(Refusal::OverAddressQuota));
+        assert_eq!(
+            hub.connection_count(),
+            2,
+            "a refused connection is not counted"
+        );
+        let _other = hub.admit(b).expect("another address");
+        drop(first);
+        let _third = hub.admit(a).expect("a slot of this address was freed");
     }
 }

@@ -16,6 +16,7 @@ pub mod outbound;
 pub mod protocol;
 pub mod signature;
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +33,7 @@ use outbound::Outbound;
 use protocol::Code;
 use signature::AppCredentials;
 
+use crate::limits::{TrustedProxy, client_address};
 use crate::metrics::Metrics;
 
 /// The driver's limits and timings (DESIGN.md §9).
@@ -49,6 +51,8 @@ pub struct Limits {
     /// How long a ping waits for any reply before 4201.
     pub pong_timeout: Duration,
     pub client_events: bool,
+    /// WebSocket connections from one client address (0: unlimited); more get 4100.
+    pub max_connections_per_address: usize,
 }
 
 /// Frames larger than this cannot be read (tungstenite's hard limit): they are answered with
@@ -71,6 +75,8 @@ pub struct Driver {
     externally_occupied: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Browser origins allowed to connect; `None` allows all.
     pub allowed_origins: Option<Vec<String>>,
+    /// Proxies whose `X-Forwarded-For` names the client (per-address limits).
+    pub trusted_proxies: Vec<TrustedProxy>,
 }
 
 impl Driver {
@@ -78,11 +84,13 @@ impl Driver {
         app: AppCredentials,
         limits: Limits,
         allowed_origins: Option<Vec<String>>,
+        trusted_proxies: Vec<TrustedProxy>,
         metrics: Arc<Metrics>,
         outbound: Option<Outbound>,
     ) -> Self {
         Self {
-            hub: Hub::new(limits.max_connections),
+            hub: Hub::new(limits.max_connections, limits.max_connections_per_address),
+            trusted_proxies,
             metrics,
             outbound,
             externally_occupied: Default::default(),
@@ -121,6 +129,19 @@ impl Driver {
         } else {
             channels.remove(channel);
         }
+    }
+
+    /// The address of the client that made `request`.
+    pub fn client_address(&self, request: &Request) -> IpAddr {
+        let peer = request
+            .remote_addr()
+            .as_socket_addr()
+            .map_or(IpAddr::from([0, 0, 0, 0]), SocketAddr::ip);
+        let forwarded_for = request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|value| value.to_str().ok());
+        client_address(peer, forwarded_for, &self.trusted_proxies)
     }
 
     fn origin_allowed(&self, origin: Option<&str>) -> bool {
@@ -185,6 +206,7 @@ pub async fn websocket(
         key_known: key == driver.app.key,
         protocol: protocol_version(query.protocol.as_deref()),
         origin_allowed: driver.origin_allowed(origin),
+        address: driver.client_address(request),
     };
     let driver = Arc::clone(&driver);
     tokio::spawn(async move {

@@ -24,6 +24,8 @@ const SLED_CACHE_BYTES: u64 = 32 << 20;
 
 /// First byte of every stored value; bump it when a document's layout changes.
 const FORMAT_VERSION: u8 = 1;
+/// Subscription rows: version 2 added `guest_address`; version 1 rows are still read.
+const SUBSCRIPTION_FORMAT: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -72,6 +74,43 @@ pub struct SubscriptionDoc {
     pub is_public: bool,
     pub created_at_ms: u64,
     pub last_seen_at_ms: u64,
+    /// A guest subscriber's address (its subscriptions count against it).
+    pub guest_address: Option<String>,
+}
+
+/// A subscription row of format version 1.
+#[derive(Deserialize)]
+struct SubscriptionDocV1 {
+    collection_id: String,
+    owner: OwnerDoc,
+    socket_id: Option<String>,
+    filter: String,
+    is_public: bool,
+    created_at_ms: u64,
+    last_seen_at_ms: u64,
+}
+
+impl From<SubscriptionDocV1> for SubscriptionDoc {
+    fn from(v1: SubscriptionDocV1) -> Self {
+        SubscriptionDoc {
+            collection_id: v1.collection_id,
+            owner: v1.owner,
+            socket_id: v1.socket_id,
+            filter: v1.filter,
+            is_public: v1.is_public,
+            created_at_ms: v1.created_at_ms,
+            last_seen_at_ms: v1.last_seen_at_ms,
+            guest_address: None,
+        }
+    }
+}
+
+/// A subscription row of any version this build reads.
+fn decode_subscription(bytes: &[u8]) -> Result<SubscriptionDoc, StoreError> {
+    match bytes.first() {
+        Some(&FORMAT_VERSION) => decode::<SubscriptionDocV1>(bytes).map(SubscriptionDoc::from),
+        _ => decode_version(bytes, SUBSCRIPTION_FORMAT),
+    }
 }
 
 /// The number of a write that an event waits for (records, and subscription removals); writes
@@ -224,7 +263,7 @@ impl Store {
                 let (key, value) = entry?;
                 let id = Uuid::from_slice(&key)
                     .map_err(|error| StoreError::Corrupt(format!("subscription key: {error}")))?;
-                Ok((id, decode(&value)?))
+                Ok((id, decode_subscription(&value)?))
             })
             .collect()
     }
@@ -232,12 +271,13 @@ impl Store {
     pub fn subscription(&self, id: Uuid) -> Result<Option<SubscriptionDoc>, StoreError> {
         self.subscriptions
             .get(id.as_bytes())?
-            .map(|value| decode(&value))
+            .map(|value| decode_subscription(&value))
             .transpose()
     }
 
     pub fn put_subscription(&self, id: Uuid, doc: &SubscriptionDoc) -> Result<(), StoreError> {
-        self.subscriptions.insert(id.as_bytes(), encode(doc))?;
+        self.subscriptions
+            .insert(id.as_bytes(), encode_version(doc, SUBSCRIPTION_FORMAT))?;
         Ok(())
     }
 
@@ -284,7 +324,11 @@ async fn flush_loop(
 }
 
 fn encode<T: Serialize>(doc: &T) -> Vec<u8> {
-    let mut bytes = vec![FORMAT_VERSION];
+    encode_version(doc, FORMAT_VERSION)
+}
+
+fn encode_version<T: Serialize>(doc: &T, version: u8) -> Vec<u8> {
+    let mut bytes = vec![version];
     bytes.extend(
         bincode::serde::encode_to_vec(doc, bincode::config::standard())
             .expect("documents of plain strings and numbers always encode"),
@@ -293,14 +337,18 @@ fn encode<T: Serialize>(doc: &T) -> Vec<u8> {
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    decode_version(bytes, FORMAT_VERSION)
+}
+
+fn decode_version<T: DeserializeOwned>(bytes: &[u8], expected: u8) -> Result<T, StoreError> {
     match bytes.split_first() {
-        Some((&FORMAT_VERSION, body)) => {
+        Some((&version, body)) if version == expected => {
             bincode::serde::decode_from_slice(body, bincode::config::standard())
                 .map(|(doc, _)| doc)
                 .map_err(|error| StoreError::Corrupt(error.to_string()))
         }
         Some((version, _)) => Err(StoreError::Corrupt(format!(
-            "format version {version}, this build reads {FORMAT_VERSION}"
+            "format version {version}, this build reads {expected}"
         ))),
         None => Err(StoreError::Corrupt("empty value".into())),
     }
@@ -326,6 +374,7 @@ mod tests {
             is_public: false,
             created_at_ms: 1,
             last_seen_at_ms: 2,
+            guest_address: None,
         };
         let collection = CollectionDoc {
             id: "c1".into(),
@@ -356,6 +405,39 @@ mod tests {
         assert_eq!(store.subscriptions().unwrap(), [(id, subscription)]);
         store.delete_subscription(id).unwrap();
         assert_eq!(store.subscription(id).unwrap(), None);
+    }
+
+    #[test]
+    fn reads_version_1_subscription_rows() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            collection_id: &'a str,
+            owner: OwnerDoc,
+            socket_id: Option<String>,
+            filter: &'a str,
+            is_public: bool,
+            created_at_ms: u64,
+            last_seen_at_ms: u64,
+        }
+        let row = encode(&V1 {
+            collection_id: "c1",
+            owner: OwnerDoc::Guest,
+            socket_id: None,
+            filter: "n > 1",
+            is_public: true,
+            created_at_ms: 1,
+            last_seen_at_ms: 2,
+        });
+        let doc = decode_subscription(&row).unwrap();
+        assert_eq!((doc.filter.as_str(), doc.guest_address), ("n > 1", None));
+        let v2 = SubscriptionDoc {
+            guest_address: Some("10.0.0.1".into()),
+            ..doc
+        };
+        assert_eq!(
+            decode_subscription(&encode_version(&v2, SUBSCRIPTION_FORMAT)).unwrap(),
+            v2
+        );
     }
 
     #[test]

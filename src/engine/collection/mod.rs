@@ -10,6 +10,7 @@
 mod records;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,8 @@ use crate::auth::{Identity, User, now_secs};
 use crate::filter::{
     CompiledFilter, Filter, FilterEngine, Rule, SubscriptionIndex, SubscriptionKey, condition,
 };
+use crate::limits::{ClientKey, Quota};
+use crate::metrics::Metrics;
 use crate::pusher::Driver;
 use crate::pusher::protocol::SocketId;
 use crate::store::{Epoch, OwnerDoc, Store, SubscriptionDoc};
@@ -32,6 +35,7 @@ use crate::store::{Epoch, OwnerDoc, Store, SubscriptionDoc};
 pub enum CollectionMsg {
     Subscribe {
         identity: Identity,
+        client: Option<ClientKey>,
         filter_text: String,
         socket_id: Option<String>,
         reply: RpcReplyPort<Result<Subscribed, EngineError>>,
@@ -95,10 +99,12 @@ pub struct CollectionArgs {
     pub rules: Rules,
     pub store: Store,
     pub filters: Arc<FilterEngine>,
-    /// Its hub says which subscriptions have a socket listening (they stay alive).
+    /// Its hub says which subscriptions have a socket listening (they stay alive); its
+    /// metrics count refusals by the subscription quota.
     pub driver: Arc<Driver>,
     pub channels: ChannelNames,
     pub threshold: Duration,
+    pub subscription_quota: Arc<Quota<ClientKey>>,
     /// Rows of the connection table loaded at start-up.
     pub loaded: Vec<(Uuid, SubscriptionDoc)>,
 }
@@ -112,6 +118,8 @@ pub struct CollectionState {
     driver: Arc<Driver>,
     channels: ChannelNames,
     threshold: Duration,
+    /// Live subscriptions per client, across collections.
+    subscription_quota: Arc<Quota<ClientKey>>,
     index: SubscriptionIndex<Target>,
     /// Every live subscription, with where the index filed it.
     subscriptions: HashMap<Uuid, (SubscriptionKey, Subscription)>,
@@ -166,6 +174,8 @@ struct Subscription {
     /// Fixed when the subscription is made: whether a guest could have made it, which decides
     /// its channel (public or `private-`) for its whole life (DESIGN.md §15).
     is_public: bool,
+    /// Who the subscription counts against (the admin's count against nobody).
+    client: Option<ClientKey>,
     created_at_ms: u64,
     /// Monotonic: the last ping (or start-up, which grants a fresh grace period).
     last_seen: Instant,
@@ -180,6 +190,10 @@ impl Subscription {
     }
 
     fn doc(&self, collection_id: &str) -> SubscriptionDoc {
+        let guest_address = match &self.client {
+            Some(ClientKey::Address(address)) => Some(address.to_string()),
+            Some(ClientKey::User(_)) | None => None,
+        };
         let owner = match &self.identity {
             Identity::Guest => OwnerDoc::Guest,
             Identity::Superuser => OwnerDoc::Superuser,
@@ -197,6 +211,7 @@ impl Subscription {
             is_public: self.is_public,
             created_at_ms: self.created_at_ms,
             last_seen_at_ms: now_ms(),
+            guest_address,
         }
     }
 }
@@ -206,6 +221,10 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
+
+/// `Retry-After` of a refusal by the subscription quota: a hint only, as the count falls when
+/// the client ends subscriptions, or when unused ones expire.
+const QUOTA_RETRY_AFTER_SECS: u64 = 60;
 
 /// Who a list rule lets subscribe (DESIGN.md §3, §9).
 fn admit(rule: &Rule, identity: &Identity) -> Result<(), EngineError> {
@@ -323,6 +342,9 @@ impl CollectionState {
         subscription: &Subscription,
         ending: Ending,
     ) -> Result<(), EngineError> {
+        if let Some(client) = &subscription.client {
+            self.subscription_quota.give_back(client);
+        }
         let removed = self.store.delete_subscription(id);
         tracing::info!(collection = %self.name, subscription = %id, why = ending.why(), "subscription ended");
         let epoch = removed?;
@@ -343,6 +365,7 @@ impl CollectionState {
     fn subscribe(
         &mut self,
         identity: Identity,
+        client: Option<ClientKey>,
         filter_text: String,
         socket_id: Option<String>,
     ) -> Result<Subscribed, EngineError> {
@@ -352,10 +375,29 @@ impl CollectionState {
             filter_text,
             socket_id,
             is_public: self.rules.list.admits_guest(),
+            client: client.clone(),
             created_at_ms: now_ms(),
             last_seen: Instant::now(),
         };
-        self.file(id, subscription).map_err(|refused| refused.0)?;
+        admit(&self.rules.list, &subscription.identity)?;
+        if let Some(client) = &client
+            && let Err(exceeded) = self.subscription_quota.take(client)
+        {
+            Metrics::count(&self.driver.metrics.limited_subscriptions, 1);
+            return Err(EngineError::Limited {
+                message: format!(
+                    "{client} already holds {} live subscriptions, the most allowed: end some (DELETE /api/realtime/subscriptions/{{channel}}) or let unused ones expire",
+                    exceeded.max
+                ),
+                retry_after_secs: QUOTA_RETRY_AFTER_SECS,
+            });
+        }
+        if let Err(refused) = self.file(id, subscription) {
+            if let Some(client) = &client {
+                self.subscription_quota.give_back(client);
+            }
+            return Err(refused.0);
+        }
         let (_, subscription) = &self.subscriptions[&id];
         let (doc, is_public) = (subscription.doc(&self.id), subscription.is_public);
         if let Err(error) = self.store.put_subscription(id, &doc) {
@@ -454,6 +496,10 @@ impl CollectionState {
 
     /// A stored row back to a live subscription; `None` when it cannot be (logged).
     fn restore(&self, doc: SubscriptionDoc) -> Option<Subscription> {
+        let guest_address = doc
+            .guest_address
+            .as_deref()
+            .and_then(|address| address.parse::<IpAddr>().ok());
         let identity = match doc.owner {
             OwnerDoc::Guest => Identity::Guest,
             OwnerDoc::Superuser => Identity::Superuser,
@@ -470,8 +516,15 @@ impl CollectionState {
                 }))
             }
         };
+        let client = match (&identity, guest_address) {
+            (Identity::Guest, Some(address)) => Some(ClientKey::Address(address)),
+            // Rows written before addresses were kept count against nobody.
+            (Identity::Guest, None) => None,
+            (identity, _) => ClientKey::of(identity, IpAddr::from([0, 0, 0, 0])),
+        };
         Some(Subscription {
             identity,
+            client,
             filter_text: doc.filter,
             socket_id: doc.socket_id,
             is_public: doc.is_public,
@@ -508,6 +561,7 @@ impl Actor for CollectionActor {
             driver: args.driver,
             channels: args.channels,
             threshold: args.threshold,
+            subscription_quota: args.subscription_quota,
             index: SubscriptionIndex::new(),
             subscriptions: HashMap::new(),
             compiled: Default::default(),
@@ -518,8 +572,15 @@ impl Actor for CollectionActor {
             let restored = state.restore(doc);
             // Also ends those the current list rule no longer admits, as a rule change would
             // (no socket can hold them yet).
+            let client = restored
+                .as_ref()
+                .and_then(|restored| restored.client.clone());
             let filed = restored.map(|subscription| state.file(id, subscription));
-            if !matches!(filed, Some(Ok(()))) {
+            if matches!(filed, Some(Ok(()))) {
+                if let Some(client) = &client {
+                    state.subscription_quota.add(client);
+                }
+            } else {
                 tracing::warn!(collection = %state.name, subscription = %id, "dropping a stored subscription that no longer loads");
                 state.store.delete_subscription(id)?;
             }
@@ -549,11 +610,12 @@ impl Actor for CollectionActor {
         match message {
             CollectionMsg::Subscribe {
                 identity,
+                client,
                 filter_text,
                 socket_id,
                 reply,
             } => {
-                let _ = reply.send(state.subscribe(identity, filter_text, socket_id));
+                let _ = reply.send(state.subscribe(identity, client, filter_text, socket_id));
             }
             CollectionMsg::Ping {
                 id,
