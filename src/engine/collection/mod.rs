@@ -516,11 +516,11 @@ impl CollectionState {
                 }))
             }
         };
-        let client = match (&identity, guest_address) {
-            (Identity::Guest, Some(address)) => Some(ClientKey::Address(address)),
+        let client = match &identity {
+            Identity::User(user) => Some(ClientKey::User(user.id.clone())),
             // Rows written before addresses were kept count against nobody.
-            (Identity::Guest, None) => None,
-            (identity, _) => ClientKey::of(identity, IpAddr::from([0, 0, 0, 0])),
+            Identity::Guest => guest_address.map(ClientKey::Address),
+            Identity::Superuser => None,
         };
         Some(Subscription {
             identity,
