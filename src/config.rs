@@ -424,3 +424,36 @@ impl Config {
         defaults
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// DESIGN.md §15: a misspelt key in a `[[collections]]` seed or its `api_rules` stops the
+    /// start-up with a message naming it, as the API refuses it with 422.
+    #[test]
+    fn collection_seeds_refuse_unknown_keys() {
+        for (text, unknown) in [
+            (
+                "[[collections]]\nname = 'posts'\napi_rules = { lisst = '' }",
+                "lisst",
+            ),
+            (
+                "[[collections]]\nname = 'posts'\nrules = { list = '' }",
+                "rules",
+            ),
+        ] {
+            let error = toml::from_str::<Settings>(text).unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("unknown field `{unknown}`")),
+                "{error}"
+            );
+        }
+        let seeds = toml::from_str::<Settings>(
+            "[[collections]]\nname = 'posts'\napi_rules = { list = '' }",
+        )
+        .unwrap()
+        .collections;
+        assert_eq!(seeds[0].api_rules.list.as_deref(), Some(""));
+    }
+}

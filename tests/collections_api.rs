@@ -153,6 +153,116 @@ async fn the_admin_manages_collections_and_rules() {
     );
 }
 
+/// DESIGN.md §15: unknown keys in a collection body or its `api_rules` are refused, not ignored
+/// (a misspelt `list` would leave the list rule `SUPERUSER_ONLY`). Subscribe refuses them too;
+/// ping, channel auth and publish ignore them.
+#[tokio::test]
+async fn mistaken_keys_are_refused_not_ignored() {
+    let server = Server::start(
+        "[[collections]]\nname = \"posts\"\napi_rules = { list = \"\" }\n\
+         [[collections]]\nname = \"secrets\"\n",
+    );
+    let typo = server
+        .create_collection(json!({"name": "tasks", "api_rules": {"lisst": "", "view": ""}}))
+        .await;
+    assert_eq!(
+        typo.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        typo.body
+    );
+    let message = typo.body["errors"]["api_rules.lisst"][0].as_str().unwrap();
+    for key in ["`list`", "`view`", "`create`", "`update`", "`delete`"] {
+        assert!(message.contains(key), "{message}");
+    }
+    let gone = server
+        .call(Method::GET, "/api/collections/tasks", Some(ADMIN), None)
+        .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND, "nothing was created");
+
+    let top_level = server
+        .create_collection(json!({"name": "tasks", "rules": {"list": ""}}))
+        .await;
+    assert_eq!(top_level.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        top_level.body["errors"]["rules"][0]
+            .as_str()
+            .unwrap()
+            .contains("`api_rules`")
+    );
+    let wrong_type = server
+        .create_collection(json!({"name": "tasks", "api_rules": {"list": 5}}))
+        .await;
+    assert_eq!(wrong_type.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        wrong_type.body["errors"]["api_rules.list"].is_array(),
+        "{:?}",
+        wrong_type.body
+    );
+
+    let patch = json!({"api_rules": {"list": null, "veiw": ""}});
+    let typo = server
+        .call(
+            Method::PATCH,
+            "/api/collections/posts",
+            Some(ADMIN),
+            Some(patch),
+        )
+        .await;
+    assert_eq!(typo.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        typo.body["errors"]["api_rules.veiw"].is_array(),
+        "{:?}",
+        typo.body
+    );
+    let posts = server
+        .call(Method::GET, "/api/collections/posts", Some(ADMIN), None)
+        .await;
+    assert_eq!(
+        posts.body["data"]["api_rules"]["list"], "",
+        "the patch was not applied"
+    );
+
+    let body = json!({"collection": "posts", "fliter": "status = 'active'"});
+    let subscribe = server
+        .call(Method::POST, "/api/realtime/subscribe", None, Some(body))
+        .await;
+    assert_eq!(subscribe.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        subscribe.body["errors"]["fliter"].is_array(),
+        "{:?}",
+        subscribe.body
+    );
+
+    // An admin's subscription is private, so the channel auth endpoint signs it.
+    let channel = server.subscribe(Some(ADMIN), "secrets", None).await.body["channel_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = json!({"channel_name": channel, "socket_id": "1.1"});
+    let ping = server
+        .call(Method::POST, "/api/realtime/ping", Some(ADMIN), Some(body))
+        .await;
+    assert_eq!(ping.status, StatusCode::OK, "{:?}", ping.body);
+    let body =
+        json!({"socket_id": "1.1", "channel_name": format!("private-{channel}"), "extra": 1});
+    let auth = server
+        .call(Method::POST, "/api/realtime/auth", Some(ADMIN), Some(body))
+        .await;
+    assert_eq!(auth.status, StatusCode::OK, "{:?}", auth.body);
+    let body =
+        json!({"collection": "posts", "action": "created", "record": {"id": "x"}, "note": 1});
+    let publish = server
+        .call(
+            Method::POST,
+            "/api/realtime/publish",
+            Some(ADMIN),
+            Some(body),
+        )
+        .await;
+    assert_eq!(publish.status, StatusCode::OK, "{:?}", publish.body);
+}
+
 #[tokio::test]
 async fn the_committed_openapi_document_is_current() {
     let generated: Value = serde_json::from_str(&velo_realtime::api::spec()).unwrap();
@@ -181,7 +291,7 @@ async fn the_committed_openapi_document_is_current() {
         assert!(generated["paths"][path].is_object(), "{path} is documented");
     }
     let subscribe = &generated["paths"]["/api/realtime/subscribe"]["post"];
-    for status in ["200", "400", "401", "403", "413", "422"] {
+    for status in ["200", "400", "401", "403", "413", "415", "422"] {
         assert!(
             subscribe["responses"][status].is_object(),
             "subscribe documents {status}"

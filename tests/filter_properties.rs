@@ -15,13 +15,46 @@ use proptest::sample::select;
 use serde_json::{Map, Value, json};
 use velo_realtime::filter::fold::evaluate;
 use velo_realtime::filter::{
-    Auth, CompareOp, Expr, FieldPath, Filter, FilterEngine, Literal, Operand, Record, Rule,
+    Auth, CompareOp, Expr, FieldPath, Filter, FilterEngine, Literal, Number, Operand, Record, Rule,
     SubscriptionIndex, condition,
 };
 
-/// Few distinct values, so that equalities hit often and every type meets every other.
-const NUMBERS: [f64; 7] = [-1.0, 0.0, 1.0, 2.0, 18.0, 2.5, 1e3];
-const STRINGS: [&str; 10] = ["", "x", "X", "1", "18", "18.0", "2", "a%", "x_", "1e3"];
+/// Few distinct values, so that equalities hit often and every type meets every other. Numbers
+/// are written as JSON writes them: integers exact, `.0` or an exponent for floats. Around 2^53
+/// an integer and its neighbour share one float; 2^63 and 2^64 are the 64-bit bounds.
+const NUMBERS: [&str; 16] = [
+    "-1",
+    "0",
+    "1",
+    "2",
+    "18",
+    "18.0",
+    "2.5",
+    "1e3",
+    "9007199254740992",
+    "9007199254740993",
+    "9007199254740992.0",
+    "9223372036854775807",
+    "9223372036854775808",
+    "18446744073709551615",
+    "1.8446744073709552e19",
+    "-9223372036854775808",
+];
+const STRINGS: [&str; 13] = [
+    "",
+    "x",
+    "X",
+    "1",
+    "18",
+    "18.0",
+    "2",
+    "a%",
+    "x_",
+    "1e3",
+    "9007199254740993",
+    "9007199254740992.0",
+    "18446744073709551615",
+];
 const FIELDS: [&str; 5] = ["a", "b", "c.d", "e", "c"];
 const CLAIMS: [&str; 5] = ["id", "team", "groups", "missing", "profile.level"];
 
@@ -29,7 +62,7 @@ fn literal() -> impl Strategy<Value = Literal> {
     prop_oneof![
         1 => Just(Literal::Null),
         1 => any::<bool>().prop_map(Literal::Bool),
-        3 => select(&NUMBERS[..]).prop_map(Literal::Number),
+        3 => select(&NUMBERS[..]).prop_map(|n| Literal::Number(Number::parse_json(n).unwrap())),
         4 => select(&STRINGS[..]).prop_map(|s| Literal::String(s.to_owned())),
     ]
 }
@@ -38,7 +71,7 @@ fn scalar() -> impl Strategy<Value = Value> {
     literal().prop_map(|literal| match literal {
         Literal::Null => Value::Null,
         Literal::Bool(b) => json!(b),
-        Literal::Number(n) => json!(n),
+        Literal::Number(n) => serde_json::from_str(&n.to_string()).unwrap(),
         Literal::String(s) => json!(s),
     })
 }
@@ -270,6 +303,7 @@ proptest! {
         words in prop::collection::vec(select(&[
             "a", "b.c", "=", "==", "!=", "<>", ">", ">=", "<", "<=", "AND", "or", "NOT", "like",
             "IN", "(", ")", ",", "'x'", "\"y\\\"\"", "@request.auth.id", "@request", "1", "-2.5",
+            "9007199254740993", "18446744073709551616", "-9223372036854775809", "1.5e19",
             "1e5", "null", "TRUE", "&&", "||", "!", "'", "\"", "\\", "@", "SUPERUSER_ONLY", "é", ".",
             "%", "_", "-", "\n",
         ][..]), 0..24),
@@ -293,6 +327,73 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+/// Integers around the edges of exactness: 2^53 (where floats stop holding every integer) and
+/// the 64-bit bounds `i64::MIN`, `i64::MAX`, `u64::MAX`, with small ones for contrast.
+fn edge_integer() -> impl Strategy<Value = i128> {
+    const EDGES: [i128; 7] = [
+        0,
+        1 << 53,
+        -(1 << 53),
+        1 << 63,
+        -(1 << 63),
+        1 << 64,
+        1 << 62,
+    ];
+    (select(&EDGES[..]), -3_i128..=3)
+        .prop_map(|(edge, offset)| edge + offset)
+        .prop_filter("within 64 bits", |n| {
+            (i128::from(i64::MIN)..=i128::from(u64::MAX)).contains(n)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// DESIGN.md §15: integers compare exactly when both sides are integers, and the index
+    /// agrees. The record holds the number, or its numeric string; the filter is text, as the
+    /// API receives it.
+    #[test]
+    fn integers_compare_exactly_through_the_index_the_script_and_the_interpreter(
+        held in edge_integer(),
+        near in -2_i128..=2,
+        far in edge_integer(),
+        pick_near in any::<bool>(),
+        op in select(&["=", "!=", "<", "<=", ">", ">=", "IN"][..]),
+        as_string in any::<bool>(),
+    ) {
+        let written = if pick_near { held + near } else { far };
+        prop_assume!((i128::from(i64::MIN)..=i128::from(u64::MAX)).contains(&written));
+        let text = match op {
+            "IN" => format!("n IN ({written}, 'x')"),
+            op => format!("n {op} {written}"),
+        };
+        let order = held.cmp(&written);
+        let expected = match op {
+            "=" | "IN" => order.is_eq(),
+            "!=" => order.is_ne(),
+            "<" => order.is_lt(),
+            "<=" => order.is_le(),
+            ">" => order.is_gt(),
+            _ => order.is_ge(),
+        };
+        let record: Value = if as_string {
+            json!({ "n": held.to_string() })
+        } else {
+            serde_json::from_str(&format!(r#"{{"n": {held}}}"#)).unwrap()
+        };
+        let filter = Filter::parse(&text).unwrap();
+        let engine = FilterEngine::new();
+        let mut index = SubscriptionIndex::new();
+        index.insert(Arc::new(engine.compile(filter.expr().cloned()).unwrap()), Auth::guest(), 0);
+        let (by_index, by_scan) = both_ways(&engine, &mut index, &record);
+        let parsed = Record::from_json(&record).unwrap();
+        let interpreted = evaluate(filter.expr().unwrap(), &parsed, &Auth::guest());
+        prop_assert_eq!(interpreted, expected, "interpreter: {} on {}", text, record);
+        prop_assert_eq!(by_scan.contains(&0), expected, "script: {} on {}", text, record);
+        prop_assert_eq!(by_index.contains(&0), expected, "index: {} on {}", text, record);
     }
 }
 

@@ -859,3 +859,132 @@ async fn a_socket_is_told_when_its_subscriptions_token_expires() {
         )
     );
 }
+
+/// 64-bit integers, signed and unsigned, come back exactly: from create, view, list, an event
+/// and after kill -9; filters and sorting compare them exactly. Integers beyond 64 bits are
+/// refused rather than rounded.
+#[tokio::test]
+async fn integers_of_64_bits_round_trip_and_compare_exactly() {
+    let mut server = Server::start(COLLECTIONS);
+    let big = json!({"n": 9007199254740993_u64, "m": -9223372036854775807_i64, "u": u64::MAX});
+    let filter = "n = 9007199254740993";
+    let (mut exact, _) = listen(&server, None, "posts", Some(filter)).await;
+    let (mut above, _) = listen(&server, None, "posts", Some("n > 9007199254740992")).await;
+
+    let neighbour = create(&server, "posts", None, json!({"n": 9007199254740992_u64})).await;
+    assert_eq!(neighbour.status, StatusCode::CREATED);
+    let created = create(&server, "posts", None, big.clone()).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let post = record(&created).clone();
+    for field in ["n", "m", "u"] {
+        assert_eq!(post[field], big[field], "{field} as created");
+    }
+    let (_, data) = event(&mut exact).await;
+    assert_eq!(data["record"], post, "the event carries the exact integers");
+    nothing_more(&mut exact).await;
+    assert_eq!(event(&mut above).await.1["record"], post);
+    nothing_more(&mut above).await;
+
+    let path = format!(
+        "/api/collections/posts/records/{}",
+        post["id"].as_str().unwrap()
+    );
+    reads_back_exactly(&server, &path, &post).await;
+    server.kill_and_restart();
+    reads_back_exactly(&server, &path, &post).await;
+
+    let too_big = server
+        .request(Method::POST, "/api/collections/posts/records")
+        .header("content-type", "application/json")
+        .body(r#"{"a": {"b": [1, 18446744073709551616]}}"#);
+    let refused = server.raw(too_big).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        refused.body
+    );
+    assert!(
+        refused.body["errors"]["a.b[1]"].is_array(),
+        "{:?}",
+        refused.body
+    );
+}
+
+/// `post` by view, by a list with an exact filter, and first in a list sorted by `-n`.
+async fn reads_back_exactly(server: &Server, path: &str, post: &Value) {
+    let viewed = server.call(Method::GET, path, None, None).await;
+    assert_eq!(record(&viewed), post, "viewed");
+    let list = "/api/collections/posts/records?filter=n%20%3D%209007199254740993";
+    let listed = server.call(Method::GET, list, None, None).await;
+    assert_eq!(
+        listed.body["data"],
+        json!([post]),
+        "listed by an exact filter"
+    );
+    let list = "/api/collections/posts/records?sort=-n";
+    let sorted = server.call(Method::GET, list, None, None).await;
+    assert_eq!(
+        &sorted.body["data"][0], post,
+        "sorted exactly above its neighbour"
+    );
+}
+
+/// DESIGN.md §15: JSON in UTF-8 only. `charset=utf-8` in any case is accepted; another charset
+/// is 415 rather than being read as UTF-8; a content type that is not JSON stays 400 (§9).
+#[tokio::test]
+async fn json_bodies_in_another_charset_are_refused() {
+    let server = Server::start(COLLECTIONS);
+    let post = |content_type: &str, body: Vec<u8>| {
+        server
+            .request(Method::POST, "/api/collections/posts/records")
+            .header("content-type", content_type)
+            .body(body)
+    };
+    let utf16: Vec<u8> = r#"{"title": "é"}"#.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let refused = server
+        .raw(post("application/json; charset=utf-16", utf16))
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "{:?}",
+        refused.body
+    );
+    assert!(refused.body["message"].as_str().unwrap().contains("utf-16"));
+    let latin1 = server
+        .raw(post("application/json; charset=ISO-8859-1", b"{}".to_vec()))
+        .await;
+    assert_eq!(latin1.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    for accepted in [
+        "application/json; charset=UTF-8",
+        "application/json;charset=\"utf-8\"",
+    ] {
+        let created = server
+            .raw(post(accepted, r#"{"title": "é"}"#.as_bytes().to_vec()))
+            .await;
+        assert_eq!(
+            created.status,
+            StatusCode::CREATED,
+            "{accepted}: {:?}",
+            created.body
+        );
+        assert_eq!(record(&created)["title"], "é");
+    }
+    let not_json = server.raw(post("text/plain", b"{}".to_vec())).await;
+    assert_eq!(not_json.status, StatusCode::BAD_REQUEST);
+    let auth = server
+        .raw(
+            server
+                .request(Method::POST, "/api/realtime/auth")
+                .header("content-type", "application/json; charset=utf-16")
+                .body("{}"),
+        )
+        .await;
+    assert_eq!(
+        auth.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "{:?}",
+        auth.body
+    );
+}

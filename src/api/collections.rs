@@ -8,7 +8,7 @@ use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::error::ApiError;
-use super::payload::JsonBody;
+use super::payload::{BodyType, JsonBody, UnknownKeys};
 use super::security::AdminToken;
 use super::{ApiTags, App};
 use crate::engine::{CollectionInfo, CollectionName, RuleTexts, RulesPatch};
@@ -49,6 +49,8 @@ pub struct ApiRulesPatch {
     pub delete: MaybeUndefined<String>,
 }
 
+/// A new collection. Unknown keys, here or in `api_rules`, are refused (422): a misspelt rule
+/// (`lisst`) would otherwise quietly leave that rule `SUPERUSER_ONLY` (DESIGN.md §15).
 #[derive(Object, Debug)]
 pub struct NewCollection {
     /// 1 to 63 letters, digits or `_`, not starting with a digit.
@@ -58,6 +60,8 @@ pub struct NewCollection {
     pub api_rules: Option<ApiRules>,
 }
 
+/// Changes to a collection. Unknown keys, here or in `api_rules`, are refused (422): a misspelt
+/// rule would otherwise quietly stay as it was.
 #[derive(Object, Debug)]
 pub struct CollectionPatch {
     /// A new name; absent or `null` keeps it.
@@ -66,6 +70,14 @@ pub struct CollectionPatch {
     /// Rules to change; absent or `null` changes none.
     #[oai(nullable)]
     pub api_rules: Option<ApiRulesPatch>,
+}
+
+impl BodyType for NewCollection {
+    const UNKNOWN_KEYS: UnknownKeys = UnknownKeys::Refused;
+}
+
+impl BodyType for CollectionPatch {
+    const UNKNOWN_KEYS: UnknownKeys = UnknownKeys::Refused;
 }
 
 #[derive(Object, Debug)]

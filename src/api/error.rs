@@ -42,6 +42,9 @@ pub enum ApiError {
     /// The body, or the record, is over its size limit.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
+    /// The body's charset is not UTF-8 (`Content-Type: application/json; charset=utf-16`).
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
     /// A well-formed body with invalid fields; `errors` says which.
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
@@ -79,6 +82,10 @@ impl ApiError {
 
     pub fn too_large(message: impl Into<String>) -> Self {
         ApiError::PayloadTooLarge(body(message))
+    }
+
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        ApiError::UnsupportedMediaType(body(message))
     }
 
     /// A validation failure of one field.

@@ -1,9 +1,15 @@
 //! `JsonBody<T>`: a JSON request body that tells malformed JSON (400) from a well-formed body
 //! whose fields are wrong (422 with `errors.<field>`), which poem-openapi's `Json<T>` does not.
 //!
-//! Field errors come from the documented schema itself: required properties and the JSON type
-//! of each property are checked against `T`'s OpenAPI schema before `T` is parsed, so the
-//! messages and the spec cannot disagree.
+//! Field errors come from the documented schema itself: required properties, the JSON type of
+//! each property and, for types that refuse them ([`UnknownKeys::Refused`]), keys the schema
+//! does not list are checked against `T`'s OpenAPI schema before `T` is parsed, at every level
+//! the schema describes (`errors["api_rules.lisst"]`), so the messages and the spec cannot
+//! disagree. Integers beyond 64 bits, which serde_json would round to floats, are refused too
+//! (DESIGN.md §15). It owns no rule about what a valid value is beyond the schema.
+//!
+//! Content types: `application/json` (or `+json`) with no charset or `charset=utf-8` in any case;
+//! another charset is 415 (DESIGN.md §15). A body that is not JSON at all is poem's refusal, 400.
 
 use std::collections::BTreeMap;
 
@@ -12,18 +18,36 @@ use poem_openapi::impl_apirequest_for_payload;
 use poem_openapi::payload::{ParsePayload, Payload};
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::{ParseFromJSON, Type};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::error::{ApiError, ErrorBody};
 
 /// Request bodies larger than this are refused with 413 (DESIGN.md §9).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
+/// What a body does with keys its schema does not list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnknownKeys {
+    /// 422 under `errors["<path>"]`, naming the accepted keys: a misspelt optional key would
+    /// otherwise quietly mean "absent".
+    Refused,
+    /// Left out of the parsed value.
+    Ignored,
+}
+
+/// A type a [`JsonBody`] carries, with its answer to keys outside its schema: each body type
+/// says, next to its definition, why it refuses or ignores them.
+pub trait BodyType: ParseFromJSON {
+    const UNKNOWN_KEYS: UnknownKeys;
+}
+
 pub struct JsonBody<T>(pub T);
 
 impl<T: Type> Payload for JsonBody<T> {
     const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
 
+    /// Any charset passes here so that [`ParsePayload::from_request`] can refuse all but UTF-8
+    /// with 415; poem refuses other content types (400, see `error::render`).
     fn check_content_type(content_type: &str) -> bool {
         matches!(content_type.parse::<mime::Mime>(), Ok(content_type)
             if content_type.type_() == "application"
@@ -43,10 +67,23 @@ fn refuse(error: ApiError) -> poem::Error {
     poem::Error::from_response(error.into_response())
 }
 
-impl<T: ParseFromJSON> ParsePayload for JsonBody<T> {
+/// The charset of a JSON content type, when it names one other than UTF-8.
+fn foreign_charset(content_type: &str) -> Option<String> {
+    let mime = content_type.parse::<mime::Mime>().ok()?;
+    let charset = mime.get_param(mime::CHARSET)?;
+    (!charset.as_str().eq_ignore_ascii_case("utf-8")).then(|| charset.as_str().to_owned())
+}
+
+impl<T: BodyType> ParsePayload for JsonBody<T> {
     const IS_REQUIRED: bool = true;
 
-    async fn from_request(_: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        if let Some(charset) = request.content_type().and_then(foreign_charset) {
+            return Err(refuse(ApiError::unsupported_media_type(format!(
+                "the body must be UTF-8 JSON: send `Content-Type: application/json` without a \
+                 charset or with `charset=utf-8`, not `charset={charset}`"
+            ))));
+        }
         let bytes = body
             .take()?
             .into_bytes_limit(MAX_BODY_BYTES)
@@ -66,7 +103,26 @@ impl<T: ParseFromJSON> ParsePayload for JsonBody<T> {
         })?;
         let mut registry = Registry::new();
         T::register(&mut registry);
-        if let Some(errors) = field_errors(&T::schema_ref(), &registry, &value) {
+        let mut check = Check {
+            registry: &registry,
+            unknown_keys: T::UNKNOWN_KEYS,
+            errors: BTreeMap::new(),
+        };
+        check.body(&T::schema_ref(), &value);
+        for path in wide_integers(&bytes) {
+            let field = if path.is_empty() { "body" } else { &path };
+            check.add(
+                field,
+                format!(
+                    "`{field}` is an integer beyond 64 bits, which cannot be kept exactly: \
+                     integers must lie between {} and {}; send larger ones as strings",
+                    i64::MIN,
+                    u64::MAX
+                ),
+            );
+        }
+        if !check.errors.is_empty() {
+            let errors = check.errors;
             let message = errors
                 .iter()
                 .map(|(field, messages)| format!("{field}: {}", messages.join(", ")))
@@ -85,7 +141,7 @@ impl<T: ParseFromJSON> ParsePayload for JsonBody<T> {
     }
 }
 
-impl_apirequest_for_payload!(JsonBody<T>, T: ParseFromJSON);
+impl_apirequest_for_payload!(JsonBody<T>, T: BodyType);
 
 fn resolve<'r>(schema: &'r MetaSchemaRef, registry: &'r Registry) -> Option<&'r MetaSchema> {
     match schema {
@@ -94,56 +150,281 @@ fn resolve<'r>(schema: &'r MetaSchemaRef, registry: &'r Registry) -> Option<&'r 
     }
 }
 
-/// Missing required properties and properties of the wrong JSON type, by field name.
-fn field_errors(
-    schema: &MetaSchemaRef,
-    registry: &Registry,
-    value: &Value,
-) -> Option<BTreeMap<String, Vec<String>>> {
-    let schema = resolve(schema, registry)?;
-    let Value::Object(object) = value else {
-        return Some(BTreeMap::from([(
-            "body".to_owned(),
-            vec!["must be a JSON object".to_owned()],
-        )]));
-    };
-    let mut errors = BTreeMap::new();
-    for required in &schema.required {
-        if object.get(*required).is_none_or(Value::is_null) {
-            errors.insert(
-                (*required).to_owned(),
-                vec![format!("`{required}` is required")],
-            );
+/// The schema a property's value is described by: poem-openapi writes a nullable or documented
+/// reference as an untyped schema whose `allOf` holds the reference.
+fn described<'r>(schema: &'r MetaSchema, registry: &'r Registry) -> &'r MetaSchema {
+    if !schema.ty.is_empty() {
+        return schema;
+    }
+    schema
+        .all_of
+        .iter()
+        .filter_map(|part| resolve(part, registry))
+        .find(|part| !part.ty.is_empty())
+        .map_or(schema, |part| described(part, registry))
+}
+
+/// Field errors of a body against its schema, by field path (`name`, `api_rules.list`).
+struct Check<'r> {
+    registry: &'r Registry,
+    unknown_keys: UnknownKeys,
+    errors: BTreeMap<String, Vec<String>>,
+}
+
+impl Check<'_> {
+    fn add(&mut self, field: &str, message: String) {
+        self.errors
+            .entry(field.to_owned())
+            .or_default()
+            .push(message);
+    }
+
+    fn body(&mut self, schema: &MetaSchemaRef, value: &Value) {
+        let Some(schema) = resolve(schema, self.registry) else {
+            return;
+        };
+        match value {
+            Value::Object(object) => self.object(described(schema, self.registry), object, ""),
+            _ => self.add("body", "must be a JSON object".to_owned()),
         }
     }
-    for (name, property) in &schema.properties {
-        let (Some(value), Some(property)) = (object.get(*name), resolve(property, registry)) else {
-            continue;
-        };
-        if value.is_null() {
-            if !property.nullable && !schema.required.contains(name) {
-                errors.insert(
-                    (*name).to_owned(),
-                    vec![format!("`{name}` must not be null; leave it out instead")],
-                );
+
+    /// Missing required properties, properties of the wrong JSON type and, when refused, keys
+    /// the schema does not list; nested objects the schema describes are checked the same way.
+    fn object(&mut self, schema: &MetaSchema, object: &Map<String, Value>, path: &str) {
+        let registry = self.registry;
+        let field = |name: &str| {
+            if path.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{path}.{name}")
             }
-            continue;
-        }
-        let fits = match property.ty {
-            "string" => value.is_string(),
-            "boolean" => value.is_boolean(),
-            "integer" => value.is_i64() || value.is_u64(),
-            "number" => value.is_number(),
-            "array" => value.is_array(),
-            "object" => value.is_object(),
-            _ => true,
         };
-        if !fits {
-            errors.insert(
-                (*name).to_owned(),
-                vec![format!("`{name}` must be of type {}", property.ty)],
-            );
+        for required in &schema.required {
+            if object.get(*required).is_none_or(Value::is_null) {
+                let key = field(required);
+                self.add(&key, format!("`{key}` is required"));
+            }
+        }
+        for (name, property) in &schema.properties {
+            let (Some(value), Some(property)) = (object.get(*name), resolve(property, registry))
+            else {
+                continue;
+            };
+            let key = field(name);
+            if value.is_null() {
+                if !property.nullable && !schema.required.contains(name) {
+                    self.add(
+                        &key,
+                        format!("`{key}` must not be null; leave it out instead"),
+                    );
+                }
+                continue;
+            }
+            let property = described(property, registry);
+            let fits = match property.ty {
+                "string" => value.is_string(),
+                "boolean" => value.is_boolean(),
+                "integer" => value.is_i64() || value.is_u64(),
+                "number" => value.is_number(),
+                "array" => value.is_array(),
+                "object" => value.is_object(),
+                _ => true,
+            };
+            if !fits {
+                self.add(&key, format!("`{key}` must be of type {}", property.ty));
+            } else if let Value::Object(inner) = value {
+                self.object(property, inner, &key);
+            }
+        }
+        let closed = schema.ty == "object" && schema.additional_properties.is_none();
+        if closed && self.unknown_keys == UnknownKeys::Refused {
+            let accepted = schema
+                .properties
+                .iter()
+                .map(|(name, _)| format!("`{name}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            for name in object.keys() {
+                if !schema.properties.iter().any(|(known, _)| known == name) {
+                    let key = field(name);
+                    self.add(
+                        &key,
+                        format!("`{key}` is not a known key; the accepted keys are {accepted}"),
+                    );
+                }
+            }
         }
     }
-    (!errors.is_empty()).then_some(errors)
+}
+
+/// Paths of the integers in valid JSON text that lie outside `i64::MIN..=u64::MAX` (`""` for
+/// the whole body, `a.b[1]` inside it). serde_json reads them as floats, rounded, and keeps no
+/// trace of how they were written, so the text itself is read again: a number is an integer
+/// when written without a fraction or an exponent, as in serde_json.
+fn wide_integers(json: &[u8]) -> Vec<String> {
+    let mut scan = Scan {
+        json,
+        at: 0,
+        path: String::new(),
+        found: Vec::new(),
+    };
+    scan.value();
+    scan.found
+}
+
+/// A reader over JSON text already known to be valid (serde_json parsed it): it only tracks
+/// where it is and what each number looks like. Depth is bounded by serde_json's limit (128).
+struct Scan<'j> {
+    json: &'j [u8],
+    at: usize,
+    path: String,
+    found: Vec<String>,
+}
+
+impl Scan<'_> {
+    fn peek(&mut self) -> Option<u8> {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.json.get(self.at) {
+            self.at += 1;
+        }
+        self.json.get(self.at).copied()
+    }
+
+    fn value(&mut self) {
+        match self.peek() {
+            Some(b'{') => {
+                self.at += 1;
+                while let Some(byte) = self.peek() {
+                    self.at += 1;
+                    match byte {
+                        b'"' => {
+                            let start = self.at - 1;
+                            let end = self.skip_string();
+                            let key = match serde_json::from_slice(&self.json[start..end]) {
+                                Ok(key) => key,
+                                Err(_) => {
+                                    String::from_utf8_lossy(&self.json[start..end]).into_owned()
+                                }
+                            };
+                            self.peek(); // the `:`
+                            self.at += 1;
+                            self.nested(|path| {
+                                if !path.is_empty() {
+                                    path.push('.');
+                                }
+                                path.push_str(&key);
+                            });
+                        }
+                        b'}' => return,
+                        _ => {} // `,`
+                    }
+                }
+            }
+            Some(b'[') => {
+                self.at += 1;
+                let mut index = 0;
+                loop {
+                    match self.peek() {
+                        Some(b']') | None => {
+                            self.at += 1;
+                            return;
+                        }
+                        Some(b',') => self.at += 1,
+                        Some(_) => {
+                            self.nested(|path| path.push_str(&format!("[{index}]")));
+                            index += 1;
+                        }
+                    }
+                }
+            }
+            Some(b'"') => {
+                self.at += 1;
+                self.skip_string();
+            }
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => {
+                // `true`, `false`, `null`
+                while self.json.get(self.at).is_some_and(u8::is_ascii_alphabetic) {
+                    self.at += 1;
+                }
+            }
+        }
+    }
+
+    /// Reads a value with `step` added to the path.
+    fn nested(&mut self, step: impl FnOnce(&mut String)) {
+        let length = self.path.len();
+        step(&mut self.path);
+        self.value();
+        self.path.truncate(length);
+    }
+
+    /// Reads past a string whose opening quote is behind; returns where it ended.
+    fn skip_string(&mut self) -> usize {
+        while let Some(&byte) = self.json.get(self.at) {
+            self.at += if byte == b'\\' { 2 } else { 1 };
+            if byte == b'"' {
+                break;
+            }
+        }
+        self.at
+    }
+
+    fn number(&mut self) {
+        let start = self.at;
+        let mut integer = true;
+        while let Some(&byte) = self.json.get(self.at) {
+            match byte {
+                b'0'..=b'9' | b'-' | b'+' => {}
+                b'.' | b'e' | b'E' => integer = false,
+                _ => break,
+            }
+            self.at += 1;
+        }
+        let text = std::str::from_utf8(&self.json[start..self.at]).unwrap_or_default();
+        if integer && text.parse::<i64>().is_err() && text.parse::<u64>().is_err() {
+            self.found.push(self.path.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_integers_beyond_64_bits_by_path() {
+        let json = br#" {"a": {"b": [1, 18446744073709551616, {"c": -9223372036854775809}]},
+            "ok": [18446744073709551615, -9223372036854775808, 1e300, 1.5, 12345678901234567890.0],
+            "s": "18446744073709551616 \" \\", "k\"ey": 99999999999999999999, "t": true,
+            "\u00e9": 100000000000000000000, "n": null} "#;
+        assert!(serde_json::from_slice::<Value>(json).is_ok(), "valid JSON");
+        assert_eq!(
+            wide_integers(json),
+            ["a.b[1]", "a.b[2].c", "k\"ey", "é"].map(String::from)
+        );
+        assert_eq!(wide_integers(b"[0, 1e2, 18446744073709551616]"), ["[2]"]);
+        assert_eq!(wide_integers(b"99999999999999999999"), [""]);
+        assert!(wide_integers(br#"{"a": [[], {}, ""], "b": -0}"#).is_empty());
+    }
+
+    #[test]
+    fn only_utf_8_is_an_accepted_charset() {
+        for accepted in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/json; charset=UTF-8",
+            "application/json;charset=\"utf-8\"",
+            "application/merge-patch+json; charset=Utf-8",
+        ] {
+            assert_eq!(foreign_charset(accepted), None, "{accepted}");
+        }
+        for refused in [
+            "application/json; charset=utf-16",
+            "application/json; charset=iso-8859-1",
+            "application/json; charset=utf8",
+        ] {
+            assert!(foreign_charset(refused).is_some(), "{refused}");
+        }
+    }
 }

@@ -1,15 +1,15 @@
 //! `POST /api/realtime/subscribe`, `POST /api/realtime/ping`,
 //! `DELETE /api/realtime/subscriptions/{channel_name}` (DESIGN.md §3).
 
+use std::time::Instant;
+
 use poem::web::Data;
 use poem_openapi::param::{Header, Path};
 use poem_openapi::payload::{Form, Json};
 use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi};
 
-use std::time::Instant;
-
 use super::error::{ApiError, ErrorBody};
-use super::payload::JsonBody;
+use super::payload::{BodyType, JsonBody, UnknownKeys};
 use super::security::{AdminToken, Credentials};
 use super::{ApiTags, App};
 use crate::engine::events::Action;
@@ -18,6 +18,11 @@ use crate::metrics::Metrics;
 use crate::pusher::protocol::{SocketId, channel_kind};
 
 /// A request to receive a collection's changes.
+///
+/// Unknown keys are refused (422): a misspelt `filter` would otherwise quietly subscribe to
+/// every record the list rule lets through, and a client asking for an option this server does
+/// not know learns so instead of silently going without. Options added later join the schema
+/// and so are accepted.
 #[derive(Object, Debug)]
 pub struct SubscribeRequest {
     /// The name or id of the collection.
@@ -47,6 +52,8 @@ pub struct Subscription {
     pub pusher_channel: String,
 }
 
+/// A subscription to keep alive. Unknown keys are ignored: the one key is required, so a
+/// misspelling is already a 422, and refusing extras would only break clients that send more.
 #[derive(Object, Debug)]
 pub struct PingRequest {
     /// The channel name subscribe returned (with or without `private-`).
@@ -60,13 +67,30 @@ pub struct Status {
 }
 
 /// What Pusher clients send to authorize a private channel (form-encoded by pusher-js and
-/// Laravel Echo; JSON accepted too).
+/// Laravel Echo; JSON accepted too). Unknown keys are ignored: clients add their own
+/// parameters (pusher-js `channelAuthorization.params`, Echo's `auth.params`).
 #[derive(Object, Debug, serde::Deserialize)]
 pub struct ChannelAuthBody {
     /// The Pusher connection's socket id, `1234.5678`.
     pub socket_id: String,
     /// The Pusher channel: `private-` followed by the channel name subscribe returned.
     pub channel_name: String,
+}
+
+impl BodyType for SubscribeRequest {
+    const UNKNOWN_KEYS: UnknownKeys = UnknownKeys::Refused;
+}
+
+impl BodyType for PingRequest {
+    const UNKNOWN_KEYS: UnknownKeys = UnknownKeys::Ignored;
+}
+
+impl BodyType for ChannelAuthBody {
+    const UNKNOWN_KEYS: UnknownKeys = UnknownKeys::Ignored;
+}
+
+impl BodyType for PublishRequest {
+    const UNKNOWN_KEYS: UnknownKeys = UnknownKeys::Ignored;
 }
 
 #[derive(ApiRequest)]
@@ -89,7 +113,8 @@ pub enum AuthorizeResponse {
     Ok(Json<ChannelAuthorization>),
 }
 
-/// A change made outside this server, to deliver as if it had been written here.
+/// A change made outside this server, to deliver as if it had been written here. Unknown keys
+/// are ignored: every key is required, so a misspelling is already a 422.
 #[derive(Object, Debug)]
 pub struct PublishRequest {
     /// The name or id of the collection.

@@ -9,7 +9,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::payload::JsonBody;
+use super::payload::{BodyType, JsonBody, UnknownKeys};
 use super::security::Credentials;
 use super::{ApiTags, App};
 use crate::engine::records::RecordMap;
@@ -59,6 +59,11 @@ pub enum DeletedResponse {
     /// Deleted.
     #[oai(status = 204)]
     Deleted,
+}
+
+/// A record body: schemaless, so every key is a field and none is unknown.
+impl BodyType for Value {
+    const UNKNOWN_KEYS: UnknownKeys = UnknownKeys::Ignored;
 }
 
 fn object(body: Value) -> Result<RecordMap, ApiError> {

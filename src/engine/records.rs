@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use super::EngineError;
 use super::names::random_id;
+use crate::filter::Number;
 
 /// A record: a JSON object holding the system fields.
 pub type RecordMap = Map<String, Value>;
@@ -159,8 +160,8 @@ fn field<'a>(record: &'a RecordMap, path: &[String]) -> Option<&'a Value> {
     })
 }
 
-/// Sort order of values: missing and null first, then booleans, numbers, strings (by code
-/// point), arrays, objects.
+/// Sort order of values: missing and null first, then booleans, numbers (by exact value, as
+/// filters compare them), strings (by code point), arrays, objects.
 fn order(a: Option<&Value>, b: Option<&Value>) -> Ordering {
     fn rank(value: Option<&Value>) -> u8 {
         match value {
@@ -174,10 +175,9 @@ fn order(a: Option<&Value>, b: Option<&Value>) -> Ordering {
     }
     match (a, b) {
         (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
-        (Some(Value::Number(x)), Some(Value::Number(y))) => x
-            .as_f64()
-            .unwrap_or(0.0)
-            .total_cmp(&y.as_f64().unwrap_or(0.0)),
+        (Some(Value::Number(x)), Some(Value::Number(y))) => {
+            Number::from_json(x).cmp(&Number::from_json(y))
+        }
         (Some(Value::String(x)), Some(Value::String(y))) => x.cmp(y),
         _ => rank(a).cmp(&rank(b)),
     }

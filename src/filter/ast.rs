@@ -8,6 +8,8 @@ use std::fmt;
 
 use rhai::ImmutableString;
 
+use super::number::Number;
+
 /// Deepest path accepted (`a.b.c` has 3 segments): records nest no deeper than this for filters.
 pub const MAX_PATH_SEGMENTS: usize = 32;
 
@@ -56,8 +58,8 @@ impl fmt::Display for FieldPath {
 pub enum Literal {
     Null,
     Bool(bool),
-    /// Always finite: the parser refuses numbers that overflow `f64`.
-    Number(f64),
+    /// An integer exactly (within 64 bits) or a finite float, as written.
+    Number(Number),
     String(String),
 }
 

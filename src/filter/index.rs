@@ -19,13 +19,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rhai::{Dynamic, FLOAT, ImmutableString};
+use rhai::{Dynamic, ImmutableString};
 use slab::Slab;
 
 use super::ast::{CompareOp, Expr, FieldPath, Operand};
 use super::compile::{CompiledFilter, Evaluation};
 use super::context::Auth;
 use super::fold::{Truth, fold, resolve};
+use super::number::Number;
 use super::value;
 
 /// Identifies a subscription in its index. Valid until the subscription is removed.
@@ -36,19 +37,17 @@ pub struct SubscriptionKey(usize);
 /// under [`value::equals`]: a number constant `18` sits under `Number(18)`, which records holding
 /// `18`, `18.0` or `"18.0"` look up; a string constant `"18"` sits under `String("18")` (records
 /// holding exactly `"18"`) and `NumericString(18)` (records holding the number 18).
+/// [`Number`]'s equality and hash are its exact value (`18` and `18.0` alike, `2^53 + 1` apart
+/// from `2^53`), which is [`value::equals`] on numbers.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum IndexKey {
     Null,
     Bool(bool),
-    /// A number constant, by the bits of its value (`-0` folded into `0`).
-    Number(u64),
-    /// A string constant that is also a number, by the bits of that number.
-    NumericString(u64),
+    /// A number constant.
+    Number(Number),
+    /// A string constant that is also a number, by that number.
+    NumericString(Number),
     String(ImmutableString),
-}
-
-fn number_bits(n: FLOAT) -> u64 {
-    (n + 0.0).to_bits()
 }
 
 /// The keys a constant is filed under; `None` when it cannot be (arrays and maps).
@@ -59,11 +58,11 @@ fn constant_keys(constant: &Dynamic, keys: &mut Vec<IndexKey>) -> Option<()> {
         keys.push(IndexKey::Bool(b));
     } else if let Ok(text) = constant.as_immutable_string_ref() {
         if let Some(n) = value::numeric_str(&text) {
-            keys.push(IndexKey::NumericString(number_bits(n)));
+            keys.push(IndexKey::NumericString(n));
         }
         keys.push(IndexKey::String(text.clone()));
     } else {
-        keys.push(IndexKey::Number(number_bits(value::number(constant)?)));
+        keys.push(IndexKey::Number(value::number(constant)?));
     }
     Some(())
 }
@@ -77,14 +76,11 @@ fn record_keys(value: Option<&Dynamic>) -> [Option<IndexKey>; 2] {
         return [Some(IndexKey::Bool(b)), None];
     }
     if let Ok(text) = value.as_immutable_string_ref() {
-        let number = value::numeric_str(&text).map(|n| IndexKey::Number(number_bits(n)));
+        let number = value::numeric_str(&text).map(IndexKey::Number);
         return [Some(IndexKey::String(text.clone())), number];
     }
     match value::number(value) {
-        Some(n) => [
-            Some(IndexKey::Number(number_bits(n))),
-            Some(IndexKey::NumericString(number_bits(n))),
-        ],
+        Some(n) => [Some(IndexKey::Number(n)), Some(IndexKey::NumericString(n))],
         None => [None, None],
     }
 }

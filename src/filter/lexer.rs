@@ -5,6 +5,7 @@
 
 use super::ParseError;
 use super::ast::FieldPath;
+use super::number::Number;
 
 #[derive(Clone, Debug, PartialEq)]
 pub(super) enum Token {
@@ -30,7 +31,7 @@ pub(super) enum Token {
     /// `@request.auth.<path>`
     Auth(FieldPath),
     Str(String),
-    Number(f64),
+    Number(Number),
 }
 
 impl Token {
@@ -269,16 +270,23 @@ impl Lexer {
             return Err(self.bad_number(start, column, "a space or an operator after a number"));
         }
         let text: String = self.chars[start..self.at].iter().collect();
-        match text.parse::<f64>() {
-            Ok(value) if value.is_finite() => Ok(Spanned {
+        // Digits alone are an integer, kept exact; a fraction or an exponent makes a float.
+        let (number, expected) = if text.contains(['.', 'e', 'E']) {
+            let float = text.parse().ok().and_then(Number::from_f64);
+            (float, "a number within the range of a 64-bit float")
+        } else {
+            (
+                Number::parse_integer(&text),
+                "an integer within 64 bits (-9223372036854775808 to 18446744073709551615); \
+                 write a fraction or an exponent for a float",
+            )
+        };
+        match number {
+            Some(value) => Ok(Spanned {
                 token: Token::Number(value),
                 column,
             }),
-            _ => Err(ParseError::new(
-                column,
-                "a number within the range of a 64-bit float",
-                format!("`{text}`"),
-            )),
+            None => Err(ParseError::new(column, expected, format!("`{text}`"))),
         }
     }
 

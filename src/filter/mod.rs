@@ -4,6 +4,7 @@
 //!
 //! * [`ast`]: the tree and its canonical text.
 //! * `lexer`, `parser`: text to tree, with positions and the limits below.
+//! * [`number`]: [`Number`], exact 64-bit integers and floats, and their one order.
 //! * [`value`]: what each comparison means; the one implementation everything calls.
 //! * [`context`]: the subscriber's [`Auth`] and the event's [`Record`] as rhai values.
 //! * [`compile`]: tree to rhai script, the sandboxed [`FilterEngine`], [`Evaluation`].
@@ -19,6 +20,7 @@ pub mod context;
 pub mod fold;
 pub mod index;
 mod lexer;
+pub mod number;
 mod parser;
 pub mod rule;
 pub mod value;
@@ -29,6 +31,7 @@ pub use ast::{CompareOp, Expr, FieldPath, Literal, Operand};
 pub use compile::{CompileError, CompiledFilter, Evaluation, FilterEngine};
 pub use context::{Auth, Record};
 pub use index::{SubscriptionIndex, SubscriptionKey};
+pub use number::Number;
 pub use rule::{Filter, Rule, condition};
 
 /// Longest expression accepted, in bytes of UTF-8.

@@ -136,6 +136,40 @@ fn ordering() {
 }
 
 #[test]
+fn integers_compare_exactly_across_64_bits() {
+    // 2^53 + 1 has no float of its own: as a float it would equal 2^53.
+    let r: Value = serde_json::from_str(
+        r#"{"n": 9007199254740993, "f": 9007199254740992.0, "u": 18446744073709551615,
+            "m": -9223372036854775808, "s": "9007199254740993"}"#,
+    )
+    .unwrap();
+    check(&[
+        ("n = 9007199254740993", r.clone(), true),
+        ("n = 9007199254740992", r.clone(), false),
+        ("n > 9007199254740992", r.clone(), true),
+        ("n <= 9007199254740992", r.clone(), false),
+        (
+            "n IN (9007199254740992, 9007199254740994)",
+            r.clone(),
+            false,
+        ),
+        ("n = '9007199254740993'", r.clone(), true), // a numeric string, read exactly
+        ("s = 9007199254740993", r.clone(), true),
+        ("s = 9007199254740992", r.clone(), false),
+        ("n LIKE '%993'", r.clone(), true), // by its exact text
+        ("f = 9007199254740992", r.clone(), true), // an integer and a float: by value
+        ("f < 9007199254740993", r.clone(), true),
+        ("f = 9007199254740992.0", r.clone(), true),
+        ("u = 18446744073709551615", r.clone(), true),
+        ("u = 18446744073709551614", r.clone(), false),
+        ("u > 9223372036854775807", r.clone(), true),
+        ("u < 1.8446744073709552e19", r.clone(), true), // 2^64 as a float
+        ("m = -9223372036854775808", r.clone(), true),
+        ("m < -9223372036854775807", r.clone(), true),
+    ]);
+}
+
+#[test]
 fn like_and_not_like() {
     let r = json!({"t": "Hello World", "n": 1234, "z": null, "u": "Ünïcödé"});
     check(&[
@@ -515,6 +549,18 @@ fn parse_errors_say_what_where_and_why() {
         ),
         ("a = 12abc", 5, "a space or an operator", "`a`"),
         ("a = 1e999", 5, "a number within the range", "`1e999`"),
+        (
+            "a = 18446744073709551616",
+            5,
+            "an integer within 64 bits",
+            "`18446744073709551616`",
+        ),
+        (
+            "a = -9223372036854775809",
+            5,
+            "an integer within 64 bits",
+            "`-9223372036854775809`",
+        ),
         ("author. = 1", 1, "a field path", "`author.`"),
         ("name = 'ñññ' AND ~", 18, "an operand", "`~`"), // columns count characters, not bytes
         (

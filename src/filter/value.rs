@@ -1,13 +1,16 @@
 //! The meaning of every comparison, on rhai values: the single source of truth that compiled
 //! filters (through registered functions), partial evaluation and the index all call.
 //!
-//! Values come from JSON: `()` is `null`, numbers are `f64` (as in JavaScript: integers beyond
-//! 2^53 lose precision, the same everywhere), strings, booleans, arrays and maps.
+//! Values come from JSON: `()` is `null`; numbers are exact [`Number`]s held as rhai `INT`
+//! (`i64`), `FLOAT`, or, for integers above `i64::MAX`, a `u64`; strings, booleans, arrays and
+//! maps.
 //!
-//! Rules (DESIGN.md §6, §9):
+//! Rules (DESIGN.md §6, §9, §15):
 //! * `=` is exact and case-sensitive. `null = null` is true and a missing field is `null`.
-//! * A number and a *numeric string* compare as numbers (`"18.0" = 18`); otherwise values of
-//!   different types are unequal. Arrays and maps are equal when their parts are.
+//! * Numbers compare by their exact values ([`Number`]): 64-bit integers exactly, an integer
+//!   and a float by value. A number and a *numeric string* compare as numbers (`"18.0" = 18`),
+//!   the string read as JSON reads a number; otherwise values of different types are unequal.
+//!   Arrays and maps are equal when their parts are.
 //! * `<`, `<=`, `>`, `>=` order numbers numerically and strings by code point; any other pair
 //!   (`null` among them) is false.
 //! * `LIKE` is case-insensitive with `%` (any run) and `_` (one character); a pattern without
@@ -18,16 +21,17 @@
 use std::cmp::Ordering;
 use std::str::Split;
 
-use rhai::{Dynamic, FLOAT, INT, ImmutableString, Map};
+use rhai::{Dynamic, ImmutableString, Map};
 
 use super::ast::{CompareOp, Literal};
+use super::number::Number;
 
 /// Converts a JSON value into the rhai value the evaluator reads.
 pub fn from_json(value: &serde_json::Value) -> Dynamic {
     match value {
         serde_json::Value::Null => Dynamic::UNIT,
         serde_json::Value::Bool(b) => Dynamic::from_bool(*b),
-        serde_json::Value::Number(n) => n.as_f64().map_or(Dynamic::UNIT, Dynamic::from_float),
+        serde_json::Value::Number(n) => Number::from_json(n).map_or(Dynamic::UNIT, from_number),
         serde_json::Value::String(s) => Dynamic::from(ImmutableString::from(s.as_str())),
         serde_json::Value::Array(items) => {
             Dynamic::from_array(items.iter().map(from_json).collect())
@@ -43,11 +47,23 @@ pub fn map_from_json(fields: &serde_json::Map<String, serde_json::Value>) -> Map
         .collect()
 }
 
+/// A number as a rhai value: `INT`, `FLOAT`, or a `u64` above `i64::MAX` (which rhai has no
+/// native type for; only the functions here read it).
+pub fn from_number(n: Number) -> Dynamic {
+    if let Some(n) = n.as_i64() {
+        Dynamic::from_int(n)
+    } else if let Some(n) = n.as_big() {
+        Dynamic::from(n)
+    } else {
+        n.as_float().map_or(Dynamic::UNIT, Dynamic::from_float)
+    }
+}
+
 pub fn from_literal(literal: &Literal) -> Dynamic {
     match literal {
         Literal::Null => Dynamic::UNIT,
         Literal::Bool(b) => Dynamic::from_bool(*b),
-        Literal::Number(n) => Dynamic::from_float(*n),
+        Literal::Number(n) => from_number(*n),
         Literal::String(s) => Dynamic::from(ImmutableString::from(s.as_str())),
     }
 }
@@ -91,67 +107,32 @@ pub fn claim(claims: &Map, path: &str) -> Dynamic {
     })
 }
 
-/// A number, from a float, an integer, or a numeric string.
-///
-/// A numeric string is exactly JSON's number syntax (`-12`, `3.5`, `1e3`; no spaces, no `+`, no
-/// `inf`) with a finite value, so the index and evaluation agree on what counts.
-pub fn number(value: &Dynamic) -> Option<FLOAT> {
-    if let Ok(n) = value.as_float() {
-        return Some(n);
-    }
+/// A number, from a number or a numeric string.
+pub fn number(value: &Dynamic) -> Option<Number> {
+    plain_number(value).or_else(|| numeric_str(&value.as_immutable_string_ref().ok()?))
+}
+
+/// A number value (not a string).
+fn plain_number(value: &Dynamic) -> Option<Number> {
     if let Ok(n) = value.as_int() {
-        return Some(n as FLOAT);
+        return Some(Number::from_i64(n));
     }
-    numeric_str(&value.as_immutable_string_ref().ok()?)
+    if let Ok(n) = value.as_float() {
+        return Number::from_f64(n);
+    }
+    value.read_lock::<u64>().map(|n| Number::from_u64(*n))
 }
 
-fn plain_number(value: &Dynamic) -> Option<FLOAT> {
-    value
-        .as_float()
-        .ok()
-        .or_else(|| value.as_int().ok().map(|n: INT| n as FLOAT))
+/// A numeric string is exactly JSON's number syntax (`-12`, `3.5`, `1e3`; no spaces, no `+`, no
+/// `inf`) with a finite value, read as JSON reads it, so the index and evaluation agree on what
+/// counts.
+pub fn numeric_str(text: &str) -> Option<Number> {
+    Number::parse_json(text)
 }
 
-pub fn numeric_str(text: &str) -> Option<FLOAT> {
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    let digits = |i: &mut usize| {
-        let start = *i;
-        while *i < bytes.len() && bytes[*i].is_ascii_digit() {
-            *i += 1;
-        }
-        *i > start
-    };
-    if bytes.first() == Some(&b'-') {
-        i += 1;
-    }
-    if !digits(&mut i) {
-        return None;
-    }
-    if bytes.get(i) == Some(&b'.') {
-        i += 1;
-        if !digits(&mut i) {
-            return None;
-        }
-    }
-    if matches!(bytes.get(i), Some(b'e' | b'E')) {
-        i += 1;
-        if matches!(bytes.get(i), Some(b'+' | b'-')) {
-            i += 1;
-        }
-        if !digits(&mut i) {
-            return None;
-        }
-    }
-    if i != bytes.len() {
-        return None;
-    }
-    text.parse::<FLOAT>().ok().filter(|n| n.is_finite())
-}
-
-/// The number two values compare as, when one is a number and the other a number or a numeric
+/// The numbers two values compare as, when one is a number and the other a number or a numeric
 /// string.
-fn numeric_pair(a: &Dynamic, b: &Dynamic) -> Option<(FLOAT, FLOAT)> {
+fn numeric_pair(a: &Dynamic, b: &Dynamic) -> Option<(Number, Number)> {
     match (plain_number(a), plain_number(b)) {
         (Some(x), Some(y)) => Some((x, y)),
         (Some(x), None) if b.is_string() => Some((x, number(b)?)),
@@ -203,7 +184,7 @@ pub fn equals(a: &Dynamic, b: &Dynamic) -> bool {
 /// The order of two values, when they have one: numbers (numeric strings included) and strings.
 pub fn compare(a: &Dynamic, b: &Dynamic) -> Option<Ordering> {
     if let Some((x, y)) = numeric_pair(a, b) {
-        return x.partial_cmp(&y);
+        return Some(x.cmp(&y));
     }
     let (x, y) = (
         a.as_immutable_string_ref().ok()?,
@@ -238,7 +219,7 @@ fn with_text(value: &Dynamic, f: impl FnOnce(&str) -> bool) -> bool {
         return f(text.as_str());
     }
     if let Some(n) = plain_number(value) {
-        return f(&n.to_string());
+        return f(&n.plain_text());
     }
     match value.as_bool() {
         Ok(b) => f(if b { "true" } else { "false" }),
