@@ -15,6 +15,8 @@
 //!   channel authorization signatures and the signed Pusher HTTP API.
 //! * [`store`]: sled persistence of collections and the connection table.
 //! * [`metrics`]: the server's counters, as Prometheus text.
+//! * [`http_server`]: HTTP/1.1 on each accepted connection, with the timeouts that keep a
+//!   slow or silent client from holding a connection.
 //! * [`config`] and [`server`]: configuration, and the wiring that serves it all.
 //!
 //! Records and their change events land on top of these in the next issue.
@@ -24,6 +26,7 @@ pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod filter;
+pub mod http_server;
 pub mod metrics;
 pub mod pusher;
 pub mod server;
