@@ -1,19 +1,22 @@
 //! Clients that are slow or silent on purpose, against the real server: silent and idle
 //! connections are closed after the header-read timeout, a trickled body gets 408, a slowloris
-//! attack at a lowered open-file limit does not keep `/health` from answering, and WebSockets
-//! live past both timeouts.
+//! attack at a lowered open-file limit does not keep `/health` from answering, WebSockets live
+//! past both timeouts, and one that stopped reading is let go once it ends.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
+use futures::SinkExt;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::Server;
-use support::ws::{connect, frame, send};
+use support::ws::{connect, frame, send, subscribe};
+use support::{APP_KEY, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
+use tokio_tungstenite::MaybeTlsStream;
+use tokio_tungstenite::tungstenite::Message;
 
 const COLLECTIONS: &str = r#"
 [[collections]]
@@ -190,6 +193,54 @@ async fn a_websocket_outlives_both_timeouts() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     send(&mut socket, json!({"event": "pusher:ping", "data": {}})).await;
     assert_eq!(frame(&mut socket).await["event"], "pusher:pong");
+}
+
+/// A client that stopped reading leaves the server's write to it blocked; once the client
+/// closes (or its pong times out) the reader ends, and the connection must not wait on that
+/// write for ever.
+#[tokio::test]
+async fn a_websocket_that_stopped_reading_is_let_go_when_it_closes() {
+    let server = Server::start(COLLECTIONS);
+    // A tiny receive buffer: the server's writes to this client block soon.
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let tcp = tcp
+        .connect(address(&server).parse().unwrap())
+        .await
+        .unwrap();
+    let url = server.ws_url(&format!("/app/{APP_KEY}?protocol=7"));
+    let (mut stuck, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp))
+        .await
+        .unwrap();
+    assert_eq!(
+        frame(&mut stuck).await["event"],
+        "pusher:connection_established"
+    );
+    subscribe(&mut stuck, "flood", Some("")).await;
+    // 7.2 MB, more than the sockets buffer (the server's send buffer grows to 4 MB at most
+    // here); 900 frames, fewer than the queue holds, so the server does not cut the client
+    // off as a slow consumer.
+    let data = format!("\"{}\"", "x".repeat(8000));
+    for _ in 0..900 {
+        let body = json!({"name": "tick", "channel": "flood", "data": data});
+        let reply = server
+            .pusher_api(Method::POST, "/apps/4242/events", Some(&body))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    stuck.send(Message::Close(None)).await.unwrap();
+    let let_go = support::eventually(Duration::from_secs(30), || async {
+        server
+            .metrics()
+            .await
+            .lines()
+            .any(|line| line == "velo_connections 0")
+    })
+    .await;
+    assert!(
+        let_go,
+        "the connection is still counted 30 s after its client closed"
+    );
 }
 
 /// Connections an attacker holds open at once.
