@@ -93,6 +93,17 @@ pub struct Settings {
     #[arg(long, env = "VELO_ACTIVITY_TIMEOUT_SECS")]
     pub activity_timeout_secs: Option<u64>,
 
+    /// Seconds a client may take to send a request's headers. Also how long an idle kept-alive
+    /// connection stays open, and how long a WebSocket upgrade may take to be handed over after
+    /// its 101; 0 = no limit [default: 10]
+    #[arg(long, env = "VELO_HEADER_READ_TIMEOUT_SECS")]
+    pub header_read_timeout_secs: Option<u64>,
+
+    /// Seconds a request's body may take to arrive after its headers; slower gets 408 and the
+    /// connection is closed; 0 = no limit [default: 30]
+    #[arg(long, env = "VELO_BODY_READ_TIMEOUT_SECS")]
+    pub body_read_timeout_secs: Option<u64>,
+
     /// Relay client-* events between subscribers of private channels [default: false]
     #[arg(long, env = "VELO_CLIENT_EVENTS")]
     pub client_events: Option<bool>,
@@ -185,6 +196,11 @@ pub struct Config {
     pub clients: ClientLimits,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<TrustedProxy>,
+    /// For a request's head, for an idle kept-alive connection, and for an upgrade's handover;
+    /// `None` waits as long as the client likes.
+    pub header_read_timeout: Option<Duration>,
+    /// For a request's body, counted from its head; `None` waits as long as the client likes.
+    pub body_read_timeout: Option<Duration>,
     /// `Some` with driver `pusher`: events go to this external service.
     pub external: Option<ExternalPusher>,
     pub collections: Vec<CollectionSeed>,
@@ -269,6 +285,10 @@ impl Settings {
                 .or(lower.max_channels_per_socket),
             socket_queue_frames: self.socket_queue_frames.or(lower.socket_queue_frames),
             activity_timeout_secs: self.activity_timeout_secs.or(lower.activity_timeout_secs),
+            header_read_timeout_secs: self
+                .header_read_timeout_secs
+                .or(lower.header_read_timeout_secs),
+            body_read_timeout_secs: self.body_read_timeout_secs.or(lower.body_read_timeout_secs),
             client_events: self.client_events.or(lower.client_events),
             max_subscriptions_per_client: self
                 .max_subscriptions_per_client
@@ -367,6 +387,8 @@ impl Settings {
             .map(|text| TrustedProxy::parse(text))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| ConfigError::Invalid(format!("trusted_proxies: {error}")))?;
+        // Every limit accepts 0 = unlimited (DESIGN.md §15).
+        let limit = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
         let cors_origins = self
             .cors_origins
             .filter(|origins| !origins.iter().any(|origin| origin == "*"));
@@ -402,6 +424,8 @@ impl Settings {
                 subscribes_per_second: self.subscribe_rate.unwrap_or(20),
             },
             trusted_proxies,
+            header_read_timeout: limit(self.header_read_timeout_secs.unwrap_or(10)),
+            body_read_timeout: limit(self.body_read_timeout_secs.unwrap_or(30)),
             external,
             collections: self.collections,
         })
@@ -455,5 +479,17 @@ mod tests {
         .unwrap()
         .collections;
         assert_eq!(seeds[0].api_rules.list.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn http_timeouts_have_defaults_and_zero_is_no_limit() {
+        let config = Settings::default().resolve().unwrap();
+        assert_eq!(config.header_read_timeout, Some(Duration::from_secs(10)));
+        assert_eq!(config.body_read_timeout, Some(Duration::from_secs(30)));
+        let file: Settings =
+            toml::from_str("header_read_timeout_secs = 0\nbody_read_timeout_secs = 5").unwrap();
+        let config = file.resolve().unwrap();
+        assert_eq!(config.header_read_timeout, None);
+        assert_eq!(config.body_read_timeout, Some(Duration::from_secs(5)));
     }
 }

@@ -17,6 +17,8 @@
 //! * [`limits`]: what one client may use (subscriptions, subscribe rate, connections per
 //!   address), and who a client is behind trusted proxies.
 //! * [`metrics`]: the server's counters, as Prometheus text.
+//! * [`http_server`]: HTTP/1.1 on each accepted connection, with the timeouts that keep a
+//!   slow or silent client from holding a connection.
 //! * [`config`] and [`server`]: configuration, and the wiring that serves it all.
 
 pub mod api;
@@ -24,6 +26,7 @@ pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod filter;
+pub mod http_server;
 pub mod limits;
 pub mod metrics;
 pub mod pusher;

@@ -1,7 +1,8 @@
 //! The HTTP API (DESIGN.md §3): poem-openapi operations, the generated OpenAPI document, Swagger
-//! UI, CORS and the error shape. Handlers parse and authenticate at the edge, then make one call
-//! to the engine; they hold no state of their own.
+//! UI, CORS, the error shape and the request body deadline. Handlers parse and authenticate at
+//! the edge, then make one call to the engine; they hold no state of their own.
 
+mod body_deadline;
 mod collections;
 pub mod error;
 mod payload;
@@ -197,6 +198,7 @@ pub fn routes(app: App, config: &Config) -> impl Endpoint + use<> {
     ])
     .max_age(3600);
     let driver = app.driver.clone();
+    let body_read_timeout = config.body_read_timeout;
     Route::new()
         .at("/app/:key", poem::get(pusher::websocket))
         .at("/metrics", poem::get(metrics))
@@ -209,6 +211,7 @@ pub fn routes(app: App, config: &Config) -> impl Endpoint + use<> {
         .nest("/docs", swagger)
         .at("/openapi.json", spec)
         .around(refuse_malformed_authorization)
+        .around(move |next, request| body_deadline::enforce(next, request, body_read_timeout))
         .with(cors)
         .data(app)
         .data(driver)

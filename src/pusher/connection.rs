@@ -67,7 +67,7 @@ pub async fn serve(socket: WebSocketStream<Upgraded>, driver: Arc<Driver>, hands
     };
     if let Some((code, message)) = refusal {
         connection.close(code, message).await;
-        let _ = writer.await;
+        let_writer_finish(writer).await;
         return;
     }
     let _slot = match driver.hub.admit(handshake.address) {
@@ -84,7 +84,7 @@ pub async fn serve(socket: WebSocketStream<Upgraded>, driver: Arc<Driver>, hands
                 }
             };
             connection.close(code, message).await;
-            let _ = writer.await;
+            let_writer_finish(writer).await;
             return;
         }
     };
@@ -111,9 +111,22 @@ pub async fn serve(socket: WebSocketStream<Upgraded>, driver: Arc<Driver>, hands
     // With the hub's and this last handle gone the queue closes: the writer drains it and ends.
     drop(connection);
     if !writer_ended {
-        let _ = writer.await;
+        let_writer_finish(writer).await;
     }
     tracing::debug!("disconnected");
+}
+
+/// Waits for the writer to write what is queued and close, for at most [`CLOSE_GRACE`]; then
+/// ends it, dropping the socket. A client that stopped reading holds a blocked write for as
+/// long as it likes (the kernel keeps probing a zero window while the client answers), and
+/// once the reader has ended nothing else would free the connection.
+async fn let_writer_finish(mut writer: tokio::task::JoinHandle<()>) {
+    if tokio::time::timeout(CLOSE_GRACE, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
 }
 
 /// The reader side's state.
@@ -335,8 +348,9 @@ impl RateLimit {
 
 type Sink = futures_util::stream::SplitSink<WebSocketStream<Upgraded>, Message>;
 
-/// How long a closing connection may take to write its `pusher:error` and close frame before
-/// the socket is dropped (a stuck client must not hold its writer forever).
+/// How long a closing connection may take to write what it still has (its `pusher:error` and
+/// close frame, or the frames queued when its reader ended) before the socket is dropped (a
+/// stuck client must not hold its writer forever).
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 /// Drains the queue to the socket, several frames per flush, until the queue closes, the

@@ -210,6 +210,8 @@ pub async fn websocket(
     };
     let driver = Arc::clone(&driver);
     tokio::spawn(async move {
+        // Bounded: the server drops a connection that has not handed the upgrade over within
+        // the header-read timeout of its 101 (`http_server`), which ends this wait.
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(error) => {
