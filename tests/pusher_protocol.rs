@@ -314,6 +314,24 @@ async fn channel_authorization_for_realtime_subscriptions() {
             app().authorize(&socket_id, &channel, None)
         );
     }
+    // A form missing a field says which, as a JSON body would (422, not 400).
+    let missing = server
+        .raw(
+            server
+                .request(Method::POST, "/api/realtime/auth")
+                .bearer_auth(&alice)
+                .form(&[("socket_id", socket_id.as_str())]),
+        )
+        .await;
+    assert_eq!(
+        (missing.status, &missing.body["errors"]["channel_name"][0]),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!("`channel_name` is required")
+        ),
+        "{:?}",
+        missing.body
+    );
     let body = json!({"socket_id": socket_id, "channel_name": channel});
     let auth = server
         .call(

@@ -84,64 +84,125 @@ impl<T: BodyType> ParsePayload for JsonBody<T> {
                  charset or with `charset=utf-8`, not `charset={charset}`"
             ))));
         }
-        let bytes = body
-            .take()?
-            .into_bytes_limit(MAX_BODY_BYTES)
-            .await
-            .map_err(|error| match error {
-                poem::error::ReadBodyError::PayloadTooLarge => refuse(ApiError::too_large(
-                    format!("the body is over the limit of {MAX_BODY_BYTES} bytes"),
-                )),
-                other => refuse(ApiError::bad_request(format!(
-                    "cannot read the body: {other}"
-                ))),
-            })?;
+        let bytes = read(body).await?;
         let value: Value = serde_json::from_slice(&bytes).map_err(|error| {
             refuse(ApiError::bad_request(format!(
                 "the body is not valid JSON: {error}"
             )))
         })?;
-        let mut registry = Registry::new();
-        T::register(&mut registry);
-        let mut check = Check {
-            registry: &registry,
-            unknown_keys: T::UNKNOWN_KEYS,
-            errors: BTreeMap::new(),
-        };
-        check.body(&T::schema_ref(), &value);
-        for path in wide_integers(&bytes) {
-            let field = if path.is_empty() { "body" } else { &path };
-            check.add(
-                field,
-                format!(
-                    "`{field}` is an integer beyond 64 bits, which cannot be kept exactly: \
-                     integers must lie between {} and {}; send larger ones as strings",
-                    i64::MIN,
-                    u64::MAX
-                ),
+        let wide = wide_integers(&bytes).into_iter().map(|path| {
+            let field = if path.is_empty() {
+                "body".to_owned()
+            } else {
+                path
+            };
+            let message = format!(
+                "`{field}` is an integer beyond 64 bits, which cannot be kept exactly: \
+                 integers must lie between {} and {}; send larger ones as strings",
+                i64::MIN,
+                u64::MAX
             );
-        }
-        if !check.errors.is_empty() {
-            let errors = check.errors;
-            let message = errors
-                .iter()
-                .map(|(field, messages)| format!("{field}: {}", messages.join(", ")))
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(refuse(ApiError::Unprocessable(
-                poem_openapi::payload::Json(ErrorBody {
-                    message,
-                    errors: Some(errors),
-                }),
-            )));
-        }
-        T::parse_from_json(Some(value))
-            .map(JsonBody)
-            .map_err(|error| refuse(ApiError::invalid("body", error.into_message())))
+            (field, message)
+        });
+        checked(value, wide).map(JsonBody)
     }
 }
 
+/// Reads a whole body, up to [`MAX_BODY_BYTES`].
+async fn read(body: &mut RequestBody) -> poem::Result<Vec<u8>> {
+    body.take()?
+        .into_bytes_limit(MAX_BODY_BYTES)
+        .await
+        .map(|bytes| bytes.to_vec())
+        .map_err(|error| match error {
+            poem::error::ReadBodyError::PayloadTooLarge => refuse(ApiError::too_large(format!(
+                "the body is over the limit of {MAX_BODY_BYTES} bytes"
+            ))),
+            other => refuse(ApiError::bad_request(format!(
+                "cannot read the body: {other}"
+            ))),
+        })
+}
+
+/// Parses a well-formed body into `T` after checking it against `T`'s schema; `more` are field
+/// errors the caller found. Any error is a 422 listing every field's.
+fn checked<T: BodyType>(
+    value: Value,
+    more: impl IntoIterator<Item = (String, String)>,
+) -> poem::Result<T> {
+    let mut registry = Registry::new();
+    T::register(&mut registry);
+    let mut check = Check {
+        registry: &registry,
+        unknown_keys: T::UNKNOWN_KEYS,
+        errors: BTreeMap::new(),
+    };
+    check.body(&T::schema_ref(), &value);
+    for (field, message) in more {
+        check.add(&field, message);
+    }
+    if !check.errors.is_empty() {
+        let errors = check.errors;
+        let message = errors
+            .iter()
+            .map(|(field, messages)| format!("{field}: {}", messages.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(refuse(ApiError::Unprocessable(
+            poem_openapi::payload::Json(ErrorBody {
+                message,
+                errors: Some(errors),
+            }),
+        )));
+    }
+    T::parse_from_json(Some(value))
+        .map_err(|error| refuse(ApiError::invalid("body", error.into_message())))
+}
+
 impl_apirequest_for_payload!(JsonBody<T>, T: BodyType);
+
+/// `FormBody<T>`: an `application/x-www-form-urlencoded` body (what pusher-js and Laravel Echo
+/// send to authorize a channel), checked like a [`JsonBody`]: every value is a string, and a
+/// missing field is a 422 under its name, not poem's 400. A repeated key keeps its last value.
+pub struct FormBody<T>(pub T);
+
+impl<T: Type> Payload for FormBody<T> {
+    const CONTENT_TYPE: &'static str = "application/x-www-form-urlencoded";
+
+    fn check_content_type(content_type: &str) -> bool {
+        matches!(content_type.parse::<mime::Mime>(), Ok(content_type)
+            if content_type.essence_str() == "application/x-www-form-urlencoded")
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: BodyType> ParsePayload for FormBody<T> {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(_: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        let bytes = read(body).await?;
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_bytes(&bytes).map_err(|error| {
+                refuse(ApiError::bad_request(format!(
+                    "the body is not a valid form: {error}"
+                )))
+            })?;
+        let fields: Map<String, Value> = pairs
+            .into_iter()
+            .map(|(key, value)| (key, Value::String(value)))
+            .collect();
+        checked(Value::Object(fields), []).map(FormBody)
+    }
+}
+
+impl_apirequest_for_payload!(FormBody<T>, T: BodyType);
 
 fn resolve<'r>(schema: &'r MetaSchemaRef, registry: &'r Registry) -> Option<&'r MetaSchema> {
     match schema {

@@ -5,11 +5,11 @@ use std::time::Instant;
 
 use poem::web::Data;
 use poem_openapi::param::{Header, Path};
-use poem_openapi::payload::{Form, Json};
+use poem_openapi::payload::Json;
 use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi};
 
 use super::error::{ApiError, ErrorBody};
-use super::payload::{BodyType, JsonBody, UnknownKeys};
+use super::payload::{BodyType, FormBody, JsonBody, UnknownKeys};
 use super::security::{AdminToken, Credentials};
 use super::{ApiTags, App};
 use crate::engine::events::Action;
@@ -95,7 +95,7 @@ impl BodyType for PublishRequest {
 
 #[derive(ApiRequest)]
 pub enum ChannelAuthRequest {
-    Form(Form<ChannelAuthBody>),
+    Form(FormBody<ChannelAuthBody>),
     Json(JsonBody<ChannelAuthBody>),
 }
 
