@@ -69,7 +69,7 @@ pub struct Status {
 /// What Pusher clients send to authorize a private channel (form-encoded by pusher-js and
 /// Laravel Echo; JSON accepted too). Unknown keys are ignored: clients add their own
 /// parameters (pusher-js `channelAuthorization.params`, Echo's `auth.params`).
-#[derive(Object, Debug, serde::Deserialize)]
+#[derive(Object, Debug)]
 pub struct ChannelAuthBody {
     /// The Pusher connection's socket id, `1234.5678`.
     pub socket_id: String,
