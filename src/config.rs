@@ -12,7 +12,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::engine::{CollectionName, EngineError, RuleTexts};
-use crate::limits::{ClientLimits, TrustedProxy};
+use crate::limits::{ClientLimits, TrustedProxies, TrustedProxy};
 use crate::pusher::Limits;
 
 /// Development secrets: fine on loopback, loudly reported anywhere else.
@@ -73,19 +73,21 @@ pub struct Settings {
     #[arg(long, env = "VELO_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Option<Vec<String>>,
 
-    /// Most WebSocket connections at once; more are refused with 4004 [default: 100000]
+    /// Most WebSocket connections at once; more are refused with 4004. 0: unlimited [default: 100000]
     #[arg(long, env = "VELO_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 
-    /// Largest frame a client may send, in bytes; larger ones get pusher:error 4301 [default: 10240]
+    /// Largest frame a client may send, in bytes; larger ones get pusher:error 4301. 0: up to
+    /// the 256 KiB that can be read at all [default: 10240]
     #[arg(long, env = "VELO_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
 
-    /// Most channels one connection may subscribe to [default: 100]
+    /// Most channels one connection may subscribe to. 0: unlimited [default: 100]
     #[arg(long, env = "VELO_MAX_CHANNELS_PER_SOCKET")]
     pub max_channels_per_socket: Option<usize>,
 
-    /// Frames queued for a slow client before it is disconnected with 4100 [default: 1024]
+    /// Frames queued for a slow client before it is disconnected with 4100. 0: unbounded (a
+    /// client that stops reading then holds memory until it is dropped) [default: 1024]
     #[arg(long, env = "VELO_SOCKET_QUEUE_FRAMES")]
     pub socket_queue_frames: Option<usize>,
 
@@ -103,6 +105,11 @@ pub struct Settings {
     /// connection is closed; 0 = no limit [default: 30]
     #[arg(long, env = "VELO_BODY_READ_TIMEOUT_SECS")]
     pub body_read_timeout_secs: Option<u64>,
+
+    /// Seconds a write to a client may stay blocked (the client not reading) before its
+    /// connection is dropped: HTTP responses and WebSockets alike; 0 = no limit [default: 30]
+    #[arg(long, env = "VELO_WRITE_STALL_TIMEOUT_SECS")]
+    pub write_stall_timeout_secs: Option<u64>,
 
     /// Relay client-* events between subscribers of private channels [default: false]
     #[arg(long, env = "VELO_CLIENT_EVENTS")]
@@ -195,12 +202,14 @@ pub struct Config {
     /// What one client may use of the API.
     pub clients: ClientLimits,
     /// Proxies whose `X-Forwarded-For` names the client.
-    pub trusted_proxies: Vec<TrustedProxy>,
+    pub trusted_proxies: TrustedProxies,
     /// For a request's head, for an idle kept-alive connection, and for an upgrade's handover;
     /// `None` waits as long as the client likes.
     pub header_read_timeout: Option<Duration>,
     /// For a request's body, counted from its head; `None` waits as long as the client likes.
     pub body_read_timeout: Option<Duration>,
+    /// For a write that makes no progress; `None` waits as long as the client likes.
+    pub write_stall_timeout: Option<Duration>,
     /// `Some` with driver `pusher`: events go to this external service.
     pub external: Option<ExternalPusher>,
     pub collections: Vec<CollectionSeed>,
@@ -289,6 +298,9 @@ impl Settings {
                 .header_read_timeout_secs
                 .or(lower.header_read_timeout_secs),
             body_read_timeout_secs: self.body_read_timeout_secs.or(lower.body_read_timeout_secs),
+            write_stall_timeout_secs: self
+                .write_stall_timeout_secs
+                .or(lower.write_stall_timeout_secs),
             client_events: self.client_events.or(lower.client_events),
             max_subscriptions_per_client: self
                 .max_subscriptions_per_client
@@ -386,6 +398,7 @@ impl Settings {
             .filter(|text| !text.trim().is_empty())
             .map(|text| TrustedProxy::parse(text))
             .collect::<Result<Vec<_>, _>>()
+            .map(TrustedProxies::new)
             .map_err(|error| ConfigError::Invalid(format!("trusted_proxies: {error}")))?;
         // Every limit accepts 0 = unlimited (DESIGN.md §15).
         let limit = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
@@ -408,10 +421,19 @@ impl Settings {
             connection_threshold: Duration::from_secs(threshold),
             cors_origins,
             pusher: Limits {
-                max_connections: self.max_connections.unwrap_or(100_000),
-                max_message_bytes: self.max_message_bytes.unwrap_or(10 * 1024),
-                max_channels_per_socket: self.max_channels_per_socket.unwrap_or(100),
-                queue_frames: self.socket_queue_frames.unwrap_or(1024).max(1),
+                max_connections: unlimited(self.max_connections.unwrap_or(100_000), usize::MAX),
+                max_message_bytes: unlimited(
+                    self.max_message_bytes.unwrap_or(10 * 1024),
+                    usize::MAX,
+                ),
+                max_channels_per_socket: unlimited(
+                    self.max_channels_per_socket.unwrap_or(100),
+                    usize::MAX,
+                ),
+                queue_frames: unlimited(
+                    self.socket_queue_frames.unwrap_or(1024),
+                    tokio::sync::Semaphore::MAX_PERMITS,
+                ),
                 activity_timeout: Duration::from_secs(
                     self.activity_timeout_secs.unwrap_or(120).max(1),
                 ),
@@ -426,10 +448,16 @@ impl Settings {
             trusted_proxies,
             header_read_timeout: limit(self.header_read_timeout_secs.unwrap_or(10)),
             body_read_timeout: limit(self.body_read_timeout_secs.unwrap_or(30)),
+            write_stall_timeout: limit(self.write_stall_timeout_secs.unwrap_or(30)),
             external,
             collections: self.collections,
         })
     }
+}
+
+/// A limit as configured, where 0 means no limit: `none` stands for it.
+fn unlimited(limit: usize, none: usize) -> usize {
+    if limit == 0 { none } else { limit }
 }
 
 impl Config {
@@ -479,6 +507,27 @@ mod tests {
         .unwrap()
         .collections;
         assert_eq!(seeds[0].api_rules.list.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn a_limit_of_zero_is_no_limit() {
+        let file: Settings = toml::from_str(
+            "max_connections = 0\nmax_message_bytes = 0\nmax_channels_per_socket = 0\n\
+             socket_queue_frames = 0\nmax_connections_per_address = 0",
+        )
+        .unwrap();
+        let limits = file.resolve().unwrap().pusher;
+        assert_eq!(limits.max_connections, usize::MAX);
+        assert_eq!(limits.max_message_bytes, usize::MAX);
+        assert_eq!(limits.max_channels_per_socket, usize::MAX);
+        assert_eq!(limits.queue_frames, tokio::sync::Semaphore::MAX_PERMITS);
+        assert_eq!(
+            limits.max_connections_per_address, 0,
+            "the hub reads 0 as no limit"
+        );
+        let defaults = Settings::default().resolve().unwrap();
+        assert_eq!(defaults.pusher.max_connections, 100_000);
+        assert_eq!(defaults.pusher.queue_frames, 1024);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Accepts TCP connections and serves HTTP/1.1 on each with hyper, handing every request to one
-//! poem endpoint: what a connection may cost the server (how long it may keep it waiting, what
-//! the listener does at the open-file limit) and graceful shutdown. It knows nothing of routes.
+//! poem endpoint: what a connection may cost the server (how long it may keep it waiting for a
+//! request or for a blocked write, what the listener does at the open-file limit) and graceful
+//! shutdown. It knows nothing of routes.
 //!
 //! Served here rather than by `poem::Server`, whose hyper builder has no timer, so hyper's
 //! header-read timeout never applied and poem's `idle_timeout` restarts on every byte: a client
@@ -10,8 +11,11 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -22,10 +26,13 @@ use poem::http::StatusCode;
 use poem::http::uri::Scheme;
 use poem::web::{LocalAddr, RemoteAddr};
 use poem::{Endpoint, Request};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
+use tokio::time::Sleep;
+
+use crate::metrics::Metrics;
 
 /// How long shutdown lets requests in flight finish before their connections are dropped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -33,17 +40,27 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long the listener pauses after accepting failed for want of resources.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How long a connection may keep the server waiting (`None`: no limit).
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// For a request's head. hyper starts that timer whenever the connection waits for a head:
+    /// on a new connection and after every response on a kept-alive one, so the same bound
+    /// closes idle connections. It also bounds the handover of a WebSocket upgrade (see
+    /// [`serve_connection`]).
+    pub header_read: Option<Duration>,
+    /// For a write that makes no progress (the client is not reading): responses and, after
+    /// an upgrade, WebSocket frames alike (see [`StallGuard`]).
+    pub write_stall: Option<Duration>,
+}
+
 /// Serves `endpoint` on `listener` until `shutdown` completes; then stops accepting, lets
-/// requests in flight finish for up to [`SHUTDOWN_GRACE`], and returns.
-///
-/// `header_read_timeout` (`None`: no limit) bounds how long a connection may take to send a
-/// request's head. hyper starts that timer whenever the connection waits for a head: on a new
-/// connection and after every response on a kept-alive one, so the same bound closes idle
-/// connections. It also bounds the handover of a WebSocket upgrade (see [`serve_connection`]).
+/// requests in flight finish for up to [`SHUTDOWN_GRACE`], and returns. Connections that run
+/// out of time are counted in `metrics`.
 pub async fn serve<E>(
     listener: TcpListener,
     endpoint: E,
-    header_read_timeout: Option<Duration>,
+    timeouts: Timeouts,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()>
 where
@@ -62,11 +79,12 @@ where
             Some(ended) = connections.join_next() => report(ended),
             (stream, remote) = acceptor.accept() => {
                 connections.spawn(serve_connection(
-                    stream,
+                    StallGuard::new(stream, timeouts.write_stall, metrics.clone()),
                     local.clone(),
                     RemoteAddr(remote.into()),
                     endpoint.clone(),
-                    header_read_timeout,
+                    timeouts.header_read,
+                    metrics.clone(),
                     stopping.clone(),
                 ));
             }
@@ -112,6 +130,7 @@ async fn serve_connection<E, Io>(
     remote: RemoteAddr,
     endpoint: Arc<E>,
     header_read_timeout: Option<Duration>,
+    metrics: Arc<Metrics>,
     mut stopping: watch::Receiver<bool>,
 ) where
     E: Endpoint + 'static,
@@ -151,11 +170,15 @@ async fn serve_connection<E, Io>(
         tokio::select! {
             ended = &mut connection => {
                 if let Err(error) = ended {
+                    if error.is_timeout() {
+                        Metrics::count(&metrics.header_read_timeouts, 1);
+                    }
                     tracing::debug!(%error, remote = %*remote, "connection ended");
                 }
                 return;
             }
             () = &mut handover_overdue => {
+                Metrics::count(&metrics.handover_timeouts, 1);
                 tracing::debug!(remote = %*remote, "upgrade not taken in time: connection dropped");
                 return;
             }
@@ -164,6 +187,117 @@ async fn serve_connection<E, Io>(
                 connection.as_mut().graceful_shutdown();
             }
         }
+    }
+}
+
+/// A connection's stream whose writes must make progress: a write (or flush) that stays
+/// blocked for the limit, because the client stopped reading, fails with `TimedOut`, which
+/// ends the connection. Without it a client that asks for a large response (or holds a
+/// WebSocket) and never reads keeps its connection, and a file, for as long as it likes.
+///
+/// Costs nothing while writes go through: the timer is armed only when a write would block,
+/// and the same timer is re-armed for later stalls.
+pub struct StallGuard<Io> {
+    io: Io,
+    limit: Option<Duration>,
+    /// Armed while a write is blocked: when it fires, the write fails.
+    stalled: Option<Pin<Box<Sleep>>>,
+    blocked: bool,
+    metrics: Arc<Metrics>,
+}
+
+impl<Io> StallGuard<Io> {
+    pub fn new(io: Io, limit: Option<Duration>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            io,
+            limit,
+            stalled: None,
+            blocked: false,
+            metrics,
+        }
+    }
+
+    /// After a write attempt: `Pending` arms the timer (once per stall) and fails the write
+    /// when it has fired; anything else disarms it.
+    fn watch<T>(
+        &mut self,
+        attempt: Poll<io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
+        let Some(limit) = self.limit else {
+            return attempt;
+        };
+        if attempt.is_ready() {
+            self.blocked = false;
+            return attempt;
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        let timer = match &mut self.stalled {
+            Some(timer) if self.blocked => timer,
+            Some(timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => self
+                .stalled
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        self.blocked = true;
+        if timer.as_mut().poll(cx).is_ready() {
+            self.blocked = false;
+            Metrics::count(&self.metrics.write_stall_timeouts, 1);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client has not read for the write-stall timeout",
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+impl<Io: AsyncRead + Unpin> AsyncRead for StallGuard<Io> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<Io: AsyncWrite + Unpin> AsyncWrite for StallGuard<Io> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let attempt = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.watch(attempt, cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let attempt = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.watch(attempt, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let attempt = Pin::new(&mut this.io).poll_flush(cx);
+        this.watch(attempt, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
@@ -267,7 +401,12 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, remote_address, None, async {
+        let timeouts = Timeouts {
+            header_read: None,
+            write_stall: None,
+        };
+        let metrics = Arc::new(Metrics::default());
+        let server = tokio::spawn(serve(listener, remote_address, timeouts, metrics, async {
             let _ = stopped.await;
         }));
         let mut client = TcpStream::connect(address).await.unwrap();
@@ -319,6 +458,7 @@ mod tests {
             RemoteAddr(poem::Addr::Custom("test", "".into())),
             Arc::new(poem::EndpointExt::data(upgrade, taken)),
             Some(timeout),
+            Arc::new(Metrics::default()),
             stopping,
         ));
         client
@@ -338,6 +478,47 @@ mod tests {
             Some(false),
             "the upgrade's waiter hears of it"
         );
+    }
+
+    #[tokio::test]
+    async fn a_write_blocked_past_the_limit_fails() {
+        // A pipe of 16 bytes that nobody reads: the second write blocks.
+        let (_reader, writer) = tokio::io::duplex(16);
+        let metrics = Arc::new(Metrics::default());
+        let limit = Duration::from_millis(200);
+        let mut guarded = StallGuard::new(writer, Some(limit), metrics.clone());
+        guarded.write_all(&[0; 16]).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let blocked = tokio::time::timeout(Duration::from_secs(10), guarded.write_all(&[0; 16]))
+            .await
+            .expect("the write fails instead of waiting forever");
+        assert_eq!(blocked.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= limit);
+        assert_eq!(
+            metrics
+                .write_stall_timeouts
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_that_moves_is_not_cut() {
+        let (mut reader, writer) = tokio::io::duplex(16);
+        let limit = Duration::from_millis(300);
+        let mut guarded = StallGuard::new(writer, Some(limit), Arc::new(Metrics::default()));
+        // The reader takes 16 bytes every 100 ms: each stall is shorter than the limit, though
+        // the whole write takes longer.
+        let reading = tokio::spawn(async move {
+            let mut buffer = [0; 16];
+            let mut total = 0;
+            while total < 160 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                total += reader.read(&mut buffer).await.unwrap();
+            }
+        });
+        guarded.write_all(&[0; 160]).await.expect("kept moving");
+        reading.await.unwrap();
     }
 
     #[tokio::test]

@@ -3,12 +3,13 @@
 //! per address), and the client's address behind trusted proxies.
 //!
 //! Plain counting under short mutexes: these run once per subscribe, connect or disconnect,
-//! never per event. A limit of 0 means unlimited (DESIGN.md §15). This module decides nothing
-//! about HTTP or Pusher codes; its callers map a refusal to 429 or 4100.
+//! never per event. A limit of 0 means unlimited (DESIGN.md §15). Addresses are counted by
+//! host: an IPv4 address, or an IPv6 address's /64 (one host usually holds a whole /64). This
+//! module decides no status or Pusher code; its callers map a refusal to 429 or 4100.
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -27,9 +28,18 @@ impl ClientKey {
     pub fn of(identity: &Identity, address: IpAddr) -> Option<ClientKey> {
         match identity {
             Identity::User(user) => Some(ClientKey::User(user.id.clone())),
-            Identity::Guest => Some(ClientKey::Address(address)),
+            Identity::Guest => Some(ClientKey::Address(host(address))),
             Identity::Superuser => None,
         }
+    }
+}
+
+/// The host an address stands for, as the per-address limits count it: IPv4 addresses as
+/// they are, IPv6 addresses by their /64 (the rest of the address is the host's to choose).
+pub fn host(address: IpAddr) -> IpAddr {
+    match canonical(address) {
+        IpAddr::V6(v6) => IpAddr::V6((v6.to_bits() & !u128::from(u64::MAX)).into()),
+        v4 => v4,
     }
 }
 
@@ -230,6 +240,40 @@ impl TrustedProxy {
     }
 }
 
+/// Proxies whose `X-Forwarded-For` is believed, and who the client of a request is.
+#[derive(Clone, Debug, Default)]
+pub struct TrustedProxies(Vec<TrustedProxy>);
+
+impl TrustedProxies {
+    pub fn new(proxies: Vec<TrustedProxy>) -> Self {
+        Self(proxies)
+    }
+
+    /// The address of the client that made `request`: see [`client_address`]. Every
+    /// `X-Forwarded-For` line counts, in order (a proxy may add its own line rather than
+    /// extend the client's).
+    pub fn client_address(&self, request: &poem::Request) -> IpAddr {
+        let peer = request
+            .remote_addr()
+            .as_socket_addr()
+            .map_or(IpAddr::from([0, 0, 0, 0]), SocketAddr::ip);
+        self.forwarded(peer, request.headers())
+    }
+
+    /// The client behind `peer`, given a request's headers.
+    fn forwarded(&self, peer: IpAddr, headers: &poem::http::HeaderMap) -> IpAddr {
+        if self.0.is_empty() {
+            return canonical(peer);
+        }
+        let forwarded_for: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|line| line.to_str().ok())
+            .collect();
+        client_address(peer, Some(&forwarded_for.join(",")), &self.0)
+    }
+}
+
 /// IPv4 addresses mapped into IPv6 (`::ffff:1.2.3.4`) as the IPv4 address they are.
 fn canonical(address: IpAddr) -> IpAddr {
     match address {
@@ -328,6 +372,32 @@ mod tests {
         assert!(rate.check(&ClientKey::User("x".into()), later).is_ok());
         let buckets = rate.buckets.lock().unwrap();
         assert_eq!(buckets.by_key.len(), 1, "the full buckets were swept");
+    }
+
+    #[test]
+    fn addresses_count_by_host() {
+        assert_eq!(host(ip("203.0.113.7")), ip("203.0.113.7"));
+        assert_eq!(host(ip("::ffff:203.0.113.7")), ip("203.0.113.7"));
+        assert_eq!(host(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            host(ip("2001:db8:1:2:bbbb::9")),
+            host(ip("2001:db8:1:2::1"))
+        );
+        assert_ne!(host(ip("2001:db8:1:3::1")), host(ip("2001:db8:1:2::1")));
+    }
+
+    #[test]
+    fn every_forwarded_for_line_counts() {
+        let proxies = TrustedProxies::new(vec![TrustedProxy::parse("127.0.0.1").unwrap()]);
+        let request = poem::Request::builder()
+            .header("x-forwarded-for", "198.51.100.66")
+            .header("x-forwarded-for", "203.0.113.7")
+            .finish();
+        assert_eq!(
+            proxies.forwarded(ip("127.0.0.1"), request.headers()),
+            ip("203.0.113.7"),
+            "the proxy's own line, not the one the client forged"
+        );
     }
 
     #[test]

@@ -28,6 +28,12 @@ pub struct Metrics {
     pub limited_subscriptions: AtomicU64,
     pub limited_subscribe_rate: AtomicU64,
     pub limited_connections_per_address: AtomicU64,
+    /// Connections ended by a timeout: no request head in time (or idle), a body not in time
+    /// (408), an upgrade not handed over in time, a write blocked too long.
+    pub header_read_timeouts: AtomicU64,
+    pub body_read_timeouts: AtomicU64,
+    pub handover_timeouts: AtomicU64,
+    pub write_stall_timeouts: AtomicU64,
     match_buckets: [AtomicU64; MATCH_BUCKETS.len()],
     match_count: AtomicU64,
     match_nanos: AtomicU64,
@@ -146,6 +152,21 @@ impl Metrics {
             "counter",
             "Requests and connections refused by a per-client limit, by limit.",
             &limited,
+        );
+        let timeouts: Vec<(String, String)> = [
+            ("header_read", &self.header_read_timeouts),
+            ("body_read", &self.body_read_timeouts),
+            ("upgrade_handover", &self.handover_timeouts),
+            ("write_stall", &self.write_stall_timeouts),
+        ]
+        .into_iter()
+        .map(|(kind, counter)| (format!("{{kind=\"{kind}\"}}"), load(counter).to_string()))
+        .collect();
+        metric(
+            "velo_timeouts_total",
+            "counter",
+            "Connections and requests ended by a timeout, by kind.",
+            &timeouts,
         );
         metric(
             "velo_filter_eval_errors_total",

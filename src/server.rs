@@ -50,7 +50,7 @@ pub async fn run(
         config.pusher.clone(),
         config.cors_origins.clone(),
         config.trusted_proxies.clone(),
-        metrics,
+        metrics.clone(),
         outbound,
     ));
     let engine = Engine::start(&config, store.clone(), driver.clone()).await?;
@@ -62,7 +62,11 @@ pub async fn run(
         // WebSocket clients are told to reconnect (4200) before the listener closes.
         hub_driver.hub.shut_down();
     };
-    http_server::serve(listener, routes, config.header_read_timeout, shutdown).await?;
+    let timeouts = http_server::Timeouts {
+        header_read: config.header_read_timeout,
+        write_stall: config.write_stall_timeout,
+    };
+    http_server::serve(listener, routes, timeouts, metrics, shutdown).await?;
     // Let the connections write their 4200 close, then make everything durable.
     let deadline = tokio::time::Instant::now() + SOCKETS_CLOSE_GRACE;
     while driver.hub.connection_count() > 0 && tokio::time::Instant::now() < deadline {

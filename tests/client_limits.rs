@@ -125,9 +125,12 @@ async fn live_subscriptions_are_limited_per_client() {
 
 #[tokio::test]
 async fn subscribe_requests_are_limited_per_second() {
+    const N: usize = 20;
     let server = Server::start_with_env(COLLECTIONS, 300, &[("VELO_SUBSCRIBE_RATE", "1")]);
+    let started = std::time::Instant::now();
     let replies =
-        futures::future::join_all((0..10).map(|_| server.subscribe(None, "posts", None))).await;
+        futures::future::join_all((0..N).map(|_| server.subscribe(None, "posts", None))).await;
+    let elapsed = started.elapsed();
     let refused = replies
         .iter()
         .filter(|reply| reply.status == StatusCode::TOO_MANY_REQUESTS)
@@ -136,10 +139,12 @@ async fn subscribe_requests_are_limited_per_second() {
         .iter()
         .filter(|reply| reply.status == StatusCode::OK)
         .count();
-    assert_eq!(accepted + refused, 10, "{replies:?}");
+    assert_eq!(accepted + refused, N, "{replies:?}");
+    // A burst of 1, then 1 a second: however slow this machine was.
+    let allowed = 1 + elapsed.as_secs_f64().ceil() as usize;
     assert!(
-        accepted >= 1 && refused >= 5,
-        "{accepted} accepted, {refused} refused"
+        accepted >= 1 && accepted <= allowed,
+        "{accepted} accepted, {refused} refused in {elapsed:?}"
     );
     let alice = server.token("alice", json!({}), None);
     assert_eq!(

@@ -727,8 +727,11 @@ async fn a_public_subscription_ends_with_ended_when_its_rule_starts_needing_a_us
             json!({"action": "ended", "reason": "rule_changed"})
         )
     );
-    // Records only a user may see never reach the public channel.
+    // Records only a user may see never reach the public channel: once alice's new (private)
+    // subscription has the record, the public socket has had its chance to get it too.
+    let (mut alices_socket, _) = listen(&server, Some(&alice), "posts", None).await;
     create(&server, "posts", Some(&alice), json!({"owner": "alice"})).await;
+    assert_eq!(event(&mut alices_socket).await.0, "created");
     nothing_more(&mut socket).await;
     for subscribed in [&guests, &alices] {
         let channel = subscribed.body["channel_name"].as_str().unwrap();
@@ -847,9 +850,10 @@ async fn deleting_a_collection_tells_its_sockets() {
 
 #[tokio::test]
 async fn a_socket_is_told_when_its_subscriptions_token_expires() {
-    // A short threshold makes the pruner look every second.
+    // A short threshold makes the pruner look every second. `exp` is in whole seconds: 5 s
+    // leave time to subscribe and listen before the token expires.
     let server = Server::start_with(COLLECTIONS, 4);
-    let short = server.token("alice", json!({}), Some(2));
+    let short = server.token("alice", json!({}), Some(5));
     let (mut socket, _) = listen(&server, Some(&short), "notes", None).await;
     assert_eq!(
         event(&mut socket).await,

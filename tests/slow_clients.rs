@@ -94,6 +94,10 @@ async fn a_silent_connection_is_closed_after_the_header_read_timeout() {
         started.elapsed() >= Duration::from_millis(900),
         "closed early"
     );
+    let counted = ["velo_timeouts_total{kind=\"header_read\"} 1"];
+    if let Err(text) = server.wait_for_metrics(&counted).await {
+        panic!("{text}");
+    }
 }
 
 #[tokio::test]
@@ -101,7 +105,10 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_header_read_timeout()
     let server = Server::start_with_env(COLLECTIONS, 300, &SHORT_TIMEOUTS);
     let mut client = TcpStream::connect(address(&server)).await.unwrap();
     // Two requests on one connection: it is kept alive between them...
+    let mut started = Instant::now();
     for _ in 0..2 {
+        // The idle timer starts once the response is written, so after this.
+        started = Instant::now();
         client
             .write_all(b"GET /health HTTP/1.1\r\nHost: velo\r\n\r\n")
             .await
@@ -111,7 +118,6 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_header_read_timeout()
         assert_eq!(body, r#"{"status":"ok"}"#);
     }
     // ...and closed once idle for the timeout.
-    let started = Instant::now();
     let after = read_to_close(&mut client, CLOSE_WITHIN).await;
     assert_eq!(
         after.as_deref(),
@@ -160,6 +166,37 @@ async fn a_trickled_body_gets_408_and_its_connection_closes() {
     );
     let body: Value = serde_json::from_str(body).expect("a JSON body");
     assert!(body["message"].as_str().unwrap().contains("1 s"), "{body}");
+    let counted = ["velo_timeouts_total{kind=\"body_read\"} 1"];
+    if let Err(text) = server.wait_for_metrics(&counted).await {
+        panic!("{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_its_responses_is_let_go() {
+    let server =
+        Server::start_with_env(COLLECTIONS, 300, &[("VELO_WRITE_STALL_TIMEOUT_SECS", "1")]);
+    // Swagger UI's page is 1.7 MB: 40 of them, asked for at once and never read, are more
+    // than the socket buffers hold, so the server's writes block.
+    let mut client = TcpStream::connect(address(&server)).await.unwrap();
+    let requests = "GET /docs HTTP/1.1\r\nHost: velo\r\n\r\n".repeat(40);
+    client.write_all(requests.as_bytes()).await.unwrap();
+    let counted = ["velo_timeouts_total{kind=\"write_stall\"} 1"];
+    if let Err(text) = server.wait_for_metrics(&counted).await {
+        panic!("the blocked writes were not given up: {text}");
+    }
+    // The connection is gone: reading drains what was buffered, then ends.
+    let mut buffer = vec![0; 1 << 16];
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match client.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection is still open");
 }
 
 #[tokio::test]

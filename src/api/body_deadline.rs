@@ -20,13 +20,16 @@ use poem_openapi::payload::Json;
 use tokio::time::Instant;
 
 use super::error::ErrorBody;
+use crate::metrics::Metrics;
 
 /// Passes `request` to `next` with its body bounded by `timeout` (`None`: unbounded); answers
-/// `408` if reading the body ran out of time, whatever the handler made of the failed read.
+/// `408` if reading the body ran out of time, whatever the handler made of the failed read,
+/// and counts it.
 pub async fn enforce<E: Endpoint>(
     next: E,
     mut request: Request,
     timeout: Option<Duration>,
+    metrics: Arc<Metrics>,
 ) -> poem::Result<Response> {
     let body = request.take_body();
     let Some(timeout) = timeout.filter(|_| !body.is_empty()) else {
@@ -41,6 +44,7 @@ pub async fn enforce<E: Endpoint>(
     )));
     let response = next.call(request).await;
     if expired.load(Ordering::Relaxed) {
+        Metrics::count(&metrics.body_read_timeouts, 1);
         return Ok(timed_out(timeout));
     }
     Ok(response?.into_response())

@@ -88,6 +88,11 @@ impl ApiError {
         ApiError::UnsupportedMediaType(body(message))
     }
 
+    /// A per-client limit: try again in `retry_after_secs`.
+    pub fn too_many_requests(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        ApiError::TooManyRequests(body(message), retry_after_secs)
+    }
+
     /// A validation failure of one field.
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         let message = message.into();
@@ -117,7 +122,7 @@ impl From<EngineError> for ApiError {
             EngineError::Limited {
                 message,
                 retry_after_secs,
-            } => ApiError::TooManyRequests(body(message), retry_after_secs),
+            } => ApiError::too_many_requests(message, retry_after_secs),
         }
     }
 }

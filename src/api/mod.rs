@@ -21,7 +21,7 @@ use poem_openapi::{ApiResponse, OpenApi, OpenApiService, Tags};
 use crate::auth::{Authenticator, Identity};
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::limits::Rate;
+use crate::limits::{Rate, TrustedProxies};
 use crate::metrics::Gauges;
 use crate::pusher::{self, Driver};
 use error::ApiError;
@@ -35,6 +35,8 @@ pub struct App {
     pub auth: Authenticator,
     /// Subscribe requests per second, per client.
     pub subscribe_rate: Arc<Rate>,
+    /// Who a request's client is, behind trusted proxies.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl App {
@@ -44,6 +46,7 @@ impl App {
             driver,
             auth: Authenticator::new(&config.admin_token, &config.jwt_secret),
             subscribe_rate: Arc::new(Rate::new(config.clients.subscribes_per_second)),
+            trusted_proxies: config.trusted_proxies.clone(),
         }
     }
 
@@ -199,6 +202,7 @@ pub fn routes(app: App, config: &Config) -> impl Endpoint + use<> {
     .max_age(3600);
     let driver = app.driver.clone();
     let body_read_timeout = config.body_read_timeout;
+    let counters = app.driver.metrics.clone();
     Route::new()
         .at("/app/:key", poem::get(pusher::websocket))
         .at("/metrics", poem::get(metrics))
@@ -211,7 +215,9 @@ pub fn routes(app: App, config: &Config) -> impl Endpoint + use<> {
         .nest("/docs", swagger)
         .at("/openapi.json", spec)
         .around(refuse_malformed_authorization)
-        .around(move |next, request| body_deadline::enforce(next, request, body_read_timeout))
+        .around(move |next, request| {
+            body_deadline::enforce(next, request, body_read_timeout, counters.clone())
+        })
         .with(cors)
         .data(app)
         .data(driver)

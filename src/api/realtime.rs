@@ -8,7 +8,7 @@ use poem_openapi::param::{Header, Path};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi};
 
-use super::error::{ApiError, ErrorBody};
+use super::error::ApiError;
 use super::payload::{BodyType, FormBody, JsonBody, UnknownKeys};
 use super::security::{AdminToken, Credentials};
 use super::{ApiTags, App};
@@ -211,19 +211,16 @@ impl RealtimeApi {
         body: JsonBody<SubscribeRequest>,
     ) -> Result<SubscribeResponse, ApiError> {
         let identity = app.identify(&credentials)?;
-        let client = ClientKey::of(&identity, app.driver.client_address(http));
+        let client = ClientKey::of(&identity, app.trusted_proxies.client_address(http));
         if let Some(client) = &client
             && let Err(retry) = app.subscribe_rate.check(client, Instant::now())
         {
             Metrics::count(&app.driver.metrics.limited_subscribe_rate, 1);
-            return Err(ApiError::TooManyRequests(
-                Json(ErrorBody {
-                    message: format!(
-                        "{client} is over the limit of subscribe requests per second; retry after {} s",
-                        retry.seconds()
-                    ),
-                    errors: None,
-                }),
+            return Err(ApiError::too_many_requests(
+                format!(
+                    "{client} is over the limit of subscribe requests per second; retry after {} s",
+                    retry.seconds()
+                ),
                 retry.seconds(),
             ));
         }

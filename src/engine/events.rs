@@ -1,4 +1,5 @@
-//! Change events: their frames, and their ordered delivery once the write is durable.
+//! Events: record changes (`created`, `updated`, `deleted`) and `ended` (a subscription the
+//! server ended), their frames, and their ordered delivery once the write they follow is durable.
 //!
 //! The hot path: an event's `data` (`{"action","record"}`) is serialized and escaped once; each
 //! matched subscription's frame is that text with its channel name spliced in (one allocation,

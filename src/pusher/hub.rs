@@ -1,5 +1,5 @@
-//! The fan-out hub: which connections listen on which channel, and each connection's bounded
-//! outbound queue.
+//! The fan-out hub: which connections listen on which channel, each connection's bounded
+//! outbound queue, and how many connections there are (in all, and per client host).
 //!
 //! The send path takes one shard's read lock (shards by channel name, so publishers on
 //! different channels never meet and publishers on one channel share the lock), clones the
@@ -17,7 +17,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::protocol::{Code, SocketId};
-use crate::limits::Quota;
+use crate::limits::{self, Quota};
 
 /// What a connection's writer receives.
 #[derive(Debug)]
@@ -111,10 +111,11 @@ pub struct ConnectionSlot<'h> {
 
 impl Drop for ConnectionSlot<'_> {
     fn drop(&mut self) {
-        self.hub.connections.fetch_sub(1, Ordering::Relaxed);
+        // The address's place first: whoever sees the total fall may find it free.
         if let Some(address) = &self.address {
             self.hub.per_address.give_back(address);
         }
+        self.hub.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -134,21 +135,23 @@ impl Hub {
         &self.shards[self.hasher.hash_one(channel) as usize % SHARDS]
     }
 
-    /// Takes a connection slot for a client at `address`, or refuses when the server or
-    /// that address is full.
+    /// Takes a connection slot for a client at `address` (counted by host, see
+    /// [`limits::host`]), or refuses when the server or that host is full. A maximum of 0 is
+    /// no limit.
     pub fn admit(&self, address: IpAddr) -> Result<ConnectionSlot<'_>, Refusal> {
         let previous = self.connections.fetch_add(1, Ordering::Relaxed);
         let mut slot = ConnectionSlot {
             hub: self,
             address: None,
         };
-        if previous >= self.max_connections {
+        if self.max_connections != 0 && previous >= self.max_connections {
             return Err(Refusal::OverQuota);
         }
+        let host = limits::host(address);
         self.per_address
-            .take(&address)
+            .take(&host)
             .map_err(|_| Refusal::OverAddressQuota)?;
-        slot.address = Some(address);
+        slot.address = Some(host);
         Ok(slot)
     }
 

@@ -16,7 +16,6 @@ pub mod outbound;
 pub mod protocol;
 pub mod signature;
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +32,7 @@ use outbound::Outbound;
 use protocol::Code;
 use signature::AppCredentials;
 
-use crate::limits::{TrustedProxy, client_address};
+use crate::limits::TrustedProxies;
 use crate::metrics::Metrics;
 
 /// The driver's limits and timings (DESIGN.md §9).
@@ -76,7 +75,7 @@ pub struct Driver {
     /// Browser origins allowed to connect; `None` allows all.
     pub allowed_origins: Option<Vec<String>>,
     /// Proxies whose `X-Forwarded-For` names the client (per-address limits).
-    pub trusted_proxies: Vec<TrustedProxy>,
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Driver {
@@ -84,7 +83,7 @@ impl Driver {
         app: AppCredentials,
         limits: Limits,
         allowed_origins: Option<Vec<String>>,
-        trusted_proxies: Vec<TrustedProxy>,
+        trusted_proxies: TrustedProxies,
         metrics: Arc<Metrics>,
         outbound: Option<Outbound>,
     ) -> Self {
@@ -129,19 +128,6 @@ impl Driver {
         } else {
             channels.remove(channel);
         }
-    }
-
-    /// The address of the client that made `request`.
-    pub fn client_address(&self, request: &Request) -> IpAddr {
-        let peer = request
-            .remote_addr()
-            .as_socket_addr()
-            .map_or(IpAddr::from([0, 0, 0, 0]), SocketAddr::ip);
-        let forwarded_for = request
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|value| value.to_str().ok());
-        client_address(peer, forwarded_for, &self.trusted_proxies)
     }
 
     fn origin_allowed(&self, origin: Option<&str>) -> bool {
@@ -206,7 +192,7 @@ pub async fn websocket(
         key_known: key == driver.app.key,
         protocol: protocol_version(query.protocol.as_deref()),
         origin_allowed: driver.origin_allowed(origin),
-        address: driver.client_address(request),
+        address: driver.trusted_proxies.client_address(request),
     };
     let driver = Arc::clone(&driver);
     tokio::spawn(async move {

@@ -4,9 +4,10 @@
 //!
 //! Writes go to sled's in-memory tree at once; [`Store::sync`] makes them durable. Syncs are
 //! group-committed: one flusher task fsyncs on behalf of every caller waiting at that moment,
-//! so concurrent requests share one fsync instead of queueing for one each. Record writes are
-//! numbered ([`Epoch`]), and [`Store::durable`] waits until a write is on disk: change events
-//! are delivered only then, so no client ever sees a change a crash could take back.
+//! so concurrent requests share one fsync instead of queueing for one each. Record writes and
+//! subscription removals are numbered ([`Epoch`]), and [`Store::durable`] waits until a write is
+//! on disk: events (a change, or `ended`) are delivered only then, so no client ever sees
+//! something a crash could take back.
 //!
 //! This module decides nothing: it stores what the engine hands it.
 
@@ -24,8 +25,10 @@ const SLED_CACHE_BYTES: u64 = 32 << 20;
 
 /// First byte of every stored value; bump it when a document's layout changes.
 const FORMAT_VERSION: u8 = 1;
-/// Subscription rows: version 2 added `guest_address`; version 1 rows are still read.
+/// Subscription rows: version 2 added `guest_address`; version 1 rows are still read (a build
+/// older than version 2 cannot read version 2 rows: downgrading loses the subscriptions).
 const SUBSCRIPTION_FORMAT: u8 = 2;
+const SUBSCRIPTION_FORMAT_V1: u8 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -108,7 +111,10 @@ impl From<SubscriptionDocV1> for SubscriptionDoc {
 /// A subscription row of any version this build reads.
 fn decode_subscription(bytes: &[u8]) -> Result<SubscriptionDoc, StoreError> {
     match bytes.first() {
-        Some(&FORMAT_VERSION) => decode::<SubscriptionDocV1>(bytes).map(SubscriptionDoc::from),
+        Some(&SUBSCRIPTION_FORMAT_V1) => {
+            decode_version::<SubscriptionDocV1>(bytes, SUBSCRIPTION_FORMAT_V1)
+                .map(SubscriptionDoc::from)
+        }
         _ => decode_version(bytes, SUBSCRIPTION_FORMAT),
     }
 }

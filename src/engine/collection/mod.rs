@@ -133,6 +133,9 @@ pub struct CollectionState {
     /// This collection's ordered, after-durability event delivery.
     deliveries: tokio::sync::mpsc::UnboundedSender<Delivery>,
     pruner: Option<JoinHandle<()>>,
+    /// The collection was deleted: requests still in the mailbox find it gone (the actor
+    /// stops right after, but what was queued before is still handled).
+    closed: bool,
 }
 
 /// A subscription the list rule refuses to file, and why.
@@ -147,8 +150,8 @@ enum Ending {
     Stale,
     /// Its row could not be written.
     StorageFailure,
-    /// Ended by the server while sockets may hold it: they are told why.
-    Live(EndReason),
+    /// Ended by the server while sockets may hold it: they are told why (`ended`).
+    Announced(EndReason),
 }
 
 impl Ending {
@@ -157,7 +160,7 @@ impl Ending {
             Ending::Unsubscribed => "unsubscribed",
             Ending::Stale => "stale",
             Ending::StorageFailure => "storage failure",
-            Ending::Live(reason) => reason.as_str(),
+            Ending::Announced(reason) => reason.as_str(),
         }
     }
 }
@@ -345,10 +348,9 @@ impl CollectionState {
         if let Some(client) = &subscription.client {
             self.subscription_quota.give_back(client);
         }
-        let removed = self.store.delete_subscription(id);
+        let epoch = self.store.delete_subscription(id)?;
         tracing::info!(collection = %self.name, subscription = %id, why = ending.why(), "subscription ended");
-        let epoch = removed?;
-        if let Ending::Live(reason) = ending {
+        if let Ending::Announced(reason) = ending {
             let channel = self.channels.pusher_channel(id, subscription.is_public);
             let _ = self.deliveries.send(Delivery {
                 epoch: Some(epoch),
@@ -369,6 +371,12 @@ impl CollectionState {
         filter_text: String,
         socket_id: Option<String>,
     ) -> Result<Subscribed, EngineError> {
+        if self.closed {
+            return Err(EngineError::invalid(
+                "collection",
+                format!("collection `{}` does not exist", self.name),
+            ));
+        }
         let id = Uuid::new_v4();
         let subscription = Subscription {
             identity,
@@ -416,7 +424,7 @@ impl CollectionState {
             .expires_at()
             .is_some_and(|exp| exp <= now_secs())
         {
-            self.end(id, Ending::Live(EndReason::TokenExpired))?;
+            self.end(id, Ending::Announced(EndReason::TokenExpired))?;
             return Err(EngineError::UnknownChannel);
         }
         subscription.last_seen = Instant::now();
@@ -431,7 +439,7 @@ impl CollectionState {
             let doc = subscription.doc(&self.id);
             if let Err(refused) = self.file(id, subscription) {
                 let Refused(error, subscription) = *refused;
-                self.retire(id, &subscription, Ending::Live(EndReason::RuleChanged))?;
+                self.retire(id, &subscription, Ending::Announced(EndReason::RuleChanged))?;
                 return Err(error);
             }
             self.store.put_subscription(id, &doc)?;
@@ -461,7 +469,7 @@ impl CollectionState {
             if let Err(refused) = self.file(id, subscription) {
                 let Refused(error, subscription) = *refused;
                 tracing::debug!(collection = %self.name, subscription = %id, %error, "refused by the new list rule");
-                let ending = Ending::Live(EndReason::RuleChanged);
+                let ending = Ending::Announced(EndReason::RuleChanged);
                 if let Err(error) = self.retire(id, &subscription, ending) {
                     tracing::warn!(collection = %self.name, subscription = %id, %error, "could not end subscription");
                 }
@@ -477,7 +485,7 @@ impl CollectionState {
         let mut ended = Vec::new();
         for (id, (_, subscription)) in self.subscriptions.iter_mut() {
             if subscription.expires_at().is_some_and(|exp| exp <= now_secs) {
-                ended.push((*id, Ending::Live(EndReason::TokenExpired)));
+                ended.push((*id, Ending::Announced(EndReason::TokenExpired)));
                 continue;
             }
             let channel = self.channels.pusher_channel(*id, subscription.is_public);
@@ -567,6 +575,7 @@ impl Actor for CollectionActor {
             compiled: Default::default(),
             records,
             pruner: None,
+            closed: false,
         };
         for (id, doc) in args.loaded {
             let restored = state.restore(doc);
@@ -636,9 +645,10 @@ impl Actor for CollectionActor {
                 let _ = reply.send(());
             }
             CollectionMsg::Close { reply } => {
+                state.closed = true;
                 let ids: Vec<Uuid> = state.subscriptions.keys().copied().collect();
                 for id in ids {
-                    let ending = Ending::Live(EndReason::CollectionDeleted);
+                    let ending = Ending::Announced(EndReason::CollectionDeleted);
                     if let Err(error) = state.end(id, ending) {
                         tracing::warn!(collection = %state.name, subscription = %id, %error, "could not end subscription");
                     }

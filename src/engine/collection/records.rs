@@ -164,6 +164,9 @@ impl CollectionState {
         write: RecordWrite,
         except: Option<SocketId>,
     ) -> Result<(RecordMap, Epoch), EngineError> {
+        if self.closed {
+            return Err(EngineError::UnknownCollection(self.name.clone()));
+        }
         let (action, record) = match write {
             RecordWrite::Create(body) => {
                 let id = record_id(body.get("id"))?;
