@@ -101,21 +101,45 @@ pub struct Rules {
 }
 
 impl RuleTexts {
+    /// Parses stored rules, which were valid when written: one that no longer parses (a rule
+    /// an older build accepted) is `SUPERUSER_ONLY` — closed, not open — until it is changed,
+    /// and comes back with its error, so that the server starts and the admin can fix it.
+    pub fn parse_stored(&self) -> (Rules, Vec<EngineError>) {
+        let mut broken = Vec::new();
+        let mut parse = |name: &str, text: &Option<String>| {
+            parse_rule(name, text).unwrap_or_else(|error| {
+                broken.push(error);
+                Rule::SuperuserOnly
+            })
+        };
+        let rules = Rules {
+            list: parse("list", &self.list),
+            view: parse("view", &self.view),
+            create: parse("create", &self.create),
+            update: parse("update", &self.update),
+            delete: parse("delete", &self.delete),
+        };
+        (rules, broken)
+    }
+
     /// Parses every rule; an error names the rule as `api_rules.<name>`.
     pub fn parse(&self) -> Result<Rules, EngineError> {
-        let parse = |name: &str, text: &Option<String>| match text {
-            None => Ok(Rule::SuperuserOnly),
-            Some(text) => Rule::parse(text).map_err(|error| {
-                EngineError::invalid(&format!("api_rules.{name}"), error.to_string())
-            }),
-        };
         Ok(Rules {
-            list: parse("list", &self.list)?,
-            view: parse("view", &self.view)?,
-            create: parse("create", &self.create)?,
-            update: parse("update", &self.update)?,
-            delete: parse("delete", &self.delete)?,
+            list: parse_rule("list", &self.list)?,
+            view: parse_rule("view", &self.view)?,
+            create: parse_rule("create", &self.create)?,
+            update: parse_rule("update", &self.update)?,
+            delete: parse_rule("delete", &self.delete)?,
         })
+    }
+}
+
+/// One rule's text: `None` is `SUPERUSER_ONLY`; an error names it as `api_rules.<name>`.
+fn parse_rule(name: &str, text: &Option<String>) -> Result<Rule, EngineError> {
+    match text {
+        None => Ok(Rule::SuperuserOnly),
+        Some(text) => Rule::parse(text)
+            .map_err(|error| EngineError::invalid(&format!("api_rules.{name}"), error.to_string())),
     }
 }
 
@@ -499,5 +523,28 @@ where
     match actor.call(message, Some(CALL_TIMEOUT)).await {
         Ok(CallResult::Success(value)) => Ok(value),
         Ok(CallResult::Timeout | CallResult::SenderError) | Err(_) => Err(EngineError::Unavailable),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_rule_that_no_longer_parses_admits_only_the_admin() {
+        // Accepted by builds that rounded integers beyond 64 bits; refused now.
+        let texts = RuleTexts {
+            list: Some("n > 100000000000000000000".into()),
+            view: Some(String::new()),
+            ..RuleTexts::default()
+        };
+        assert!(texts.parse().is_err());
+        let (rules, broken) = texts.parse_stored();
+        assert!(matches!(rules.list, Rule::SuperuserOnly));
+        assert!(matches!(rules.view, Rule::Public));
+        assert!(matches!(
+            broken.as_slice(),
+            [EngineError::Invalid { field, .. }] if field == "api_rules.list"
+        ));
     }
 }

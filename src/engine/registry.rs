@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::collection::{CollectionActor, CollectionArgs, CollectionMsg};
 use super::names::random_id;
 use super::{
-    ChannelNames, CollectionInfo, CollectionName, EngineError, RuleTexts, RulesPatch, call,
+    ChannelNames, CollectionInfo, CollectionName, EngineError, RuleTexts, Rules, RulesPatch, call,
 };
 use crate::config::CollectionSeed;
 use crate::filter::FilterEngine;
@@ -100,12 +100,13 @@ impl RegistryState {
     async fn start(
         &mut self,
         info: CollectionInfo,
+        rules: Rules,
         loaded: Vec<(Uuid, SubscriptionDoc)>,
     ) -> Result<(), EngineError> {
         let args = CollectionArgs {
             id: info.id.clone(),
             name: info.name.clone(),
-            rules: info.rules.parse()?,
+            rules,
             store: self.store.clone(),
             filters: self.filters.clone(),
             driver: self.driver.clone(),
@@ -135,14 +136,14 @@ impl RegistryState {
                 format!("a collection named `{name}` already exists"),
             ));
         }
-        rules.parse()?;
+        let parsed = rules.parse()?;
         let info = CollectionInfo {
             id: random_id(),
             name: name.to_string(),
             rules,
         };
         self.store.put_collection(&doc(&info))?;
-        self.start(info.clone(), Vec::new()).await?;
+        self.start(info.clone(), parsed, Vec::new()).await?;
         tracing::info!(collection = %info.name, id = %info.id, "collection created");
         Ok(info)
     }
@@ -244,7 +245,15 @@ impl Actor for RegistryActor {
                 },
             };
             let loaded = by_collection.remove(&info.id).unwrap_or_default();
-            state.start(info, loaded).await?;
+            let (rules, broken) = info.rules.parse_stored();
+            for error in broken {
+                tracing::error!(
+                    collection = %info.name,
+                    %error,
+                    "a stored rule no longer parses (written by an older version?): it admits only the admin until it is changed"
+                );
+            }
+            state.start(info, rules, loaded).await?;
         }
         for (_, orphans) in by_collection {
             for (id, _) in orphans {
