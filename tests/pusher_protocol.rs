@@ -9,10 +9,10 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::ws::{Read, connect, frame, read, send, subscribe};
+use support::ws::{Read, connect, connect_with_tiny_buffer, frame, read, send, subscribe};
 use support::{ADMIN, APP_KEY, Server};
+use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, connect_async};
 use velo_realtime::pusher::signature::AppCredentials;
 
 const COLLECTIONS: &str = r#"
@@ -452,18 +452,7 @@ async fn a_slow_consumer_is_cut_off_without_slowing_the_others() {
     const BURST: usize = 16;
     let server = Server::start_with_env(COLLECTIONS, 300, &[("VELO_SOCKET_QUEUE_FRAMES", "64")]);
     // The stuck client has a tiny receive buffer, so the server's writes to it block soon.
-    let address = server.base.trim_start_matches("http://").parse().unwrap();
-    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
-    tcp.set_recv_buffer_size(4096).unwrap();
-    let tcp = tcp.connect(address).await.unwrap();
-    let url = server.ws_url(&format!("/app/{APP_KEY}?protocol=7"));
-    let (mut stuck, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp))
-        .await
-        .unwrap();
-    assert_eq!(
-        frame(&mut stuck).await["event"],
-        "pusher:connection_established"
-    );
+    let mut stuck = connect_with_tiny_buffer(&server).await;
     subscribe(&mut stuck, "firehose", Some("")).await;
 
     let mut seen = Vec::new();

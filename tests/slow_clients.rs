@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 use futures::SinkExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::ws::{connect, frame, send, subscribe};
-use support::{APP_KEY, Server};
+use support::ws::{connect, connect_with_tiny_buffer, frame, send, subscribe};
+use support::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
-use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 
 const COLLECTIONS: &str = r#"
@@ -239,20 +238,7 @@ async fn a_websocket_outlives_both_timeouts() {
 async fn a_websocket_that_stopped_reading_is_let_go_when_it_closes() {
     let server = Server::start(COLLECTIONS);
     // A tiny receive buffer: the server's writes to this client block soon.
-    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
-    tcp.set_recv_buffer_size(4096).unwrap();
-    let tcp = tcp
-        .connect(address(&server).parse().unwrap())
-        .await
-        .unwrap();
-    let url = server.ws_url(&format!("/app/{APP_KEY}?protocol=7"));
-    let (mut stuck, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp))
-        .await
-        .unwrap();
-    assert_eq!(
-        frame(&mut stuck).await["event"],
-        "pusher:connection_established"
-    );
+    let mut stuck = connect_with_tiny_buffer(&server).await;
     subscribe(&mut stuck, "flood", Some("")).await;
     // 7.2 MB, more than the sockets buffer (the server's send buffer grows to 4 MB at most
     // here); 900 frames, fewer than the queue holds, so the server does not cut the client

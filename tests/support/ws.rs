@@ -67,6 +67,24 @@ pub async fn connect(server: &Server) -> (Socket, String) {
     (socket, socket_id)
 }
 
+/// Connects a client whose receive buffer is tiny (4 KiB), so that the server's writes to it
+/// block soon once it stops reading; reads the handshake.
+pub async fn connect_with_tiny_buffer(server: &Server) -> Socket {
+    let address = server.base.trim_start_matches("http://").parse().unwrap();
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let tcp = tcp.connect(address).await.unwrap();
+    let url = server.ws_url(&format!("/app/{APP_KEY}?protocol=7"));
+    let (mut socket, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp))
+        .await
+        .expect("the WebSocket opens");
+    assert_eq!(
+        frame(&mut socket).await["event"],
+        "pusher:connection_established"
+    );
+    socket
+}
+
 pub async fn subscribe(socket: &mut Socket, channel: &str, auth: Option<&str>) -> Value {
     let mut data = json!({ "channel": channel });
     if let Some(auth) = auth {
