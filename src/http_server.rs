@@ -37,6 +37,10 @@ use crate::metrics::Metrics;
 /// How long shutdown lets requests in flight finish before their connections are dropped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// The largest request head (request line and headers) read; a larger one gets `431` and the
+/// connection is closed. A JWT of many claims is a few KiB; hyper's own bound is ~400 KB.
+const MAX_HEAD_BYTES: usize = 64 << 10;
+
 /// How long the listener pauses after accepting failed for want of resources.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -154,6 +158,7 @@ async fn serve_connection<E, Io>(
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
+        .max_header_size(MAX_HEAD_BYTES)
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
@@ -478,6 +483,31 @@ mod tests {
             Some(false),
             "the upgrade's waiter hears of it"
         );
+    }
+
+    #[tokio::test]
+    async fn a_request_head_over_the_limit_gets_431() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let timeouts = Timeouts {
+            header_read: None,
+            write_stall: None,
+        };
+        let metrics = Arc::new(Metrics::default());
+        let _server = tokio::spawn(serve(listener, remote_address, timeouts, metrics, async {
+            std::future::pending::<()>().await
+        }));
+        for (size, status) in [(60 << 10, "HTTP/1.1 200"), (70 << 10, "HTTP/1.1 431")] {
+            let mut client = TcpStream::connect(address).await.unwrap();
+            let head = format!(
+                "GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
+                "a".repeat(size)
+            );
+            client.write_all(head.as_bytes()).await.unwrap();
+            let mut reply = String::new();
+            let _ = client.read_to_string(&mut reply).await;
+            assert!(reply.starts_with(status), "{size} bytes: {reply}");
+        }
     }
 
     #[tokio::test]
