@@ -103,14 +103,25 @@ impl Authenticator {
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.decoding, &validation)
             .map_err(|error| AuthError::InvalidToken(error.to_string()))?;
         let mut claims = data.claims;
-        let seconds = |name: &str| match claims.get(name) {
+        // NumericDate (RFC 7519) may have fractions of a second: `exp` is rounded down and
+        // `nbf` up, so that a token is never taken for valid outside its window.
+        let seconds = |name: &str, round: fn(f64) -> f64| match claims.get(name) {
             None => Ok(None),
-            Some(value) => value.as_u64().map(Some).ok_or_else(|| {
-                AuthError::InvalidToken(format!("`{name}` is not a number of seconds"))
-            }),
+            Some(value) => value
+                .as_u64()
+                .or_else(|| {
+                    value
+                        .as_f64()
+                        .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+                        .map(|seconds| round(seconds) as u64)
+                })
+                .map(Some)
+                .ok_or_else(|| {
+                    AuthError::InvalidToken(format!("`{name}` is not a number of seconds"))
+                }),
         };
-        let expires_at = seconds("exp")?;
-        let not_before = seconds("nbf")?;
+        let expires_at = seconds("exp", f64::floor)?;
+        let not_before = seconds("nbf", f64::ceil)?;
         let now = now_secs();
         if expires_at.is_some_and(|exp| exp <= now) {
             return Err(AuthError::Expired);
@@ -252,6 +263,22 @@ mod tests {
         assert!(user(json!({"sub": "u1", "nbf": now - 60, "exp": now + 60})).is_ok());
         assert!(matches!(
             user(json!({"sub": "u1", "nbf": "tomorrow"})),
+            Err(AuthError::InvalidToken(_))
+        ));
+        // Fractions of a second, as some issuers write them.
+        assert!(
+            user(json!({"sub": "u1", "nbf": now as f64 - 0.5, "exp": now as f64 + 60.5})).is_ok()
+        );
+        assert_eq!(
+            user(json!({"sub": "u1", "nbf": now as f64 + 3600.5})),
+            Err(AuthError::NotYetValid)
+        );
+        assert_eq!(
+            user(json!({"sub": "u1", "exp": now as f64 - 0.5})),
+            Err(AuthError::Expired)
+        );
+        assert!(matches!(
+            user(json!({"sub": "u1", "exp": -1.5})),
             Err(AuthError::InvalidToken(_))
         ));
     }
