@@ -232,3 +232,31 @@ async fn webhooks_keep_subscriptions_alive_and_are_verified() {
         "the occupied channel kept it"
     );
 }
+
+#[tokio::test]
+async fn ended_reaches_the_external_service_in_order() {
+    let (a, b) = servers(30);
+    let mut socket = listen(&a, &b, None, "posts", None).await;
+    create(&a, "posts", None, json!({"n": 1})).await;
+    let reply = a
+        .call(
+            Method::PATCH,
+            "/api/collections/posts",
+            Some(support::ADMIN),
+            Some(json!({"api_rules": {"list": "owner = @request.auth.id"}})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(
+        event(&mut socket).await.0,
+        "created",
+        "the event before it first"
+    );
+    assert_eq!(
+        event(&mut socket).await,
+        (
+            "ended".to_owned(),
+            json!({"action": "ended", "reason": "rule_changed"})
+        )
+    );
+}
