@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::engine::events::EventNames;
 use crate::engine::{CollectionName, EngineError, RuleTexts};
 use crate::limits::{ClientLimits, TrustedProxies, TrustedProxy};
 use crate::pusher::Limits;
@@ -135,6 +136,12 @@ pub struct Settings {
     #[arg(long, env = "VELO_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
 
+    /// What events are called on the wire: `actions` (`created`, `updated`, `deleted`, `ended`)
+    /// or `server.message` (every event, as Velo's own code broadcasts; the payload's `action`
+    /// says which) [default: actions]
+    #[arg(long, env = "VELO_EVENT_NAMES")]
+    pub event_names: Option<EventNames>,
+
     /// Where events go: `builtin` (this server's WebSockets) or `pusher` (an external
     /// Pusher-compatible service) [default: builtin]
     #[arg(long, env = "VELO_DRIVER")]
@@ -201,6 +208,7 @@ pub struct Config {
     pub pusher: Limits,
     /// What one client may use of the API.
     pub clients: ClientLimits,
+    pub event_names: EventNames,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
     /// For a request's head, for an idle kept-alive connection, and for an upgrade's handover;
@@ -310,6 +318,7 @@ impl Settings {
                 .max_connections_per_address
                 .or(lower.max_connections_per_address),
             trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
+            event_names: self.event_names.or(lower.event_names),
             driver: self.driver.or(lower.driver),
             pusher_host: self.pusher_host.or(lower.pusher_host),
             pusher_port: self.pusher_port.or(lower.pusher_port),
@@ -446,6 +455,7 @@ impl Settings {
                 subscribes_per_second: self.subscribe_rate.unwrap_or(20),
             },
             trusted_proxies,
+            event_names: self.event_names.unwrap_or_default(),
             header_read_timeout: limit(self.header_read_timeout_secs.unwrap_or(10)),
             body_read_timeout: limit(self.body_read_timeout_secs.unwrap_or(30)),
             write_stall_timeout: limit(self.write_stall_timeout_secs.unwrap_or(30)),

@@ -992,3 +992,73 @@ async fn json_bodies_in_another_charset_are_refused() {
         auth.body
     );
 }
+
+/// What Velo's own clients do (DESIGN.md §11): ping and end a subscription by its bare UUID,
+/// authorize at `/api/broadcasting/auth`, and listen for `server.message`.
+#[tokio::test]
+async fn velos_own_clients_work_unchanged() {
+    let server =
+        Server::start_with_env(COLLECTIONS, 300, &[("VELO_EVENT_NAMES", "server.message")]);
+    let alice = server.token("alice", json!({}), None);
+    let subscribed = server.subscribe(Some(&alice), "notes", None).await;
+    let channel = subscribed.body["channel_name"].as_str().unwrap().to_owned();
+    let uuid = channel.strip_prefix("velo.realtime.").unwrap().to_owned();
+    for name in [
+        uuid.clone(),
+        channel.clone(),
+        format!("private-{channel}"),
+        format!("private-encrypted-{channel}"),
+    ] {
+        assert_eq!(
+            server.ping(Some(&alice), &name).await.status,
+            StatusCode::OK,
+            "{name}"
+        );
+    }
+
+    let (mut socket, socket_id) = connect(&server).await;
+    let private = format!("private-{channel}");
+    let auth = server
+        .call(
+            Method::POST,
+            "/api/broadcasting/auth",
+            Some(&alice),
+            Some(json!({"socket_id": socket_id, "channel_name": private})),
+        )
+        .await;
+    assert_eq!(auth.status, StatusCode::OK, "{:?}", auth.body);
+    let not_the_channel = server
+        .call(
+            Method::POST,
+            "/api/broadcasting/auth",
+            Some(&alice),
+            Some(json!({"socket_id": socket_id, "channel_name": format!("private-{uuid}")})),
+        )
+        .await;
+    assert_eq!(
+        not_the_channel.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "only the channel events go to is signed: {:?}",
+        not_the_channel.body
+    );
+    let subscribed = subscribe(&mut socket, &private, auth.body["auth"].as_str()).await;
+    assert_eq!(
+        subscribed["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    create(&server, "notes", Some(&alice), json!({"owner": "alice"})).await;
+    let (name, data) = event(&mut socket).await;
+    assert_eq!(
+        (name.as_str(), &data["action"]),
+        ("server.message", &json!("created"))
+    );
+
+    assert_eq!(
+        server.unsubscribe(Some(&alice), &uuid).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        server.ping(Some(&alice), &uuid).await.status,
+        StatusCode::NOT_FOUND
+    );
+}

@@ -56,7 +56,8 @@ pub struct Subscription {
 /// misspelling is already a 422, and refusing extras would only break clients that send more.
 #[derive(Object, Debug)]
 pub struct PingRequest {
-    /// The channel name subscribe returned (with or without `private-`).
+    /// The channel name subscribe returned; also accepted: its bare UUID (what Velo's own
+    /// clients send), and the name with `private-` or `private-encrypted-` in front.
     pub channel_name: String,
 }
 
@@ -299,6 +300,19 @@ impl RealtimeApi {
         authorize(&app, &credentials, body)
     }
 
+    /// Authorize a private channel (Velo's path)
+    ///
+    /// The same as `POST /api/realtime/auth`, at the path Velo's own clients use.
+    #[oai(path = "/api/broadcasting/auth", method = "post")]
+    async fn api_broadcasting_auth(
+        &self,
+        app: Data<&App>,
+        credentials: Credentials,
+        body: ChannelAuthRequest,
+    ) -> Result<AuthorizeResponse, ApiError> {
+        authorize(&app, &credentials, body)
+    }
+
     /// Publish a change made elsewhere (admin)
     ///
     /// For apps whose data lives in their own database: the change is matched against the
@@ -343,7 +357,8 @@ impl RealtimeApi {
         &self,
         app: Data<&App>,
         credentials: Credentials,
-        /// The channel name subscribe returned (with or without `private-`).
+        /// The channel name subscribe returned; also accepted: its bare UUID (what Velo's own
+        /// clients send), and the name with `private-` or `private-encrypted-` in front.
         channel_name: Path<String>,
     ) -> Result<UnsubscribeResponse, ApiError> {
         let identity = app.identify(&credentials)?;

@@ -45,6 +45,30 @@ impl Action {
     }
 }
 
+/// What events are called on the wire (`VELO_EVENT_NAMES`, DESIGN.md §11); the payload is the
+/// same either way, its `action` says what happened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+pub enum EventNames {
+    /// `created`, `updated`, `deleted`, `ended`: what Velo's documentation describes.
+    #[default]
+    #[serde(rename = "actions")]
+    #[value(name = "actions")]
+    Actions,
+    /// Every event is `server.message`: what Velo's code broadcasts (`broadcastAs`).
+    #[serde(rename = "server.message")]
+    #[value(name = "server.message")]
+    ServerMessage,
+}
+
+impl EventNames {
+    fn name(self, action: &'static str) -> &'static str {
+        match self {
+            EventNames::Actions => action,
+            EventNames::ServerMessage => "server.message",
+        }
+    }
+}
+
 /// Why the server ended a subscription that sockets may still hold; sent to them as event
 /// `ended` (DESIGN.md §15) so that clients subscribe again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,7 +114,7 @@ struct Payload<'a> {
 }
 
 impl EventData {
-    pub fn new(action: Action, record: &serde_json::Map<String, Value>) -> Self {
+    pub fn new(action: Action, record: &serde_json::Map<String, Value>, names: EventNames) -> Self {
         let payload = Payload {
             action: action.as_str(),
             record,
@@ -106,7 +130,7 @@ impl EventData {
             .into()
         });
         Self {
-            name: action.as_str(),
+            name: names.name(action.as_str()),
             escaped: serde_json::to_string(data.as_str()).expect("a string always serializes"),
             data: data.into(),
             truncated,
@@ -114,10 +138,10 @@ impl EventData {
     }
 
     /// `ended`: `{"action":"ended","reason":…}`.
-    pub fn ended(reason: EndReason) -> Self {
+    pub fn ended(reason: EndReason, names: EventNames) -> Self {
         let data = json!({"action": "ended", "reason": reason.as_str()}).to_string();
         Self {
-            name: "ended",
+            name: names.name("ended"),
             escaped: serde_json::to_string(data.as_str()).expect("a string always serializes"),
             data: data.into(),
             truncated: None,
@@ -216,7 +240,11 @@ mod tests {
     #[test]
     fn frames_carry_the_data_as_a_json_string() {
         let record = json!({"id": "r1", "title": "He said \"hi\"\n", "n": 1});
-        let data = EventData::new(Action::Updated, record.as_object().unwrap());
+        let data = EventData::new(
+            Action::Updated,
+            record.as_object().unwrap(),
+            EventNames::Actions,
+        );
         let frame: Value = serde_json::from_str(&data.frame("private-velo.realtime.x")).unwrap();
         assert_eq!(frame["event"], "updated");
         assert_eq!(frame["channel"], "private-velo.realtime.x");
@@ -226,10 +254,31 @@ mod tests {
 
     #[test]
     fn ended_says_why() {
-        let data = EventData::ended(EndReason::RuleChanged);
+        let data = EventData::ended(EndReason::RuleChanged, EventNames::Actions);
         let frame: Value = serde_json::from_str(&data.frame("velo.realtime.x")).unwrap();
         assert_eq!(frame["event"], "ended");
         let inner: Value = serde_json::from_str(frame["data"].as_str().unwrap()).unwrap();
         assert_eq!(inner, json!({"action": "ended", "reason": "rule_changed"}));
+    }
+
+    #[test]
+    fn velos_own_event_name_carries_the_same_payload() {
+        let record = json!({"id": "r1"});
+        let record = record.as_object().unwrap();
+        for (data, action) in [
+            (
+                EventData::new(Action::Deleted, record, EventNames::ServerMessage),
+                "deleted",
+            ),
+            (
+                EventData::ended(EndReason::TokenExpired, EventNames::ServerMessage),
+                "ended",
+            ),
+        ] {
+            let frame: Value = serde_json::from_str(&data.frame("c")).unwrap();
+            assert_eq!(frame["event"], "server.message");
+            let inner: Value = serde_json::from_str(frame["data"].as_str().unwrap()).unwrap();
+            assert_eq!(inner["action"], action);
+        }
     }
 }

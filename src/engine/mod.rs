@@ -237,6 +237,7 @@ impl Engine {
             channels: channels.clone(),
             threshold: config.connection_threshold,
             subscription_quota: Arc::new(Quota::new(config.clients.max_subscriptions)),
+            event_names: config.event_names,
             seeds: config.collections.clone(),
         };
         let (registry, _) = Actor::spawn(None, RegistryActor, args)
@@ -460,7 +461,6 @@ impl Engine {
     /// Whether `identity` may listen on the Pusher channel `channel` (`private-{prefix}{uuid}`):
     /// only the user who made that subscription, or the admin.
     pub fn authorize_channel(&self, identity: &Identity, channel: &str) -> Result<(), EngineError> {
-        let private = channel.starts_with("private-");
         let id = self.channels.subscription_id(channel).ok_or_else(|| {
             EngineError::invalid(
                 "channel_name",
@@ -471,10 +471,18 @@ impl Engine {
             .store
             .subscription(id)?
             .ok_or(EngineError::UnknownChannel)?;
-        if doc.is_public || !private {
+        if doc.is_public {
             return Err(EngineError::invalid(
                 "channel_name",
                 "this subscription is public: listen on the channel without `private-` and without authorization",
+            ));
+        }
+        // What is signed is what the client will subscribe to: only the subscription's channel.
+        let expected = self.channels.pusher_channel(id, false);
+        if channel != expected {
+            return Err(EngineError::invalid(
+                "channel_name",
+                format!("this subscription's channel is `{expected}`"),
             ));
         }
         match (identity, &doc.owner) {

@@ -80,10 +80,15 @@ impl ChannelNames {
         }
     }
 
-    /// The subscription a channel name designates, with or without `private-` in front.
-    pub fn subscription_id(&self, channel: &str) -> Option<Uuid> {
-        let channel = channel.strip_prefix("private-").unwrap_or(channel);
-        let id = channel.strip_prefix(self.prefix.as_str())?;
+    /// The subscription a name designates: the bare UUID (what Velo's own clients send),
+    /// `{prefix}{uuid}` (what subscribe returns), or either with `private-` or
+    /// `private-encrypted-` in front (DESIGN.md §11, §15).
+    pub fn subscription_id(&self, name: &str) -> Option<Uuid> {
+        let name = name
+            .strip_prefix("private-encrypted-")
+            .or_else(|| name.strip_prefix("private-"))
+            .unwrap_or(name);
+        let id = name.strip_prefix(self.prefix.as_str()).unwrap_or(name);
         // Only the hyphenated form subscribe hands out.
         (id.len() == 36).then(|| Uuid::try_parse(id).ok())?
     }
@@ -120,7 +125,16 @@ mod tests {
             names.subscription_id(&format!("private-{channel}")),
             Some(id)
         );
-        assert_eq!(names.subscription_id(&id.to_string()), None);
+        assert_eq!(
+            names.subscription_id(&format!("private-encrypted-{channel}")),
+            Some(id)
+        );
+        assert_eq!(names.subscription_id(&id.to_string()), Some(id), "bare");
+        assert_eq!(
+            names.subscription_id(&format!("velo.other.{id}")),
+            None,
+            "another prefix"
+        );
         assert_eq!(
             names.subscription_id(&format!("velo.realtime.{}", id.simple())),
             None

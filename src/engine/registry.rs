@@ -10,6 +10,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use uuid::Uuid;
 
 use super::collection::{CollectionActor, CollectionArgs, CollectionMsg};
+use super::events::EventNames;
 use super::names::random_id;
 use super::{
     ChannelNames, CollectionInfo, CollectionName, EngineError, RuleTexts, Rules, RulesPatch, call,
@@ -60,6 +61,7 @@ pub struct RegistryArgs {
     pub threshold: Duration,
     /// Live subscriptions per client, shared by every collection.
     pub subscription_quota: Arc<Quota<ClientKey>>,
+    pub event_names: EventNames,
     pub seeds: Vec<CollectionSeed>,
 }
 
@@ -70,6 +72,7 @@ pub struct RegistryState {
     channels: ChannelNames,
     threshold: Duration,
     subscription_quota: Arc<Quota<ClientKey>>,
+    event_names: EventNames,
     /// By id.
     collections: HashMap<String, CollectionHandle>,
     /// Name -> id.
@@ -113,6 +116,7 @@ impl RegistryState {
             channels: self.channels.clone(),
             threshold: self.threshold,
             subscription_quota: self.subscription_quota.clone(),
+            event_names: self.event_names,
             loaded,
         };
         let (actor, _) = Actor::spawn(None, CollectionActor, args).await.map_err(|error| {
@@ -222,6 +226,7 @@ impl Actor for RegistryActor {
             channels: args.channels,
             threshold: args.threshold,
             subscription_quota: args.subscription_quota,
+            event_names: args.event_names,
             collections: HashMap::new(),
             names: HashMap::new(),
         };

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::events::{Action, Delivery, EndReason, EventData, spawn_delivery};
+use super::events::{Action, Delivery, EndReason, EventData, EventNames, spawn_delivery};
 use super::records::RecordMap;
 use super::{ChannelNames, EngineError, ListQuery, RecordPage, RecordWrite, Rules, Subscribed};
 use crate::auth::{Identity, User, now_secs};
@@ -105,6 +105,7 @@ pub struct CollectionArgs {
     pub channels: ChannelNames,
     pub threshold: Duration,
     pub subscription_quota: Arc<Quota<ClientKey>>,
+    pub event_names: EventNames,
     /// Rows of the connection table loaded at start-up.
     pub loaded: Vec<(Uuid, SubscriptionDoc)>,
 }
@@ -120,6 +121,8 @@ pub struct CollectionState {
     threshold: Duration,
     /// Live subscriptions per client, across collections.
     subscription_quota: Arc<Quota<ClientKey>>,
+    /// What events are called on the wire.
+    event_names: EventNames,
     index: SubscriptionIndex<Target>,
     /// Every live subscription, with where the index filed it.
     subscriptions: HashMap<Uuid, (SubscriptionKey, Subscription)>,
@@ -354,7 +357,7 @@ impl CollectionState {
             let channel = self.channels.pusher_channel(id, subscription.is_public);
             let _ = self.deliveries.send(Delivery {
                 epoch: Some(epoch),
-                event: EventData::ended(reason),
+                event: EventData::ended(reason, self.event_names),
                 channels: vec![channel.into()],
                 except: None,
             });
@@ -570,6 +573,7 @@ impl Actor for CollectionActor {
             channels: args.channels,
             threshold: args.threshold,
             subscription_quota: args.subscription_quota,
+            event_names: args.event_names,
             index: SubscriptionIndex::new(),
             subscriptions: HashMap::new(),
             compiled: Default::default(),

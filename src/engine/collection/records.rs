@@ -266,7 +266,7 @@ impl CollectionState {
         if !channels.is_empty() {
             let _ = self.deliveries.send(Delivery {
                 epoch,
-                event: EventData::new(action, record),
+                event: EventData::new(action, record, self.event_names),
                 channels,
                 except,
             });
