@@ -112,6 +112,16 @@ pub struct Settings {
     #[arg(long, env = "VELO_WRITE_STALL_TIMEOUT_SECS")]
     pub write_stall_timeout_secs: Option<u64>,
 
+    /// Seconds a cache channel's last event is kept for new subscribers; 0 = until replaced
+    /// [default: 1800]
+    #[arg(long, env = "VELO_CACHE_TTL_SECS")]
+    pub cache_ttl_secs: Option<u64>,
+
+    /// Cache channels whose last event is kept, at most (the one written least recently makes
+    /// room); 0 = unlimited [default: 10000]
+    #[arg(long, env = "VELO_CACHE_MAX_CHANNELS")]
+    pub cache_max_channels: Option<usize>,
+
     /// Relay client-* events between subscribers of private channels [default: false]
     #[arg(long, env = "VELO_CLIENT_EVENTS")]
     pub client_events: Option<bool>,
@@ -309,6 +319,8 @@ impl Settings {
             write_stall_timeout_secs: self
                 .write_stall_timeout_secs
                 .or(lower.write_stall_timeout_secs),
+            cache_ttl_secs: self.cache_ttl_secs.or(lower.cache_ttl_secs),
+            cache_max_channels: self.cache_max_channels.or(lower.cache_max_channels),
             client_events: self.client_events.or(lower.client_events),
             max_subscriptions_per_client: self
                 .max_subscriptions_per_client
@@ -449,6 +461,8 @@ impl Settings {
                 pong_timeout: Duration::from_secs(30),
                 client_events: self.client_events.unwrap_or(false),
                 max_connections_per_address: self.max_connections_per_address.unwrap_or(1000),
+                cache_ttl: limit(self.cache_ttl_secs.unwrap_or(30 * 60)),
+                cache_max_channels: self.cache_max_channels.unwrap_or(10_000),
             },
             clients: ClientLimits {
                 max_subscriptions: self.max_subscriptions_per_client.unwrap_or(1000),

@@ -707,3 +707,54 @@ async fn a_frame_too_large_to_read_is_answered_before_the_close() {
     send(&mut other, json!({"event": "pusher:ping", "data": {}})).await;
     assert_eq!(frame(&mut other).await["event"], "pusher:pong");
 }
+
+#[tokio::test]
+async fn cache_channels_replay_the_last_event_to_new_subscribers() {
+    let server = Server::start_with_env(COLLECTIONS, 300, &[("VELO_CACHE_TTL_SECS", "2")]);
+    let trigger =
+        |data: &str| json!({"name": "price", "channels": ["cache-price", "plain"], "data": data});
+    // Nothing triggered yet: a miss, right after the subscription succeeded.
+    let (mut early, _) = connect(&server).await;
+    assert_eq!(
+        subscribe(&mut early, "cache-price", Some("")).await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    let miss = frame(&mut early).await;
+    assert_eq!(
+        (miss["event"].as_str(), miss["channel"].as_str()),
+        (Some("pusher:cache_miss"), Some("cache-price"))
+    );
+    for data in ["{\"n\":1}", "{\"n\":2}"] {
+        let reply = server
+            .pusher_api(Method::POST, "/apps/4242/events", Some(&trigger(data)))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(frame(&mut early).await["data"], data, "delivered live");
+    }
+    // A new subscriber gets the last one first; a plain channel keeps nothing.
+    let (mut late, _) = connect(&server).await;
+    subscribe(&mut late, "cache-price", Some("")).await;
+    let replayed = frame(&mut late).await;
+    assert_eq!(
+        replayed,
+        json!({"event": "price", "channel": "cache-price", "data": "{\"n\":2}"})
+    );
+    assert_eq!(
+        subscribe(&mut late, "plain", Some("")).await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    send(&mut late, json!({"event": "pusher:ping", "data": {}})).await;
+    assert_eq!(
+        frame(&mut late).await["event"],
+        "pusher:pong",
+        "no replay, no miss"
+    );
+    // Past the TTL the event is gone.
+    let expired = support::eventually(Duration::from_secs(10), || async {
+        let (mut socket, _) = connect(&server).await;
+        subscribe(&mut socket, "cache-price", Some("")).await;
+        frame(&mut socket).await["event"] == "pusher:cache_miss"
+    })
+    .await;
+    assert!(expired, "the cached event outlived its 2 s");
+}

@@ -17,11 +17,11 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
-use super::Driver;
 use super::hub::{Connection, Outbound, Refusal};
 use super::protocol::{
     ChannelKind, ClientFrame, Code, SocketId, SubscribeData, channel_kind, frames,
 };
+use super::{Driver, cache};
 use crate::metrics::Metrics;
 
 /// Frames the writer takes from the queue before one flush.
@@ -281,9 +281,24 @@ impl Session<'_> {
                 return;
             }
         }
-        self.driver.hub.subscribe(channel, self.connection);
         self.channels.push(channel.to_owned());
-        self.send(frames::subscription_succeeded(channel));
+        if !cache::is_cache_channel(channel) {
+            self.driver.hub.subscribe(channel, self.connection);
+            self.send(frames::subscription_succeeded(channel));
+            return;
+        }
+        // A cache channel: its last event (or `pusher:cache_miss`) right after
+        // `subscription_succeeded`, with no trigger in between.
+        self.driver.cache.join(channel, Instant::now(), |last| {
+            self.driver.hub.subscribe(channel, self.connection);
+            self.send(frames::subscription_succeeded(channel));
+            match last {
+                Some(last) => {
+                    self.connection.send(last);
+                }
+                None => self.send(frames::cache_miss(channel)),
+            }
+        });
     }
 
     fn client_event(&mut self, frame: &ClientFrame) {

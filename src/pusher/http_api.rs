@@ -6,6 +6,7 @@
 //! Every reply, errors included, is a JSON object (PHP decodes every body).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use poem::http::StatusCode;
@@ -15,9 +16,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::Driver;
 use super::protocol::{ChannelKind, MAX_EVENT_NAME, SocketId, channel_kind, frames};
 use super::signature::body_md5;
+use super::{Driver, cache};
 use crate::auth::now_secs;
 
 /// Largest `data` of one event, in bytes.
@@ -193,7 +194,14 @@ fn check(event: Event) -> Result<Checked, HttpApiError> {
 fn trigger(driver: &Driver, event: &Checked) -> Option<Value> {
     for channel in &event.channels {
         let frame = Utf8Bytes::from(frames::event(&event.name, channel, &event.data));
-        driver.hub.publish(channel, &frame, event.except.as_ref());
+        let send = || {
+            driver.hub.publish(channel, &frame, event.except.as_ref());
+        };
+        if cache::is_cache_channel(channel) {
+            driver.cache.publish(channel, &frame, Instant::now(), send);
+        } else {
+            send();
+        }
     }
     (!event.info.is_empty()).then(|| {
         let channels: Map<String, Value> = event

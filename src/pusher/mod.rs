@@ -4,11 +4,13 @@
 //! * [`protocol`]: codes, ids, channel names, frames.
 //! * [`signature`]: channel authorizations and HTTP API request signatures.
 //! * [`hub`]: channel -> connections, bounded per-connection queues.
+//! * [`cache`]: the last event of each cache channel, replayed to new subscribers.
 //! * `connection`: one socket's reader and writer.
 //! * [`http_api`]: `/apps/{id}/events`, `batch_events`, `channels`.
 //!
 //! This module knows channels and sockets, not collections or filters.
 
+pub mod cache;
 mod connection;
 pub mod http_api;
 pub mod hub;
@@ -26,6 +28,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
+use cache::EventCache;
 use connection::Handshake;
 use hub::Hub;
 use outbound::Outbound;
@@ -52,6 +55,10 @@ pub struct Limits {
     pub client_events: bool,
     /// WebSocket connections from one client address (0: unlimited); more get 4100.
     pub max_connections_per_address: usize,
+    /// How long a cache channel's last event is kept (`None`: until replaced).
+    pub cache_ttl: Option<Duration>,
+    /// Cache channels with an event kept, at most (0: unlimited).
+    pub cache_max_channels: usize,
 }
 
 /// Frames larger than this cannot be read (tungstenite's hard limit): they are answered with
@@ -64,6 +71,8 @@ const HARD_FRAME_LIMIT: usize = 256 << 10;
 pub struct Driver {
     pub app: AppCredentials,
     pub hub: Hub,
+    /// The last event of each cache channel.
+    pub cache: EventCache,
     pub limits: Limits,
     /// The server's counters (deliveries, slow consumers, and the engine's).
     pub metrics: Arc<Metrics>,
@@ -89,6 +98,7 @@ impl Driver {
     ) -> Self {
         Self {
             hub: Hub::new(limits.max_connections, limits.max_connections_per_address),
+            cache: EventCache::new(limits.cache_ttl, limits.cache_max_channels),
             trusted_proxies,
             metrics,
             outbound,

@@ -199,6 +199,11 @@ pub mod frames {
         .to_string()
     }
 
+    /// A cache channel has no event kept for the new subscriber.
+    pub fn cache_miss(channel: &str) -> String {
+        json!({ "event": "pusher:cache_miss", "channel": channel, "data": "{}" }).to_string()
+    }
+
     pub fn pong() -> String {
         json!({ "event": "pusher:pong", "data": "{}" }).to_string()
     }

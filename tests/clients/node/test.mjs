@@ -75,6 +75,27 @@ async function pusherJs() {
   console.log("pusher-js 8: subscribe, receive, exclusion by socket_id, channel info: ok");
 }
 
+async function cacheChannel() {
+  // A cache channel: the first subscriber hears of the miss, a later one gets the last event
+  // as its first, as pusher-js binds them.
+  const name = `cache-price-${Date.now()}`;
+  const first = new Pusher(APP_KEY, clientOptions);
+  const channel = first.subscribe(name);
+  await within(5000, "pusher:cache_miss", (done) => channel.bind("pusher:cache_miss", done));
+  const live = within(5000, "the live event", (done) => channel.bind("price", done));
+  await server.trigger(name, "price", { amount: 42 });
+  assert.deepEqual(await live, { amount: 42 });
+  const second = new Pusher(APP_KEY, clientOptions);
+  const late = second.subscribe(name);
+  const missed = [];
+  late.bind("pusher:cache_miss", () => missed.push(true));
+  assert.deepEqual(await within(5000, "the replayed event", (done) => late.bind("price", done)), { amount: 42 });
+  assert.deepEqual(missed, [], "a channel with an event is no miss");
+  first.disconnect();
+  second.disconnect();
+  console.log("pusher-js 8: cache channel, pusher:cache_miss then the last event replayed: ok");
+}
+
 function echoFor(token) {
   return new Echo({
     broadcaster: "pusher",
@@ -214,6 +235,7 @@ async function records() {
 
 try {
   await pusherJs();
+  await cacheChannel();
   await laravelEcho();
   await records();
   process.exit(0);
