@@ -122,6 +122,16 @@ pub struct Settings {
     #[arg(long, env = "VELO_CACHE_MAX_CHANNELS")]
     pub cache_max_channels: Option<usize>,
 
+    /// Members (users, not sockets) of one presence channel, at most; more get
+    /// LimitReached 4100; 0 = unlimited [default: 100]
+    #[arg(long, env = "VELO_PRESENCE_MAX_MEMBERS")]
+    pub presence_max_members: Option<usize>,
+
+    /// Largest user_info of a presence member, in bytes of JSON; larger gets 4301;
+    /// 0 = unlimited [default: 1024]
+    #[arg(long, env = "VELO_PRESENCE_MAX_USER_INFO_BYTES")]
+    pub presence_max_user_info_bytes: Option<usize>,
+
     /// Relay client-* events between subscribers of private channels [default: false]
     #[arg(long, env = "VELO_CLIENT_EVENTS")]
     pub client_events: Option<bool>,
@@ -321,6 +331,10 @@ impl Settings {
                 .or(lower.write_stall_timeout_secs),
             cache_ttl_secs: self.cache_ttl_secs.or(lower.cache_ttl_secs),
             cache_max_channels: self.cache_max_channels.or(lower.cache_max_channels),
+            presence_max_members: self.presence_max_members.or(lower.presence_max_members),
+            presence_max_user_info_bytes: self
+                .presence_max_user_info_bytes
+                .or(lower.presence_max_user_info_bytes),
             client_events: self.client_events.or(lower.client_events),
             max_subscriptions_per_client: self
                 .max_subscriptions_per_client
@@ -463,6 +477,8 @@ impl Settings {
                 max_connections_per_address: self.max_connections_per_address.unwrap_or(1000),
                 cache_ttl: limit(self.cache_ttl_secs.unwrap_or(30 * 60)),
                 cache_max_channels: self.cache_max_channels.unwrap_or(10_000),
+                presence_max_members: self.presence_max_members.unwrap_or(100),
+                presence_max_user_info_bytes: self.presence_max_user_info_bytes.unwrap_or(1024),
             },
             clients: ClientLimits {
                 max_subscriptions: self.max_subscriptions_per_client.unwrap_or(1000),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::ws::{Read, connect, connect_with_tiny_buffer, frame, read, send, subscribe};
+use support::ws::{Read, Socket, connect, connect_with_tiny_buffer, frame, read, send, subscribe};
 use support::{ADMIN, APP_KEY, Server};
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
@@ -757,4 +757,175 @@ async fn cache_channels_replay_the_last_event_to_new_subscribers() {
     })
     .await;
     assert!(expired, "the cached event outlived its 2 s");
+}
+
+/// Joins a presence channel as `member` (`channel_data`), signed as the server libraries sign.
+async fn join(socket: &mut Socket, socket_id: &str, channel: &str, member: &Value) -> Value {
+    let channel_data = member.to_string();
+    let auth = app().authorize(socket_id, channel, Some(&channel_data));
+    send(
+        socket,
+        json!({"event": "pusher:subscribe", "data": {
+            "channel": channel, "auth": auth, "channel_data": channel_data,
+        }}),
+    )
+    .await;
+    frame(socket).await
+}
+
+/// Proves nothing else is queued for the socket: a ping's pong comes next.
+async fn nothing_more(socket: &mut Socket) {
+    send(socket, json!({"event": "pusher:ping", "data": {}})).await;
+    let next = frame(socket).await;
+    assert_eq!(next["event"], "pusher:pong", "expected nothing, got {next}");
+}
+
+fn presence_data(frame: &Value) -> Value {
+    serde_json::from_str(frame["data"].as_str().expect("data is a JSON string")).unwrap()
+}
+
+#[tokio::test]
+async fn presence_members_are_users_not_sockets() {
+    let server = Server::start_with_env(
+        COLLECTIONS,
+        300,
+        &[
+            ("VELO_PRESENCE_MAX_MEMBERS", "2"),
+            ("VELO_CLIENT_EVENTS", "true"),
+        ],
+    );
+    let room = "presence-room";
+    let alice = json!({"user_id": "alice", "user_info": {"name": "Alice"}});
+    let bob = json!({"user_id": 7, "user_info": {"name": "Bob"}});
+
+    let (mut tab1, tab1_id) = connect(&server).await;
+    let joined = join(&mut tab1, &tab1_id, room, &alice).await;
+    assert_eq!(joined["event"], "pusher_internal:subscription_succeeded");
+    assert_eq!(
+        presence_data(&joined),
+        json!({"presence": {"ids": ["alice"], "hash": {"alice": {"name": "Alice"}}, "count": 1}})
+    );
+
+    let (mut bobs, bobs_id) = connect(&server).await;
+    let joined = presence_data(&join(&mut bobs, &bobs_id, room, &bob).await);
+    assert_eq!(joined["presence"]["count"], 2);
+    assert_eq!(
+        joined["presence"]["hash"]["7"],
+        json!({"name": "Bob"}),
+        "numeric ids as text"
+    );
+    let added = frame(&mut tab1).await;
+    assert_eq!(
+        (added["event"].as_str(), presence_data(&added)),
+        (
+            Some("pusher_internal:member_added"),
+            json!({"user_id": "7", "user_info": {"name": "Bob"}})
+        )
+    );
+
+    // Alice's second tab: not a new member, even at the member limit.
+    let (mut tab2, tab2_id) = connect(&server).await;
+    let joined = presence_data(&join(&mut tab2, &tab2_id, room, &alice).await);
+    assert_eq!(joined["presence"]["count"], 2);
+    nothing_more(&mut bobs).await;
+
+    // A third user is over the limit of 2 members.
+    let (mut carols, carols_id) = connect(&server).await;
+    let refused = join(&mut carols, &carols_id, room, &json!({"user_id": "carol"})).await;
+    assert_eq!(refused["event"], "pusher:subscription_error");
+    assert_eq!(
+        (
+            presence_data(&refused)["type"].as_str(),
+            presence_data(&refused)["status"].as_u64()
+        ),
+        (Some("LimitReached"), Some(4100))
+    );
+
+    // The HTTP API counts users and sockets apart.
+    let info = server
+        .pusher_api(
+            Method::GET,
+            &format!("/apps/4242/channels/{room}?info=user_count,subscription_count"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        info.body,
+        json!({"occupied": true, "user_count": 2, "subscription_count": 3})
+    );
+    let users = server
+        .pusher_api(
+            Method::GET,
+            &format!("/apps/4242/channels/{room}/users"),
+            None,
+        )
+        .await;
+    let mut ids: Vec<String> = users.body["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|user| user["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["7", "alice"]);
+
+    // Client events on a presence channel name their sender.
+    send(
+        &mut bobs,
+        json!({"event": "client-typing", "channel": room, "data": {"on": true}}),
+    )
+    .await;
+    let typing = frame(&mut tab1).await;
+    assert_eq!(
+        typing,
+        json!({"event": "client-typing", "channel": room, "data": {"on": true}, "user_id": "7"})
+    );
+    frame(&mut tab2).await;
+
+    // One of alice's tabs leaving is not her leaving; the last one is.
+    send(
+        &mut tab2,
+        json!({"event": "pusher:unsubscribe", "data": {"channel": room}}),
+    )
+    .await;
+    nothing_more(&mut tab2).await;
+    nothing_more(&mut bobs).await;
+    drop(tab1);
+    let removed = frame(&mut bobs).await;
+    assert_eq!(
+        (removed["event"].as_str(), presence_data(&removed)),
+        (
+            Some("pusher_internal:member_removed"),
+            json!({"user_id": "alice"})
+        )
+    );
+}
+
+#[tokio::test]
+async fn presence_refusals_have_their_codes() {
+    let server = Server::start(COLLECTIONS);
+    let (mut socket, socket_id) = connect(&server).await;
+    let big = json!({"user_id": "u", "user_info": {"bio": "x".repeat(2000)}});
+    let refused = join(&mut socket, &socket_id, "presence-a", &big).await;
+    assert_eq!(
+        presence_data(&refused)["status"],
+        4301,
+        "user_info over 1 KiB"
+    );
+    for member in [
+        json!({"user_info": {}}),
+        json!({"user_id": ""}),
+        json!("alice"),
+    ] {
+        let refused = join(&mut socket, &socket_id, "presence-a", &member).await;
+        assert_eq!(presence_data(&refused)["status"], 400, "{member}");
+    }
+    send(
+        &mut socket,
+        json!({"event": "pusher:subscribe", "data": {
+            "channel": "presence-a", "auth": "test-key:00", "channel_data": "{\"user_id\":\"u\"}",
+        }}),
+    )
+    .await;
+    assert_eq!(presence_data(&frame(&mut socket).await)["status"], 401);
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use poem::Upgraded;
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -18,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::hub::{Connection, Outbound, Refusal};
+use super::presence::Member;
 use super::protocol::{
     ChannelKind, ClientFrame, Code, SocketId, SubscribeData, channel_kind, frames,
 };
@@ -93,6 +95,7 @@ pub async fn serve(socket: WebSocketStream<Upgraded>, driver: Arc<Driver>, hands
         driver: &driver,
         connection: &connection,
         channels: Vec::new(),
+        memberships: Vec::new(),
         client_events: RateLimit::new(),
     };
     session.send(frames::connection_established(
@@ -104,8 +107,8 @@ pub async fn serve(socket: WebSocketStream<Upgraded>, driver: Arc<Driver>, hands
         () = session.read(stream) => false,
         _ = &mut writer => true,
     };
-    for channel in &session.channels {
-        driver.hub.unsubscribe(channel, &connection.id);
+    for channel in std::mem::take(&mut session.channels) {
+        session.leave(&channel).await;
     }
     drop(session);
     // With the hub's and this last handle gone the queue closes: the writer drains it and ends.
@@ -134,6 +137,8 @@ struct Session<'a> {
     driver: &'a Driver,
     connection: &'a Arc<Connection>,
     channels: Vec<String>,
+    /// Presence channels joined, with the user id joined as.
+    memberships: Vec<(String, String)>,
     client_events: RateLimit,
 }
 
@@ -220,14 +225,15 @@ impl Session<'_> {
         match frame.event.as_str() {
             "pusher:ping" => self.send(frames::pong()),
             "pusher:pong" => {}
-            "pusher:subscribe" => self.subscribe(&frame),
+            "pusher:subscribe" => self.subscribe(&frame).await,
             "pusher:unsubscribe" => {
                 if let Some(channel) = frame
                     .data_object()
                     .and_then(|data| data.get("channel")?.as_str().map(str::to_owned))
+                    && self.channels.contains(&channel)
                 {
-                    self.driver.hub.unsubscribe(&channel, &self.connection.id);
                     self.channels.retain(|known| known != &channel);
+                    self.leave(&channel).await;
                 }
             }
             event if event.starts_with("client-") => self.client_event(&frame),
@@ -236,7 +242,7 @@ impl Session<'_> {
         }
     }
 
-    fn subscribe(&mut self, frame: &ClientFrame) {
+    async fn subscribe(&mut self, frame: &ClientFrame) {
         let Some(data) = frame
             .data_object()
             .and_then(|data| serde_json::from_value::<SubscribeData>(data.into()).ok())
@@ -246,7 +252,12 @@ impl Session<'_> {
         };
         let channel = data.channel.as_str();
         let refuse = |status: u16, message: &str| {
-            self.send(frames::subscription_error(channel, status, message))
+            self.send(frames::subscription_error(
+                channel,
+                "AuthError",
+                status,
+                message,
+            ))
         };
         let Some(kind) = channel_kind(channel) else {
             refuse(400, "Invalid channel name");
@@ -277,7 +288,10 @@ impl Session<'_> {
                 }
             }
             ChannelKind::Presence => {
-                refuse(400, "Presence channels are not supported by this server");
+                let Some(member) = self.presence_member(channel, &data) else {
+                    return;
+                };
+                self.join(channel, member).await;
                 return;
             }
         }
@@ -292,13 +306,18 @@ impl Session<'_> {
         self.driver.cache.join(channel, Instant::now(), |last| {
             self.driver.hub.subscribe(channel, self.connection);
             self.send(frames::subscription_succeeded(channel));
-            match last {
-                Some(last) => {
-                    self.connection.send(last);
-                }
-                None => self.send(frames::cache_miss(channel)),
-            }
+            self.replay(channel, last);
         });
+    }
+
+    /// A cache channel's last event for a new subscriber, or `pusher:cache_miss`.
+    fn replay(&self, channel: &str, last: Option<Utf8Bytes>) {
+        match last {
+            Some(last) => {
+                self.connection.send(last);
+            }
+            None => self.send(frames::cache_miss(channel)),
+        }
     }
 
     fn client_event(&mut self, frame: &ClientFrame) {
@@ -328,10 +347,147 @@ impl Session<'_> {
             );
             return;
         }
-        let relayed = Utf8Bytes::from(frames::client_event(&frame.event, channel, &frame.data));
+        let relayed = Utf8Bytes::from(frames::client_event(
+            &frame.event,
+            channel,
+            &frame.data,
+            self.member_id(channel),
+        ));
         self.driver
             .hub
             .publish(channel, &relayed, Some(&self.connection.id));
+    }
+}
+
+impl Session<'_> {
+    /// The member a presence subscription's signed `channel_data` names; refused (and `None`)
+    /// when the signature, the `channel_data` or its `user_info` is not right.
+    fn presence_member(&self, channel: &str, data: &SubscribeData) -> Option<Member> {
+        let refuse = |status: u16, message: &str| {
+            self.send(frames::subscription_error(
+                channel,
+                "AuthError",
+                status,
+                message,
+            ));
+            None
+        };
+        let Some(channel_data) = data.channel_data.as_deref() else {
+            return refuse(400, "A presence channel needs channel_data with a user_id");
+        };
+        let auth = data.auth.as_deref().unwrap_or_default();
+        if !self.driver.app.verify(
+            auth,
+            self.connection.id.as_str(),
+            channel,
+            Some(channel_data),
+        ) {
+            return refuse(
+                401,
+                "Invalid signature: expected an HMAC SHA256 hex digest of socket_id:channel:channel_data",
+            );
+        }
+        let Ok(Value::Object(mut fields)) = serde_json::from_str::<Value>(channel_data) else {
+            return refuse(400, "channel_data must be a JSON object with a user_id");
+        };
+        let user_id = match fields.remove("user_id") {
+            Some(Value::String(id)) if !id.is_empty() => id,
+            Some(Value::Number(id)) => id.to_string(),
+            _ => {
+                return refuse(
+                    400,
+                    "channel_data needs a user_id: a non-empty string or a number",
+                );
+            }
+        };
+        let user_info = fields.remove("user_info");
+        let limit = self.driver.limits.presence_max_user_info_bytes;
+        if let Some(info) = &user_info
+            && limit != 0
+            && info.to_string().len() > limit
+        {
+            return refuse(
+                Code::ClientLimit.as_u16(),
+                &format!("user_info is over the limit of {limit} bytes"),
+            );
+        }
+        Some(Member { user_id, user_info })
+    }
+
+    /// Joins a presence channel: the socket gets the members in its `subscription_succeeded`,
+    /// and the others hear of the user when this is their first socket there.
+    async fn join(&mut self, channel: &str, member: Member) {
+        let user_id = member.user_id.clone();
+        let user_info = member.user_info.clone();
+        let joined = self
+            .driver
+            .presence
+            .join(
+                channel,
+                member,
+                &self.connection.id,
+                self.driver.limits.presence_max_members,
+            )
+            .await;
+        let Ok(joined) = joined else {
+            self.send(frames::subscription_error(
+                channel,
+                "LimitReached",
+                Code::OverCapacity.as_u16(),
+                "The presence channel is full",
+            ));
+            return;
+        };
+        self.channels.push(channel.to_owned());
+        self.memberships.push((channel.to_owned(), user_id.clone()));
+        let succeeded = frames::presence_succeeded(channel, &joined.members);
+        if cache::is_cache_channel(channel) {
+            self.driver.cache.join(channel, Instant::now(), |last| {
+                self.driver.hub.subscribe(channel, self.connection);
+                self.send(succeeded);
+                self.replay(channel, last);
+            });
+        } else {
+            self.driver.hub.subscribe(channel, self.connection);
+            self.send(succeeded);
+        }
+        if joined.first {
+            let added = Utf8Bytes::from(frames::member_added(channel, &user_id, &user_info));
+            self.driver
+                .hub
+                .publish(channel, &added, Some(&self.connection.id));
+        }
+    }
+
+    /// Leaves a channel; on a presence channel, the others hear of the user when this was
+    /// their last socket there.
+    async fn leave(&mut self, channel: &str) {
+        self.driver.hub.unsubscribe(channel, &self.connection.id);
+        let Some(index) = self
+            .memberships
+            .iter()
+            .position(|(joined, _)| joined == channel)
+        else {
+            return;
+        };
+        let (channel, user_id) = self.memberships.swap_remove(index);
+        let last = self
+            .driver
+            .presence
+            .leave(&channel, &user_id, &self.connection.id)
+            .await;
+        if last {
+            let removed = Utf8Bytes::from(frames::member_removed(&channel, &user_id));
+            self.driver.hub.publish(&channel, &removed, None);
+        }
+    }
+
+    /// The user id this socket joined `channel` as, if it is a presence channel.
+    fn member_id(&self, channel: &str) -> Option<&str> {
+        self.memberships
+            .iter()
+            .find(|(joined, _)| joined == channel)
+            .map(|(_, user_id)| user_id.as_str())
     }
 }
 

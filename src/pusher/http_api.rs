@@ -171,16 +171,8 @@ fn check(event: Event) -> Result<Checked, HttpApiError> {
             Some(SocketId::parse(&text).ok_or_else(|| bad(format!("invalid socket_id `{text}`")))?)
         }
     };
+    // `user_count` is answered for presence channels and left out for others (DESIGN.md §15).
     let info = info_items(event.info);
-    if info.iter().any(|item| item == "user_count")
-        && channels
-            .iter()
-            .any(|channel| channel_kind(channel) != Some(ChannelKind::Presence))
-    {
-        return Err(bad(
-            "`user_count` is only available for presence channels".into()
-        ));
-    }
     Ok(Checked {
         name: event.name,
         data: event.data,
@@ -191,7 +183,7 @@ fn check(event: Event) -> Result<Checked, HttpApiError> {
 }
 
 /// Sends one checked event; its `info` reply, if asked for.
-fn trigger(driver: &Driver, event: &Checked) -> Option<Value> {
+async fn trigger(driver: &Driver, event: &Checked) -> Option<Value> {
     for channel in &event.channels {
         let frame = Utf8Bytes::from(frames::event(&event.name, channel, &event.data));
         let send = || {
@@ -203,17 +195,22 @@ fn trigger(driver: &Driver, event: &Checked) -> Option<Value> {
             send();
         }
     }
-    (!event.info.is_empty()).then(|| {
-        let channels: Map<String, Value> = event
-            .channels
-            .iter()
-            .map(|channel| (channel.clone(), channel_info(driver, channel, &event.info)))
-            .collect();
-        json!({ "channels": channels })
-    })
+    if event.info.is_empty() {
+        return None;
+    }
+    let mut channels = Map::new();
+    for channel in &event.channels {
+        channels.insert(
+            channel.clone(),
+            channel_info(driver, channel, &event.info).await,
+        );
+    }
+    Some(json!({ "channels": channels }))
 }
 
-fn channel_info(driver: &Driver, channel: &str, info: &[String]) -> Value {
+/// The attributes `info` asks for: `subscription_count` (sockets), and `user_count` (members)
+/// on presence channels.
+async fn channel_info(driver: &Driver, channel: &str, info: &[String]) -> Value {
     let mut attributes = Map::new();
     if info.iter().any(|item| item == "subscription_count") {
         attributes.insert(
@@ -221,8 +218,11 @@ fn channel_info(driver: &Driver, channel: &str, info: &[String]) -> Value {
             driver.hub.subscription_count(channel).into(),
         );
     }
-    if info.iter().any(|item| item == "user_count") {
-        attributes.insert("user_count".into(), 0.into());
+    if info.iter().any(|item| item == "user_count")
+        && channel_kind(channel) == Some(ChannelKind::Presence)
+    {
+        let members = driver.presence.members(channel).await.len();
+        attributes.insert("user_count".into(), members.into());
     }
     Value::Object(attributes)
 }
@@ -247,17 +247,20 @@ fn info_items(info: Option<String>) -> Vec<String> {
 
 /// `POST /apps/{app_id}/events`
 #[handler]
-pub fn post_events(
+pub async fn post_events(
     request: &Request,
     Path(app_id): Path<String>,
     body: Bytes,
     driver: Data<&Arc<Driver>>,
 ) -> Response {
-    respond((|| {
-        authenticate(&driver, request, &app_id, &body)?;
-        let event = check(parse_json::<Event>(&body)?)?;
-        Ok(trigger(&driver, &event).unwrap_or_else(|| json!({})))
-    })())
+    respond(
+        async {
+            authenticate(&driver, request, &app_id, &body)?;
+            let event = check(parse_json::<Event>(&body)?)?;
+            Ok(trigger(&driver, &event).await.unwrap_or_else(|| json!({})))
+        }
+        .await,
+    )
 }
 
 #[derive(Deserialize)]
@@ -267,40 +270,43 @@ struct Batch {
 
 /// `POST /apps/{app_id}/batch_events`: every event is checked before any is sent.
 #[handler]
-pub fn post_batch_events(
+pub async fn post_batch_events(
     request: &Request,
     Path(app_id): Path<String>,
     body: Bytes,
     driver: Data<&Arc<Driver>>,
 ) -> Response {
-    respond((|| {
-        authenticate(&driver, request, &app_id, &body)?;
-        let batch = parse_json::<Batch>(&body)?.batch;
-        if batch.len() > MAX_BATCH {
-            return Err(HttpApiError::BadRequest(format!(
-                "a batch holds at most {MAX_BATCH} events"
-            )));
+    respond(
+        async {
+            authenticate(&driver, request, &app_id, &body)?;
+            let batch = parse_json::<Batch>(&body)?.batch;
+            if batch.len() > MAX_BATCH {
+                return Err(HttpApiError::BadRequest(format!(
+                    "a batch holds at most {MAX_BATCH} events"
+                )));
+            }
+            let checked = batch
+                .into_iter()
+                .map(check)
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut infos: Vec<Option<Value>> = Vec::with_capacity(checked.len());
+            for event in &checked {
+                infos.push(trigger(&driver, event).await);
+            }
+            if infos.iter().all(Option::is_none) {
+                return Ok(json!({}));
+            }
+            let batch: Vec<Value> = infos
+                .into_iter()
+                .map(|info| {
+                    info.and_then(|info| info.get("channels").cloned())
+                        .unwrap_or_else(|| json!({}))
+                })
+                .collect();
+            Ok(json!({ "batch": batch }))
         }
-        let checked = batch
-            .into_iter()
-            .map(check)
-            .collect::<Result<Vec<_>, _>>()?;
-        let infos: Vec<Option<Value>> = checked
-            .iter()
-            .map(|event| trigger(&driver, event))
-            .collect();
-        if infos.iter().all(Option::is_none) {
-            return Ok(json!({}));
-        }
-        let batch: Vec<Value> = infos
-            .into_iter()
-            .map(|info| {
-                info.and_then(|info| info.get("channels").cloned())
-                    .unwrap_or_else(|| json!({}))
-            })
-            .collect();
-        Ok(json!({ "batch": batch }))
-    })())
+        .await,
+    )
 }
 
 #[derive(Deserialize, Default)]
@@ -316,61 +322,92 @@ fn channels_query(request: &Request) -> Result<ChannelsQuery, HttpApiError> {
 
 /// `GET /apps/{app_id}/channels`: occupied channels.
 #[handler]
-pub fn get_channels(
+pub async fn get_channels(
     request: &Request,
     Path(app_id): Path<String>,
     driver: Data<&Arc<Driver>>,
 ) -> Response {
-    respond((|| {
-        authenticate(&driver, request, &app_id, b"")?;
-        let query = channels_query(request)?;
-        let prefix = query.filter_by_prefix.unwrap_or_default();
-        let info = info_items(query.info);
-        if info.iter().any(|item| item == "user_count") && !prefix.starts_with("presence-") {
-            return Err(HttpApiError::BadRequest(
-                "`user_count` needs filter_by_prefix=presence-".into(),
-            ));
+    respond(
+        async {
+            authenticate(&driver, request, &app_id, b"")?;
+            let query = channels_query(request)?;
+            let prefix = query.filter_by_prefix.unwrap_or_default();
+            let info = info_items(query.info);
+            if info.iter().any(|item| item == "user_count") && !prefix.starts_with("presence-") {
+                return Err(HttpApiError::BadRequest(
+                    "`user_count` needs filter_by_prefix=presence-".into(),
+                ));
+            }
+            let mut channels = Map::new();
+            for (name, _) in driver.hub.channels(&prefix) {
+                let attributes = channel_info(&driver, &name, &info).await;
+                channels.insert(name, attributes);
+            }
+            Ok(json!({ "channels": channels }))
         }
-        let channels: Map<String, Value> = driver
-            .hub
-            .channels(&prefix)
-            .into_iter()
-            .map(|(name, _)| {
-                let attributes = channel_info(&driver, &name, &info);
-                (name, attributes)
-            })
-            .collect();
-        Ok(json!({ "channels": channels }))
-    })())
+        .await,
+    )
 }
 
 /// `GET /apps/{app_id}/channels/{channel_name}`: one channel's state.
 #[handler]
-pub fn get_channel(
+pub async fn get_channel(
     request: &Request,
     Path((app_id, name)): Path<(String, String)>,
     driver: Data<&Arc<Driver>>,
 ) -> Response {
-    respond((|| {
-        authenticate(&driver, request, &app_id, b"")?;
-        let kind = channel_kind(&name)
-            .ok_or_else(|| HttpApiError::BadRequest(format!("invalid channel name `{name}`")))?;
-        let info = info_items(channels_query(request)?.info);
-        if info.iter().any(|item| item == "user_count") && kind != ChannelKind::Presence {
-            return Err(HttpApiError::BadRequest(
-                "`user_count` is only available for presence channels".into(),
-            ));
+    respond(
+        async {
+            authenticate(&driver, request, &app_id, b"")?;
+            let kind = channel_kind(&name).ok_or_else(|| {
+                HttpApiError::BadRequest(format!("invalid channel name `{name}`"))
+            })?;
+            let info = info_items(channels_query(request)?.info);
+            if info.iter().any(|item| item == "user_count") && kind != ChannelKind::Presence {
+                return Err(HttpApiError::BadRequest(
+                    "`user_count` is only available for presence channels".into(),
+                ));
+            }
+            let mut body = Map::new();
+            body.insert(
+                "occupied".into(),
+                (driver.hub.subscription_count(&name) > 0).into(),
+            );
+            if let Value::Object(attributes) = channel_info(&driver, &name, &info).await {
+                body.extend(attributes);
+            }
+            Ok(Value::Object(body))
         }
-        let mut body = Map::new();
-        body.insert(
-            "occupied".into(),
-            (driver.hub.subscription_count(&name) > 0).into(),
-        );
-        if let Value::Object(attributes) = channel_info(&driver, &name, &info) {
-            body.extend(attributes);
+        .await,
+    )
+}
+
+/// `GET /apps/{app_id}/channels/{presence-channel}/users`: the channel's members.
+#[handler]
+pub async fn get_users(
+    request: &Request,
+    Path((app_id, name)): Path<(String, String)>,
+    driver: Data<&Arc<Driver>>,
+) -> Response {
+    respond(
+        async {
+            authenticate(&driver, request, &app_id, b"")?;
+            if channel_kind(&name) != Some(ChannelKind::Presence) {
+                return Err(HttpApiError::BadRequest(format!(
+                    "`{name}` is not a presence channel"
+                )));
+            }
+            let users: Vec<Value> = driver
+                .presence
+                .members(&name)
+                .await
+                .into_iter()
+                .map(|member| json!({ "id": member.user_id }))
+                .collect();
+            Ok(json!({ "users": users }))
         }
-        Ok(Value::Object(body))
-    })())
+        .await,
+    )
 }
 
 #[derive(Deserialize)]
@@ -418,4 +455,8 @@ pub fn routes() -> poem::Route {
         .at("/:app_id/batch_events", poem::post(post_batch_events))
         .at("/:app_id/channels", poem::get(get_channels))
         .at("/:app_id/channels/:channel_name", poem::get(get_channel))
+        .at(
+            "/:app_id/channels/:channel_name/users",
+            poem::get(get_users),
+        )
 }

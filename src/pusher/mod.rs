@@ -5,6 +5,7 @@
 //! * [`signature`]: channel authorizations and HTTP API request signatures.
 //! * [`hub`]: channel -> connections, bounded per-connection queues.
 //! * [`cache`]: the last event of each cache channel, replayed to new subscribers.
+//! * [`presence`]: who is on each presence channel, behind the seam cluster mode will fill.
 //! * `connection`: one socket's reader and writer.
 //! * [`http_api`]: `/apps/{id}/events`, `batch_events`, `channels`.
 //!
@@ -15,6 +16,7 @@ mod connection;
 pub mod http_api;
 pub mod hub;
 pub mod outbound;
+pub mod presence;
 pub mod protocol;
 pub mod signature;
 
@@ -32,6 +34,7 @@ use cache::EventCache;
 use connection::Handshake;
 use hub::Hub;
 use outbound::Outbound;
+use presence::{LocalPresence, Presence};
 use protocol::Code;
 use signature::AppCredentials;
 
@@ -59,6 +62,11 @@ pub struct Limits {
     pub cache_ttl: Option<Duration>,
     /// Cache channels with an event kept, at most (0: unlimited).
     pub cache_max_channels: usize,
+    /// Members (users) of one presence channel, at most (0: unlimited); more get
+    /// `subscription_error` `LimitReached` 4100.
+    pub presence_max_members: usize,
+    /// Largest `user_info` of a presence member, serialized (0: unlimited); larger gets 4301.
+    pub presence_max_user_info_bytes: usize,
 }
 
 /// Frames larger than this cannot be read (tungstenite's hard limit): they are answered with
@@ -73,6 +81,8 @@ pub struct Driver {
     pub hub: Hub,
     /// The last event of each cache channel.
     pub cache: EventCache,
+    /// Who is on each presence channel.
+    pub presence: Box<dyn Presence>,
     pub limits: Limits,
     /// The server's counters (deliveries, slow consumers, and the engine's).
     pub metrics: Arc<Metrics>,
@@ -99,6 +109,7 @@ impl Driver {
         Self {
             hub: Hub::new(limits.max_connections, limits.max_connections_per_address),
             cache: EventCache::new(limits.cache_ttl, limits.cache_max_channels),
+            presence: Box::new(LocalPresence::default()),
             trusted_proxies,
             metrics,
             outbound,

@@ -167,6 +167,7 @@ pub struct SubscribeData {
 
 /// Builders of the frames the server sends.
 pub mod frames {
+    use super::super::presence::Member;
     use super::*;
 
     pub fn connection_established(socket_id: &SocketId, activity_timeout_secs: u64) -> String {
@@ -190,13 +191,50 @@ pub mod frames {
 
     /// Channel-scoped refusal; pusher-js re-emits it on the channel, where Echo's `.error()`
     /// sees it.
-    pub fn subscription_error(channel: &str, status: u16, error: &str) -> String {
+    pub fn subscription_error(channel: &str, kind: &str, status: u16, error: &str) -> String {
         json!({
             "event": "pusher:subscription_error",
             "channel": channel,
-            "data": json!({ "type": "AuthError", "error": error, "status": status }).to_string(),
+            "data": json!({ "type": kind, "error": error, "status": status }).to_string(),
         })
         .to_string()
+    }
+
+    /// `subscription_succeeded` on a presence channel: who is there, the new member included.
+    pub fn presence_succeeded(channel: &str, members: &[Member]) -> String {
+        let ids: Vec<&str> = members
+            .iter()
+            .map(|member| member.user_id.as_str())
+            .collect();
+        let hash: serde_json::Map<String, Value> = members
+            .iter()
+            .map(|member| {
+                let info = member.user_info.clone().unwrap_or(Value::Null);
+                (member.user_id.clone(), info)
+            })
+            .collect();
+        let data = json!({ "presence": { "ids": ids, "hash": hash, "count": members.len() } });
+        json!({
+            "event": "pusher_internal:subscription_succeeded",
+            "channel": channel,
+            "data": data.to_string(),
+        })
+        .to_string()
+    }
+
+    pub fn member_added(channel: &str, user_id: &str, user_info: &Option<Value>) -> String {
+        let mut data = json!({ "user_id": user_id });
+        if let Some(info) = user_info {
+            data["user_info"] = info.clone();
+        }
+        json!({ "event": "pusher_internal:member_added", "channel": channel, "data": data.to_string() })
+            .to_string()
+    }
+
+    pub fn member_removed(channel: &str, user_id: &str) -> String {
+        let data = json!({ "user_id": user_id });
+        json!({ "event": "pusher_internal:member_removed", "channel": channel, "data": data.to_string() })
+            .to_string()
     }
 
     /// A cache channel has no event kept for the new subscriber.
@@ -217,9 +255,14 @@ pub mod frames {
         json!({ "event": event, "channel": channel, "data": data }).to_string()
     }
 
-    /// A client event relayed with `data` unchanged (an object, as pusher-js sends it).
-    pub fn client_event(event: &str, channel: &str, data: &Value) -> String {
-        json!({ "event": event, "channel": channel, "data": data }).to_string()
+    /// A client event relayed with `data` unchanged (an object, as pusher-js sends it); on a
+    /// presence channel it names its sender's `user_id`.
+    pub fn client_event(event: &str, channel: &str, data: &Value, user_id: Option<&str>) -> String {
+        let mut frame = json!({ "event": event, "channel": channel, "data": data });
+        if let Some(user_id) = user_id {
+            frame["user_id"] = user_id.into();
+        }
+        frame.to_string()
     }
 }
 
@@ -280,8 +323,13 @@ mod tests {
         );
         let error: Value = serde_json::from_str(&frames::error(None, "x")).unwrap();
         assert_eq!(error["data"]["code"], Value::Null);
-        let refused: Value =
-            serde_json::from_str(&frames::subscription_error("private-x", 403, "no")).unwrap();
+        let refused: Value = serde_json::from_str(&frames::subscription_error(
+            "private-x",
+            "AuthError",
+            403,
+            "no",
+        ))
+        .unwrap();
         let data: Value = serde_json::from_str(refused["data"].as_str().unwrap()).unwrap();
         assert_eq!(
             data,

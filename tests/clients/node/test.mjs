@@ -96,6 +96,64 @@ async function cacheChannel() {
   console.log("pusher-js 8: cache channel, pusher:cache_miss then the last event replayed: ok");
 }
 
+/** Polls `check` every 50 ms until it holds, or fails after `ms`. */
+async function eventually(ms, what, check) {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function presence() {
+  // Laravel Echo's presence API, the channel authorized by the `pusher` server library as a
+  // Laravel backend would (authorizeChannel with presence data).
+  // Echo's join() adds `presence-` to the name.
+  const room = `room-${Date.now()}`;
+  const channel = `presence-${room}`;
+  const echoAs = (userId, name) =>
+    new Echo({
+      broadcaster: "pusher",
+      key: APP_KEY,
+      Pusher,
+      ...clientOptions,
+      authorizer: (channel) => ({
+        authorize: (socketId, callback) =>
+          callback(null, server.authorizeChannel(socketId, channel.name, { user_id: userId, user_info: { name } })),
+      }),
+    });
+  const sockets = async () => {
+    const response = await server.get({ path: `/channels/${channel}`, params: { info: "subscription_count,user_count" } });
+    return response.json();
+  };
+  const alice = echoAs("alice", "Alice");
+  const joining = [];
+  const leaving = [];
+  const aliceHere = await within(5000, "alice's here()", (done) =>
+    alice.join(room).here(done).joining((user) => joining.push(user)).leaving((user) => leaving.push(user)),
+  );
+  assert.deepEqual(aliceHere, [{ name: "Alice" }]);
+  const bob = echoAs("bob", "Bob");
+  const bobHere = await within(5000, "bob's here()", (done) => bob.join(room).here(done));
+  assert.equal(bobHere.length, 2);
+  await eventually(5000, "alice hears bob joining", () => joining.length === 1);
+  assert.deepEqual(joining, [{ name: "Bob" }]);
+
+  // Bob's second tab is not a new member, and its leaving is not his.
+  const bobTab = echoAs("bob", "Bob");
+  assert.equal((await within(5000, "the tab's here()", (done) => bobTab.join(room).here(done))).length, 2);
+  assert.deepEqual(await sockets(), { occupied: true, subscription_count: 3, user_count: 2 });
+  bobTab.disconnect();
+  await eventually(5000, "the tab's socket to go", async () => (await sockets()).subscription_count === 2);
+  bob.disconnect();
+  await eventually(5000, "alice hears bob leaving", () => leaving.length === 1);
+  assert.deepEqual([joining, leaving], [[{ name: "Bob" }], [{ name: "Bob" }]], "one join, one leave, for three sockets");
+  const users = await (await server.get({ path: `/channels/${channel}/users` })).json();
+  assert.deepEqual(users, { users: [{ id: "alice" }] });
+  alice.disconnect();
+  console.log("laravel-echo 2: presence .join().here().joining().leaving(), members are users not sockets: ok");
+}
+
 function echoFor(token) {
   return new Echo({
     broadcaster: "pusher",
@@ -236,6 +294,7 @@ async function records() {
 try {
   await pusherJs();
   await cacheChannel();
+  await presence();
   await laravelEcho();
   await records();
   process.exit(0);

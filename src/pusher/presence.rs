@@ -1,0 +1,235 @@
+//! Presence: who is on each presence channel. Members are users, not sockets (DESIGN.md §10): a
+//! user's second socket on a channel is not a new member, and only their last socket leaving
+//! removes them, so `member_added` / `member_removed` follow users.
+//!
+//! [`Presence`] is the seam: asynchronous from the start, because in cluster mode the first
+//! join and the last leave must be decided across nodes (a store answers them). The only
+//! implementation today is [`LocalPresence`], in this process. This module decides membership;
+//! it sends nothing (the connection tells the channel).
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+use super::protocol::SocketId;
+
+/// A boxed future, so that [`Presence`] can be used as a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A member of a presence channel: a user, and what their socket's `channel_data` said of them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member {
+    pub user_id: String,
+    /// `user_info` from the signed `channel_data`, if any.
+    pub user_info: Option<Value>,
+}
+
+/// A join's outcome: whether the user is new to the channel, and who is on it now.
+#[derive(Debug)]
+pub struct Joined {
+    pub first: bool,
+    pub members: Vec<Member>,
+}
+
+/// The channel holds its most members, and the user is not one of them.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LimitReached;
+
+/// Who is on which presence channel.
+pub trait Presence: Send + Sync {
+    /// `socket` joins `channel` as `member`; a new member beyond `max_members` (0: no limit)
+    /// is refused. A user's later socket keeps the user_info the first one gave.
+    fn join<'a>(
+        &'a self,
+        channel: &'a str,
+        member: Member,
+        socket: &'a SocketId,
+        max_members: usize,
+    ) -> BoxFuture<'a, Result<Joined, LimitReached>>;
+
+    /// `socket` leaves `channel`; true when it was the user's last socket there (the user is
+    /// no longer a member).
+    fn leave<'a>(
+        &'a self,
+        channel: &'a str,
+        user_id: &'a str,
+        socket: &'a SocketId,
+    ) -> BoxFuture<'a, bool>;
+
+    /// The members of `channel`.
+    fn members<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Vec<Member>>;
+}
+
+/// Presence in this process.
+#[derive(Default)]
+pub struct LocalPresence {
+    /// Channel -> user id -> the user's info and sockets.
+    channels: Mutex<HashMap<String, HashMap<String, Present>>>,
+}
+
+struct Present {
+    user_info: Option<Value>,
+    sockets: HashSet<SocketId>,
+}
+
+impl LocalPresence {
+    fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, Present>>> {
+        self.channels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn listed(members: &HashMap<String, Present>) -> Vec<Member> {
+    members
+        .iter()
+        .map(|(user_id, present)| Member {
+            user_id: user_id.clone(),
+            user_info: present.user_info.clone(),
+        })
+        .collect()
+}
+
+impl Presence for LocalPresence {
+    fn join<'a>(
+        &'a self,
+        channel: &'a str,
+        member: Member,
+        socket: &'a SocketId,
+        max_members: usize,
+    ) -> BoxFuture<'a, Result<Joined, LimitReached>> {
+        Box::pin(async move {
+            let mut channels = self.channels();
+            let members = channels.entry(channel.to_owned()).or_default();
+            let first = !members.contains_key(&member.user_id);
+            if first && max_members != 0 && members.len() >= max_members {
+                if members.is_empty() {
+                    channels.remove(channel);
+                }
+                return Err(LimitReached);
+            }
+            members
+                .entry(member.user_id)
+                .or_insert_with(|| Present {
+                    user_info: member.user_info,
+                    sockets: HashSet::new(),
+                })
+                .sockets
+                .insert(socket.clone());
+            Ok(Joined {
+                first,
+                members: listed(members),
+            })
+        })
+    }
+
+    fn leave<'a>(
+        &'a self,
+        channel: &'a str,
+        user_id: &'a str,
+        socket: &'a SocketId,
+    ) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let mut channels = self.channels();
+            let Some(members) = channels.get_mut(channel) else {
+                return false;
+            };
+            let Some(present) = members.get_mut(user_id) else {
+                return false;
+            };
+            if !present.sockets.remove(socket) || !present.sockets.is_empty() {
+                return false;
+            }
+            members.remove(user_id);
+            if members.is_empty() {
+                channels.remove(channel);
+            }
+            true
+        })
+    }
+
+    fn members<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Vec<Member>> {
+        Box::pin(async move { self.channels().get(channel).map(listed).unwrap_or_default() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn member(id: &str) -> Member {
+        Member {
+            user_id: id.into(),
+            user_info: Some(json!({"name": id})),
+        }
+    }
+
+    #[tokio::test]
+    async fn members_are_users_not_sockets() {
+        let presence = LocalPresence::default();
+        let (tab1, tab2, other) = (SocketId::random(), SocketId::random(), SocketId::random());
+        let joined = presence
+            .join("presence-a", member("alice"), &tab1, 0)
+            .await
+            .unwrap();
+        assert!(joined.first);
+        let joined = presence
+            .join("presence-a", member("alice"), &tab2, 0)
+            .await
+            .unwrap();
+        assert!(!joined.first, "a second tab is not a new member");
+        assert_eq!(joined.members, [member("alice")]);
+        presence
+            .join("presence-a", member("bob"), &other, 0)
+            .await
+            .unwrap();
+        assert_eq!(presence.members("presence-a").await.len(), 2);
+        assert!(
+            !presence.leave("presence-a", "alice", &tab1).await,
+            "one tab left"
+        );
+        assert!(
+            presence.leave("presence-a", "alice", &tab2).await,
+            "the last one"
+        );
+        assert!(
+            !presence.leave("presence-a", "alice", &tab2).await,
+            "already gone"
+        );
+        assert_eq!(presence.members("presence-a").await, [member("bob")]);
+        assert!(presence.leave("presence-a", "bob", &other).await);
+        assert!(
+            presence.channels().is_empty(),
+            "empty channels are forgotten"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_member_limit_counts_users() {
+        let presence = LocalPresence::default();
+        let (a, a2, b) = (SocketId::random(), SocketId::random(), SocketId::random());
+        presence
+            .join("presence-x", member("alice"), &a, 1)
+            .await
+            .unwrap();
+        assert!(
+            presence
+                .join("presence-x", member("alice"), &a2, 1)
+                .await
+                .is_ok(),
+            "a present user's second socket never counts"
+        );
+        assert_eq!(
+            presence
+                .join("presence-x", member("bob"), &b, 1)
+                .await
+                .err(),
+            Some(LimitReached)
+        );
+    }
+}
