@@ -132,6 +132,11 @@ pub struct Settings {
     #[arg(long, env = "VELO_PRESENCE_MAX_USER_INFO_BYTES")]
     pub presence_max_user_info_bytes: Option<usize>,
 
+    /// Token claims copied into a signed-in user's user_data besides `id`, comma-separated
+    /// (e.g. name,email) [default: none]
+    #[arg(long, env = "VELO_USER_DATA_CLAIMS", value_delimiter = ',')]
+    pub user_data_claims: Option<Vec<String>>,
+
     /// Relay client-* events between subscribers of private channels [default: false]
     #[arg(long, env = "VELO_CLIENT_EVENTS")]
     pub client_events: Option<bool>,
@@ -229,6 +234,8 @@ pub struct Config {
     /// What one client may use of the API.
     pub clients: ClientLimits,
     pub event_names: EventNames,
+    /// Claims copied into a signed-in user's `user_data`, besides `id`.
+    pub user_data_claims: Vec<String>,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
     /// For a request's head, for an idle kept-alive connection, and for an upgrade's handover;
@@ -335,6 +342,7 @@ impl Settings {
             presence_max_user_info_bytes: self
                 .presence_max_user_info_bytes
                 .or(lower.presence_max_user_info_bytes),
+            user_data_claims: self.user_data_claims.or(lower.user_data_claims),
             client_events: self.client_events.or(lower.client_events),
             max_subscriptions_per_client: self
                 .max_subscriptions_per_client
@@ -486,6 +494,13 @@ impl Settings {
             },
             trusted_proxies,
             event_names: self.event_names.unwrap_or_default(),
+            user_data_claims: self
+                .user_data_claims
+                .unwrap_or_default()
+                .into_iter()
+                .map(|claim| claim.trim().to_owned())
+                .filter(|claim| !claim.is_empty())
+                .collect(),
             header_read_timeout: limit(self.header_read_timeout_secs.unwrap_or(10)),
             body_read_timeout: limit(self.body_read_timeout_secs.unwrap_or(30)),
             write_stall_timeout: limit(self.write_stall_timeout_secs.unwrap_or(30)),

@@ -929,3 +929,97 @@ async fn presence_refusals_have_their_codes() {
     .await;
     assert_eq!(presence_data(&frame(&mut socket).await)["status"], 401);
 }
+
+/// Signs `socket` in as `user_id`, as pusher-js does with a user-auth endpoint's answer.
+async fn sign_in(socket: &mut Socket, socket_id: &str, user_id: &str) -> Value {
+    let user_data = json!({"id": user_id, "name": user_id}).to_string();
+    let auth = app().authorize_user(socket_id, &user_data);
+    send(
+        socket,
+        json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}}),
+    )
+    .await;
+    frame(socket).await
+}
+
+#[tokio::test]
+async fn signed_in_users_get_their_events_and_can_be_terminated() {
+    let server = Server::start(COLLECTIONS);
+    let (mut alices, alices_id) = connect(&server).await;
+    let signed = sign_in(&mut alices, &alices_id, "alice").await;
+    assert_eq!(signed["event"], "pusher:signin_success");
+    let data = presence_data(&signed);
+    let user_data: Value = serde_json::from_str(data["user_data"].as_str().unwrap()).unwrap();
+    assert_eq!(user_data["id"], "alice");
+    // pusher-js subscribes to the user's channel itself; the server has put it there already.
+    assert_eq!(
+        subscribe(&mut alices, "#server-to-user-alice", Some("")).await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    // Nobody else may.
+    let (mut other, _) = connect(&server).await;
+    let refused = subscribe(&mut other, "#server-to-user-alice", Some("")).await;
+    assert_eq!(
+        (
+            refused["event"].as_str(),
+            presence_data(&refused)["status"].as_u64()
+        ),
+        (Some("pusher:subscription_error"), Some(403))
+    );
+
+    // sendToUser is a trigger on the user's channel, which /channels does not list.
+    let body =
+        json!({"name": "greeting", "channels": ["#server-to-user-alice"], "data": "{\"hi\":1}"});
+    let reply = server
+        .pusher_api(Method::POST, "/apps/4242/events", Some(&body))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(
+        frame(&mut alices).await,
+        json!({"event": "greeting", "channel": "#server-to-user-alice", "data": "{\"hi\":1}"})
+    );
+    let channels = server
+        .pusher_api(Method::GET, "/apps/4242/channels", None)
+        .await;
+    assert_eq!(channels.body, json!({"channels": {}}));
+
+    // terminate_connections: 4009, which pusher-js does not retry.
+    let reply = server
+        .pusher_api(
+            Method::POST,
+            "/apps/4242/users/alice/terminate_connections",
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!((reply.status, reply.body), (StatusCode::OK, json!({})));
+    let error = frame(&mut alices).await;
+    assert_eq!(
+        (error["event"].as_str(), error["data"]["code"].as_u64()),
+        (Some("pusher:error"), Some(4009))
+    );
+    assert_eq!(read(&mut alices).await, Read::Closed(Some(4009)));
+    send(&mut other, json!({"event": "pusher:ping", "data": {}})).await;
+    assert_eq!(
+        frame(&mut other).await["event"],
+        "pusher:pong",
+        "others stay"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_sign_in_ends_the_connection_with_4009() {
+    let server = Server::start(COLLECTIONS);
+    let (mut socket, _) = connect(&server).await;
+    send(
+        &mut socket,
+        json!({"event": "pusher:signin", "data": {"auth": "test-key:00", "user_data": "{\"id\":\"x\"}"}}),
+    )
+    .await;
+    let error = frame(&mut socket).await;
+    assert_eq!(error["data"]["code"], 4009, "{error}");
+    assert_eq!(read(&mut socket).await, Read::Closed(Some(4009)));
+    // An id that cannot name a channel is refused too, signed or not.
+    let (mut socket, socket_id) = connect(&server).await;
+    let refused = sign_in(&mut socket, &socket_id, "a b").await;
+    assert_eq!(refused["data"]["code"], 4009, "{refused}");
+}

@@ -94,7 +94,7 @@ fn pusher_js_laravel_echo_and_the_node_server_library() {
     let output = against_server("node", &dir.join("test.mjs"), &dir);
     assert_eq!(
         output.matches(": ok").count(),
-        7,
+        8,
         "every scenario reported ok:\n{output}"
     );
 }

@@ -76,6 +76,10 @@ impl ApiError {
         ApiError::Unauthorized(body("Unauthenticated."))
     }
 
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::Forbidden(body(message))
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         ApiError::NotFound(body(message))
     }

@@ -37,6 +37,8 @@ pub struct App {
     pub subscribe_rate: Arc<Rate>,
     /// Who a request's client is, behind trusted proxies.
     pub trusted_proxies: TrustedProxies,
+    /// Claims copied into a signed-in user's `user_data`, besides `id`.
+    pub user_data_claims: Vec<String>,
 }
 
 impl App {
@@ -47,6 +49,7 @@ impl App {
             auth: Authenticator::new(&config.admin_token, &config.jwt_secret),
             subscribe_rate: Arc::new(Rate::new(config.clients.subscribes_per_second)),
             trusted_proxies: config.trusted_proxies.clone(),
+            user_data_claims: config.user_data_claims.clone(),
         }
     }
 

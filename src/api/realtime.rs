@@ -12,10 +12,11 @@ use super::error::ApiError;
 use super::payload::{BodyType, FormBody, JsonBody, UnknownKeys};
 use super::security::{AdminToken, Credentials};
 use super::{ApiTags, App};
+use crate::auth::Identity;
 use crate::engine::events::Action;
 use crate::limits::ClientKey;
 use crate::metrics::Metrics;
-use crate::pusher::protocol::{SocketId, channel_kind};
+use crate::pusher::protocol::{SocketId, USER_CHANNEL_PREFIX, channel_kind};
 
 /// A request to receive a collection's changes.
 ///
@@ -92,6 +93,88 @@ impl BodyType for ChannelAuthBody {
 
 impl BodyType for PublishRequest {
     const UNKNOWN_KEYS: UnknownKeys = UnknownKeys::Ignored;
+}
+
+/// What pusher-js sends to sign a user in (`userAuthentication`).
+#[derive(Object, Debug)]
+pub struct UserAuthBody {
+    /// The Pusher connection's socket id, `1234.5678`.
+    pub socket_id: String,
+}
+
+impl BodyType for UserAuthBody {
+    const UNKNOWN_KEYS: UnknownKeys = UnknownKeys::Ignored;
+}
+
+#[derive(ApiRequest)]
+pub enum UserAuthRequest {
+    Form(FormBody<UserAuthBody>),
+    Json(JsonBody<UserAuthBody>),
+}
+
+/// A Pusher user sign-in, for `pusher:signin`.
+#[derive(Object, Debug)]
+pub struct UserAuthentication {
+    /// `app_key:hex(HMAC-SHA256(secret, socket_id::user::user_data))`.
+    pub auth: String,
+    /// JSON text: `{"id": <the user's id>, ...the claims named in VELO_USER_DATA_CLAIMS}`.
+    pub user_data: String,
+}
+
+#[derive(ApiResponse)]
+pub enum UserAuthResponse {
+    /// Signed: pusher-js sends it as `pusher:signin`.
+    #[oai(status = 200)]
+    Ok(Json<UserAuthentication>),
+}
+
+/// Signs the caller in on a Pusher connection: a JWT user only (a guest has no identity, the
+/// admin no user id).
+fn authenticate_user(
+    app: &App,
+    credentials: &Credentials,
+    body: UserAuthRequest,
+) -> Result<UserAuthResponse, ApiError> {
+    let identity = app.identify(credentials)?;
+    let socket_id = match body {
+        UserAuthRequest::Form(form) => form.0.socket_id,
+        UserAuthRequest::Json(json) => json.0.socket_id,
+    };
+    let Some(socket_id) = SocketId::parse(&socket_id) else {
+        return Err(ApiError::invalid(
+            "socket_id",
+            format!("`{socket_id}` is not a Pusher socket id such as `1234.5678`"),
+        ));
+    };
+    let user = match identity {
+        Identity::User(user) => user,
+        Identity::Guest => return Err(ApiError::unauthenticated()),
+        Identity::Superuser => {
+            return Err(ApiError::forbidden(
+                "the admin token has no user id: sign in with a user's token",
+            ));
+        }
+    };
+    if channel_kind(&format!("{USER_CHANNEL_PREFIX}{}", user.id)).is_none() {
+        return Err(ApiError::forbidden(
+            "this user's id holds characters a channel name cannot: it cannot sign in",
+        ));
+    }
+    let mut user_data = serde_json::Map::new();
+    user_data.insert("id".into(), user.id.clone().into());
+    for claim in &app.user_data_claims {
+        if let Some(value) = user.claims.get(claim).filter(|_| claim != "id") {
+            user_data.insert(claim.clone(), value.clone());
+        }
+    }
+    let user_data = serde_json::Value::Object(user_data).to_string();
+    Ok(UserAuthResponse::Ok(Json(UserAuthentication {
+        auth: app
+            .driver
+            .signing_app()
+            .authorize_user(socket_id.as_str(), &user_data),
+        user_data,
+    })))
 }
 
 #[derive(ApiRequest)]
@@ -311,6 +394,47 @@ impl RealtimeApi {
         body: ChannelAuthRequest,
     ) -> Result<AuthorizeResponse, ApiError> {
         authorize(&app, &credentials, body)
+    }
+
+    /// Sign a user in on a Pusher connection (pusher-js user authentication)
+    ///
+    /// For `pusher:signin`: answers `{auth, user_data}` for the JWT user, whose sockets then
+    /// receive the server libraries' `sendToUser` events. Point pusher-js's
+    /// `userAuthentication.endpoint` here, with the bearer token in the headers.
+    #[oai(path = "/api/realtime/user-auth", method = "post")]
+    async fn user_auth(
+        &self,
+        app: Data<&App>,
+        credentials: Credentials,
+        body: UserAuthRequest,
+    ) -> Result<UserAuthResponse, ApiError> {
+        authenticate_user(&app, &credentials, body)
+    }
+
+    /// Sign a user in (Laravel Echo's path)
+    ///
+    /// The same as `POST /api/realtime/user-auth`.
+    #[oai(path = "/broadcasting/user-auth", method = "post")]
+    async fn broadcasting_user_auth(
+        &self,
+        app: Data<&App>,
+        credentials: Credentials,
+        body: UserAuthRequest,
+    ) -> Result<UserAuthResponse, ApiError> {
+        authenticate_user(&app, &credentials, body)
+    }
+
+    /// Sign a user in (Velo's path)
+    ///
+    /// The same as `POST /api/realtime/user-auth`.
+    #[oai(path = "/api/broadcasting/user-auth", method = "post")]
+    async fn api_broadcasting_user_auth(
+        &self,
+        app: Data<&App>,
+        credentials: Credentials,
+        body: UserAuthRequest,
+    ) -> Result<UserAuthResponse, ApiError> {
+        authenticate_user(&app, &credentials, body)
     }
 
     /// Publish a change made elsewhere (admin)

@@ -21,9 +21,11 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use super::hub::{Connection, Outbound, Refusal};
 use super::presence::Member;
 use super::protocol::{
-    ChannelKind, ClientFrame, Code, SocketId, SubscribeData, channel_kind, frames,
+    ChannelKind, ClientFrame, Code, SocketId, SubscribeData, USER_CHANNEL_PREFIX, channel_kind,
+    frames,
 };
 use super::{Driver, cache};
+use crate::auth::constant_time_eq;
 use crate::metrics::Metrics;
 
 /// Frames the writer takes from the queue before one flush.
@@ -96,6 +98,7 @@ pub async fn serve(socket: WebSocketStream<Upgraded>, driver: Arc<Driver>, hands
         connection: &connection,
         channels: Vec::new(),
         memberships: Vec::new(),
+        user_id: None,
         client_events: RateLimit::new(),
     };
     session.send(frames::connection_established(
@@ -139,6 +142,8 @@ struct Session<'a> {
     channels: Vec<String>,
     /// Presence channels joined, with the user id joined as.
     memberships: Vec<(String, String)>,
+    /// The user signed in on this connection (`pusher:signin`).
+    user_id: Option<String>,
     client_events: RateLimit,
 }
 
@@ -237,7 +242,7 @@ impl Session<'_> {
                 }
             }
             event if event.starts_with("client-") => self.client_event(&frame),
-            "pusher:signin" => self.error(None, "User sign-in is not supported by this server"),
+            "pusher:signin" => self.signin(&frame).await,
             _ => {}
         }
     }
@@ -293,6 +298,18 @@ impl Session<'_> {
                 };
                 self.join(channel, member).await;
                 return;
+            }
+            ChannelKind::User => {
+                let own = self.user_id.as_deref().is_some_and(|user_id| {
+                    channel.strip_prefix(USER_CHANNEL_PREFIX) == Some(user_id)
+                });
+                if !own {
+                    refuse(
+                        403,
+                        "Only the user signed in on this connection may subscribe",
+                    );
+                    return;
+                }
             }
         }
         self.channels.push(channel.to_owned());
@@ -488,6 +505,59 @@ impl Session<'_> {
             .iter()
             .find(|(joined, _)| joined == channel)
             .map(|(_, user_id)| user_id.as_str())
+    }
+}
+
+impl Session<'_> {
+    /// `pusher:signin`: a user's signed `user_data` makes this connection theirs; it joins the
+    /// user's own channel, where `sendToUser` events arrive and `terminate_connections` finds
+    /// it. A bad sign-in ends the connection with 4009 (PUSHER.md).
+    async fn signin(&mut self, frame: &ClientFrame) {
+        let data = frame.data_object();
+        let field = |name: &str| {
+            data.as_ref()
+                .and_then(|data| data.get(name)?.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        };
+        let (auth, user_data) = (field("auth"), field("user_data"));
+        let signed = self
+            .driver
+            .app
+            .authorize_user(self.connection.id.as_str(), &user_data);
+        let user_id = serde_json::from_str::<Value>(&user_data)
+            .ok()
+            .and_then(|data| data.get("id")?.as_str().map(str::to_owned))
+            .filter(|id| {
+                channel_kind(&format!("{USER_CHANNEL_PREFIX}{id}")) == Some(ChannelKind::User)
+            });
+        let refusal = if !constant_time_eq(auth.as_bytes(), signed.as_bytes()) {
+            Some(
+                "Invalid signature: expected an HMAC SHA256 hex digest of socket_id::user::user_data",
+            )
+        } else if user_id.is_none() {
+            Some("user_data must be a JSON object whose id is a string of channel-name characters")
+        } else {
+            None
+        };
+        if let Some(message) = refusal {
+            self.connection.close(Code::Unauthorized, message).await;
+            return;
+        }
+        let user_id = user_id.expect("checked above");
+        let channel = format!("{USER_CHANNEL_PREFIX}{user_id}");
+        // Signing in as someone else: the connection stops being the previous user's.
+        if let Some(previous) = self.user_id.replace(user_id.clone())
+            && previous != user_id
+        {
+            let old = format!("{USER_CHANNEL_PREFIX}{previous}");
+            self.channels.retain(|known| known != &old);
+            self.leave(&old).await;
+        }
+        self.send(frames::signin_success(&user_data));
+        if !self.channels.contains(&channel) {
+            self.driver.hub.subscribe(&channel, self.connection);
+            self.channels.push(channel);
+        }
     }
 }
 

@@ -16,7 +16,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::protocol::{ChannelKind, MAX_EVENT_NAME, SocketId, channel_kind, frames};
+use super::protocol::{
+    ChannelKind, Code, MAX_EVENT_NAME, SocketId, USER_CHANNEL_PREFIX, channel_kind, frames,
+};
 use super::signature::body_md5;
 use super::{Driver, cache};
 use crate::auth::now_secs;
@@ -339,7 +341,11 @@ pub async fn get_channels(
                 ));
             }
             let mut channels = Map::new();
+            // Users' own channels are theirs, not the app's: they are not listed.
             for (name, _) in driver.hub.channels(&prefix) {
+                if channel_kind(&name) == Some(ChannelKind::User) {
+                    continue;
+                }
                 let attributes = channel_info(&driver, &name, &info).await;
                 channels.insert(name, attributes);
             }
@@ -377,6 +383,39 @@ pub async fn get_channel(
                 body.extend(attributes);
             }
             Ok(Value::Object(body))
+        }
+        .await,
+    )
+}
+
+/// `POST /apps/{app_id}/users/{user_id}/terminate_connections`: every connection the user
+/// signed in on gets `pusher:error` 4009 and is closed with 4009 (pusher-js then does not
+/// reconnect).
+#[handler]
+pub async fn terminate_connections(
+    request: &Request,
+    Path((app_id, user_id)): Path<(String, String)>,
+    body: Bytes,
+    driver: Data<&Arc<Driver>>,
+) -> Response {
+    respond(
+        async {
+            authenticate(&driver, request, &app_id, &body)?;
+            let channel = format!("{USER_CHANNEL_PREFIX}{user_id}");
+            if channel_kind(&channel) != Some(ChannelKind::User) {
+                return Err(HttpApiError::BadRequest(format!(
+                    "invalid user id `{user_id}`"
+                )));
+            }
+            for connection in driver.hub.listeners(&channel) {
+                // Each close waits for room in its queue: none waits for another.
+                tokio::spawn(async move {
+                    connection
+                        .close(Code::Unauthorized, "Connection terminated by the server")
+                        .await;
+                });
+            }
+            Ok(json!({}))
         }
         .await,
     )
@@ -458,5 +497,9 @@ pub fn routes() -> poem::Route {
         .at(
             "/:app_id/channels/:channel_name/users",
             poem::get(get_users),
+        )
+        .at(
+            "/:app_id/users/:user_id/terminate_connections",
+            poem::post(terminate_connections),
         )
 }

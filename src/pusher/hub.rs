@@ -209,6 +209,18 @@ impl Hub {
             .count()
     }
 
+    /// The connections listening on `channel`.
+    pub fn listeners(&self, channel: &str) -> Vec<Arc<Connection>> {
+        let shard = self
+            .shard(channel)
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        shard
+            .get(channel)
+            .map(|listeners| listeners.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub fn subscription_count(&self, channel: &str) -> usize {
         let shard = self
             .shard(channel)

@@ -109,19 +109,31 @@ pub enum ChannelKind {
     Encrypted,
     /// `presence-`: needs a signature over channel data too.
     Presence,
+    /// `#server-to-user-{id}`: a signed-in user's own channel (the server libraries'
+    /// `sendToUser`); only that user's sockets may subscribe.
+    User,
 }
+
+/// The prefix of a user's own channel.
+pub const USER_CHANNEL_PREFIX: &str = "#server-to-user-";
 
 /// Checks a channel name (characters and length) and says what kind of channel it is.
 pub fn channel_kind(name: &str) -> Option<ChannelKind> {
-    let valid = !name.is_empty()
+    let (user, rest) = match name.strip_prefix(USER_CHANNEL_PREFIX) {
+        Some(user_id) => (true, user_id),
+        None => (false, name),
+    };
+    let valid = !rest.is_empty()
         && name.len() <= MAX_CHANNEL_NAME
-        && name
+        && rest
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || b"_-=@,.;".contains(&c));
     if !valid {
         return None;
     }
-    Some(if name.starts_with("private-encrypted-") {
+    Some(if user {
+        ChannelKind::User
+    } else if name.starts_with("private-encrypted-") {
         ChannelKind::Encrypted
     } else if name.starts_with("private-") {
         ChannelKind::Private
@@ -237,6 +249,12 @@ pub mod frames {
             .to_string()
     }
 
+    /// A sign-in accepted: `data` names the `user_data` it was given.
+    pub fn signin_success(user_data: &str) -> String {
+        let data = json!({ "user_data": user_data });
+        json!({ "event": "pusher:signin_success", "data": data.to_string() }).to_string()
+    }
+
     /// A cache channel has no event kept for the new subscriber.
     pub fn cache_miss(channel: &str) -> String {
         json!({ "event": "pusher:cache_miss", "channel": channel, "data": "{}" }).to_string()
@@ -294,6 +312,12 @@ mod tests {
         );
         assert_eq!(channel_kind("presence-room"), Some(ChannelKind::Presence));
         assert_eq!(channel_kind("a=b@c,d.e;f_g-h"), Some(ChannelKind::Public));
+        assert_eq!(
+            channel_kind("#server-to-user-alice"),
+            Some(ChannelKind::User)
+        );
+        assert_eq!(channel_kind("#server-to-user-"), None);
+        assert_eq!(channel_kind("#orders"), None);
         for bad in ["", "with space", "slash/", "é", &"x".repeat(165)] {
             assert_eq!(channel_kind(bad), None, "{bad}");
         }

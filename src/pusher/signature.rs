@@ -60,6 +60,12 @@ impl AppCredentials {
         format!("{}:{}", self.key, self.hex_hmac(&message))
     }
 
+    /// A user sign-in: `key:hex(hmac("{socket_id}::user::{user_data}"))`.
+    pub fn authorize_user(&self, socket_id: &str, user_data: &str) -> String {
+        let message = format!("{socket_id}::user::{user_data}");
+        format!("{}:{}", self.key, self.hex_hmac(&message))
+    }
+
     /// Checks an `auth` a client presented when subscribing.
     pub fn verify(
         &self,

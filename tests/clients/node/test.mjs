@@ -154,6 +154,39 @@ async function presence() {
   console.log("laravel-echo 2: presence .join().here().joining().leaving(), members are users not sockets: ok");
 }
 
+async function signIn() {
+  // pusher-js user authentication at our endpoint with alice's JWT; the `pusher` server library
+  // sends to her and ends her connections.
+  const client = new Pusher(APP_KEY, {
+    ...clientOptions,
+    userAuthentication: {
+      endpoint: `${VELO_URL}/api/realtime/user-auth`,
+      transport: "ajax",
+      headers: { Authorization: `Bearer ${ALICE}` },
+    },
+  });
+  const signedIn = within(5000, "pusher:signin_success", (done) => client.bind("pusher:signin_success", done));
+  client.signin();
+  await signedIn;
+  // pusher-js subscribes to the user's channel once signed in; the server has her there already.
+  await eventually(5000, "alice's user channel", async () => {
+    const greeting = within(1000, "the greeting", (done) => client.user.bind("greeting", done));
+    await server.sendToUser("alice", "greeting", { hello: "alice" });
+    return greeting.then(
+      (data) => assert.deepEqual(data, { hello: "alice" }) ?? true,
+      () => false,
+    );
+  });
+  const terminated = within(5000, "the 4009 error", (done) =>
+    client.connection.bind("error", (error) => error?.data?.code === 4009 && done(error)),
+  );
+  await server.terminateUserConnections("alice");
+  await terminated;
+  await eventually(5000, "pusher-js to give up", () => ["disconnected", "failed"].includes(client.connection.state));
+  client.disconnect();
+  console.log("pusher-js 8: signin at /api/realtime/user-auth, sendToUser, terminateUserConnections (4009): ok");
+}
+
 function echoFor(token) {
   return new Echo({
     broadcaster: "pusher",
@@ -295,6 +328,7 @@ try {
   await pusherJs();
   await cacheChannel();
   await presence();
+  await signIn();
   await laravelEcho();
   await records();
   process.exit(0);
