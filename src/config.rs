@@ -6,13 +6,16 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use serde::Deserialize;
 
+use crate::engine::channel_rules::{ChannelRuleSeed, ChannelRules};
 use crate::engine::events::EventNames;
 use crate::engine::{CollectionName, EngineError, RuleTexts};
+use crate::filter::FilterEngine;
 use crate::limits::{ClientLimits, TrustedProxies, TrustedProxy};
 use crate::pusher::Limits;
 
@@ -204,6 +207,11 @@ pub struct Settings {
     #[arg(skip)]
     #[serde(default)]
     pub collections: Vec<CollectionSeed>,
+
+    /// App channels our channel authorization signs, with their rules (TOML only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub channels: Vec<ChannelRuleSeed>,
 }
 
 /// A collection declared in the TOML file.
@@ -248,6 +256,8 @@ pub struct Config {
     /// `Some` with driver `pusher`: events go to this external service.
     pub external: Option<ExternalPusher>,
     pub collections: Vec<CollectionSeed>,
+    /// App channel rules, checked (they compile).
+    pub channels: Vec<ChannelRuleSeed>,
 }
 
 /// Which driver delivers events.
@@ -368,6 +378,11 @@ impl Settings {
             } else {
                 self.collections
             },
+            channels: if self.channels.is_empty() {
+                lower.channels
+            } else {
+                self.channels
+            },
         }
     }
 
@@ -434,6 +449,14 @@ impl Settings {
                 })
             }
         };
+        ChannelRules::compile(&self.channels, Arc::new(FilterEngine::new())).map_err(|error| {
+            match error {
+                EngineError::Invalid { field, message } => {
+                    ConfigError::Invalid(format!("{field}: {message}"))
+                }
+                other => ConfigError::Invalid(other.to_string()),
+            }
+        })?;
         let trusted_proxies = self
             .trusted_proxies
             .unwrap_or_default()
@@ -506,6 +529,7 @@ impl Settings {
             write_stall_timeout: limit(self.write_stall_timeout_secs.unwrap_or(30)),
             external,
             collections: self.collections,
+            channels: self.channels,
         })
     }
 }

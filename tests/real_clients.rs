@@ -25,6 +25,12 @@ api_rules = { list = "@request.auth.id != ''" }
 [[collections]]
 name = "tasks"
 api_rules = { list = "@request.auth.id = owner", create = "owner = @request.auth.id" }
+
+# Laravel's `Broadcast::channel('team.{team}', ...)`, declared here instead.
+[[channels]]
+pattern = "team.{team}"
+rule = "team = 'red' && @request.auth.id != 'bob'"
+user_info = ["sub"]
 "#;
 
 /// Installs run one at a time.
@@ -94,7 +100,7 @@ fn pusher_js_laravel_echo_and_the_node_server_library() {
     let output = against_server("node", &dir.join("test.mjs"), &dir);
     assert_eq!(
         output.matches(": ok").count(),
-        8,
+        9,
         "every scenario reported ok:\n{output}"
     );
 }

@@ -186,8 +186,12 @@ pub enum ChannelAuthRequest {
 /// A Pusher channel authorization.
 #[derive(Object, Debug)]
 pub struct ChannelAuthorization {
-    /// `app_key:hex(HMAC-SHA256(secret, socket_id:channel_name))`.
+    /// `app_key:hex(HMAC-SHA256(secret, socket_id:channel_name))`, with `:channel_data` for a
+    /// presence channel.
     pub auth: String,
+    /// For a presence channel: the member, `{"user_id", "user_info"?}`, as JSON text.
+    #[oai(skip_serializing_if_is_none)]
+    pub channel_data: Option<String>,
 }
 
 #[derive(ApiResponse)]
@@ -268,13 +272,22 @@ fn authorize(
             format!("`{}` is not a valid channel name", body.channel_name),
         ));
     }
-    app.engine
-        .authorize_channel(&identity, &body.channel_name)?;
-    Ok(AuthorizeResponse::Ok(Json(ChannelAuthorization {
-        auth: app
-            .driver
+    let channel = body.channel_name.as_str();
+    let channel_data = if app.engine.channels().subscription_id(channel).is_some() {
+        app.engine.authorize_channel(&identity, channel)?;
+        None
+    } else {
+        app.engine
+            .authorize_app_channel(&identity, channel)?
+            .channel_data
+    };
+    let auth =
+        app.driver
             .signing_app()
-            .authorize(socket_id.as_str(), &body.channel_name, None),
+            .authorize(socket_id.as_str(), channel, channel_data.as_deref());
+    Ok(AuthorizeResponse::Ok(Json(ChannelAuthorization {
+        auth,
+        channel_data,
     })))
 }
 

@@ -8,6 +8,7 @@
 //! Actors are unnamed (ractor's name registry is process-global), so several servers can run
 //! in one process.
 
+pub mod channel_rules;
 pub mod collection;
 pub mod events;
 pub mod names;
@@ -29,6 +30,7 @@ use crate::limits::{ClientKey, Quota};
 use crate::pusher::Driver;
 use crate::pusher::protocol::SocketId;
 use crate::store::{OwnerDoc, Store, StoreError};
+use channel_rules::ChannelRules;
 use collection::CollectionMsg;
 pub use names::{ChannelNames, CollectionName};
 use registry::{RegistryActor, RegistryArgs, RegistryMsg};
@@ -215,6 +217,8 @@ pub struct Subscribed {
 #[derive(Clone)]
 pub struct Engine {
     registry: ActorRef<RegistryMsg>,
+    /// The app channels our channel authorization signs.
+    channel_rules: Arc<ChannelRules>,
     store: Store,
     channels: ChannelNames,
     filters: Arc<FilterEngine>,
@@ -249,6 +253,7 @@ impl Engine {
         store.sync().await?;
         Ok(Engine {
             registry,
+            channel_rules: Arc::new(ChannelRules::compile(&config.channels, filters.clone())?),
             store,
             channels,
             filters,
@@ -495,6 +500,17 @@ impl Engine {
                 ))
             }
         }
+    }
+
+    /// Whether `identity` may listen on an app channel (not a realtime subscription's): the
+    /// `[[channels]]` rules decide; for a presence channel the grant holds the member's
+    /// `channel_data`.
+    pub fn authorize_app_channel(
+        &self,
+        identity: &Identity,
+        channel: &str,
+    ) -> Result<channel_rules::Grant, EngineError> {
+        self.channel_rules.authorize(identity, channel)
     }
 
     /// The actor owning the subscription a channel name designates, found through the

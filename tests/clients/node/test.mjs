@@ -273,6 +273,23 @@ function recorder(channel, names) {
   };
 }
 
+async function channelRules() {
+  // App channels authorized by our own endpoint through the [[channels]] rules: no PHP backend.
+  const alice = echoFor(ALICE);
+  const bob = echoFor(BOB);
+  const here = await within(5000, "alice's here() on team.red", (done) => alice.join("team.red").here(done));
+  assert.deepEqual(here, [{ sub: "alice" }], "user_info from the rule's claims");
+  const refused = await within(5000, "bob refused by the rule", (done) => bob.join("team.red").error(done));
+  assert.equal(refused.status, 403, JSON.stringify(refused));
+  const blue = await within(5000, "team.blue refused", (done) => alice.private("team.blue").error(done));
+  assert.equal(blue.status, 403, JSON.stringify(blue));
+  const undeclared = await within(5000, "an undeclared channel refused", (done) => alice.private("payroll").error(done));
+  assert.equal(undeclared.status, 403, JSON.stringify(undeclared));
+  alice.disconnect();
+  bob.disconnect();
+  console.log("laravel-echo 2: [[channels]] rules authorize presence and private app channels at /api/realtime/auth: ok");
+}
+
 async function records() {
   // A guest, filter `status = 'active'`, with Echo on the public channel.
   const { channel_name } = await subscribe("posts", null, "status = 'active'");
@@ -331,6 +348,7 @@ try {
   await signIn();
   await laravelEcho();
   await records();
+  await channelRules();
   process.exit(0);
 } catch (error) {
   console.error(error);
