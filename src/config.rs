@@ -135,6 +135,12 @@ pub struct Settings {
     #[arg(long, env = "VELO_PRESENCE_MAX_USER_INFO_BYTES")]
     pub presence_max_user_info_bytes: Option<usize>,
 
+    /// Base64 of 32 random bytes: with it, authorizing a private-encrypted- channel answers the
+    /// channel's shared_secret (SHA-256 of the channel name and this key, as the server
+    /// libraries derive it) [default: none: encrypted channels are not authorized here]
+    #[arg(long, env = "VELO_ENCRYPTION_MASTER_KEY", hide_env_values = true)]
+    pub encryption_master_key: Option<String>,
+
     /// Token claims copied into a signed-in user's user_data besides `id`, comma-separated
     /// (e.g. name,email) [default: none]
     #[arg(long, env = "VELO_USER_DATA_CLAIMS", value_delimiter = ',')]
@@ -244,6 +250,8 @@ pub struct Config {
     pub event_names: EventNames,
     /// Claims copied into a signed-in user's `user_data`, besides `id`.
     pub user_data_claims: Vec<String>,
+    /// The master key encrypted channels' shared secrets derive from.
+    pub encryption_master_key: Option<[u8; 32]>,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
     /// For a request's head, for an idle kept-alive connection, and for an upgrade's handover;
@@ -353,6 +361,7 @@ impl Settings {
                 .presence_max_user_info_bytes
                 .or(lower.presence_max_user_info_bytes),
             user_data_claims: self.user_data_claims.or(lower.user_data_claims),
+            encryption_master_key: self.encryption_master_key.or(lower.encryption_master_key),
             client_events: self.client_events.or(lower.client_events),
             max_subscriptions_per_client: self
                 .max_subscriptions_per_client
@@ -457,6 +466,23 @@ impl Settings {
                 other => ConfigError::Invalid(other.to_string()),
             }
         })?;
+        let encryption_master_key = match &self.encryption_master_key {
+            None => None,
+            Some(text) => {
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(text.trim())
+                    .map_err(|_| {
+                        ConfigError::Invalid("encryption_master_key is not base64".into())
+                    })?;
+                Some(<[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "encryption_master_key must be 32 bytes (base64 of 32 random bytes), not {}",
+                        bytes.len()
+                    ))
+                })?)
+            }
+        };
         let trusted_proxies = self
             .trusted_proxies
             .unwrap_or_default()
@@ -517,6 +543,7 @@ impl Settings {
             },
             trusted_proxies,
             event_names: self.event_names.unwrap_or_default(),
+            encryption_master_key,
             user_data_claims: self
                 .user_data_claims
                 .unwrap_or_default()

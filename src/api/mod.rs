@@ -39,6 +39,8 @@ pub struct App {
     pub trusted_proxies: TrustedProxies,
     /// Claims copied into a signed-in user's `user_data`, besides `id`.
     pub user_data_claims: Vec<String>,
+    /// The master key encrypted channels' shared secrets derive from.
+    pub encryption_master_key: Option<[u8; 32]>,
 }
 
 impl App {
@@ -50,6 +52,7 @@ impl App {
             subscribe_rate: Arc::new(Rate::new(config.clients.subscribes_per_second)),
             trusted_proxies: config.trusted_proxies.clone(),
             user_data_claims: config.user_data_claims.clone(),
+            encryption_master_key: config.encryption_master_key,
         }
     }
 

@@ -16,7 +16,7 @@ use crate::auth::Identity;
 use crate::engine::events::Action;
 use crate::limits::ClientKey;
 use crate::metrics::Metrics;
-use crate::pusher::protocol::{SocketId, USER_CHANNEL_PREFIX, channel_kind};
+use crate::pusher::protocol::{ChannelKind, SocketId, USER_CHANNEL_PREFIX, channel_kind};
 
 /// A request to receive a collection's changes.
 ///
@@ -192,6 +192,9 @@ pub struct ChannelAuthorization {
     /// For a presence channel: the member, `{"user_id", "user_info"?}`, as JSON text.
     #[oai(skip_serializing_if_is_none)]
     pub channel_data: Option<String>,
+    /// For a `private-encrypted-` channel: its key, base64.
+    #[oai(skip_serializing_if_is_none)]
+    pub shared_secret: Option<String>,
 }
 
 #[derive(ApiResponse)]
@@ -273,6 +276,16 @@ fn authorize(
         ));
     }
     let channel = body.channel_name.as_str();
+    let shared_secret = match (channel_kind(channel), app.encryption_master_key) {
+        (Some(ChannelKind::Encrypted), Some(key)) => Some(shared_secret(channel, &key)),
+        (Some(ChannelKind::Encrypted), None) => {
+            return Err(ApiError::invalid(
+                "channel_name",
+                "encrypted channels need the server's VELO_ENCRYPTION_MASTER_KEY, which is not set",
+            ));
+        }
+        _ => None,
+    };
     let channel_data = if app.engine.channels().subscription_id(channel).is_some() {
         app.engine.authorize_channel(&identity, channel)?;
         None
@@ -288,7 +301,19 @@ fn authorize(
     Ok(AuthorizeResponse::Ok(Json(ChannelAuthorization {
         auth,
         channel_data,
+        shared_secret,
     })))
+}
+
+/// An encrypted channel's key, as the server libraries derive it: base64 of
+/// SHA-256(channel name ‖ master key). Clients decrypt with it what the libraries encrypted.
+fn shared_secret(channel: &str, master_key: &[u8; 32]) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    hash.update(channel.as_bytes());
+    hash.update(master_key);
+    base64::engine::general_purpose::STANDARD.encode(hash.finalize())
 }
 
 pub struct RealtimeApi;

@@ -7,7 +7,7 @@ import Echo from "laravel-echo";
 import PusherServer from "pusher";
 import Pusher from "pusher-js";
 
-const { VELO_URL, APP_ID, APP_KEY, APP_SECRET, ALICE, BOB } = process.env;
+const { VELO_URL, APP_ID, APP_KEY, APP_SECRET, ALICE, BOB, ENCRYPTION_MASTER_KEY } = process.env;
 const url = new URL(VELO_URL);
 const clientOptions = {
   wsHost: url.hostname,
@@ -24,6 +24,7 @@ const server = new PusherServer({
   host: url.hostname,
   port: url.port,
   useTLS: false,
+  encryptionMasterKeyBase64: ENCRYPTION_MASTER_KEY,
 });
 
 /** Resolves with the first value `register` passes to its callback, or rejects after `ms`. */
@@ -290,6 +291,19 @@ async function channelRules() {
   console.log("laravel-echo 2: [[channels]] rules authorize presence and private app channels at /api/realtime/auth: ok");
 }
 
+async function encryptedChannel() {
+  // The server library encrypts for private-encrypted-team.red; we relay the ciphertext and
+  // our auth endpoint gives pusher-js the channel's shared_secret, so pusher-js decrypts.
+  const alice = echoFor(ALICE);
+  const channel = alice.encryptedPrivate("team.red");
+  await within(5000, "the encrypted subscription", (done) => channel.subscribed(done));
+  const secret = within(5000, "the decrypted event", (done) => channel.listen(".secret", done));
+  await server.trigger("private-encrypted-team.red", "secret", { code: 1234 });
+  assert.deepEqual(await secret, { code: 1234 });
+  alice.disconnect();
+  console.log("pusher-js 8: encrypted channel, shared_secret from /api/realtime/auth, decrypted: ok");
+}
+
 async function records() {
   // A guest, filter `status = 'active'`, with Echo on the public channel.
   const { channel_name } = await subscribe("posts", null, "status = 'active'");
@@ -349,6 +363,7 @@ try {
   await laravelEcho();
   await records();
   await channelRules();
+  await encryptedChannel();
   process.exit(0);
 } catch (error) {
   console.error(error);
