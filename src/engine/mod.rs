@@ -6,7 +6,8 @@
 //! ([`Engine::sync`]), so that an actor never waits on the disk.
 //!
 //! Actors are unnamed (ractor's name registry is process-global), so several servers can run
-//! in one process.
+//! in one process. [`channel_rules`] decides which app channels, beyond the subscriptions' own,
+//! our channel authorization signs.
 
 pub mod channel_rules;
 pub mod collection;
