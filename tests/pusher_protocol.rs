@@ -710,7 +710,7 @@ async fn a_frame_too_large_to_read_is_answered_before_the_close() {
 
 #[tokio::test]
 async fn cache_channels_replay_the_last_event_to_new_subscribers() {
-    let server = Server::start_with_env(COLLECTIONS, 300, &[("VELO_CACHE_TTL_SECS", "2")]);
+    let server = Server::start_with_env(COLLECTIONS, 300, &[("VELO_CACHE_TTL_SECS", "5")]);
     let trigger =
         |data: &str| json!({"name": "price", "channels": ["cache-price", "plain"], "data": data});
     // Nothing triggered yet: a miss, right after the subscription succeeded.
@@ -750,13 +750,13 @@ async fn cache_channels_replay_the_last_event_to_new_subscribers() {
         "no replay, no miss"
     );
     // Past the TTL the event is gone.
-    let expired = support::eventually(Duration::from_secs(10), || async {
+    let expired = support::eventually(Duration::from_secs(30), || async {
         let (mut socket, _) = connect(&server).await;
         subscribe(&mut socket, "cache-price", Some("")).await;
         frame(&mut socket).await["event"] == "pusher:cache_miss"
     })
     .await;
-    assert!(expired, "the cached event outlived its 2 s");
+    assert!(expired, "the cached event outlived its 5 s");
 }
 
 /// Joins a presence channel as `member` (`channel_data`), signed as the server libraries sign.
@@ -828,6 +828,9 @@ async fn presence_members_are_users_not_sockets() {
     let joined = presence_data(&join(&mut tab2, &tab2_id, room, &alice).await);
     assert_eq!(joined["presence"]["count"], 2);
     nothing_more(&mut bobs).await;
+    // Subscribing again is confirmed again, with the members (pusher-js reads them).
+    let again = presence_data(&join(&mut tab2, &tab2_id, room, &alice).await);
+    assert_eq!(again["presence"]["count"], 2, "{again}");
 
     // A third user is over the limit of 2 members.
     let (mut carols, carols_id) = connect(&server).await;
@@ -982,6 +985,29 @@ async fn signed_in_users_get_their_events_and_can_be_terminated() {
         .pusher_api(Method::GET, "/apps/4242/channels", None)
         .await;
     assert_eq!(channels.body, json!({"channels": {}}));
+
+    // The client cannot leave its own channel, and so cannot dodge terminate_connections.
+    send(
+        &mut alices,
+        json!({"event": "pusher:unsubscribe", "data": {"channel": "#server-to-user-alice"}}),
+    )
+    .await;
+    nothing_more(&mut alices).await;
+    // Our auth endpoint signs neither public nor users' own channels.
+    for (channel, status) in [
+        ("#server-to-user-alice", StatusCode::FORBIDDEN),
+        ("orders", StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let reply = server
+            .call(
+                Method::POST,
+                "/api/realtime/auth",
+                Some(support::ADMIN),
+                Some(json!({"socket_id": alices_id, "channel_name": channel})),
+            )
+            .await;
+        assert_eq!(reply.status, status, "{channel}: {:?}", reply.body);
+    }
 
     // terminate_connections: 4009, which pusher-js does not retry.
     let reply = server

@@ -13,6 +13,7 @@ use super::payload::{BodyType, FormBody, JsonBody, UnknownKeys};
 use super::security::{AdminToken, Credentials};
 use super::{ApiTags, App};
 use crate::auth::Identity;
+use crate::engine::EngineError;
 use crate::engine::events::Action;
 use crate::limits::ClientKey;
 use crate::metrics::Metrics;
@@ -286,8 +287,39 @@ fn authorize(
         }
         _ => None,
     };
-    let channel_data = if app.engine.channels().subscription_id(channel).is_some() {
-        app.engine.authorize_channel(&identity, channel)?;
+    match channel_kind(channel) {
+        Some(ChannelKind::Public) => {
+            return Err(ApiError::invalid(
+                "channel_name",
+                "a public channel needs no authorization: subscribe without `auth`",
+            ));
+        }
+        Some(ChannelKind::User) => {
+            return Err(ApiError::forbidden(
+                "a user's own channel is joined by signing in (pusher:signin), not authorized",
+            ));
+        }
+        Some(ChannelKind::Private | ChannelKind::Encrypted | ChannelKind::Presence) | None => {}
+    }
+    // A realtime subscription's channel, else an app channel the [[channels]] rules decide. A
+    // name with our prefix is ours (unknown: 404); a bare UUID only when a subscription has it
+    // (an app may name its channels by UUIDs).
+    let names = app.engine.channels();
+    let realtime = match names.subscription_id(channel) {
+        None => false,
+        Some(_) if names.is_prefixed(channel) => {
+            app.engine.authorize_channel(&identity, channel)?;
+            true
+        }
+        Some(_) => match app.engine.authorize_channel(&identity, channel) {
+            Err(EngineError::UnknownChannel) => false,
+            outcome => {
+                outcome?;
+                true
+            }
+        },
+    };
+    let channel_data = if realtime {
         None
     } else {
         app.engine

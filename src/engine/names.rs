@@ -80,6 +80,15 @@ impl ChannelNames {
         }
     }
 
+    /// Whether `name` carries the realtime prefix (after any `private-` kind prefix).
+    pub fn is_prefixed(&self, name: &str) -> bool {
+        let name = name
+            .strip_prefix("private-encrypted-")
+            .or_else(|| name.strip_prefix("private-"))
+            .unwrap_or(name);
+        name.starts_with(self.prefix.as_str())
+    }
+
     /// The subscription a name designates: the bare UUID (what Velo's own clients send),
     /// `{prefix}{uuid}` (what subscribe returns), or either with `private-` or
     /// `private-encrypted-` in front (DESIGN.md §11, §15).

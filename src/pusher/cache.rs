@@ -5,10 +5,12 @@
 //! events).
 //!
 //! Bounded in time (an entry older than the TTL is gone) and in channels: at the maximum, the
-//! channel written least recently makes room. One short mutex per trigger on a cache channel and
-//! per subscription to one; other channels never reach this module.
+//! channel used least recently (written or replayed) makes room. Sharded by channel name as the
+//! hub is, so a trigger fanning out on one cache channel holds only its shard; the maximum is
+//! kept per shard (a 64th of it each, rounded up). Other channels never reach this module.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,17 +32,20 @@ pub fn is_cache_channel(channel: &str) -> bool {
 pub struct EventCache {
     /// `None`: entries never expire.
     ttl: Option<Duration>,
-    /// 0: no limit.
+    /// Per shard; 0: no limit.
     max_channels: usize,
-    entries: Mutex<Entries>,
+    shards: Box<[Mutex<Entries>]>,
+    hasher: std::hash::RandomState,
 }
+
+const SHARDS: usize = 64;
 
 #[derive(Default)]
 struct Entries {
     by_channel: HashMap<Arc<str>, Entry>,
-    /// Channels by when they were last written, oldest first.
+    /// Channels by when they were last used, oldest first.
     by_age: BTreeMap<u64, Arc<str>>,
-    writes: u64,
+    uses: u64,
 }
 
 struct Entry {
@@ -48,20 +53,26 @@ struct Entry {
     frame: Utf8Bytes,
     stored: Instant,
     /// Its key in `by_age`.
-    write: u64,
+    used: u64,
 }
 
 impl EventCache {
     pub fn new(ttl: Option<Duration>, max_channels: usize) -> Self {
+        Self::with_shards(ttl, max_channels, SHARDS)
+    }
+
+    fn with_shards(ttl: Option<Duration>, max_channels: usize, shards: usize) -> Self {
         Self {
             ttl,
-            max_channels,
-            entries: Mutex::default(),
+            max_channels: max_channels.div_ceil(shards),
+            shards: (0..shards).map(|_| Mutex::default()).collect(),
+            hasher: std::hash::RandomState::new(),
         }
     }
 
-    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
-        self.entries
+    fn entries(&self, channel: &str) -> std::sync::MutexGuard<'_, Entries> {
+        let shard = self.hasher.hash_one(channel) as usize % self.shards.len();
+        self.shards[shard]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -70,7 +81,7 @@ impl EventCache {
     /// against [`EventCache::join`]: a subscriber joining meanwhile gets it once, live or
     /// replayed, and in order.
     pub fn publish(&self, channel: &str, frame: &Utf8Bytes, now: Instant, send: impl FnOnce()) {
-        let mut entries = self.entries();
+        let mut entries = self.entries(channel);
         send();
         Self::store(&mut entries, self.max_channels, channel, frame, now);
     }
@@ -84,7 +95,7 @@ impl EventCache {
         now: Instant,
         join: impl FnOnce(Option<Utf8Bytes>) -> R,
     ) -> R {
-        let mut entries = self.entries();
+        let mut entries = self.entries(channel);
         let last = self.last(&mut entries, channel, now);
         join(last)
     }
@@ -96,23 +107,23 @@ impl EventCache {
         frame: &Utf8Bytes,
         now: Instant,
     ) {
-        entries.writes += 1;
-        let write = entries.writes;
+        entries.uses += 1;
+        let used = entries.uses;
         let key: Arc<str> = match entries.by_channel.get(channel) {
             Some(old) => {
-                let key = entries.by_age.remove(&old.write).expect("indexed by age");
+                let key = entries.by_age.remove(&old.used).expect("indexed by age");
                 entries.by_channel.remove(channel);
                 key
             }
             None => channel.into(),
         };
-        entries.by_age.insert(write, key.clone());
+        entries.by_age.insert(used, key.clone());
         entries.by_channel.insert(
             key,
             Entry {
                 frame: frame.clone(),
                 stored: now,
-                write,
+                used,
             },
         );
         while max_channels != 0 && entries.by_channel.len() > max_channels {
@@ -123,25 +134,40 @@ impl EventCache {
         }
     }
 
-    /// `channel`'s last event, unless there is none or it is older than the TTL.
+    /// `channel`'s last event, unless there is none or it is older than the TTL; a replay
+    /// counts as a use.
     fn last(&self, entries: &mut Entries, channel: &str, now: Instant) -> Option<Utf8Bytes> {
         let entry = entries.by_channel.get(channel)?;
         let expired = self
             .ttl
             .is_some_and(|ttl| now.duration_since(entry.stored) >= ttl);
-        if !expired {
-            return Some(entry.frame.clone());
+        let used = entry.used;
+        let key = entries.by_age.remove(&used).expect("indexed by age");
+        if expired {
+            entries.by_channel.remove(channel);
+            return None;
         }
-        let write = entry.write;
-        entries.by_age.remove(&write);
-        entries.by_channel.remove(channel);
-        None
+        entries.uses += 1;
+        let now_used = entries.uses;
+        entries.by_age.insert(now_used, key);
+        let entry = entries.by_channel.get_mut(channel).expect("present above");
+        entry.used = now_used;
+        Some(entry.frame.clone())
     }
 
     /// How many channels have an event kept (expired ones included until they are asked for
     /// or pushed out).
     pub fn len(&self) -> usize {
-        self.entries().by_channel.len()
+        self.shards
+            .iter()
+            .map(|shard| {
+                shard
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .by_channel
+                    .len()
+            })
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -190,21 +216,32 @@ mod tests {
     }
 
     #[test]
-    fn the_channel_written_least_recently_makes_room() {
-        let cache = EventCache::new(None, 2);
+    fn the_channel_used_least_recently_makes_room() {
+        let cache = EventCache::with_shards(None, 2, 1);
         let now = Instant::now();
-        for (channel, frame) in [
-            ("cache-a", "a"),
-            ("cache-b", "b"),
-            ("cache-a", "a2"),
-            ("cache-c", "c"),
-        ] {
-            cache.publish(channel, &Utf8Bytes::from(frame), now, || {});
-        }
-        assert_eq!(cache.len(), 2);
         let last = |channel| cache.join(channel, now, |last| last);
-        assert_eq!(last("cache-b"), None, "written least recently");
-        assert_eq!(last("cache-a"), Some(Utf8Bytes::from("a2")));
+        let publish = |channel, frame| cache.publish(channel, &Utf8Bytes::from(frame), now, || {});
+        publish("cache-a", "a");
+        publish("cache-b", "b");
+        assert_eq!(
+            last("cache-a"),
+            Some(Utf8Bytes::from("a")),
+            "a replay is a use"
+        );
+        publish("cache-c", "c");
+        assert_eq!(cache.len(), 2);
+        assert_eq!(last("cache-b"), None, "used least recently");
+        assert_eq!(last("cache-a"), Some(Utf8Bytes::from("a")));
         assert_eq!(last("cache-c"), Some(Utf8Bytes::from("c")));
+    }
+
+    #[test]
+    fn the_maximum_is_shared_out_among_shards() {
+        let cache = EventCache::new(None, 100);
+        let now = Instant::now();
+        for n in 0..1000 {
+            cache.publish(&format!("cache-{n}"), &Utf8Bytes::from("x"), now, || {});
+        }
+        assert!(cache.len() <= 64 * 2, "{} kept", cache.len());
     }
 }

@@ -236,6 +236,7 @@ impl Session<'_> {
                     .data_object()
                     .and_then(|data| data.get("channel")?.as_str().map(str::to_owned))
                     && self.channels.contains(&channel)
+                    && !self.is_own_user_channel(&channel)
                 {
                     self.channels.retain(|known| known != &channel);
                     self.leave(&channel).await;
@@ -269,7 +270,15 @@ impl Session<'_> {
             return;
         };
         if self.channels.iter().any(|known| known == channel) {
-            self.send(frames::subscription_succeeded(channel));
+            // Already subscribed: confirmed again, with the members on a presence channel
+            // (pusher-js reads them from every confirmation).
+            let again = if kind == ChannelKind::Presence {
+                let members = self.driver.presence.members(channel).await;
+                frames::presence_succeeded(channel, &members)
+            } else {
+                frames::subscription_succeeded(channel)
+            };
+            self.send(again);
             return;
         }
         if self.channels.len() >= self.driver.limits.max_channels_per_socket {
@@ -300,10 +309,7 @@ impl Session<'_> {
                 return;
             }
             ChannelKind::User => {
-                let own = self.user_id.as_deref().is_some_and(|user_id| {
-                    channel.strip_prefix(USER_CHANNEL_PREFIX) == Some(user_id)
-                });
-                if !own {
+                if !self.is_own_user_channel(channel) {
                     refuse(
                         403,
                         "Only the user signed in on this connection may subscribe",
@@ -423,10 +429,13 @@ impl Session<'_> {
             && limit != 0
             && info.to_string().len() > limit
         {
-            return refuse(
+            self.send(frames::subscription_error(
+                channel,
+                "LimitReached",
                 Code::ClientLimit.as_u16(),
                 &format!("user_info is over the limit of {limit} bytes"),
-            );
+            ));
+            return None;
         }
         Some(Member { user_id, user_info })
     }
@@ -436,6 +445,10 @@ impl Session<'_> {
     async fn join(&mut self, channel: &str, member: Member) {
         let user_id = member.user_id.clone();
         let user_info = member.user_info.clone();
+        // The decision, the hub and what is sent are one step per channel: a join and a leave
+        // on the same channel never interleave (each would miss the other's member event).
+        let driver = self.driver;
+        let _turn = driver.presence_turns.take(channel).await;
         let joined = self
             .driver
             .presence
@@ -479,14 +492,17 @@ impl Session<'_> {
     /// Leaves a channel; on a presence channel, the others hear of the user when this was
     /// their last socket there.
     async fn leave(&mut self, channel: &str) {
-        self.driver.hub.unsubscribe(channel, &self.connection.id);
         let Some(index) = self
             .memberships
             .iter()
             .position(|(joined, _)| joined == channel)
         else {
+            self.driver.hub.unsubscribe(channel, &self.connection.id);
             return;
         };
+        let driver = self.driver;
+        let _turn = driver.presence_turns.take(channel).await;
+        self.driver.hub.unsubscribe(channel, &self.connection.id);
         let (channel, user_id) = self.memberships.swap_remove(index);
         let last = self
             .driver
@@ -497,6 +513,14 @@ impl Session<'_> {
             let removed = Utf8Bytes::from(frames::member_removed(&channel, &user_id));
             self.driver.hub.publish(&channel, &removed, None);
         }
+    }
+
+    /// Whether `channel` is the signed-in user's own: the connection stays on it (it is how
+    /// `terminate_connections` finds the connection), whatever the client asks.
+    fn is_own_user_channel(&self, channel: &str) -> bool {
+        self.user_id
+            .as_deref()
+            .is_some_and(|user_id| channel.strip_prefix(USER_CHANNEL_PREFIX) == Some(user_id))
     }
 
     /// The user id this socket joined `channel` as, if it is a presence channel.
@@ -554,6 +578,7 @@ impl Session<'_> {
             self.leave(&old).await;
         }
         self.send(frames::signin_success(&user_data));
+        // The user's own channel does not count against the channels a connection may hold.
         if !self.channels.contains(&channel) {
             self.driver.hub.subscribe(&channel, self.connection);
             self.channels.push(channel);

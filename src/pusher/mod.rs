@@ -83,6 +83,8 @@ pub struct Driver {
     pub cache: EventCache,
     /// Who is on each presence channel.
     pub presence: Box<dyn Presence>,
+    /// One join or leave at a time per presence channel.
+    pub presence_turns: presence::Turns,
     pub limits: Limits,
     /// The server's counters (deliveries, slow consumers, and the engine's).
     pub metrics: Arc<Metrics>,
@@ -110,6 +112,7 @@ impl Driver {
             hub: Hub::new(limits.max_connections, limits.max_connections_per_address),
             cache: EventCache::new(limits.cache_ttl, limits.cache_max_channels),
             presence: Box::new(LocalPresence::default()),
+            presence_turns: presence::Turns::default(),
             trusted_proxies,
             metrics,
             outbound,

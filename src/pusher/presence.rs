@@ -63,6 +63,35 @@ pub trait Presence: Send + Sync {
     fn members<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Vec<Member>>;
 }
 
+/// Turns on presence channels: a join or a leave takes its channel's turn for the whole step
+/// (membership, hub, the frames it sends), so that steps on one channel never interleave.
+/// Sharded by channel name, as the hub is: steps on different channels rarely wait for each
+/// other.
+pub struct Turns {
+    shards: Box<[tokio::sync::Mutex<()>]>,
+    hasher: std::hash::RandomState,
+}
+
+const TURN_SHARDS: usize = 64;
+
+impl Default for Turns {
+    fn default() -> Self {
+        Self {
+            shards: (0..TURN_SHARDS).map(|_| Default::default()).collect(),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+}
+
+impl Turns {
+    /// Waits for `channel`'s turn; it lasts as long as the guard.
+    pub async fn take(&self, channel: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::BuildHasher;
+        let shard = self.hasher.hash_one(channel) as usize % TURN_SHARDS;
+        self.shards[shard].lock().await
+    }
+}
+
 /// Presence in this process.
 #[derive(Default)]
 pub struct LocalPresence {

@@ -21,7 +21,8 @@ pub enum Code {
     InvalidVersion = 4006,
     /// 4007: a protocol version this server does not speak.
     UnsupportedProtocol = 4007,
-    /// 4009: not allowed (origin).
+    /// 4009: not allowed: an origin not allowed, a bad sign-in, or the user's connections
+    /// terminated. Clients do not reconnect.
     Unauthorized = 4009,
     /// 4100: the client cannot keep up; reconnect after a pause.
     OverCapacity = 4100,
