@@ -110,7 +110,15 @@ pub async fn serve(socket: WebSocketStream<Upgraded>, driver: Arc<Driver>, hands
         () = session.read(stream) => false,
         _ = &mut writer => true,
     };
-    for channel in std::mem::take(&mut session.channels) {
+    // Every channel, and every presence membership (a reader cut off mid-unsubscribe may have
+    // dropped the channel but not yet the membership).
+    let mut leaving = std::mem::take(&mut session.channels);
+    for (channel, _) in &session.memberships {
+        if !leaving.contains(channel) {
+            leaving.push(channel.clone());
+        }
+    }
+    for channel in leaving {
         session.leave(&channel).await;
     }
     drop(session);
