@@ -142,7 +142,7 @@ fn pysher_and_the_python_server_library() {
     let output = against_server("python3", &dir.join("test.py"), &dir);
     assert_eq!(
         output.matches(": ok").count(),
-        4,
+        5,
         "every scenario reported ok:\n{output}"
     );
 }

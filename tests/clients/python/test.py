@@ -146,10 +146,48 @@ def records_flow():
     print("pysher: Velo's broadcasting tests, created/updated/deleted payloads: ok")
 
 
+def presence_queries():
+    # pysher signs presence itself with the app secret (with an auth endpoint it sends its own
+    # user_data as channel_data and keeps only `auth`, which a server that chooses channel_data,
+    # as Laravel and our [[channels]] rules do, cannot sign); the `pusher` library queries.
+    channel = f"presence-py-{int(time.time() * 1000)}"
+    clients = []
+    for user_id, tabs in (("ada", 2), ("bo", 1)):
+        for _ in range(tabs):
+            client = pysher.Pusher(
+                APP_KEY,
+                custom_host=HOST,
+                port=PORT,
+                secure=False,
+                secret=APP_SECRET,
+                user_data={"user_id": user_id, "user_info": {"name": user_id.title()}},
+                log_level=logging.WARNING,
+            )
+            connected = queue.Queue()
+            client.connection.bind("pusher:connection_established", lambda data, q=connected: q.put(data))
+            client.connect()
+            connected.get(timeout=10)
+            client.subscribe(channel)
+            clients.append(client)
+    deadline = time.monotonic() + 10
+    while server.channel_info(channel, ["subscription_count"]).get("subscription_count") != 3:
+        assert time.monotonic() < deadline, "the three sockets did not join"
+        time.sleep(0.05)
+    assert server.channel_info(channel, ["user_count"])["user_count"] == 2, "users, not sockets"
+    listed = server.channels_info(prefix_filter="presence-py-", attributes=["user_count"])
+    assert listed["channels"][channel]["user_count"] == 2, listed
+    users = sorted(user["id"] for user in server.users_info(channel)["users"])
+    assert users == ["ada", "bo"], users
+    for client in clients:
+        client.disconnect(timeout=2)
+    print("pysher presence; pusher (Python): channel_info, channels_info user_count, users_info: ok")
+
+
 if __name__ == "__main__":
     public_channel()
     private_channel()
     records_flow()
+    presence_queries()
     sys.stdout.flush()
     # pysher's reconnecting threads must not keep the process alive.
     os._exit(0)
