@@ -115,7 +115,8 @@ impl<K: Eq + Hash + Clone> Quota<K> {
         }
     }
 
-    pub fn count(&self, key: &K) -> usize {
+    #[cfg(test)]
+    fn count(&self, key: &K) -> usize {
         self.counts().get(key).copied().unwrap_or(0)
     }
 }

@@ -13,7 +13,6 @@ use super::payload::{BodyType, FormBody, JsonBody, UnknownKeys};
 use super::security::{AdminToken, Credentials};
 use super::{ApiTags, App};
 use crate::auth::Identity;
-use crate::engine::EngineError;
 use crate::engine::events::Action;
 use crate::limits::ClientKey;
 use crate::metrics::Metrics;
@@ -301,31 +300,10 @@ fn authorize(
         }
         Some(ChannelKind::Private | ChannelKind::Encrypted | ChannelKind::Presence) | None => {}
     }
-    // A realtime subscription's channel, else an app channel the [[channels]] rules decide. A
-    // name with our prefix is ours (unknown: 404); a bare UUID only when a subscription has it
-    // (an app may name its channels by UUIDs).
-    let names = app.engine.channels();
-    let realtime = match names.subscription_id(channel) {
-        None => false,
-        Some(_) if names.is_prefixed(channel) => {
-            app.engine.authorize_channel(&identity, channel)?;
-            true
-        }
-        Some(_) => match app.engine.authorize_channel(&identity, channel) {
-            Err(EngineError::UnknownChannel) => false,
-            outcome => {
-                outcome?;
-                true
-            }
-        },
-    };
-    let channel_data = if realtime {
-        None
-    } else {
-        app.engine
-            .authorize_app_channel(&identity, channel)?
-            .channel_data
-    };
+    let channel_data = app
+        .engine
+        .authorize_channel(&identity, channel)?
+        .channel_data;
     let auth =
         app.driver
             .signing_app()

@@ -30,7 +30,7 @@ use crate::filter::{FilterEngine, Rule};
 use crate::limits::{ClientKey, Quota};
 use crate::pusher::Driver;
 use crate::pusher::protocol::SocketId;
-use crate::store::{OwnerDoc, Store, StoreError};
+use crate::store::{OwnerDoc, Store, StoreError, SubscriptionDoc};
 use channel_rules::ChannelRules;
 use collection::CollectionMsg;
 pub use names::{ChannelNames, CollectionName};
@@ -464,19 +464,40 @@ impl Engine {
         .await
     }
 
-    /// Whether `identity` may listen on the Pusher channel `channel` (`private-{prefix}{uuid}`):
-    /// only the user who made that subscription, or the admin.
-    pub fn authorize_channel(&self, identity: &Identity, channel: &str) -> Result<(), EngineError> {
-        let id = self.channels.subscription_id(channel).ok_or_else(|| {
-            EngineError::invalid(
-                "channel_name",
-                format!("`{channel}` is not a realtime channel"),
-            )
-        })?;
-        let doc = self
-            .store
-            .subscription(id)?
-            .ok_or(EngineError::UnknownChannel)?;
+    /// Whether `identity` may listen on the private Pusher channel `channel`. A realtime
+    /// subscription's channel (a name with our prefix, or a bare UUID a subscription has) is
+    /// decided by [`Engine::authorize_subscription`]; any other by the `[[channels]]` rules,
+    /// whose grant holds a presence member's `channel_data`.
+    pub fn authorize_channel(
+        &self,
+        identity: &Identity,
+        channel: &str,
+    ) -> Result<channel_rules::Grant, EngineError> {
+        if let Some(id) = self.channels.subscription_id(channel) {
+            match self.store.subscription(id)? {
+                Some(doc) => {
+                    self.authorize_subscription(identity, id, &doc, channel)?;
+                    return Ok(channel_rules::Grant { channel_data: None });
+                }
+                None if self.channels.is_prefixed(channel) => {
+                    return Err(EngineError::UnknownChannel);
+                }
+                // A bare UUID no subscription has: an app may name its channels so.
+                None => {}
+            }
+        }
+        self.channel_rules.authorize(identity, channel)
+    }
+
+    /// A subscription's channel: only its own private channel is signed, and only for the
+    /// user who made it, or the admin.
+    fn authorize_subscription(
+        &self,
+        identity: &Identity,
+        id: Uuid,
+        doc: &SubscriptionDoc,
+        channel: &str,
+    ) -> Result<(), EngineError> {
         if doc.is_public {
             return Err(EngineError::invalid(
                 "channel_name",
@@ -494,24 +515,13 @@ impl Engine {
         match (identity, &doc.owner) {
             (Identity::Superuser, _) => Ok(()),
             (Identity::Guest, _) => Err(EngineError::Unauthenticated),
-            (Identity::User(user), OwnerDoc::User { id, .. }) if &user.id == id => Ok(()),
+            (Identity::User(user), OwnerDoc::User { id, .. }) if user.id == *id => Ok(()),
             (Identity::User(_), OwnerDoc::User { .. } | OwnerDoc::Guest | OwnerDoc::Superuser) => {
                 Err(EngineError::Forbidden(
                     "only the user who subscribed may listen on this channel".into(),
                 ))
             }
         }
-    }
-
-    /// Whether `identity` may listen on an app channel (not a realtime subscription's): the
-    /// `[[channels]]` rules decide; for a presence channel the grant holds the member's
-    /// `channel_data`.
-    pub fn authorize_app_channel(
-        &self,
-        identity: &Identity,
-        channel: &str,
-    ) -> Result<channel_rules::Grant, EngineError> {
-        self.channel_rules.authorize(identity, channel)
     }
 
     /// The actor owning the subscription a channel name designates, found through the

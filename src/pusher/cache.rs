@@ -157,7 +157,8 @@ impl EventCache {
 
     /// How many channels have an event kept (expired ones included until they are asked for
     /// or pushed out).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|shard| {
@@ -170,7 +171,8 @@ impl EventCache {
             .sum()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

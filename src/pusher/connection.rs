@@ -164,6 +164,11 @@ impl Session<'_> {
         self.send(frames::error(code, message));
     }
 
+    /// Refuses a subscription to `channel`: `pusher:subscription_error` of `kind` and `status`.
+    fn refuse(&self, channel: &str, kind: &str, status: u16, message: &str) {
+        self.send(frames::subscription_error(channel, kind, status, message));
+    }
+
     async fn read(
         &mut self,
         mut stream: futures_util::stream::SplitStream<WebSocketStream<Upgraded>>,
@@ -265,14 +270,8 @@ impl Session<'_> {
             return;
         };
         let channel = data.channel.as_str();
-        let refuse = |status: u16, message: &str| {
-            self.send(frames::subscription_error(
-                channel,
-                "AuthError",
-                status,
-                message,
-            ))
-        };
+        let refuse =
+            |status: u16, message: &str| self.refuse(channel, "AuthError", status, message);
         let Some(kind) = channel_kind(channel) else {
             refuse(400, "Invalid channel name");
             return;
@@ -395,12 +394,7 @@ impl Session<'_> {
     /// when the signature, the `channel_data` or its `user_info` is not right.
     fn presence_member(&self, channel: &str, data: &SubscribeData) -> Option<Member> {
         let refuse = |status: u16, message: &str| {
-            self.send(frames::subscription_error(
-                channel,
-                "AuthError",
-                status,
-                message,
-            ));
+            self.refuse(channel, "AuthError", status, message);
             None
         };
         let Some(channel_data) = data.channel_data.as_deref() else {
@@ -437,12 +431,12 @@ impl Session<'_> {
             && limit != 0
             && info.to_string().len() > limit
         {
-            self.send(frames::subscription_error(
+            self.refuse(
                 channel,
                 "LimitReached",
                 Code::ClientLimit.as_u16(),
                 &format!("user_info is over the limit of {limit} bytes"),
-            ));
+            );
             return None;
         }
         Some(Member { user_id, user_info })
@@ -468,12 +462,12 @@ impl Session<'_> {
             )
             .await;
         let Ok(joined) = joined else {
-            self.send(frames::subscription_error(
+            self.refuse(
                 channel,
                 "LimitReached",
                 Code::OverCapacity.as_u16(),
                 "The presence channel is full",
-            ));
+            );
             return;
         };
         self.channels.push(channel.to_owned());
