@@ -17,7 +17,7 @@ use crate::engine::events::EventNames;
 use crate::engine::{CollectionName, EngineError, RuleTexts};
 use crate::filter::FilterEngine;
 use crate::limits::{ClientLimits, TrustedProxies, TrustedProxy};
-use crate::pusher::Limits;
+use crate::pusher::{Limits, webhooks};
 
 /// Development secrets: fine on loopback, loudly reported anywhere else.
 pub const DEV_ADMIN_TOKEN: &str = "velo-dev-admin-token";
@@ -209,6 +209,20 @@ pub struct Settings {
     #[arg(long, env = "VELO_PUSHER_RETRY_WINDOW_SECS")]
     pub pusher_retry_window_secs: Option<u64>,
 
+    /// URLs every webhook event is POSTed to, comma-separated (`[[webhooks]]` in the TOML
+    /// file chooses events per URL) [default: none]
+    #[arg(long, env = "VELO_WEBHOOK_URLS", value_delimiter = ',')]
+    pub webhook_urls: Option<Vec<String>>,
+
+    /// Seconds a webhook batch is retried while its URL fails, before its events are dropped [default: 60]
+    #[arg(long, env = "VELO_WEBHOOK_RETRY_WINDOW_SECS")]
+    pub webhook_retry_window_secs: Option<u64>,
+
+    /// Webhook URLs with the events each gets (TOML only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub webhooks: Vec<WebhookSeed>,
+
     /// Collections to create at start-up when they do not exist yet (TOML only).
     #[arg(skip)]
     #[serde(default)]
@@ -228,6 +242,15 @@ pub struct CollectionSeed {
     /// An absent rule is `SUPERUSER_ONLY`, `""` is public.
     #[serde(default)]
     pub api_rules: RuleTexts,
+}
+
+/// A `[[webhooks]]` entry of the TOML file.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSeed {
+    pub url: String,
+    /// The events this URL gets; absent: all of them.
+    pub events: Option<Vec<webhooks::Kind>>,
 }
 
 /// The resolved configuration.
@@ -266,6 +289,10 @@ pub struct Config {
     pub collections: Vec<CollectionSeed>,
     /// App channel rules, checked (they compile).
     pub channels: Vec<ChannelRuleSeed>,
+    /// Where webhooks go, and which events each URL gets.
+    pub webhooks: Vec<webhooks::Target>,
+    /// How long a failing webhook batch is retried.
+    pub webhook_retry_window: Duration,
 }
 
 /// Which driver delivers events.
@@ -382,6 +409,15 @@ impl Settings {
             pusher_retry_window_secs: self
                 .pusher_retry_window_secs
                 .or(lower.pusher_retry_window_secs),
+            webhook_urls: self.webhook_urls.or(lower.webhook_urls),
+            webhook_retry_window_secs: self
+                .webhook_retry_window_secs
+                .or(lower.webhook_retry_window_secs),
+            webhooks: if self.webhooks.is_empty() {
+                lower.webhooks
+            } else {
+                self.webhooks
+            },
             collections: if self.collections.is_empty() {
                 lower.collections
             } else {
@@ -483,6 +519,7 @@ impl Settings {
                 })?)
             }
         };
+        let webhooks = webhook_targets(self.webhook_urls.as_deref(), &self.webhooks)?;
         let trusted_proxies = self
             .trusted_proxies
             .unwrap_or_default()
@@ -557,8 +594,48 @@ impl Settings {
             external,
             collections: self.collections,
             channels: self.channels,
+            webhooks,
+            webhook_retry_window: Duration::from_secs(self.webhook_retry_window_secs.unwrap_or(60)),
         })
     }
+}
+
+/// The webhook URLs: every event to each of `VELO_WEBHOOK_URLS`, the chosen ones to each
+/// `[[webhooks]]` entry.
+fn webhook_targets(
+    urls: Option<&[String]>,
+    seeds: &[WebhookSeed],
+) -> Result<Vec<webhooks::Target>, ConfigError> {
+    let everything = urls
+        .unwrap_or_default()
+        .iter()
+        .map(|url| url.trim())
+        .filter(|url| !url.is_empty())
+        .map(|url| (url.to_owned(), webhooks::Kinds::all()));
+    let chosen = seeds.iter().map(|seed| match &seed.events {
+        None => Ok((seed.url.trim().to_owned(), webhooks::Kinds::all())),
+        Some(events) if events.is_empty() => Err(ConfigError::Invalid(format!(
+            "webhooks `{}`: an empty events list sends nothing (leave it out for every event)",
+            seed.url
+        ))),
+        Some(events) => Ok((seed.url.trim().to_owned(), events.iter().copied().collect())),
+    });
+    everything
+        .map(Ok)
+        .chain(chosen)
+        .map(|target| {
+            let (url, kinds) = target?;
+            let valid = url.parse::<poem::http::Uri>().ok().is_some_and(|uri| {
+                matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+            });
+            if !valid {
+                return Err(ConfigError::Invalid(format!(
+                    "webhook URL `{url}` is not an http:// or https:// URL"
+                )));
+            }
+            Ok(webhooks::Target { url, kinds })
+        })
+        .collect()
 }
 
 /// A limit as configured, where 0 means no limit: `none` stands for it.

@@ -23,6 +23,10 @@ pub struct Metrics {
     pub pusher_sent: AtomicU64,
     pub pusher_retried: AtomicU64,
     pub pusher_dropped: AtomicU64,
+    /// Webhook events sent, retried and dropped (summed over the URLs).
+    pub webhooks_sent: AtomicU64,
+    pub webhooks_retried: AtomicU64,
+    pub webhooks_dropped: AtomicU64,
     /// Refusals by the per-client limits: live subscriptions, subscribe rate, connections per
     /// address.
     pub limited_subscriptions: AtomicU64,
@@ -132,6 +136,21 @@ impl Metrics {
                 "velo_pusher_dropped_total",
                 "Events dropped: queue full, refused, or past the retry window.",
                 &self.pusher_dropped,
+            ),
+            (
+                "velo_webhooks_sent_total",
+                "Webhook events accepted (2xx) by their URL.",
+                &self.webhooks_sent,
+            ),
+            (
+                "velo_webhooks_retried_total",
+                "Webhook events whose request failed and was tried again.",
+                &self.webhooks_retried,
+            ),
+            (
+                "velo_webhooks_dropped_total",
+                "Webhook events dropped: queue full, or past the retry window.",
+                &self.webhooks_dropped,
             ),
         ] {
             metric(name, "counter", help, &plain(load(counter)));

@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::pusher::Driver;
 use crate::pusher::outbound::Outbound;
 use crate::pusher::signature::AppCredentials;
+use crate::pusher::webhooks::Webhooks;
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,13 +46,21 @@ pub async fn run(
             metrics.clone(),
         )
     });
+    let app = AppCredentials::new(&config.app_id, &config.app_key, &config.app_secret);
+    let webhooks = Webhooks::start(
+        &config.webhooks,
+        &app,
+        config.webhook_retry_window,
+        metrics.clone(),
+    );
     let driver = Arc::new(Driver::new(
-        AppCredentials::new(&config.app_id, &config.app_key, &config.app_secret),
+        app,
         config.pusher.clone(),
         config.cors_origins.clone(),
         config.trusted_proxies.clone(),
         metrics.clone(),
         outbound,
+        webhooks,
     ));
     let engine = Engine::start(&config, store.clone(), driver.clone()).await?;
     let routes = api::routes(App::new(engine, driver.clone(), &config), &config);

@@ -110,15 +110,8 @@ pub async fn serve(socket: WebSocketStream<Upgraded>, driver: Arc<Driver>, hands
         () = session.read(stream) => false,
         _ = &mut writer => true,
     };
-    // Every channel, and every presence membership (a reader cut off mid-unsubscribe may have
-    // dropped the channel but not yet the membership).
-    let mut leaving = std::mem::take(&mut session.channels);
-    for (channel, _) in &session.memberships {
-        if !leaving.contains(channel) {
-            leaving.push(channel.clone());
-        }
-    }
-    for channel in leaving {
+    // Every channel (a reader cut off mid-leave has kept the channel, and so leaves it now).
+    while let Some(channel) = session.channels.last().cloned() {
         session.leave(&channel).await;
     }
     drop(session);
@@ -251,7 +244,6 @@ impl Session<'_> {
                     && self.channels.contains(&channel)
                     && !self.is_own_user_channel(&channel)
                 {
-                    self.channels.retain(|known| known != &channel);
                     self.leave(&channel).await;
                 }
             }
@@ -325,28 +317,51 @@ impl Session<'_> {
                 }
             }
         }
-        self.channels.push(channel.to_owned());
-        if !cache::is_cache_channel(channel) {
-            self.driver.hub.subscribe(channel, self.connection);
-            self.send(frames::subscription_succeeded(channel));
-            return;
-        }
-        // A cache channel: its last event (or `pusher:cache_miss`) right after
-        // `subscription_succeeded`, with no trigger in between.
-        self.driver.cache.join(channel, Instant::now(), |last| {
-            self.driver.hub.subscribe(channel, self.connection);
-            self.send(frames::subscription_succeeded(channel));
-            self.replay(channel, last);
-        });
+        let driver = self.driver;
+        let _turn = driver.turns.take(channel).await;
+        let succeeded = frames::subscription_succeeded(channel);
+        self.enter(channel, succeeded).await;
     }
 
-    /// A cache channel's last event for a new subscriber, or `pusher:cache_miss`.
-    fn replay(&self, channel: &str, last: Option<Utf8Bytes>) {
+    /// Puts this socket on `channel` (in the channel's turn) and confirms with `succeeded`:
+    /// the channel's first subscriber tells the webhooks it is occupied, and a cache channel's
+    /// last event (or `pusher:cache_miss`) follows the confirmation with no trigger between.
+    async fn enter(&mut self, channel: &str, succeeded: String) {
+        let (first, missed) = if cache::is_cache_channel(channel) {
+            self.driver.cache.join(channel, Instant::now(), |last| {
+                let first = self.driver.hub.subscribe(channel, self.connection);
+                self.send(succeeded);
+                (first, !self.replay(channel, last))
+            })
+        } else {
+            let first = self.driver.hub.subscribe(channel, self.connection);
+            self.send(succeeded);
+            (first, false)
+        };
+        self.channels.push(channel.to_owned());
+        if first
+            && !channel.starts_with(USER_CHANNEL_PREFIX)
+            && self.driver.presence.node_occupancy(channel, true).await
+        {
+            self.driver.webhooks.channel_occupied(channel);
+        }
+        if missed {
+            self.driver.webhooks.cache_miss(channel);
+        }
+    }
+
+    /// A cache channel's last event for a new subscriber, or `pusher:cache_miss`; false when
+    /// there was none.
+    fn replay(&self, channel: &str, last: Option<Utf8Bytes>) -> bool {
         match last {
             Some(last) => {
                 self.connection.send(last);
+                true
             }
-            None => self.send(frames::cache_miss(channel)),
+            None => {
+                self.send(frames::cache_miss(channel));
+                false
+            }
         }
     }
 
@@ -377,15 +392,23 @@ impl Session<'_> {
             );
             return;
         }
+        let user_id = self.member_id(channel);
         let relayed = Utf8Bytes::from(frames::client_event(
             &frame.event,
             channel,
             &frame.data,
-            self.member_id(channel),
+            user_id,
         ));
         self.driver
             .hub
             .publish(channel, &relayed, Some(&self.connection.id));
+        self.driver.webhooks.client_event(
+            channel,
+            &frame.event,
+            &frame.data,
+            self.connection.id.as_str(),
+            user_id,
+        );
     }
 }
 
@@ -450,7 +473,7 @@ impl Session<'_> {
         // The decision, the hub and what is sent are one step per channel: a join and a leave
         // on the same channel never interleave (each would miss the other's member event).
         let driver = self.driver;
-        let _turn = driver.presence_turns.take(channel).await;
+        let _turn = driver.turns.take(channel).await;
         let joined = self
             .driver
             .presence
@@ -470,51 +493,51 @@ impl Session<'_> {
             );
             return;
         };
-        self.channels.push(channel.to_owned());
         self.memberships.push((channel.to_owned(), user_id.clone()));
         let succeeded = frames::presence_succeeded(channel, &joined.members);
-        if cache::is_cache_channel(channel) {
-            self.driver.cache.join(channel, Instant::now(), |last| {
-                self.driver.hub.subscribe(channel, self.connection);
-                self.send(succeeded);
-                self.replay(channel, last);
-            });
-        } else {
-            self.driver.hub.subscribe(channel, self.connection);
-            self.send(succeeded);
-        }
+        self.enter(channel, succeeded).await;
         if joined.first {
             let added = Utf8Bytes::from(frames::member_added(channel, &user_id, &user_info));
             self.driver
                 .hub
                 .publish(channel, &added, Some(&self.connection.id));
+            self.driver.webhooks.member_added(channel, &user_id);
         }
     }
 
-    /// Leaves a channel; on a presence channel, the others hear of the user when this was
-    /// their last socket there.
+    /// Leaves a channel, in its turn: on a presence channel the others hear of the user when
+    /// this was their last socket there, and the channel's last subscriber tells the webhooks
+    /// it is vacant. The channel stays in the session's list until every step is done, so a
+    /// reader cut off midway leaves it again when the connection ends (each step can be
+    /// repeated: the hub and the seam answer "last" once).
     async fn leave(&mut self, channel: &str) {
-        let Some(index) = self
+        let driver = self.driver;
+        let _turn = driver.turns.take(channel).await;
+        let last_here = driver.hub.unsubscribe(channel, &self.connection.id);
+        if let Some(index) = self
             .memberships
             .iter()
             .position(|(joined, _)| joined == channel)
-        else {
-            self.driver.hub.unsubscribe(channel, &self.connection.id);
-            return;
-        };
-        let driver = self.driver;
-        let _turn = driver.presence_turns.take(channel).await;
-        self.driver.hub.unsubscribe(channel, &self.connection.id);
-        let (channel, user_id) = self.memberships.swap_remove(index);
-        let last = self
-            .driver
-            .presence
-            .leave(&channel, &user_id, &self.connection.id)
-            .await;
-        if last {
-            let removed = Utf8Bytes::from(frames::member_removed(&channel, &user_id));
-            self.driver.hub.publish(&channel, &removed, None);
+        {
+            let user_id = &self.memberships[index].1;
+            let last = driver
+                .presence
+                .leave(channel, user_id, &self.connection.id)
+                .await;
+            if last {
+                let removed = Utf8Bytes::from(frames::member_removed(channel, user_id));
+                driver.hub.publish(channel, &removed, None);
+                driver.webhooks.member_removed(channel, user_id);
+            }
+            self.memberships.swap_remove(index);
         }
+        if last_here
+            && !channel.starts_with(USER_CHANNEL_PREFIX)
+            && driver.presence.node_occupancy(channel, false).await
+        {
+            driver.webhooks.channel_vacated(channel);
+        }
+        self.channels.retain(|known| known != channel);
     }
 
     /// Whether `channel` is the signed-in user's own: the connection stays on it (it is how
@@ -575,9 +598,8 @@ impl Session<'_> {
         if let Some(previous) = self.user_id.replace(user_id.clone())
             && previous != user_id
         {
-            let old = format!("{USER_CHANNEL_PREFIX}{previous}");
-            self.channels.retain(|known| known != &old);
-            self.leave(&old).await;
+            self.leave(&format!("{USER_CHANNEL_PREFIX}{previous}"))
+                .await;
         }
         self.send(frames::signin_success(&user_data));
         // The user's own channel does not count against the channels a connection may hold.

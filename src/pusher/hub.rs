@@ -168,29 +168,37 @@ impl Hub {
         self.shutdown.send_replace(true);
     }
 
-    /// Adds a listener; subscribing twice is harmless.
-    pub fn subscribe(&self, channel: &str, connection: &Arc<Connection>) {
-        let mut shard = self
-            .shard(channel)
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        shard
-            .entry(Arc::from(channel))
-            .or_default()
-            .insert(connection.id.clone(), connection.clone());
-    }
-
-    pub fn unsubscribe(&self, channel: &str, socket: &SocketId) {
+    /// Adds a listener; subscribing twice is harmless. True when the channel had none.
+    pub fn subscribe(&self, channel: &str, connection: &Arc<Connection>) -> bool {
         let mut shard = self
             .shard(channel)
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(listeners) = shard.get_mut(channel) {
-            listeners.remove(socket);
-            if listeners.is_empty() {
-                shard.remove(channel);
-            }
+            listeners.insert(connection.id.clone(), connection.clone());
+            return false;
         }
+        shard.insert(
+            Arc::from(channel),
+            HashMap::from([(connection.id.clone(), connection.clone())]),
+        );
+        true
+    }
+
+    /// Removes a listener. True when it was the channel's last.
+    pub fn unsubscribe(&self, channel: &str, socket: &SocketId) -> bool {
+        let mut shard = self
+            .shard(channel)
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(listeners) = shard.get_mut(channel) else {
+            return false;
+        };
+        if listeners.remove(socket).is_none() || !listeners.is_empty() {
+            return false;
+        }
+        shard.remove(channel);
+        true
     }
 
     /// Queues `frame` to every listener of `channel` but `except`; returns how many got it.
@@ -265,16 +273,18 @@ mod tests {
         let hub = Hub::new(10, 0);
         let (a, mut a_rx) = connection(4);
         let (b, mut b_rx) = connection(4);
-        hub.subscribe("c", &a);
-        hub.subscribe("c", &a);
-        hub.subscribe("c", &b);
+        assert!(hub.subscribe("c", &a), "the first listener");
+        assert!(!hub.subscribe("c", &a), "again: not a new one");
+        assert!(!hub.subscribe("c", &b));
         assert_eq!(hub.subscription_count("c"), 2);
         let frame = Utf8Bytes::from("hello");
         assert_eq!(hub.publish("c", &frame, Some(&b.id)), 1);
         assert!(matches!(a_rx.try_recv(), Ok(Outbound::Frame(f)) if f.as_str() == "hello"));
         assert!(b_rx.try_recv().is_err());
-        hub.unsubscribe("c", &a.id);
-        hub.unsubscribe("c", &b.id);
+        assert!(!hub.unsubscribe("c", &a.id));
+        assert!(!hub.unsubscribe("c", &a.id), "gone already");
+        assert!(hub.unsubscribe("c", &b.id), "the last listener");
+        assert!(!hub.unsubscribe("c", &b.id), "the channel is gone");
         assert_eq!(hub.subscription_count("c"), 0);
         assert!(hub.channels("").is_empty());
     }

@@ -5,7 +5,9 @@
 //! * [`signature`]: channel authorizations and HTTP API request signatures.
 //! * [`hub`]: channel -> connections, bounded per-connection queues.
 //! * [`cache`]: the last event of each cache channel, replayed to new subscribers.
-//! * [`presence`]: who is on each presence channel, behind the seam cluster mode will fill.
+//! * [`presence`]: who is on each presence channel and which channels are occupied, behind the
+//!   seam cluster mode will fill.
+//! * [`webhooks`]: what happened on channels, posted to the app's URLs.
 //! * `connection`: one socket's reader and writer.
 //! * [`http_api`]: `/apps/{id}/events`, `batch_events`, `channels`.
 //!
@@ -19,6 +21,7 @@ pub mod outbound;
 pub mod presence;
 pub mod protocol;
 pub mod signature;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +40,7 @@ use outbound::Outbound;
 use presence::{LocalPresence, Presence};
 use protocol::Code;
 use signature::AppCredentials;
+use webhooks::Webhooks;
 
 use crate::limits::TrustedProxies;
 use crate::metrics::Metrics;
@@ -81,10 +85,12 @@ pub struct Driver {
     pub hub: Hub,
     /// The last event of each cache channel.
     pub cache: EventCache,
-    /// Who is on each presence channel.
+    /// Who is on each presence channel; which channels are occupied.
     pub presence: Box<dyn Presence>,
-    /// One join or leave at a time per presence channel.
-    pub presence_turns: presence::Turns,
+    /// One subscribe, join or leave at a time per channel.
+    pub turns: presence::Turns,
+    /// Where channel events are posted (none configured: nothing is built or sent).
+    pub webhooks: Webhooks,
     pub limits: Limits,
     /// The server's counters (deliveries, slow consumers, and the engine's).
     pub metrics: Arc<Metrics>,
@@ -107,12 +113,14 @@ impl Driver {
         trusted_proxies: TrustedProxies,
         metrics: Arc<Metrics>,
         outbound: Option<Outbound>,
+        webhooks: Webhooks,
     ) -> Self {
         Self {
             hub: Hub::new(limits.max_connections, limits.max_connections_per_address),
             cache: EventCache::new(limits.cache_ttl, limits.cache_max_channels),
             presence: Box::new(LocalPresence::default()),
-            presence_turns: presence::Turns::default(),
+            turns: presence::Turns::default(),
+            webhooks,
             trusted_proxies,
             metrics,
             outbound,

@@ -1,11 +1,13 @@
-//! Presence: who is on each presence channel. Members are users, not sockets (DESIGN.md §10): a
-//! user's second socket on a channel is not a new member, and only their last socket leaving
-//! removes them, so `member_added` / `member_removed` follow users.
+//! Presence and occupancy: who is on each presence channel, and whether a channel has
+//! subscribers. Members are users, not sockets: a user's second socket on a channel is not a
+//! new member, and only their last socket leaving removes them, so `member_added` /
+//! `member_removed` follow users.
 //!
 //! [`Presence`] is the seam: asynchronous from the start, because in cluster mode the first
-//! join and the last leave must be decided across nodes (a store answers them). The only
-//! implementation today is [`LocalPresence`], in this process. This module decides membership;
-//! it sends nothing (the connection tells the channel).
+//! join and the last leave (of a member, of a channel's subscribers) must be decided across
+//! nodes (a store answers them). The only implementation today is [`LocalPresence`], in this
+//! process. This module decides; it sends nothing (the connection tells the channel and the
+//! webhooks), and [`Turns`] keeps each channel's decisions and what they send in one order.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -61,12 +63,19 @@ pub trait Presence: Send + Sync {
 
     /// The members of `channel`.
     fn members<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Vec<Member>>;
+
+    /// This node's first subscriber of `channel` came (`occupied`), or its last one left
+    /// (not `occupied`): true when that makes the channel occupied, or vacant, everywhere
+    /// (`channel_occupied` / `channel_vacated`). This node's own sockets are counted by its
+    /// hub, which says when they become its first or its last.
+    fn node_occupancy<'a>(&'a self, channel: &'a str, occupied: bool) -> BoxFuture<'a, bool>;
 }
 
-/// Turns on presence channels: a join or a leave takes its channel's turn for the whole step
-/// (membership, hub, the frames it sends), so that steps on one channel never interleave.
-/// Sharded by channel name, as the hub is: steps on different channels rarely wait for each
-/// other.
+/// Turns on channels: a subscribe, join or leave takes its channel's turn for the whole step
+/// (membership, occupancy, hub, the frames and webhooks it sends), so that steps on one
+/// channel never interleave: no member event is lost between a join and a leave, and
+/// `channel_occupied` / `channel_vacated` never come out of order. Sharded by channel name, as
+/// the hub is: steps on different channels rarely wait for each other.
 pub struct Turns {
     shards: Box<[tokio::sync::Mutex<()>]>,
     hasher: std::hash::RandomState,
@@ -182,6 +191,11 @@ impl Presence for LocalPresence {
 
     fn members<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Vec<Member>> {
         Box::pin(async move { self.channels().get(channel).map(listed).unwrap_or_default() })
+    }
+
+    /// One node is everywhere: its first subscriber occupies the channel, its last vacates it.
+    fn node_occupancy<'a>(&'a self, _channel: &'a str, _occupied: bool) -> BoxFuture<'a, bool> {
+        Box::pin(std::future::ready(true))
     }
 }
 

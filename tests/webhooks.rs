@@ -1,0 +1,373 @@
+//! Webhooks end to end: a real server posting to a receiver in this test, over real HTTP.
+//! What is sent when (per channel, per user), the batches and their signatures, a receiver
+//! that is down for a while (nothing lost inside the retry window, in order), and one down for
+//! longer (dropped and counted, and the next events still go). The Node test checks every
+//! webhook with the `pusher` library's own `webhook(...).isValid()`.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::ws::{self, Socket};
+use support::{APP_KEY, APP_SECRET, Server, eventually};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use velo_realtime::pusher::signature::AppCredentials;
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Delivery {
+    content_type: String,
+    key: String,
+    signature: String,
+    body: String,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    /// Answers 503 to everything while true.
+    down: bool,
+    /// Requests answered 503.
+    refused: usize,
+    /// Requests answered 200, in arrival order.
+    accepted: Vec<Delivery>,
+}
+
+/// A webhook receiver on 127.0.0.1: a minimal HTTP/1.1 server (keep-alive, Content-Length
+/// bodies) that records what it accepts.
+#[derive(Clone)]
+struct Receiver {
+    url: String,
+    state: Arc<Mutex<ReceiverState>>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/webhooks", listener.local_addr().unwrap());
+        let state: Arc<Mutex<ReceiverState>> = Arc::default();
+        let shared = state.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(stream, shared.clone()));
+            }
+        });
+        Receiver { url, state }
+    }
+
+    fn set_down(&self, down: bool) {
+        self.state.lock().unwrap().down = down;
+    }
+
+    fn refused(&self) -> usize {
+        self.state.lock().unwrap().refused
+    }
+
+    fn accepted(&self) -> Vec<Delivery> {
+        self.state.lock().unwrap().accepted.clone()
+    }
+
+    /// Every accepted event, in order, as `name channel [user_id]`; checks each request.
+    fn events(&self) -> Vec<String> {
+        let app = AppCredentials::new(support::APP_ID, APP_KEY, APP_SECRET);
+        let mut events = Vec::new();
+        for delivery in self.accepted() {
+            assert_eq!(delivery.content_type, "application/json");
+            assert!(
+                app.verify_webhook(&delivery.key, delivery.body.as_bytes(), &delivery.signature),
+                "signed with the app's key and secret: {delivery:?}"
+            );
+            let body: Value = serde_json::from_str(&delivery.body).unwrap();
+            assert!(body["time_ms"].as_u64().unwrap() > 1_700_000_000_000);
+            let batch = body["events"].as_array().unwrap();
+            assert!(!batch.is_empty() && batch.len() <= 50, "{}", batch.len());
+            for event in batch {
+                let mut line = format!(
+                    "{} {}",
+                    event["name"].as_str().unwrap(),
+                    event["channel"].as_str().unwrap()
+                );
+                if let Some(user_id) = event["user_id"].as_str() {
+                    line += &format!(" {user_id}");
+                }
+                events.push(line);
+            }
+        }
+        events
+    }
+
+    /// The accepted events, once there are `count` of them (within 20 s).
+    async fn wait_for(&self, count: usize) -> Vec<String> {
+        let arrived = eventually(Duration::from_secs(20), || async {
+            self.accepted()
+                .iter()
+                .map(|delivery| {
+                    serde_json::from_str::<Value>(&delivery.body).unwrap()["events"]
+                        .as_array()
+                        .unwrap()
+                        .len()
+                })
+                .sum::<usize>()
+                >= count
+        })
+        .await;
+        let events = self.events();
+        assert!(arrived, "{count} events expected, got {events:?}");
+        events
+    }
+}
+
+async fn serve(stream: tokio::net::TcpStream, state: Arc<Mutex<ReceiverState>>) {
+    let mut stream = BufReader::new(stream);
+    loop {
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end().to_owned();
+            if line.is_empty() {
+                break;
+            }
+            headers.push(line);
+        }
+        let header = |name: &str| {
+            headers
+                .iter()
+                .filter_map(|line| line.split_once(':'))
+                .find(|(key, _)| key.trim().eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.trim().to_owned())
+                .unwrap_or_default()
+        };
+        let length: usize = header("content-length").parse().unwrap_or(0);
+        let mut body = vec![0; length];
+        if stream.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let delivery = Delivery {
+            content_type: header("content-type"),
+            key: header("x-pusher-key"),
+            signature: header("x-pusher-signature"),
+            body: String::from_utf8(body).unwrap(),
+        };
+        let status = {
+            let mut state = state.lock().unwrap();
+            if state.down {
+                state.refused += 1;
+                "503 Service Unavailable"
+            } else {
+                state.accepted.push(delivery);
+                "200 OK"
+            }
+        };
+        let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+        if stream.get_mut().write_all(answer.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Subscribes to and leaves `count` public channels `{prefix}{i}`, one after the other: each
+/// is occupied, then vacated. Returns the events that makes.
+async fn occupy_and_vacate(socket: &mut Socket, prefix: &str, count: usize) -> Vec<String> {
+    let mut expected = Vec::new();
+    for i in 0..count {
+        let channel = format!("{prefix}{i}");
+        let reply = ws::subscribe(socket, &channel, None).await;
+        assert_eq!(reply["event"], "pusher_internal:subscription_succeeded");
+        ws::send(
+            socket,
+            json!({"event": "pusher:unsubscribe", "data": {"channel": channel}}),
+        )
+        .await;
+        expected.push(format!("channel_occupied {channel}"));
+        expected.push(format!("channel_vacated {channel}"));
+    }
+    expected
+}
+
+/// Joins `channel` as `user_id` (signed as the app's server would).
+async fn join(server: &Server, channel: &str, user_id: &str) -> Socket {
+    let (mut socket, socket_id) = ws::connect(server).await;
+    let app = AppCredentials::new(support::APP_ID, APP_KEY, APP_SECRET);
+    let channel_data = json!({ "user_id": user_id }).to_string();
+    let auth = app.authorize(&socket_id, channel, Some(&channel_data));
+    ws::send(
+        &mut socket,
+        json!({"event": "pusher:subscribe", "data": {
+            "channel": channel, "auth": auth, "channel_data": channel_data
+        }}),
+    )
+    .await;
+    let reply = ws::frame(&mut socket).await;
+    assert_eq!(reply["event"], "pusher_internal:subscription_succeeded");
+    socket
+}
+
+#[tokio::test]
+async fn channels_are_occupied_and_vacated_members_are_users_and_each_url_gets_its_events() {
+    let everything = Receiver::start().await;
+    let members_only = Receiver::start().await;
+    let toml = format!(
+        "[[webhooks]]\nurl = \"{}\"\nevents = [\"member_added\", \"member_removed\"]\n",
+        members_only.url
+    );
+    let server = Server::start_with_env(
+        &toml,
+        300,
+        &[
+            ("VELO_WEBHOOK_URLS", &everything.url),
+            ("VELO_CLIENT_EVENTS", "true"),
+        ],
+    );
+    let room = "presence-room";
+    let mut alice = join(&server, room, "alice").await;
+    let mut alice_tab = join(&server, room, "alice").await;
+    let mut bob = join(&server, room, "bob").await;
+    // Alice's second tab leaves: she is still there. (Its pong says the leave is done.)
+    ws::send(
+        &mut alice_tab,
+        json!({"event": "pusher:unsubscribe", "data": {"channel": room}}),
+    )
+    .await;
+    ws::send(&mut alice_tab, json!({"event": "pusher:ping", "data": {}})).await;
+    while ws::frame(&mut alice_tab).await["event"] != "pusher:pong" {}
+    ws::send(
+        &mut bob,
+        json!({"event": "client-typing", "channel": room, "data": {"text": "hi"}}),
+    )
+    .await;
+    // Alice sees bob's client event: it was relayed (and so its webhook queued).
+    while ws::frame(&mut alice).await["event"] != "client-typing" {}
+    alice.close(None).await.unwrap();
+    drop(alice);
+    // Bob hears she left: her leave is done.
+    while ws::frame(&mut bob).await["event"] != "pusher_internal:member_removed" {}
+    let (mut other, _) = ws::connect(&server).await;
+    let reply = ws::subscribe(&mut other, "cache-news", None).await;
+    assert_eq!(reply["event"], "pusher_internal:subscription_succeeded");
+    assert_eq!(ws::frame(&mut other).await["event"], "pusher:cache_miss");
+    bob.close(None).await.unwrap();
+    other.close(None).await.unwrap();
+
+    let expected = [
+        "channel_occupied presence-room",
+        "member_added presence-room alice",
+        "member_added presence-room bob",
+        "client_event presence-room bob",
+        "member_removed presence-room alice",
+        "channel_occupied cache-news",
+        "cache_miss cache-news",
+        "member_removed presence-room bob",
+        "channel_vacated presence-room",
+        "channel_vacated cache-news",
+    ];
+    // Bob's and the other socket's ends race each other; each channel's own order does not.
+    let mut got = everything.wait_for(expected.len()).await;
+    let vacated_at = got.len() - 3;
+    got[vacated_at..].sort_by_key(|line| line.contains("cache-news"));
+    assert_eq!(got, expected);
+    let members: Vec<&str> = expected
+        .iter()
+        .copied()
+        .filter(|line| line.starts_with("member_"))
+        .collect();
+    assert_eq!(members_only.wait_for(members.len()).await, members);
+
+    // The client event's fields, as Pusher sends them.
+    let client_event = everything
+        .accepted()
+        .iter()
+        .flat_map(|delivery| {
+            serde_json::from_str::<Value>(&delivery.body).unwrap()["events"]
+                .as_array()
+                .unwrap()
+                .clone()
+        })
+        .find(|event| event["name"] == "client_event")
+        .unwrap();
+    assert_eq!(client_event["event"], "client-typing");
+    assert_eq!(client_event["data"], r#"{"text":"hi"}"#, "data is a string");
+    assert!(client_event["socket_id"].as_str().unwrap().contains('.'));
+}
+
+#[tokio::test]
+async fn a_receiver_down_for_a_while_loses_nothing_inside_the_window_in_order() {
+    let receiver = Receiver::start().await;
+    receiver.set_down(true);
+    let server = Server::start_with_env("", 300, &[("VELO_WEBHOOK_URLS", &receiver.url)]);
+    let (mut socket, _) = ws::connect(&server).await;
+    let expected = occupy_and_vacate(&mut socket, "down-", 150).await;
+    // Refused a few times (the retries back off), then the receiver comes back.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            receiver.refused() >= 3
+        })
+        .await,
+        "retried"
+    );
+    receiver.set_down(false);
+    let got = receiver.wait_for(expected.len()).await;
+    assert_eq!(got, expected, "every event, once, in order");
+    let requests = receiver.accepted().len();
+    assert!(
+        (expected.len().div_ceil(50)..expected.len()).contains(&requests),
+        "batched: {requests} requests"
+    );
+    server
+        .wait_for_metrics(&[
+            &format!("velo_webhooks_sent_total {}", expected.len()),
+            "velo_webhooks_dropped_total 0",
+        ])
+        .await
+        .unwrap();
+    assert!(
+        !server
+            .metrics()
+            .await
+            .contains("velo_webhooks_retried_total 0\n")
+    );
+}
+
+#[tokio::test]
+async fn past_the_retry_window_events_are_dropped_counted_and_the_next_ones_go() {
+    let receiver = Receiver::start().await;
+    receiver.set_down(true);
+    let server = Server::start_with_env(
+        "",
+        300,
+        &[
+            ("VELO_WEBHOOK_URLS", &receiver.url),
+            ("VELO_WEBHOOK_RETRY_WINDOW_SECS", "1"),
+        ],
+    );
+    let (mut socket, _) = ws::connect(&server).await;
+    occupy_and_vacate(&mut socket, "lost-", 1).await;
+    server
+        .wait_for_metrics(&["velo_webhooks_dropped_total 2"])
+        .await
+        .unwrap();
+    assert!(server.logged(&["dropped"]));
+    receiver.set_down(false);
+    let expected = occupy_and_vacate(&mut socket, "after-", 1).await;
+    assert_eq!(receiver.wait_for(expected.len()).await, expected);
+}
+
+#[tokio::test]
+async fn a_webhook_url_that_is_not_http_stops_the_server_with_a_clear_message() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_velo-realtime"))
+        .env("VELO_WEBHOOK_URLS", "ftp://example.com/hooks")
+        .env("VELO_BIND", "127.0.0.1:0")
+        .env("VELO_DATA_DIR", tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("webhook URL `ftp://example.com/hooks` is not an http:// or https:// URL"),
+        "{stderr}"
+    );
+}
