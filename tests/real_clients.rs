@@ -7,7 +7,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 use serde_json::json;
@@ -112,6 +112,48 @@ fn pusher_js_laravel_echo_and_the_node_server_library() {
         10,
         "every scenario reported ok:\n{output}"
     );
+}
+
+/// The Node `pusher` library checks every webhook the server sends: the script listens first,
+/// then the server starts pointing its webhooks at it.
+#[test]
+fn every_webhook_is_valid_for_the_node_server_library() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = node_clients();
+    let mut script = Command::new("node")
+        .arg(dir.join("webhooks.mjs"))
+        .current_dir(&dir)
+        .env("APP_ID", APP_ID)
+        .env("APP_KEY", APP_KEY)
+        .env("APP_SECRET", APP_SECRET)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node starts");
+    let mut stdout = BufReader::new(script.stdout.take().unwrap());
+    let mut listening = String::new();
+    stdout.read_line(&mut listening).unwrap();
+    let port = listening
+        .trim()
+        .strip_prefix("listening ")
+        .unwrap_or_else(|| panic!("the script says where it listens: {listening:?}"));
+    let webhook_url = format!("http://127.0.0.1:{port}/webhooks");
+    let server = Server::start_with_env(
+        "",
+        300,
+        &[
+            ("VELO_WEBHOOK_URLS", &webhook_url),
+            ("VELO_CLIENT_EVENTS", "true"),
+        ],
+    );
+    writeln!(script.stdin.take().unwrap(), "{}", server.base).unwrap();
+    let mut output = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut output).unwrap();
+    // The script ends itself within 60 s, however it goes.
+    let status = script.wait().unwrap();
+    println!("{output}");
+    assert!(status.success(), "webhooks.mjs failed:\n{output}");
+    assert_eq!(output.matches(": ok").count(), 1, "{output}");
 }
 
 #[test]
