@@ -693,6 +693,56 @@ mod tests {
     }
 
     #[test]
+    fn webhooks_from_the_environment_and_the_file() {
+        let mut settings: Settings = toml::from_str(
+            "[[webhooks]]\nurl = 'https://app.example/hooks'\nevents = ['member_added', 'cache_miss']",
+        )
+        .unwrap();
+        settings.webhook_urls = Some(vec!["http://127.0.0.1:9/all".into(), " ".into()]);
+        let config = settings.resolve().unwrap();
+        let members: webhooks::Kinds = [webhooks::Kind::MemberAdded, webhooks::Kind::CacheMiss]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            config.webhooks,
+            [
+                webhooks::Target {
+                    url: "http://127.0.0.1:9/all".into(),
+                    kinds: webhooks::Kinds::all()
+                },
+                webhooks::Target {
+                    url: "https://app.example/hooks".into(),
+                    kinds: members
+                },
+            ]
+        );
+        assert_eq!(config.webhook_retry_window, Duration::from_secs(60));
+        for (text, message) in [
+            (
+                "[[webhooks]]\nurl = 'https://a.example'\nevents = []",
+                "an empty events list",
+            ),
+            (
+                "[[webhooks]]\nurl = 'a.example/hooks'",
+                "is not an http:// or https:// URL",
+            ),
+        ] {
+            let error = toml::from_str::<Settings>(text)
+                .unwrap()
+                .resolve()
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(message), "{error}");
+        }
+        let error = toml::from_str::<Settings>(
+            "[[webhooks]]\nurl = 'https://a.example'\nevents = ['channel_occupid']",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("channel_occupid"), "{error}");
+    }
+
+    #[test]
     fn a_limit_of_zero_is_no_limit() {
         let file: Settings = toml::from_str(
             "max_connections = 0\nmax_message_bytes = 0\nmax_channels_per_socket = 0\n\
