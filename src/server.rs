@@ -81,6 +81,10 @@ pub async fn run(
     while driver.hub.connection_count() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // The webhooks those closes made (channel_vacated, member_removed) get a bounded time.
+    if !driver.webhooks.drain(WEBHOOKS_DRAIN_GRACE).await {
+        tracing::warn!("webhook events were still queued when the server stopped");
+    }
     store.sync().await?;
     tracing::info!("stopped");
     Ok(())
@@ -88,3 +92,5 @@ pub async fn run(
 
 /// How long shutdown waits for WebSocket connections to close.
 const SOCKETS_CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long shutdown waits for queued webhook events.
+const WEBHOOKS_DRAIN_GRACE: Duration = Duration::from_secs(5);

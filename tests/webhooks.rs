@@ -371,3 +371,30 @@ async fn a_webhook_url_that_is_not_http_stops_the_server_with_a_clear_message() 
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_server_stopping_sends_the_webhooks_its_closing_sockets_made() {
+    let receiver = Receiver::start().await;
+    let server = Server::start_with_env("", 300, &[("VELO_WEBHOOK_URLS", &receiver.url)]);
+    let (mut socket, _) = ws::connect(&server).await;
+    let reply = ws::subscribe(&mut socket, "news", None).await;
+    assert_eq!(reply["event"], "pusher_internal:subscription_succeeded");
+    assert_eq!(receiver.wait_for(1).await, ["channel_occupied news"]);
+    // The client reads its 4200 (reconnect) close, as pusher-js does, while the server stops.
+    let closed = tokio::spawn(async move {
+        loop {
+            if let ws::Read::Closed(code) = ws::read(&mut socket).await {
+                return code;
+            }
+        }
+    });
+    let mut server = server;
+    let stopped = tokio::task::spawn_blocking(move || server.terminate());
+    assert_eq!(closed.await.unwrap(), Some(4200));
+    assert!(stopped.await.unwrap(), "a clean stop");
+    assert_eq!(
+        receiver.events(),
+        ["channel_occupied news", "channel_vacated news"],
+        "sent before the process ended"
+    );
+}

@@ -13,9 +13,11 @@
 //! [`REQUEST_TIMEOUT`], or no answer) is retried with backoff, the same body, until the retry
 //! window has passed; then its events are dropped, counted and logged, and the next batch
 //! goes. A full queue drops the new event at once (counted): a receiver that is down never
-//! slows a socket.
+//! slows a socket. A server stopping gives the queues a bounded time to drain
+//! ([`Webhooks::drain`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -109,6 +111,8 @@ pub struct Webhooks {
     /// Every kind some URL wants: events no one wants are not even built.
     wanted: Kinds,
     metrics: Option<Arc<Metrics>>,
+    /// Events queued and not yet sent or dropped, over every URL.
+    pending: Arc<AtomicUsize>,
 }
 
 impl Webhooks {
@@ -120,6 +124,7 @@ impl Webhooks {
         metrics: Arc<Metrics>,
     ) -> Self {
         let mut senders = Vec::with_capacity(targets.len());
+        let pending = Arc::new(AtomicUsize::new(0));
         for target in targets {
             let (queue, events) = std::sync::mpsc::sync_channel(QUEUE_EVENTS);
             let sender = Sender {
@@ -127,6 +132,7 @@ impl Webhooks {
                 app: app.clone(),
                 retry_window,
                 metrics: metrics.clone(),
+                pending: pending.clone(),
                 agent: ureq::Agent::new_with_config(
                     ureq::Agent::config_builder()
                         .timeout_global(Some(REQUEST_TIMEOUT))
@@ -144,7 +150,21 @@ impl Webhooks {
             wanted: Kinds(targets.iter().fold(0, |bits, target| bits | target.kinds.0)),
             senders,
             metrics: Some(metrics),
+            pending,
         }
+    }
+
+    /// Waits until every queued event is sent or dropped, for at most `within`; false when
+    /// some are still waiting.
+    pub async fn drain(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while self.pending.load(Ordering::Acquire) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
     }
 
     /// Whether some URL wants events of `kind`.
@@ -218,7 +238,9 @@ impl Webhooks {
             if !kinds.contains(kind) {
                 continue;
             }
+            self.pending.fetch_add(1, Ordering::AcqRel);
             if let Err(error) = queue.try_send(event.clone()) {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
                 if let Some(metrics) = &self.metrics {
                     Metrics::count(&metrics.webhooks_dropped, 1);
                 }
@@ -241,6 +263,7 @@ struct Sender {
     app: AppCredentials,
     retry_window: Duration,
     metrics: Arc<Metrics>,
+    pending: Arc<AtomicUsize>,
     agent: ureq::Agent,
 }
 
@@ -257,6 +280,7 @@ impl Sender {
                 }
             }
             self.deliver(&batch);
+            self.pending.fetch_sub(batch.len(), Ordering::AcqRel);
         }
     }
 
