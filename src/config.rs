@@ -95,9 +95,13 @@ pub struct Settings {
     #[arg(long, env = "VELO_SOCKET_QUEUE_FRAMES")]
     pub socket_queue_frames: Option<usize>,
 
-    /// Seconds of client silence before the server pings; a pong must follow within 30 s [default: 120]
+    /// Seconds of client silence before the server pings [default: 120]
     #[arg(long, env = "VELO_ACTIVITY_TIMEOUT_SECS")]
     pub activity_timeout_secs: Option<u64>,
+
+    /// Seconds a pinged client has to answer (anything will do) before it is closed with 4201 [default: 30]
+    #[arg(long, env = "VELO_PONG_TIMEOUT_SECS")]
+    pub pong_timeout_secs: Option<u64>,
 
     /// Seconds a client may take to send a request's headers. Also how long an idle kept-alive
     /// connection stays open, and how long a WebSocket upgrade may take to be handed over after
@@ -374,6 +378,7 @@ impl Settings {
                 .or(lower.max_channels_per_socket),
             socket_queue_frames: self.socket_queue_frames.or(lower.socket_queue_frames),
             activity_timeout_secs: self.activity_timeout_secs.or(lower.activity_timeout_secs),
+            pong_timeout_secs: self.pong_timeout_secs.or(lower.pong_timeout_secs),
             header_read_timeout_secs: self
                 .header_read_timeout_secs
                 .or(lower.header_read_timeout_secs),
@@ -566,7 +571,7 @@ impl Settings {
                 activity_timeout: Duration::from_secs(
                     self.activity_timeout_secs.unwrap_or(120).max(1),
                 ),
-                pong_timeout: Duration::from_secs(30),
+                pong_timeout: Duration::from_secs(self.pong_timeout_secs.unwrap_or(30).max(1)),
                 client_events: self.client_events.unwrap_or(false),
                 max_connections_per_address: self.max_connections_per_address.unwrap_or(1000),
                 cache_ttl: limit(self.cache_ttl_secs.unwrap_or(30 * 60)),

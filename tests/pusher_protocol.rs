@@ -606,6 +606,56 @@ async fn shutdown_tells_clients_to_reconnect() {
 }
 
 #[tokio::test]
+async fn a_client_that_never_answers_the_ping_is_closed_with_4201() {
+    let server = Server::start_with_env(
+        COLLECTIONS,
+        300,
+        &[
+            ("VELO_ACTIVITY_TIMEOUT_SECS", "1"),
+            ("VELO_PONG_TIMEOUT_SECS", "1"),
+        ],
+    );
+    let (mut socket, _) = connect(&server).await;
+    assert_eq!(frame(&mut socket).await["event"], "pusher:ping");
+    let error = frame(&mut socket).await;
+    assert_eq!(
+        (error["event"].as_str(), error["data"]["code"].as_u64()),
+        (Some("pusher:error"), Some(4201))
+    );
+    assert_eq!(read(&mut socket).await, Read::Closed(Some(4201)));
+}
+
+#[tokio::test]
+async fn connections_over_the_server_maximum_are_refused_with_4004() {
+    let server = Server::start_with_env(COLLECTIONS, 300, &[("VELO_MAX_CONNECTIONS", "2")]);
+    let (first, _) = connect(&server).await;
+    let (_second, _) = connect(&server).await;
+    let (mut third, _) =
+        tokio_tungstenite::connect_async(server.ws_url(&format!("/app/{APP_KEY}?protocol=7")))
+            .await
+            .unwrap();
+    let error = frame(&mut third).await;
+    assert_eq!(
+        (error["event"].as_str(), error["data"]["code"].as_u64()),
+        (Some("pusher:error"), Some(4004))
+    );
+    assert_eq!(read(&mut third).await, Read::Closed(Some(4004)));
+    drop(first);
+    // A place is free again once the first is gone.
+    assert!(
+        support::eventually(Duration::from_secs(10), || async {
+            let (mut socket, _) = tokio_tungstenite::connect_async(
+                server.ws_url(&format!("/app/{APP_KEY}?protocol=7")),
+            )
+            .await
+            .unwrap();
+            frame(&mut socket).await["event"] == "pusher:connection_established"
+        })
+        .await
+    );
+}
+
+#[tokio::test]
 async fn the_server_pings_a_silent_client() {
     let server = Server::start_with_env(COLLECTIONS, 300, &[("VELO_ACTIVITY_TIMEOUT_SECS", "1")]);
     let (mut socket, _) = connect(&server).await;
