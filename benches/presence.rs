@@ -3,7 +3,11 @@
 //! ```text
 //! cargo bench --bench presence                      # 100 channels x 100 members (Pusher's limit)
 //! cargo bench --bench presence -- --channels 10 --members 50
+//! cargo bench --bench presence -- --baseline ../old/target/release/velo-realtime
 //! ```
+//!
+//! With `--baseline`, another build of the server runs `private` and `presence` too, each
+//! right after this build's, and the ratios between the two builds are printed.
 //!
 //! Every socket is its own member (a user of its own) of one of the channels, joined
 //! interleaved across channels. Three runs, each on a fresh server:
@@ -77,9 +81,9 @@ struct Server {
 }
 
 impl Server {
-    fn start(members: usize, webhook_url: Option<&str>) -> Server {
+    fn start(binary: &str, members: usize, webhook_url: Option<&str>) -> Server {
         let data = tempfile::tempdir().unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_velo-realtime"));
+        let mut command = Command::new(binary);
         command
             .env("VELO_BIND", "127.0.0.1:0")
             .env("VELO_DATA_DIR", data.path().join("data"))
@@ -249,6 +253,8 @@ async fn until(what: &str, done: impl Fn() -> bool) {
 
 struct Figures {
     kind: Kind,
+    /// Which build: this one, or the baseline.
+    baseline: bool,
     joins_per_sec: f64,
     cpu_us_per_join: f64,
     leaves_per_sec: f64,
@@ -260,14 +266,21 @@ struct Figures {
     webhook_lag_ms: f64,
 }
 
-async fn run(kind: Kind, channels: usize, members: usize, source: [u8; 4]) -> Figures {
+async fn run(
+    kind: Kind,
+    baseline: Option<&str>,
+    channels: usize,
+    members: usize,
+    source: [u8; 4],
+) -> Figures {
     let epoch = Instant::now();
     let counts = Arc::new(Counts::default());
     let webhook_url = match kind {
         Kind::PresenceWithWebhooks => Some(receiver(counts.clone(), epoch).await),
         _ => None,
     };
-    let server = Server::start(members, webhook_url.as_deref());
+    let binary = baseline.unwrap_or(env!("CARGO_BIN_EXE_velo-realtime"));
+    let server = Server::start(binary, members, webhook_url.as_deref());
     let app = AppCredentials::new(APP_ID, KEY, SECRET);
     let total = channels * members;
     let mut sockets = open(&server, source, total, &counts).await;
@@ -343,6 +356,7 @@ async fn run(kind: Kind, channels: usize, members: usize, source: [u8; 4]) -> Fi
     }
     Figures {
         kind,
+        baseline: baseline.is_some(),
         joins_per_sec: total as f64 / join_seconds,
         cpu_us_per_join: join_cpu * 1e6 / total as f64,
         leaves_per_sec: total as f64 / leave_seconds,
@@ -378,6 +392,11 @@ fn argument(name: &str) -> Option<usize> {
 
 fn main() {
     let bench = std::env::args().any(|argument| argument == "--bench");
+    let arguments: Vec<String> = std::env::args().collect();
+    let baseline = arguments
+        .iter()
+        .position(|argument| argument == "--baseline")
+        .and_then(|at| arguments.get(at + 1).cloned());
     let (channels, members) = if bench {
         (
             argument("--channels").unwrap_or(100),
@@ -393,13 +412,20 @@ fn main() {
         .build()
         .unwrap();
     println!("presence: {channels} channels x {members} members, one socket per member");
-    let kinds = [Kind::Private, Kind::Presence, Kind::PresenceWithWebhooks];
-    let figures: Vec<Figures> = kinds
+    let mut runs = Vec::new();
+    for kind in [Kind::Private, Kind::Presence, Kind::PresenceWithWebhooks] {
+        runs.push((kind, None));
+        if kind != Kind::PresenceWithWebhooks && baseline.is_some() {
+            runs.push((kind, baseline.as_deref()));
+        }
+    }
+    let figures: Vec<Figures> = runs
         .iter()
         .enumerate()
-        .map(|(at, &kind)| {
+        .map(|(at, &(kind, baseline))| {
             // A source address per run: the last run's closed ports wait out TIME_WAIT.
-            runtime.block_on(run(kind, channels, members, [127, 0, 0, 20 + at as u8]))
+            let source = [127, 0, 0, 20 + at as u8];
+            runtime.block_on(run(kind, baseline, channels, members, source))
         })
         .collect();
     println!(
@@ -417,7 +443,11 @@ fn main() {
     for f in &figures {
         println!(
             "{:<18} {:>10.0} {:>10.1} {:>10.0} {:>10.1} {:>13} {:>10} {:>12} {:>12}",
-            f.kind.name(),
+            format!(
+                "{}{}",
+                f.kind.name(),
+                if f.baseline { " (base)" } else { "" }
+            ),
             f.joins_per_sec,
             f.cpu_us_per_join,
             f.leaves_per_sec,
@@ -436,8 +466,17 @@ fn main() {
             },
         );
     }
-    let [private, presence, webhooks] = &figures[..] else {
-        unreachable!()
+    let find = |kind: Kind, baseline: bool| {
+        figures
+            .iter()
+            .find(|f| f.kind == kind && f.baseline == baseline)
+    };
+    let (Some(private), Some(presence), Some(webhooks)) = (
+        find(Kind::Private, false),
+        find(Kind::Presence, false),
+        find(Kind::PresenceWithWebhooks, false),
+    ) else {
+        unreachable!("every run is made")
     };
     let per_join_events = (members - 1) as f64 / 2.0;
     println!(
@@ -455,4 +494,17 @@ fn main() {
         webhooks.cpu_us_per_join / presence.cpu_us_per_join,
         webhooks.cpu_us_per_leave / presence.cpu_us_per_leave,
     );
+    for kind in [Kind::Private, Kind::Presence] {
+        if let (Some(this), Some(base)) = (find(kind, false), find(kind, true)) {
+            println!(
+                "{} this build / baseline: joins/s x{:.2} (CPU per join x{:.2}), leaves/s x{:.2} \
+                 (CPU per leave x{:.2})",
+                kind.name(),
+                this.joins_per_sec / base.joins_per_sec,
+                this.cpu_us_per_join / base.cpu_us_per_join,
+                this.leaves_per_sec / base.leaves_per_sec,
+                this.cpu_us_per_leave / base.cpu_us_per_leave,
+            );
+        }
+    }
 }
