@@ -508,8 +508,9 @@ impl Session<'_> {
     /// Leaves a channel, in its turn: on a presence channel the others hear of the user when
     /// this was their last socket there, and the channel's last subscriber tells the webhooks
     /// it is vacant. The channel stays in the session's list until every step is done, so a
-    /// reader cut off midway leaves it again when the connection ends (each step can be
-    /// repeated: the hub and the seam answer "last" once).
+    /// reader cut off while it waits for the turn leaves the channel when the connection ends.
+    /// Once the turn is taken nothing here yields with the in-process seam (its answers are
+    /// ready at once); a seam backed by a store must make its answers safe to ask again.
     async fn leave(&mut self, channel: &str) {
         let driver = self.driver;
         let _turn = driver.turns.take(channel).await;

@@ -67,7 +67,9 @@ pub trait Presence: Send + Sync {
     /// This node's first subscriber of `channel` came (`occupied`), or its last one left
     /// (not `occupied`): true when that makes the channel occupied, or vacant, everywhere
     /// (`channel_occupied` / `channel_vacated`). This node's own sockets are counted by its
-    /// hub, which says when they become its first or its last.
+    /// hub, which says when they become its first or its last. An implementation that
+    /// awaits a store must answer true once per change, even when a caller cut off midway
+    /// asks again (in cluster mode: a set of nodes per channel).
     fn node_occupancy<'a>(&'a self, channel: &'a str, occupied: bool) -> BoxFuture<'a, bool>;
 }
 
