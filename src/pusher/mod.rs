@@ -5,6 +5,7 @@
 //! * [`signature`]: channel authorizations and HTTP API request signatures.
 //! * [`hub`]: channel -> connections, bounded per-connection queues.
 //! * [`cache`]: the last event of each cache channel, replayed to new subscribers.
+//! * [`encryption`]: encrypted channels' keys and sealed event data.
 //! * [`presence`]: who is on each presence channel, behind the seam cluster mode will fill.
 //! * `connection`: one socket's reader and writer.
 //! * [`http_api`]: `/apps/{id}/events`, `batch_events`, `channels`.
@@ -13,6 +14,7 @@
 
 pub mod cache;
 mod connection;
+pub mod encryption;
 pub mod http_api;
 pub mod hub;
 pub mod outbound;
