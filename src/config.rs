@@ -246,6 +246,9 @@ pub struct CollectionSeed {
     /// An absent rule is `SUPERUSER_ONLY`, `""` is public.
     #[serde(default)]
     pub api_rules: RuleTexts,
+    /// Non-public subscriptions' events go encrypted (needs `encryption_master_key`).
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 /// A `[[webhooks]]` entry of the TOML file.
@@ -524,6 +527,14 @@ impl Settings {
                 })?)
             }
         };
+        if encryption_master_key.is_none()
+            && let Some(seed) = self.collections.iter().find(|seed| seed.encrypted)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "collection `{}` is declared `encrypted = true`, which needs encryption_master_key (VELO_ENCRYPTION_MASTER_KEY, base64 of 32 random bytes)",
+                seed.name
+            )));
+        }
         let webhooks = webhook_targets(self.webhook_urls.as_deref(), &self.webhooks)?;
         let trusted_proxies = self
             .trusted_proxies
@@ -745,6 +756,26 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("channel_occupid"), "{error}");
+    }
+
+    #[test]
+    fn an_encrypted_collection_seed_needs_the_master_key() {
+        let seed = "[[collections]]\nname = 'secrets'\nencrypted = true";
+        let error = toml::from_str::<Settings>(seed)
+            .unwrap()
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("`secrets`") && error.contains("VELO_ENCRYPTION_MASTER_KEY"),
+            "{error}"
+        );
+        let with_key = format!("encryption_master_key = '{}'\n{seed}", "A".repeat(43) + "=");
+        let config = toml::from_str::<Settings>(&with_key)
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert!(config.collections[0].encrypted);
     }
 
     #[test]

@@ -260,3 +260,74 @@ async fn ended_reaches_the_external_service_in_order() {
         )
     );
 }
+
+/// An encrypted collection through the `pusher` driver: the external service is handed only
+/// sealed data (it relays `data` untouched, so what its sockets get is what it received), which
+/// the client opens with the `shared_secret` A's channel authorization answers; the 10 KB
+/// limit applies to the sealed text.
+#[tokio::test]
+async fn the_external_service_sees_only_ciphertext_of_an_encrypted_collection() {
+    const MASTER_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let vault = r#"
+[[collections]]
+name = "vault"
+encrypted = true
+api_rules = { list = "@request.auth.id = owner", create = "owner = @request.auth.id" }
+"#;
+    let b = Server::start("");
+    let a = Server::start_delivering_through(
+        &b,
+        vault,
+        300,
+        &[("VELO_ENCRYPTION_MASTER_KEY", MASTER_KEY)],
+    );
+    let alice = a.token("alice", json!({}), Some(3600));
+    let subscribed = a.subscribe(Some(&alice), "vault", None).await;
+    let channel = subscribed.body["pusher_channel"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(channel.starts_with("private-encrypted-"), "{channel}");
+    let (mut socket, socket_id) = connect(&b).await;
+    let body = json!({"socket_id": socket_id, "channel_name": channel});
+    let auth = a
+        .call(Method::POST, "/api/realtime/auth", Some(&alice), Some(body))
+        .await;
+    assert_eq!(auth.status, StatusCode::OK, "{:?}", auth.body);
+    let secret = auth.body["shared_secret"].as_str().unwrap().to_owned();
+    let joined = subscribe(&mut socket, &channel, auth.body["auth"].as_str()).await;
+    assert_eq!(joined["event"], "pusher_internal:subscription_succeeded");
+
+    create(
+        &a,
+        "vault",
+        Some(&alice),
+        json!({"owner": "alice", "pin": "4711-classified"}),
+    )
+    .await;
+    let relayed = frame(&mut socket).await;
+    assert_eq!(relayed["event"], "created");
+    let data = relayed["data"].as_str().unwrap();
+    assert!(
+        !data.contains("classified") && !data.contains("alice"),
+        "{data}"
+    );
+    let payload = support::open_sealed(data, &secret);
+    assert_eq!(payload["record"]["pin"], "4711-classified");
+
+    // Small enough in plain, too big once sealed: truncated, then sealed.
+    create(
+        &a,
+        "vault",
+        Some(&alice),
+        json!({"owner": "alice", "body": "x".repeat(9_000)}),
+    )
+    .await;
+    let relayed = frame(&mut socket).await;
+    let data = relayed["data"].as_str().unwrap();
+    assert!(data.len() <= 10 * 1024, "{}", data.len());
+    let payload = support::open_sealed(data, &secret);
+    assert_eq!(payload["truncated"], true);
+    assert!(payload["record"]["id"].is_string() && payload["record"].get("body").is_none());
+    nothing_more(&mut socket).await;
+}

@@ -26,6 +26,12 @@ api_rules = { list = "@request.auth.id != ''" }
 name = "tasks"
 api_rules = { list = "@request.auth.id = owner", create = "owner = @request.auth.id" }
 
+# Events of users' subscriptions go sealed on private-encrypted- channels.
+[[collections]]
+name = "vault"
+encrypted = true
+api_rules = { list = "@request.auth.id = owner", create = "owner = @request.auth.id" }
+
 # Laravel's `Broadcast::channel('team.{team}', ...)`, declared here instead.
 [[channels]]
 pattern = "team.{team}"
@@ -109,7 +115,7 @@ fn pusher_js_laravel_echo_and_the_node_server_library() {
     let output = against_server("node", &dir.join("test.mjs"), &dir);
     assert_eq!(
         output.matches(": ok").count(),
-        10,
+        11,
         "every scenario reported ok:\n{output}"
     );
 }
@@ -193,8 +199,9 @@ fn pysher_and_the_python_server_library() {
 fn pusher_js_on_an_external_service_gets_the_pusher_drivers_events() {
     let dir = node_clients();
     // B plays the external service; A delivers through it.
-    let b = Server::start(COLLECTIONS);
-    let a = Server::start_delivering_through(&b, COLLECTIONS, 300, &[]);
+    let key = [("VELO_ENCRYPTION_MASTER_KEY", ENCRYPTION_MASTER_KEY)];
+    let b = Server::start_with_env(COLLECTIONS, 300, &key);
+    let a = Server::start_delivering_through(&b, COLLECTIONS, 300, &key);
     let alice = a.token("alice", json!({}), Some(3600));
     let output = run(
         Command::new("node")
@@ -209,7 +216,7 @@ fn pusher_js_on_an_external_service_gets_the_pusher_drivers_events() {
     println!("{output}");
     assert_eq!(
         output.matches(": ok").count(),
-        2,
+        3,
         "every scenario reported ok:\n{output}"
     );
 }

@@ -1062,3 +1062,197 @@ async fn velos_own_clients_work_unchanged() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// Base64 of 32 bytes: what encrypted channels' keys derive from.
+const MASTER_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// `POST /api/realtime/auth` for `channel` on `socket_id`.
+async fn authorize(
+    server: &Server,
+    token: Option<&str>,
+    socket_id: &str,
+    channel: &str,
+) -> support::Reply {
+    let body = json!({"socket_id": socket_id, "channel_name": channel});
+    server
+        .call(Method::POST, "/api/realtime/auth", token, Some(body))
+        .await
+}
+
+/// An encrypted collection (DESIGN.md §10, §15): a user's subscription is delivered on its
+/// `private-encrypted-` channel, whose authorization answers the `shared_secret` that opens
+/// each event's sealed data; a guest's stays public and plain; a change of the option ends the
+/// private subscriptions; a stored encrypted collection needs the key to start.
+#[tokio::test]
+async fn an_encrypted_collection_seals_its_private_events() {
+    let mut server = Server::start_with_env(
+        COLLECTIONS,
+        300,
+        &[("VELO_ENCRYPTION_MASTER_KEY", MASTER_KEY)],
+    );
+    let owner_only = "@request.auth.id = owner";
+    let created = server
+        .create_collection(json!({
+            "name": "vault",
+            "encrypted": true,
+            "api_rules": {"list": owner_only, "view": owner_only, "create": "owner = @request.auth.id"},
+        }))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    assert_eq!(created.body["data"]["encrypted"], true);
+    let alice = server.token("alice", json!({}), None);
+    let bob = server.token("bob", json!({}), None);
+
+    let subscribed = server.subscribe(Some(&alice), "vault", None).await;
+    assert_eq!(subscribed.status, StatusCode::OK, "{:?}", subscribed.body);
+    let name = subscribed.body["channel_name"].as_str().unwrap().to_owned();
+    let channel = format!("private-encrypted-{name}");
+    assert_eq!(subscribed.body["is_public"], false);
+    assert_eq!(subscribed.body["pusher_channel"], channel.as_str());
+
+    let (mut socket, socket_id) = connect(&server).await;
+    let plain_private = authorize(
+        &server,
+        Some(&alice),
+        &socket_id,
+        &format!("private-{name}"),
+    )
+    .await;
+    assert_eq!(
+        plain_private.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "only the encrypted channel is signed: {:?}",
+        plain_private.body
+    );
+    let bobs = authorize(&server, Some(&bob), &socket_id, &channel).await;
+    assert_eq!(bobs.status, StatusCode::FORBIDDEN, "{:?}", bobs.body);
+    let auth = authorize(&server, Some(&alice), &socket_id, &channel).await;
+    assert_eq!(auth.status, StatusCode::OK, "{:?}", auth.body);
+    let secret = auth.body["shared_secret"].as_str().unwrap().to_owned();
+    let joined = subscribe(&mut socket, &channel, auth.body["auth"].as_str()).await;
+    assert_eq!(joined["event"], "pusher_internal:subscription_succeeded");
+
+    let written = create(
+        &server,
+        "vault",
+        Some(&alice),
+        json!({"owner": "alice", "pin": "4711-classified"}),
+    )
+    .await;
+    assert_eq!(written.status, StatusCode::CREATED, "{:?}", written.body);
+    let sealed = frame(&mut socket).await;
+    assert_eq!(
+        (&sealed["event"], &sealed["channel"]),
+        (&json!("created"), &json!(channel))
+    );
+    let data = sealed["data"].as_str().expect("data is a JSON string");
+    assert!(!data.contains("classified"), "{data}");
+    assert_eq!(
+        support::open_sealed(data, &secret),
+        json!({"action": "created", "record": record(&written)})
+    );
+
+    // A guest's subscription to an encrypted collection whose rule admits guests is public,
+    // and so plain: an encrypted channel would need an authorization a guest cannot get.
+    let board = server
+        .create_collection(
+            json!({"name": "board", "encrypted": true, "api_rules": {"list": "", "create": ""}}),
+        )
+        .await;
+    assert_eq!(board.status, StatusCode::CREATED, "{:?}", board.body);
+    let (mut guest, _) = listen(&server, None, "board", None).await;
+    create(&server, "board", None, json!({"note": "hello"})).await;
+    let (_, payload) = event(&mut guest).await;
+    assert_eq!(payload["record"]["note"], "hello");
+
+    // Turning the option off ends the encrypted subscription (told with a sealed `ended`);
+    // a new one is private and plain.
+    let off = server
+        .call(
+            Method::PATCH,
+            "/api/collections/vault",
+            Some(ADMIN),
+            Some(json!({"encrypted": false})),
+        )
+        .await;
+    assert_eq!(off.status, StatusCode::OK, "{:?}", off.body);
+    assert_eq!(off.body["data"]["encrypted"], false);
+    let ended = frame(&mut socket).await;
+    assert_eq!(ended["event"], "ended");
+    assert_eq!(
+        support::open_sealed(ended["data"].as_str().unwrap(), &secret),
+        json!({"action": "ended", "reason": "rule_changed"})
+    );
+    let again = server.subscribe(Some(&alice), "vault", None).await;
+    let again_name = again.body["channel_name"].as_str().unwrap();
+    assert_eq!(
+        again.body["pusher_channel"],
+        format!("private-{again_name}")
+    );
+
+    // Stored encrypted, the collection stops a start without the key, with a clear message.
+    let on = server
+        .call(
+            Method::PATCH,
+            "/api/collections/vault",
+            Some(ADMIN),
+            Some(json!({"encrypted": true})),
+        )
+        .await;
+    assert_eq!(on.status, StatusCode::OK, "{:?}", on.body);
+    server.kill();
+    let (status, stderr) = server.failed_start_with_env(&[]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("`board` is encrypted") || stderr.contains("`vault` is encrypted"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("VELO_ENCRYPTION_MASTER_KEY"), "{stderr}");
+    server.restart();
+    let (mut socket, socket_id) = connect(&server).await;
+    let renewed = server.subscribe(Some(&alice), "vault", None).await;
+    let channel = renewed.body["pusher_channel"].as_str().unwrap().to_owned();
+    assert!(channel.starts_with("private-encrypted-"), "{channel}");
+    let auth = authorize(&server, Some(&alice), &socket_id, &channel).await;
+    subscribe(&mut socket, &channel, auth.body["auth"].as_str()).await;
+    create(&server, "vault", Some(&alice), json!({"owner": "alice"})).await;
+    let sealed = frame(&mut socket).await;
+    let secret = auth.body["shared_secret"].as_str().unwrap();
+    let payload = support::open_sealed(sealed["data"].as_str().unwrap(), secret);
+    assert_eq!(payload["record"]["owner"], "alice");
+}
+
+/// Without `VELO_ENCRYPTION_MASTER_KEY` nothing can be sealed: asking for an encrypted
+/// collection is a 422 that says what is missing.
+#[tokio::test]
+async fn an_encrypted_collection_needs_the_master_key() {
+    let server = Server::start(COLLECTIONS);
+    let refused = server
+        .create_collection(json!({"name": "vault", "encrypted": true}))
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let message = refused.body["errors"]["encrypted"][0].as_str().unwrap();
+    assert!(message.contains("VELO_ENCRYPTION_MASTER_KEY"), "{message}");
+    let patched = server
+        .call(
+            Method::PATCH,
+            "/api/collections/posts",
+            Some(ADMIN),
+            Some(json!({"encrypted": true})),
+        )
+        .await;
+    assert_eq!(
+        patched.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        patched.body
+    );
+    let posts = server
+        .call(Method::GET, "/api/collections/posts", Some(ADMIN), None)
+        .await;
+    assert_eq!(posts.body["data"]["encrypted"], false, "unchanged");
+    let plain = server
+        .create_collection(json!({"name": "plain", "encrypted": false}))
+        .await;
+    assert_eq!(plain.status, StatusCode::CREATED, "{:?}", plain.body);
+}

@@ -58,6 +58,13 @@ pub struct NewCollection {
     /// Absent or `null`: every rule is `SUPERUSER_ONLY`.
     #[oai(nullable)]
     pub api_rules: Option<ApiRules>,
+    /// Send the events of subscriptions a guest could not have made on
+    /// `private-encrypted-` channels, sealed with NaCl secretbox (pusher-js decrypts them with
+    /// the `shared_secret` our channel authorization answers), so an external Pusher service
+    /// never sees record data. Public subscriptions stay public and plain. Needs the server's
+    /// `VELO_ENCRYPTION_MASTER_KEY` (else 422). Absent or `null`: false.
+    #[oai(nullable)]
+    pub encrypted: Option<bool>,
 }
 
 /// Changes to a collection. Unknown keys, here or in `api_rules`, are refused (422): a misspelt
@@ -70,6 +77,11 @@ pub struct CollectionPatch {
     /// Rules to change; absent or `null` changes none.
     #[oai(nullable)]
     pub api_rules: Option<ApiRulesPatch>,
+    /// A new `encrypted` option; absent or `null` keeps it. A change ends the collection's
+    /// non-public subscriptions (event `ended`, reason `rule_changed`): their clients
+    /// subscribe again and get a channel of the new kind.
+    #[oai(nullable)]
+    pub encrypted: Option<bool>,
 }
 
 impl BodyType for NewCollection {
@@ -86,6 +98,8 @@ pub struct Collection {
     pub id: String,
     pub name: String,
     pub api_rules: ApiRules,
+    /// Non-public subscriptions' events go encrypted on `private-encrypted-` channels.
+    pub encrypted: bool,
 }
 
 #[derive(Object, Debug)]
@@ -135,6 +149,7 @@ impl From<CollectionInfo> for CollectionData {
                     update: info.rules.update,
                     delete: info.rules.delete,
                 },
+                encrypted: info.encrypted,
             },
         }
     }
@@ -171,7 +186,8 @@ impl CollectionsApi {
 
     /// Create a collection
     ///
-    /// Rules are parsed when saved: a bad rule is a 422 under `errors["api_rules.<rule>"]`.
+    /// Rules are parsed when saved: a bad rule is a 422 under `errors["api_rules.<rule>"]`;
+    /// `encrypted: true` without the server's master key is a 422 under `errors.encrypted`.
     #[oai(path = "/api/collections", method = "post")]
     async fn create(
         &self,
@@ -191,7 +207,11 @@ impl CollectionsApi {
         };
         let info = app
             .engine
-            .create_collection(name(&request.name)?, rules)
+            .create_collection(
+                name(&request.name)?,
+                rules,
+                request.encrypted.unwrap_or(false),
+            )
             .await?;
         app.engine.sync().await?;
         Ok(CollectionResponse::Created(Json(info.into())))
@@ -211,10 +231,10 @@ impl CollectionsApi {
         Ok(CollectionResponse::Ok(Json(info.into())))
     }
 
-    /// Rename a collection or change its rules
+    /// Rename a collection, change its rules or its `encrypted` option
     ///
     /// Subscriptions are matched under the new rules at once; those whose subscriber the new
-    /// list rule no longer admits end.
+    /// list rule no longer admits end, and so do the non-public ones when `encrypted` changes.
     #[oai(path = "/api/collections/:collection", method = "patch")]
     async fn update(
         &self,
@@ -237,7 +257,7 @@ impl CollectionsApi {
         };
         let info = app
             .engine
-            .update_collection(&collection.0, new_name, rules)
+            .update_collection(&collection.0, new_name, rules, request.encrypted)
             .await?;
         app.engine.sync().await?;
         Ok(CollectionResponse::Ok(Json(info.into())))

@@ -16,6 +16,7 @@ use crate::auth::Identity;
 use crate::engine::events::Action;
 use crate::limits::ClientKey;
 use crate::metrics::Metrics;
+use crate::pusher::encryption::ChannelKey;
 use crate::pusher::protocol::{ChannelKind, SocketId, USER_CHANNEL_PREFIX, channel_kind};
 
 /// A request to receive a collection's changes.
@@ -42,14 +43,16 @@ pub struct SubscribeRequest {
 #[derive(Object, Debug)]
 pub struct Subscription {
     /// The channel to listen on. When `is_public` is false, subscribe to it as a private
-    /// channel (`private-` in front, as Laravel Echo's `.private()` does), authorized through
-    /// `POST /api/realtime/auth` by the same user.
+    /// channel (`private-` in front, as Laravel Echo's `.private()` does; in an encrypted
+    /// collection `private-encrypted-`, Echo's `.encryptedPrivate()`), authorized through
+    /// `POST /api/realtime/auth` by the same user. `pusher_channel` says which.
     pub channel_name: String,
     /// True when a guest could have subscribed: the channel is public. Fixed for the
     /// subscription's life, whatever later happens to the list rule.
     pub is_public: bool,
-    /// The exact Pusher channel to subscribe to: `channel_name`, with `private-` in front
-    /// when `is_public` is false.
+    /// The exact Pusher channel to subscribe to: `channel_name` when `is_public`; else it with
+    /// `private-` in front, or `private-encrypted-` when the collection is encrypted (its
+    /// events' data is then sealed with the `shared_secret` the channel authorization answers).
     pub pusher_channel: String,
 }
 
@@ -277,7 +280,9 @@ fn authorize(
     }
     let channel = body.channel_name.as_str();
     let shared_secret = match (channel_kind(channel), app.encryption_master_key) {
-        (Some(ChannelKind::Encrypted), Some(key)) => Some(shared_secret(channel, &key)),
+        (Some(ChannelKind::Encrypted), Some(key)) => {
+            Some(ChannelKey::derive(channel, &key).shared_secret())
+        }
         (Some(ChannelKind::Encrypted), None) => {
             return Err(ApiError::invalid(
                 "channel_name",
@@ -313,17 +318,6 @@ fn authorize(
         channel_data,
         shared_secret,
     })))
-}
-
-/// An encrypted channel's key, as the server libraries derive it: base64 of
-/// SHA-256(channel name ‖ master key). Clients decrypt with it what the libraries encrypted.
-fn shared_secret(channel: &str, master_key: &[u8; 32]) -> String {
-    use base64::Engine as _;
-    use sha2::Digest as _;
-    let mut hash = sha2::Sha256::new();
-    hash.update(channel.as_bytes());
-    hash.update(master_key);
-    base64::engine::general_purpose::STANDARD.encode(hash.finalize())
 }
 
 pub struct RealtimeApi;
@@ -379,8 +373,8 @@ impl RealtimeApi {
         let channels = app.engine.channels();
         Ok(SubscribeResponse::Ok(Json(Subscription {
             channel_name: channels.channel(subscribed.id),
-            is_public: subscribed.is_public,
-            pusher_channel: channels.pusher_channel(subscribed.id, subscribed.is_public),
+            is_public: subscribed.privacy.is_public(),
+            pusher_channel: channels.pusher_channel(subscribed.id, subscribed.privacy),
         })))
     }
 

@@ -4,7 +4,9 @@
 //! The hot path: an event's `data` (`{"action","record"}`) is serialized and escaped once; each
 //! matched subscription's frame is that text with its channel name spliced in (one allocation,
 //! inherent to a frame that names its channel), and the hub shares each frame by reference
-//! count among the sockets on the channel.
+//! count among the sockets on the channel. An encrypted channel's data is sealed once per
+//! event and channel (each subscription has a channel, and a key, of its own), never per
+//! socket; its key was derived when the subscription was filed.
 
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::metrics::Metrics;
 use crate::pusher::Driver;
+use crate::pusher::encryption::{ChannelKey, sealed_len};
 use crate::pusher::outbound::{self, OutEvent};
 use crate::pusher::protocol::SocketId;
 use crate::store::{Epoch, Store};
@@ -100,10 +103,18 @@ pub struct EventData {
     data: Arc<str>,
     /// The same as a JSON string literal, quotes included.
     escaped: String,
-    /// Only for data over the external service's limit:
-    /// `{"action","record":{"id","collection_id"},"truncated":true}`, so the client can fetch
-    /// the record.
+    /// Only for data that may be over the external service's limit once sealed (a superset of
+    /// data over it in plain): `{"action","record":{"id","collection_id"},"truncated":true}`,
+    /// so the client can fetch the record.
     truncated: Option<Arc<str>>,
+}
+
+/// Where a matched subscription's events go: its Pusher channel and, for a
+/// `private-encrypted-` channel, the channel's key.
+#[derive(Clone, Debug)]
+pub struct Destination {
+    pub channel: Arc<str>,
+    pub key: Option<ChannelKey>,
 }
 
 /// The event payload, serialized straight from the record (no intermediate JSON value).
@@ -120,7 +131,7 @@ impl EventData {
             record,
         };
         let data = serde_json::to_string(&payload).expect("a JSON map always serializes");
-        let truncated = (data.len() > outbound::MAX_DATA_BYTES).then(|| {
+        let truncated = (sealed_len(data.len()) > outbound::MAX_DATA_BYTES).then(|| {
             json!({
                 "action": action.as_str(),
                 "record": { "id": record.get("id"), "collection_id": record.get("collection_id") },
@@ -149,9 +160,21 @@ impl EventData {
     }
 
     /// `data` for the external service: the full payload, or the truncated one when the full
-    /// one is over its limit.
-    pub fn pusher_data(&self) -> Arc<str> {
-        self.truncated.clone().unwrap_or_else(|| self.data.clone())
+    /// one is over its limit; sealed with `key` for an encrypted channel, the limit applying to
+    /// the sealed text (DESIGN.md §15).
+    pub fn pusher_data(&self, key: Option<&ChannelKey>) -> Arc<str> {
+        let full_len = match key {
+            None => self.data.len(),
+            Some(_) => sealed_len(self.data.len()),
+        };
+        let data = match &self.truncated {
+            Some(truncated) if full_len > outbound::MAX_DATA_BYTES => truncated,
+            Some(_) | None => &self.data,
+        };
+        match key {
+            None => data.clone(),
+            Some(key) => key.seal(data).into(),
+        }
     }
 
     /// The event's name on the wire.
@@ -162,28 +185,45 @@ impl EventData {
     /// The frame for one channel. Channel names come from [`super::ChannelNames`] and hold
     /// only characters that need no escaping in JSON.
     pub fn frame(&self, channel: &str) -> Utf8Bytes {
+        self.frame_with(channel, &self.escaped)
+    }
+
+    /// The frame for one destination: for an encrypted channel, its data sealed with the
+    /// channel's key (the whole payload: sockets have no size limit to truncate for).
+    pub fn frame_for(&self, destination: &Destination) -> Utf8Bytes {
+        match &destination.key {
+            None => self.frame(&destination.channel),
+            Some(key) => {
+                let sealed = key.seal(&self.data);
+                let escaped = serde_json::to_string(&sealed).expect("a string always serializes");
+                self.frame_with(&destination.channel, &escaped)
+            }
+        }
+    }
+
+    /// A frame with `escaped`, a JSON string literal, as its data.
+    fn frame_with(&self, channel: &str, escaped: &str) -> Utf8Bytes {
         let event = self.name;
-        let mut frame =
-            String::with_capacity(40 + event.len() + channel.len() + self.escaped.len());
+        let mut frame = String::with_capacity(40 + event.len() + channel.len() + escaped.len());
         frame.push_str(r#"{"event":""#);
         frame.push_str(event);
         frame.push_str(r#"","channel":""#);
         frame.push_str(channel);
         frame.push_str(r#"","data":"#);
-        frame.push_str(&self.escaped);
+        frame.push_str(escaped);
         frame.push('}');
         Utf8Bytes::from(frame)
     }
 }
 
-/// One event and the channels of the subscriptions it matched, to send once the
+/// One event and the destinations of the subscriptions it matched, to send once the
 /// write is durable.
 pub struct Delivery {
     /// The store write the event waits for: the record's, or the subscription's removal for
     /// `ended`; `None` for events that store nothing (`/api/realtime/publish`).
     pub epoch: Option<Epoch>,
     pub event: EventData,
-    pub channels: Vec<Arc<str>>,
+    pub destinations: Vec<Destination>,
     /// The writer's own socket (`X-Socket-ID`), which is not sent its own change.
     pub except: Option<SocketId>,
 }
@@ -200,29 +240,36 @@ pub fn spawn_delivery(store: Store, driver: Arc<Driver>) -> mpsc::UnboundedSende
             }
             let Delivery {
                 event,
-                channels,
+                destinations,
                 except,
                 ..
             } = delivery;
             match &driver.outbound {
                 None => {
-                    let sent: usize = channels
+                    let sent: usize = destinations
                         .iter()
-                        .map(|channel| {
-                            driver
-                                .hub
-                                .publish(channel, &event.frame(channel), except.as_ref())
+                        .map(|destination| {
+                            driver.hub.publish(
+                                &destination.channel,
+                                &event.frame_for(destination),
+                                except.as_ref(),
+                            )
                         })
                         .sum();
                     Metrics::count(&driver.metrics.deliveries, sent as u64);
                 }
                 Some(outbound) => {
-                    let data = event.pusher_data();
-                    for channel in channels {
+                    // Plain data is the same for every channel; sealed data is per channel.
+                    let plain = event.pusher_data(None);
+                    for Destination { channel, key } in destinations {
+                        let data = match &key {
+                            None => plain.clone(),
+                            Some(key) => event.pusher_data(Some(key)),
+                        };
                         outbound.send(OutEvent {
                             name: event.name(),
                             channel,
-                            data: data.clone(),
+                            data,
                             socket_id: except.as_ref().map(|socket| socket.as_str().to_owned()),
                         });
                     }
@@ -250,6 +297,91 @@ mod tests {
         assert_eq!(frame["channel"], "private-velo.realtime.x");
         let inner: Value = serde_json::from_str(frame["data"].as_str().unwrap()).unwrap();
         assert_eq!(inner, json!({"action": "updated", "record": record}));
+    }
+
+    /// Opens what [`ChannelKey::seal`] made, with the key as a client gets it.
+    fn open(sealed: &str, key: &ChannelKey) -> Value {
+        use base64::Engine as _;
+        use crypto_secretbox::aead::{Aead, KeyInit};
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let secret: [u8; 32] = b64.decode(key.shared_secret()).unwrap().try_into().unwrap();
+        let fields: Value = serde_json::from_str(sealed).unwrap();
+        let nonce = b64.decode(fields["nonce"].as_str().unwrap()).unwrap();
+        let ciphertext = b64.decode(fields["ciphertext"].as_str().unwrap()).unwrap();
+        let plain = crypto_secretbox::XSalsa20Poly1305::new(&secret.into())
+            .decrypt(
+                crypto_secretbox::Nonce::from_slice(&nonce),
+                ciphertext.as_slice(),
+            )
+            .unwrap();
+        serde_json::from_slice(&plain).unwrap()
+    }
+
+    #[test]
+    fn encrypted_channels_get_sealed_data() {
+        let record = json!({"id": "r1", "title": "secret"});
+        let data = EventData::new(
+            Action::Created,
+            record.as_object().unwrap(),
+            EventNames::Actions,
+        );
+        let channel = "private-encrypted-velo.realtime.x";
+        let key = ChannelKey::derive(channel, &[3; 32]);
+        let destination = Destination {
+            channel: channel.into(),
+            key: Some(key.clone()),
+        };
+        let frame: Value = serde_json::from_str(&data.frame_for(&destination)).unwrap();
+        assert_eq!(frame["event"], "created");
+        assert_eq!(frame["channel"], channel);
+        let sealed = frame["data"].as_str().unwrap();
+        assert!(!sealed.contains("secret"), "{sealed}");
+        let expected = json!({"action": "created", "record": record});
+        assert_eq!(open(sealed, &key), expected);
+        assert_eq!(open(&data.pusher_data(Some(&key)), &key), expected);
+        let plain = Destination {
+            channel: "private-velo.realtime.x".into(),
+            key: None,
+        };
+        assert_eq!(
+            data.frame_for(&plain),
+            data.frame("private-velo.realtime.x")
+        );
+    }
+
+    #[test]
+    fn the_size_limit_applies_to_the_sealed_data() {
+        // Under the limit in plain, over it once sealed (base64 grows it by a third).
+        let title = "x".repeat(outbound::MAX_DATA_BYTES * 7 / 8);
+        let record = json!({"id": "r1", "collection_id": "c1", "title": title});
+        let data = EventData::new(
+            Action::Updated,
+            record.as_object().unwrap(),
+            EventNames::Actions,
+        );
+        let plain = data.pusher_data(None);
+        assert!(plain.len() <= outbound::MAX_DATA_BYTES);
+        assert_eq!(
+            serde_json::from_str::<Value>(&plain).unwrap()["record"],
+            record
+        );
+        let key = ChannelKey::derive("private-encrypted-x", &[3; 32]);
+        let sealed = data.pusher_data(Some(&key));
+        assert!(sealed.len() <= outbound::MAX_DATA_BYTES, "{}", sealed.len());
+        assert_eq!(
+            open(&sealed, &key),
+            json!({
+                "action": "updated",
+                "record": {"id": "r1", "collection_id": "c1"},
+                "truncated": true,
+            })
+        );
+        // A small event is sealed whole.
+        let small = EventData::ended(EndReason::RuleChanged, EventNames::Actions);
+        assert_eq!(
+            open(&small.pusher_data(Some(&key)), &key),
+            json!({"action": "ended", "reason": "rule_changed"})
+        );
     }
 
     #[test]

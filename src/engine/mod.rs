@@ -33,7 +33,7 @@ use crate::pusher::protocol::SocketId;
 use crate::store::{OwnerDoc, Store, StoreError, SubscriptionDoc};
 use channel_rules::ChannelRules;
 use collection::CollectionMsg;
-pub use names::{ChannelNames, CollectionName};
+pub use names::{ChannelNames, ChannelPrivacy, CollectionName};
 use registry::{RegistryActor, RegistryArgs, RegistryMsg};
 
 /// How long a request waits for an actor before answering 503.
@@ -174,6 +174,8 @@ pub struct CollectionInfo {
     pub id: String,
     pub name: String,
     pub rules: RuleTexts,
+    /// Non-public subscriptions' events go encrypted on `private-encrypted-` channels.
+    pub encrypted: bool,
 }
 
 /// A list request: filter, sort and page.
@@ -210,8 +212,9 @@ pub enum RecordWrite {
 #[derive(Clone, Debug)]
 pub struct Subscribed {
     pub id: Uuid,
-    /// A guest could have subscribed: delivered on the public channel.
-    pub is_public: bool,
+    /// Public when a guest could have subscribed; else private, or encrypted in an encrypted
+    /// collection.
+    pub privacy: ChannelPrivacy,
 }
 
 /// The handle to the running engine.
@@ -228,11 +231,28 @@ pub struct Engine {
 impl Engine {
     /// Loads collections and subscriptions from the store, creates the collections the
     /// configuration declares that do not exist yet, and starts the actors.
+    ///
+    /// A stored encrypted collection without `VELO_ENCRYPTION_MASTER_KEY` configured stops
+    /// the start: its events could be neither sealed nor, without leaking them, sent in plain.
     pub async fn start(
         config: &Config,
         store: Store,
         driver: Arc<Driver>,
     ) -> Result<Engine, EngineError> {
+        if config.encryption_master_key.is_none()
+            && let Some(collection) = store
+                .collections()?
+                .into_iter()
+                .find(|collection| collection.encrypted)
+        {
+            return Err(EngineError::invalid(
+                "encryption_master_key",
+                format!(
+                    "collection `{}` is encrypted, and VELO_ENCRYPTION_MASTER_KEY is not set: start with the key it was encrypted with (a new key works too, clients fetch their shared_secret again)",
+                    collection.name
+                ),
+            ));
+        }
         let channels = ChannelNames::new(&config.channel_prefix);
         let filters = Arc::new(FilterEngine::new());
         let args = RegistryArgs {
@@ -243,6 +263,7 @@ impl Engine {
             threshold: config.connection_threshold,
             subscription_quota: Arc::new(Quota::new(config.clients.max_subscriptions)),
             event_names: config.event_names,
+            master_key: config.encryption_master_key,
             seeds: config.collections.clone(),
         };
         let (registry, _) = Actor::spawn(None, RegistryActor, args)
@@ -294,30 +315,36 @@ impl Engine {
         self.resolve(name_or_id).await.map(|handle| handle.info)
     }
 
+    /// Creates a collection; `encrypted` needs the master key (else 422 on `encrypted`).
     pub async fn create_collection(
         &self,
         name: CollectionName,
         rules: RuleTexts,
+        encrypted: bool,
     ) -> Result<CollectionInfo, EngineError> {
         call(&self.registry, |reply| RegistryMsg::Create {
             name,
             rules,
+            encrypted,
             reply,
         })
         .await?
     }
 
+    /// Renames a collection, changes its rules, or its `encrypted` option (`None` keeps it).
     pub async fn update_collection(
         &self,
         name_or_id: &str,
         name: Option<CollectionName>,
         rules: RulesPatch,
+        encrypted: Option<bool>,
     ) -> Result<CollectionInfo, EngineError> {
         let name_or_id = name_or_id.to_owned();
         call(&self.registry, |reply| RegistryMsg::Update {
             name_or_id,
             name,
             rules,
+            encrypted,
             reply,
         })
         .await?
@@ -489,8 +516,8 @@ impl Engine {
         self.channel_rules.authorize(identity, channel)
     }
 
-    /// A subscription's channel: only its own private channel is signed, and only for the
-    /// user who made it, or the admin.
+    /// A subscription's channel: only its own private (or encrypted) channel is signed, and
+    /// only for the user who made it, or the admin.
     fn authorize_subscription(
         &self,
         identity: &Identity,
@@ -505,7 +532,12 @@ impl Engine {
             ));
         }
         // What is signed is what the client will subscribe to: only the subscription's channel.
-        let expected = self.channels.pusher_channel(id, false);
+        let privacy = if doc.encrypted {
+            ChannelPrivacy::Encrypted
+        } else {
+            ChannelPrivacy::Private
+        };
+        let expected = self.channels.pusher_channel(id, privacy);
         if channel != expected {
             return Err(EngineError::invalid(
                 "channel_name",

@@ -51,8 +51,28 @@ pub fn random_id() -> String {
         .collect()
 }
 
+/// Which kind of Pusher channel a subscription is delivered on; fixed when it is made and
+/// stored with it (DESIGN.md §15).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelPrivacy {
+    /// A guest could have made it: anyone holding the name may listen.
+    Public,
+    /// `private-`: listening needs a channel authorization.
+    Private,
+    /// `private-encrypted-`: as private, and its events are sealed with the channel's key
+    /// (the collection's `encrypted` option).
+    Encrypted,
+}
+
+impl ChannelPrivacy {
+    pub fn is_public(self) -> bool {
+        self == ChannelPrivacy::Public
+    }
+}
+
 /// Maps subscription ids to channel names and back: `{prefix}{uuid}` for public subscriptions,
-/// `private-{prefix}{uuid}` on the Pusher side for the others.
+/// `private-{prefix}{uuid}` or `private-encrypted-{prefix}{uuid}` on the Pusher side for the
+/// others.
 #[derive(Clone, Debug)]
 pub struct ChannelNames {
     prefix: String,
@@ -65,18 +85,17 @@ impl ChannelNames {
         }
     }
 
-    /// What subscribe returns (the client adds `private-` for a private subscription).
+    /// What subscribe returns (the client adds `private-` or `private-encrypted-`).
     pub fn channel(&self, id: Uuid) -> String {
         format!("{}{}", self.prefix, id.hyphenated())
     }
 
-    /// The Pusher channel a subscription is delivered on: private unless a guest could have
-    /// made it.
-    pub fn pusher_channel(&self, id: Uuid, is_public: bool) -> String {
-        if is_public {
-            self.channel(id)
-        } else {
-            format!("private-{}", self.channel(id))
+    /// The Pusher channel a subscription is delivered on.
+    pub fn pusher_channel(&self, id: Uuid, privacy: ChannelPrivacy) -> String {
+        match privacy {
+            ChannelPrivacy::Public => self.channel(id),
+            ChannelPrivacy::Private => format!("private-{}", self.channel(id)),
+            ChannelPrivacy::Encrypted => format!("private-encrypted-{}", self.channel(id)),
         }
     }
 
@@ -149,5 +168,18 @@ mod tests {
             None
         );
         assert_eq!(names.subscription_id("velo.realtime.nope"), None);
+        for privacy in [
+            ChannelPrivacy::Public,
+            ChannelPrivacy::Private,
+            ChannelPrivacy::Encrypted,
+        ] {
+            let pusher_channel = names.pusher_channel(id, privacy);
+            assert!(pusher_channel.ends_with(&channel), "{pusher_channel}");
+            assert_eq!(names.subscription_id(&pusher_channel), Some(id));
+        }
+        assert_eq!(
+            names.pusher_channel(id, ChannelPrivacy::Encrypted),
+            format!("private-encrypted-{channel}")
+        );
     }
 }

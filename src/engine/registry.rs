@@ -37,12 +37,15 @@ pub enum RegistryMsg {
     Create {
         name: CollectionName,
         rules: RuleTexts,
+        encrypted: bool,
         reply: RpcReplyPort<Result<CollectionInfo, EngineError>>,
     },
     Update {
         name_or_id: String,
         name: Option<CollectionName>,
         rules: RulesPatch,
+        /// `None` keeps it.
+        encrypted: Option<bool>,
         reply: RpcReplyPort<Result<CollectionInfo, EngineError>>,
     },
     Delete {
@@ -62,6 +65,8 @@ pub struct RegistryArgs {
     /// Live subscriptions per client, shared by every collection.
     pub subscription_quota: Arc<Quota<ClientKey>>,
     pub event_names: EventNames,
+    /// What encrypted channels' keys derive from; `None`: no collection may be encrypted.
+    pub master_key: Option<[u8; 32]>,
     pub seeds: Vec<CollectionSeed>,
 }
 
@@ -73,6 +78,7 @@ pub struct RegistryState {
     threshold: Duration,
     subscription_quota: Arc<Quota<ClientKey>>,
     event_names: EventNames,
+    master_key: Option<[u8; 32]>,
     /// By id.
     collections: HashMap<String, CollectionHandle>,
     /// Name -> id.
@@ -88,6 +94,7 @@ fn doc(info: &CollectionInfo) -> CollectionDoc {
         create_rule: info.rules.create.clone(),
         update_rule: info.rules.update.clone(),
         delete_rule: info.rules.delete.clone(),
+        encrypted: info.encrypted,
     }
 }
 
@@ -110,6 +117,8 @@ impl RegistryState {
             id: info.id.clone(),
             name: info.name.clone(),
             rules,
+            encrypted: info.encrypted,
+            master_key: self.master_key,
             store: self.store.clone(),
             filters: self.filters.clone(),
             driver: self.driver.clone(),
@@ -129,10 +138,22 @@ impl RegistryState {
         Ok(())
     }
 
+    /// `encrypted` without a master key is refused: nothing could be sealed.
+    fn check_encryption(&self, encrypted: bool) -> Result<(), EngineError> {
+        if encrypted && self.master_key.is_none() {
+            return Err(EngineError::invalid(
+                "encrypted",
+                "an encrypted collection needs the server's VELO_ENCRYPTION_MASTER_KEY (base64 of 32 random bytes), which is not set",
+            ));
+        }
+        Ok(())
+    }
+
     async fn create(
         &mut self,
         name: CollectionName,
         rules: RuleTexts,
+        encrypted: bool,
     ) -> Result<CollectionInfo, EngineError> {
         if self.names.contains_key(name.as_str()) {
             return Err(EngineError::invalid(
@@ -141,10 +162,12 @@ impl RegistryState {
             ));
         }
         let parsed = rules.parse()?;
+        self.check_encryption(encrypted)?;
         let info = CollectionInfo {
             id: random_id(),
             name: name.to_string(),
             rules,
+            encrypted,
         };
         self.store.put_collection(&doc(&info))?;
         self.start(info.clone(), parsed, Vec::new()).await?;
@@ -157,6 +180,7 @@ impl RegistryState {
         name_or_id: &str,
         name: Option<CollectionName>,
         patch: RulesPatch,
+        encrypted: Option<bool>,
     ) -> Result<CollectionInfo, EngineError> {
         let handle = self
             .find(name_or_id)
@@ -176,9 +200,14 @@ impl RegistryState {
         }
         info.rules = patch.apply(&info.rules);
         let rules = info.rules.parse()?;
+        if let Some(encrypted) = encrypted {
+            self.check_encryption(encrypted)?;
+            info.encrypted = encrypted;
+        }
         self.store.put_collection(&doc(&info))?;
         call(&handle.actor, |reply| CollectionMsg::SetRules {
             rules: Box::new(rules),
+            encrypted: info.encrypted,
             reply,
         })
         .await?;
@@ -227,6 +256,7 @@ impl Actor for RegistryActor {
             threshold: args.threshold,
             subscription_quota: args.subscription_quota,
             event_names: args.event_names,
+            master_key: args.master_key,
             collections: HashMap::new(),
             names: HashMap::new(),
         };
@@ -248,6 +278,7 @@ impl Actor for RegistryActor {
                     update: doc.update_rule,
                     delete: doc.delete_rule,
                 },
+                encrypted: doc.encrypted,
             };
             let loaded = by_collection.remove(&info.id).unwrap_or_default();
             let (rules, broken) = info.rules.parse_stored();
@@ -271,7 +302,7 @@ impl Actor for RegistryActor {
             }
             let name = CollectionName::parse(&seed.name)
                 .map_err(|message| EngineError::invalid("name", message))?;
-            state.create(name, seed.api_rules).await?;
+            state.create(name, seed.api_rules, seed.encrypted).await?;
         }
         tracing::info!(collections = state.collections.len(), "engine started");
         Ok(state)
@@ -301,16 +332,22 @@ impl Actor for RegistryActor {
                 all.sort_by(|a, b| a.info.name.cmp(&b.info.name));
                 let _ = reply.send(all);
             }
-            RegistryMsg::Create { name, rules, reply } => {
-                let _ = reply.send(state.create(name, rules).await);
+            RegistryMsg::Create {
+                name,
+                rules,
+                encrypted,
+                reply,
+            } => {
+                let _ = reply.send(state.create(name, rules, encrypted).await);
             }
             RegistryMsg::Update {
                 name_or_id,
                 name,
                 rules,
+                encrypted,
                 reply,
             } => {
-                let _ = reply.send(state.update(&name_or_id, name, rules).await);
+                let _ = reply.send(state.update(&name_or_id, name, rules, encrypted).await);
             }
             RegistryMsg::Delete { name_or_id, reply } => {
                 let _ = reply.send(state.delete(&name_or_id).await);

@@ -5,6 +5,7 @@
 //! * [`signature`]: channel authorizations and HTTP API request signatures.
 //! * [`hub`]: channel -> connections, bounded per-connection queues.
 //! * [`cache`]: the last event of each cache channel, replayed to new subscribers.
+//! * [`encryption`]: encrypted channels' keys and sealed event data.
 //! * [`presence`]: who is on each presence channel and which channels are occupied, behind the
 //!   seam cluster mode will fill.
 //! * [`webhooks`]: what happened on channels, posted to the app's URLs.
@@ -15,6 +16,7 @@
 
 pub mod cache;
 mod connection;
+pub mod encryption;
 pub mod http_api;
 pub mod hub;
 pub mod outbound;

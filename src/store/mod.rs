@@ -25,9 +25,14 @@ const SLED_CACHE_BYTES: u64 = 32 << 20;
 
 /// First byte of every stored value; bump it when a document's layout changes.
 const FORMAT_VERSION: u8 = 1;
-/// Subscription rows: version 2 added `guest_address`; version 1 rows are still read (a build
-/// older than version 2 cannot read version 2 rows: downgrading loses the subscriptions).
-const SUBSCRIPTION_FORMAT: u8 = 2;
+/// Collection rows: version 2 added `encrypted`; version 1 rows are still read (a build older
+/// than version 2 cannot read version 2 rows: downgrade only with a backup).
+const COLLECTION_FORMAT: u8 = 2;
+const COLLECTION_FORMAT_V1: u8 = 1;
+/// Subscription rows: version 2 added `guest_address`, version 3 `encrypted`; older rows are
+/// still read (an older build cannot read newer rows: downgrading loses the subscriptions).
+const SUBSCRIPTION_FORMAT: u8 = 3;
+const SUBSCRIPTION_FORMAT_V2: u8 = 2;
 const SUBSCRIPTION_FORMAT_V1: u8 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +57,45 @@ pub struct CollectionDoc {
     pub create_rule: Option<String>,
     pub update_rule: Option<String>,
     pub delete_rule: Option<String>,
+    /// Non-public subscriptions' events go encrypted on `private-encrypted-` channels.
+    pub encrypted: bool,
+}
+
+/// A collection row of format version 1.
+#[derive(Deserialize)]
+struct CollectionDocV1 {
+    id: String,
+    name: String,
+    list_rule: Option<String>,
+    view_rule: Option<String>,
+    create_rule: Option<String>,
+    update_rule: Option<String>,
+    delete_rule: Option<String>,
+}
+
+impl From<CollectionDocV1> for CollectionDoc {
+    fn from(v1: CollectionDocV1) -> Self {
+        CollectionDoc {
+            id: v1.id,
+            name: v1.name,
+            list_rule: v1.list_rule,
+            view_rule: v1.view_rule,
+            create_rule: v1.create_rule,
+            update_rule: v1.update_rule,
+            delete_rule: v1.delete_rule,
+            encrypted: false,
+        }
+    }
+}
+
+/// A collection row of any version this build reads.
+fn decode_collection(bytes: &[u8]) -> Result<CollectionDoc, StoreError> {
+    match bytes.first() {
+        Some(&COLLECTION_FORMAT_V1) => {
+            decode_version::<CollectionDocV1>(bytes, COLLECTION_FORMAT_V1).map(CollectionDoc::from)
+        }
+        _ => decode_version(bytes, COLLECTION_FORMAT),
+    }
 }
 
 /// Who made a subscription, as stored.
@@ -79,6 +123,37 @@ pub struct SubscriptionDoc {
     pub last_seen_at_ms: u64,
     /// A guest subscriber's address (its subscriptions count against it).
     pub guest_address: Option<String>,
+    /// A non-public subscription delivered on its `private-encrypted-` channel.
+    pub encrypted: bool,
+}
+
+/// A subscription row of format version 2.
+#[derive(Deserialize)]
+struct SubscriptionDocV2 {
+    collection_id: String,
+    owner: OwnerDoc,
+    socket_id: Option<String>,
+    filter: String,
+    is_public: bool,
+    created_at_ms: u64,
+    last_seen_at_ms: u64,
+    guest_address: Option<String>,
+}
+
+impl From<SubscriptionDocV2> for SubscriptionDoc {
+    fn from(v2: SubscriptionDocV2) -> Self {
+        SubscriptionDoc {
+            collection_id: v2.collection_id,
+            owner: v2.owner,
+            socket_id: v2.socket_id,
+            filter: v2.filter,
+            is_public: v2.is_public,
+            created_at_ms: v2.created_at_ms,
+            last_seen_at_ms: v2.last_seen_at_ms,
+            guest_address: v2.guest_address,
+            encrypted: false,
+        }
+    }
 }
 
 /// A subscription row of format version 1.
@@ -95,7 +170,7 @@ struct SubscriptionDocV1 {
 
 impl From<SubscriptionDocV1> for SubscriptionDoc {
     fn from(v1: SubscriptionDocV1) -> Self {
-        SubscriptionDoc {
+        SubscriptionDoc::from(SubscriptionDocV2 {
             collection_id: v1.collection_id,
             owner: v1.owner,
             socket_id: v1.socket_id,
@@ -104,7 +179,7 @@ impl From<SubscriptionDocV1> for SubscriptionDoc {
             created_at_ms: v1.created_at_ms,
             last_seen_at_ms: v1.last_seen_at_ms,
             guest_address: None,
-        }
+        })
     }
 }
 
@@ -113,6 +188,10 @@ fn decode_subscription(bytes: &[u8]) -> Result<SubscriptionDoc, StoreError> {
     match bytes.first() {
         Some(&SUBSCRIPTION_FORMAT_V1) => {
             decode_version::<SubscriptionDocV1>(bytes, SUBSCRIPTION_FORMAT_V1)
+                .map(SubscriptionDoc::from)
+        }
+        Some(&SUBSCRIPTION_FORMAT_V2) => {
+            decode_version::<SubscriptionDocV2>(bytes, SUBSCRIPTION_FORMAT_V2)
                 .map(SubscriptionDoc::from)
         }
         _ => decode_version(bytes, SUBSCRIPTION_FORMAT),
@@ -248,12 +327,13 @@ impl Store {
         self.collections
             .iter()
             .values()
-            .map(|value| decode(&value?))
+            .map(|value| decode_collection(&value?))
             .collect()
     }
 
     pub fn put_collection(&self, doc: &CollectionDoc) -> Result<(), StoreError> {
-        self.collections.insert(doc.id.as_bytes(), encode(doc))?;
+        self.collections
+            .insert(doc.id.as_bytes(), encode_version(doc, COLLECTION_FORMAT))?;
         Ok(())
     }
 
@@ -381,6 +461,7 @@ mod tests {
             created_at_ms: 1,
             last_seen_at_ms: 2,
             guest_address: None,
+            encrypted: true,
         };
         let collection = CollectionDoc {
             id: "c1".into(),
@@ -390,6 +471,7 @@ mod tests {
             create_rule: Some("@request.auth.id != ''".into()),
             update_rule: None,
             delete_rule: None,
+            encrypted: true,
         };
         {
             let store = Store::open(dir.path()).unwrap();
@@ -436,24 +518,92 @@ mod tests {
         });
         let doc = decode_subscription(&row).unwrap();
         assert_eq!((doc.filter.as_str(), doc.guest_address), ("n > 1", None));
-        let v2 = SubscriptionDoc {
+        assert!(!doc.encrypted);
+        let v3 = SubscriptionDoc {
             guest_address: Some("10.0.0.1".into()),
+            encrypted: true,
             ..doc
         };
         assert_eq!(
-            decode_subscription(&encode_version(&v2, SUBSCRIPTION_FORMAT)).unwrap(),
-            v2
+            decode_subscription(&encode_version(&v3, SUBSCRIPTION_FORMAT)).unwrap(),
+            v3
+        );
+    }
+
+    #[test]
+    fn reads_version_2_subscription_rows() {
+        #[derive(Serialize)]
+        struct V2<'a> {
+            collection_id: &'a str,
+            owner: OwnerDoc,
+            socket_id: Option<String>,
+            filter: &'a str,
+            is_public: bool,
+            created_at_ms: u64,
+            last_seen_at_ms: u64,
+            guest_address: Option<String>,
+        }
+        let row = encode_version(
+            &V2 {
+                collection_id: "c1",
+                owner: OwnerDoc::Guest,
+                socket_id: None,
+                filter: "n > 1",
+                is_public: false,
+                created_at_ms: 1,
+                last_seen_at_ms: 2,
+                guest_address: Some("10.0.0.1".into()),
+            },
+            SUBSCRIPTION_FORMAT_V2,
+        );
+        let doc = decode_subscription(&row).unwrap();
+        assert_eq!(doc.guest_address.as_deref(), Some("10.0.0.1"));
+        assert!(!doc.encrypted);
+    }
+
+    #[test]
+    fn reads_version_1_collection_rows() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            id: &'a str,
+            name: &'a str,
+            list_rule: Option<&'a str>,
+            view_rule: Option<&'a str>,
+            create_rule: Option<&'a str>,
+            update_rule: Option<&'a str>,
+            delete_rule: Option<&'a str>,
+        }
+        let row = encode(&V1 {
+            id: "c1",
+            name: "posts",
+            list_rule: Some(""),
+            view_rule: None,
+            create_rule: None,
+            update_rule: None,
+            delete_rule: Some("@request.auth.id != ''"),
+        });
+        let doc = decode_collection(&row).unwrap();
+        assert_eq!(doc.name, "posts");
+        assert_eq!(doc.list_rule.as_deref(), Some(""));
+        assert!(!doc.encrypted);
+        let encrypted = CollectionDoc {
+            encrypted: true,
+            ..doc
+        };
+        assert_eq!(
+            decode_collection(&encode_version(&encrypted, COLLECTION_FORMAT)).unwrap(),
+            encrypted
         );
     }
 
     #[test]
     fn refuses_unknown_format_versions() {
         assert!(matches!(
-            decode::<CollectionDoc>(&[9, 1, 2]),
+            decode_collection(&[9, 1, 2]),
             Err(StoreError::Corrupt(_))
         ));
         assert!(matches!(
-            decode::<CollectionDoc>(&[]),
+            decode_collection(&[]),
             Err(StoreError::Corrupt(_))
         ));
     }

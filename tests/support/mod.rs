@@ -7,7 +7,7 @@ pub mod ws;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -130,6 +130,34 @@ impl Server {
         );
         self.child = child;
         self.base = base;
+    }
+
+    /// Runs the binary once more on this server's data directory (stop it first with `kill`)
+    /// with `env` in place of its extra variables, for a start that must fail: its exit status
+    /// and what it printed on stderr. Panics if it is still running after 30 s.
+    pub fn failed_start_with_env(&self, env: &[(&str, &str)]) -> (ExitStatus, String) {
+        let mut child = base_command(&self.config, &self.data_dir(), self.threshold_secs)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the server binary starts");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("waiting for the server") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the server started, and should not have");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
+            .expect("reading stderr");
+        (status, stderr)
     }
 
     /// Lowers the running server's open-file limit (soft and hard) with `prlimit`.
@@ -362,15 +390,10 @@ async fn into_reply(response: reqwest::Response) -> Reply {
     Reply { status, body }
 }
 
-/// Starts the binary and waits for the line that says where it listens.
-fn spawn(
-    config: &Path,
-    data_dir: &Path,
-    threshold_secs: u64,
-    env: &[(String, String)],
-    log: &Arc<Mutex<Vec<String>>>,
-) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_velo-realtime"))
+/// The binary with the variables every test server has.
+fn base_command(config: &Path, data_dir: &Path, threshold_secs: u64) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_velo-realtime"));
+    command
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("RUST_LOG", "info")
@@ -382,7 +405,49 @@ fn spawn(
         .env("VELO_CONNECTION_THRESHOLD_SECS", threshold_secs.to_string())
         .env("VELO_APP_ID", APP_ID)
         .env("VELO_APP_KEY", APP_KEY)
-        .env("VELO_APP_SECRET", APP_SECRET)
+        .env("VELO_APP_SECRET", APP_SECRET);
+    command
+}
+
+/// Opens an encrypted channel's event `data` (`{"nonce","ciphertext"}`, NaCl secretbox) with
+/// the `shared_secret` the channel authorization answered, as pusher-js does: the payload.
+pub fn open_sealed(data: &str, shared_secret: &str) -> Value {
+    use base64::Engine as _;
+    use crypto_secretbox::aead::{Aead, KeyInit};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let sealed: Map<String, Value> = serde_json::from_str(data).expect("sealed data is JSON");
+    let mut keys: Vec<&str> = sealed.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["ciphertext", "nonce"], "{data}");
+    let field = |name: &str| {
+        b64.decode(sealed[name].as_str().expect("a base64 string"))
+            .expect("base64")
+    };
+    let nonce = field("nonce");
+    assert_eq!(nonce.len(), 24, "a 24-byte nonce");
+    let key: [u8; 32] = b64
+        .decode(shared_secret)
+        .expect("base64")
+        .try_into()
+        .expect("a 32-byte key");
+    let plain = crypto_secretbox::XSalsa20Poly1305::new(&key.into())
+        .decrypt(
+            crypto_secretbox::Nonce::from_slice(&nonce),
+            field("ciphertext").as_slice(),
+        )
+        .expect("it opens with the shared secret");
+    serde_json::from_slice(&plain).expect("the payload is JSON")
+}
+
+/// Starts the binary and waits for the line that says where it listens.
+fn spawn(
+    config: &Path,
+    data_dir: &Path,
+    threshold_secs: u64,
+    env: &[(String, String)],
+    log: &Arc<Mutex<Vec<String>>>,
+) -> (Child, String) {
+    let mut child = base_command(config, data_dir, threshold_secs)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

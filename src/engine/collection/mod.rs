@@ -19,7 +19,10 @@ use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::events::{Action, Delivery, EndReason, EventData, EventNames, spawn_delivery};
+use super::events::{
+    Action, Delivery, Destination, EndReason, EventData, EventNames, spawn_delivery,
+};
+use super::names::ChannelPrivacy;
 use super::records::RecordMap;
 use super::{ChannelNames, EngineError, ListQuery, RecordPage, RecordWrite, Rules, Subscribed};
 use crate::auth::{Identity, User, now_secs};
@@ -29,6 +32,7 @@ use crate::filter::{
 use crate::limits::{ClientKey, Quota};
 use crate::metrics::Metrics;
 use crate::pusher::Driver;
+use crate::pusher::encryption::ChannelKey;
 use crate::pusher::protocol::SocketId;
 use crate::store::{Epoch, OwnerDoc, Store, SubscriptionDoc};
 
@@ -50,10 +54,13 @@ pub enum CollectionMsg {
         identity: Identity,
         reply: RpcReplyPort<Result<(), EngineError>>,
     },
-    /// New rules: every subscription is planned again; those the new list rule no longer lets
-    /// be delivered on their channel end, and their sockets are sent `ended`.
+    /// New rules or `encrypted` option: every subscription is planned again; those the new
+    /// list rule no longer lets be delivered on their channel, and the non-public ones whose
+    /// channel is not of the new kind (`private-` or `private-encrypted-`), end, and their
+    /// sockets are sent `ended`.
     SetRules {
         rules: Box<Rules>,
+        encrypted: bool,
         reply: RpcReplyPort<()>,
     },
     /// The collection is being deleted: end every subscription (their sockets are sent
@@ -97,6 +104,10 @@ pub struct CollectionArgs {
     pub id: String,
     pub name: String,
     pub rules: Rules,
+    /// Non-public subscriptions made now go on `private-encrypted-` channels.
+    pub encrypted: bool,
+    /// What encrypted channels' keys derive from (`None`: no collection may be encrypted).
+    pub master_key: Option<[u8; 32]>,
     pub store: Store,
     pub filters: Arc<FilterEngine>,
     /// Its hub says which subscriptions have a socket listening (they stay alive); its
@@ -114,6 +125,9 @@ pub struct CollectionState {
     id: String,
     name: String,
     rules: Rules,
+    /// The collection's `encrypted` option.
+    encrypted: bool,
+    master_key: Option<[u8; 32]>,
     store: Store,
     filters: Arc<FilterEngine>,
     driver: Arc<Driver>,
@@ -123,7 +137,7 @@ pub struct CollectionState {
     subscription_quota: Arc<Quota<ClientKey>>,
     /// What events are called on the wire.
     event_names: EventNames,
-    index: SubscriptionIndex<Target>,
+    index: SubscriptionIndex<Destination>,
     /// Every live subscription, with where the index filed it.
     subscriptions: HashMap<Uuid, (SubscriptionKey, Subscription)>,
     /// Compiled conditions shared by subscriptions with the same filter text, for users and
@@ -168,18 +182,13 @@ impl Ending {
     }
 }
 
-/// Where a matched subscription's event goes: its Pusher channel, named once when filed.
-struct Target {
-    channel: Arc<str>,
-}
-
 struct Subscription {
     identity: Identity,
     filter_text: String,
     socket_id: Option<String>,
-    /// Fixed when the subscription is made: whether a guest could have made it, which decides
-    /// its channel (public or `private-`) for its whole life (DESIGN.md §15).
-    is_public: bool,
+    /// Fixed when the subscription is made: public when a guest could have made it, else
+    /// `private-`, or `private-encrypted-` in an encrypted collection (DESIGN.md §15).
+    privacy: ChannelPrivacy,
     /// Who the subscription counts against (the admin's count against nobody).
     client: Option<ClientKey>,
     created_at_ms: u64,
@@ -214,7 +223,8 @@ impl Subscription {
             owner,
             socket_id: self.socket_id.clone(),
             filter: self.filter_text.clone(),
-            is_public: self.is_public,
+            is_public: self.privacy.is_public(),
+            encrypted: self.privacy == ChannelPrivacy::Encrypted,
             created_at_ms: self.created_at_ms,
             last_seen_at_ms: now_ms(),
             guest_address,
@@ -279,15 +289,16 @@ impl CollectionState {
     }
 
     /// Files a subscription in the index and the map (not in sled) if the current list rule
-    /// still lets it be delivered on its channel: its subscriber is admitted, and a public
-    /// channel (anyone holding its name may listen) needs a rule that admits guests. Refused,
-    /// the subscription is handed back.
+    /// still lets it be delivered on its channel: its subscriber is admitted, a public
+    /// channel (anyone holding its name may listen) needs a rule that admits guests, and a
+    /// private one must be of the kind the `encrypted` option asks for. Refused, the
+    /// subscription is handed back.
     fn file(&mut self, id: Uuid, subscription: Subscription) -> Result<(), Box<Refused>> {
         let refused = |error, subscription| Err(Box::new(Refused(error, subscription)));
         if let Err(error) = admit(&self.rules.list, &subscription.identity) {
             return refused(error, subscription);
         }
-        if subscription.is_public && !self.rules.list.admits_guest() {
+        if subscription.privacy.is_public() && !self.rules.list.admits_guest() {
             return refused(
                 EngineError::Forbidden(
                     "the list rule no longer admits guests, so this public channel may not carry its records"
@@ -296,6 +307,19 @@ impl CollectionState {
                 subscription,
             );
         }
+        if !subscription.privacy.is_public() && subscription.privacy != self.private_kind() {
+            return refused(
+                EngineError::Forbidden(
+                    "the collection's `encrypted` option changed, and with it the kind of channel its private subscriptions use"
+                        .into(),
+                ),
+                subscription,
+            );
+        }
+        let destination = match self.destination(id, subscription.privacy) {
+            Ok(destination) => destination,
+            Err(error) => return refused(error, subscription),
+        };
         let compiled = match self.compiled(
             &subscription.filter_text,
             subscription.identity.is_superuser(),
@@ -303,17 +327,41 @@ impl CollectionState {
             Ok(compiled) => compiled,
             Err(error) => return refused(error, subscription),
         };
-        let target = Target {
-            channel: self
-                .channels
-                .pusher_channel(id, subscription.is_public)
-                .into(),
-        };
         let key = self
             .index
-            .insert(compiled, subscription.identity.auth(), target);
+            .insert(compiled, subscription.identity.auth(), destination);
         self.subscriptions.insert(id, (key, subscription));
         Ok(())
+    }
+
+    /// The kind of channel a non-public subscription made now is delivered on.
+    fn private_kind(&self) -> ChannelPrivacy {
+        if self.encrypted {
+            ChannelPrivacy::Encrypted
+        } else {
+            ChannelPrivacy::Private
+        }
+    }
+
+    /// A subscription's channel, with its key when it is encrypted: derived once, here.
+    fn destination(&self, id: Uuid, privacy: ChannelPrivacy) -> Result<Destination, EngineError> {
+        let channel = self.channels.pusher_channel(id, privacy);
+        let key = match (privacy, &self.master_key) {
+            (ChannelPrivacy::Encrypted, Some(master_key)) => {
+                Some(ChannelKey::derive(&channel, master_key))
+            }
+            (ChannelPrivacy::Encrypted, None) => {
+                return Err(EngineError::invalid(
+                    "encrypted",
+                    "encrypted channels need the server's VELO_ENCRYPTION_MASTER_KEY, which is not set",
+                ));
+            }
+            (ChannelPrivacy::Public | ChannelPrivacy::Private, _) => None,
+        };
+        Ok(Destination {
+            channel: channel.into(),
+            key,
+        })
     }
 
     /// Takes a subscription out of the index and the map, dropping its compiled condition from
@@ -354,13 +402,16 @@ impl CollectionState {
         let epoch = self.store.delete_subscription(id)?;
         tracing::info!(collection = %self.name, subscription = %id, why = ending.why(), "subscription ended");
         if let Ending::Announced(reason) = ending {
-            let channel = self.channels.pusher_channel(id, subscription.is_public);
-            let _ = self.deliveries.send(Delivery {
-                epoch: Some(epoch),
-                event: EventData::ended(reason, self.event_names),
-                channels: vec![channel.into()],
-                except: None,
-            });
+            // Sealed like the subscription's other events; without a key (a subscription that
+            // could not be filed for want of one), nobody can be listening.
+            if let Ok(destination) = self.destination(id, subscription.privacy) {
+                let _ = self.deliveries.send(Delivery {
+                    epoch: Some(epoch),
+                    event: EventData::ended(reason, self.event_names),
+                    destinations: vec![destination],
+                    except: None,
+                });
+            }
             // The pruner's ends have no request to flush them.
             self.store.flush_soon();
         }
@@ -381,11 +432,16 @@ impl CollectionState {
             ));
         }
         let id = Uuid::new_v4();
+        let privacy = if self.rules.list.admits_guest() {
+            ChannelPrivacy::Public
+        } else {
+            self.private_kind()
+        };
         let subscription = Subscription {
             identity,
             filter_text,
             socket_id,
-            is_public: self.rules.list.admits_guest(),
+            privacy,
             client: client.clone(),
             created_at_ms: now_ms(),
             last_seen: Instant::now(),
@@ -410,13 +466,13 @@ impl CollectionState {
             return Err(refused.0);
         }
         let (_, subscription) = &self.subscriptions[&id];
-        let (doc, is_public) = (subscription.doc(&self.id), subscription.is_public);
+        let doc = subscription.doc(&self.id);
         if let Err(error) = self.store.put_subscription(id, &doc) {
             self.end(id, Ending::StorageFailure)?;
             return Err(error.into());
         }
-        tracing::info!(collection = %self.name, subscription = %id, is_public, "subscription created");
-        Ok(Subscribed { id, is_public })
+        tracing::info!(collection = %self.name, subscription = %id, ?privacy, "subscription created");
+        Ok(Subscribed { id, privacy })
     }
 
     fn ping(&mut self, id: Uuid, identity: Identity) -> Result<(), EngineError> {
@@ -462,9 +518,10 @@ impl CollectionState {
         self.end(id, Ending::Unsubscribed)
     }
 
-    fn set_rules(&mut self, rules: Rules) {
+    fn set_rules(&mut self, rules: Rules, encrypted: bool) {
         self.checks = records::RuleChecks::compile(&self.filters, &rules);
         self.rules = rules;
+        self.encrypted = encrypted;
         self.compiled = Default::default();
         let subscriptions: Vec<_> = self.subscriptions.drain().collect();
         self.index = SubscriptionIndex::new();
@@ -491,7 +548,7 @@ impl CollectionState {
                 ended.push((*id, Ending::Announced(EndReason::TokenExpired)));
                 continue;
             }
-            let channel = self.channels.pusher_channel(*id, subscription.is_public);
+            let channel = self.channels.pusher_channel(*id, subscription.privacy);
             if self.driver.is_occupied(&channel) {
                 subscription.last_seen = now;
             } else if now.duration_since(subscription.last_seen) > self.threshold {
@@ -538,7 +595,11 @@ impl CollectionState {
             client,
             filter_text: doc.filter,
             socket_id: doc.socket_id,
-            is_public: doc.is_public,
+            privacy: match (doc.is_public, doc.encrypted) {
+                (true, _) => ChannelPrivacy::Public,
+                (false, false) => ChannelPrivacy::Private,
+                (false, true) => ChannelPrivacy::Encrypted,
+            },
             created_at_ms: doc.created_at_ms,
             last_seen: Instant::now(),
         })
@@ -567,6 +628,8 @@ impl Actor for CollectionActor {
             id: args.id,
             name: args.name,
             rules: args.rules,
+            encrypted: args.encrypted,
+            master_key: args.master_key,
             store: args.store,
             filters: args.filters,
             driver: args.driver,
@@ -644,8 +707,12 @@ impl Actor for CollectionActor {
             } => {
                 let _ = reply.send(state.unsubscribe(id, &identity));
             }
-            CollectionMsg::SetRules { rules, reply } => {
-                state.set_rules(*rules);
+            CollectionMsg::SetRules {
+                rules,
+                encrypted,
+                reply,
+            } => {
+                state.set_rules(*rules, encrypted);
                 let _ = reply.send(());
             }
             CollectionMsg::Close { reply } => {

@@ -255,19 +255,19 @@ impl CollectionState {
     ) -> usize {
         let started = Instant::now();
         let mut evaluation = self.filters.evaluation(Record::from_object(record));
-        let mut channels = Vec::new();
-        self.index.for_each_match(&mut evaluation, |target| {
-            channels.push(target.channel.clone());
+        let mut destinations = Vec::new();
+        self.index.for_each_match(&mut evaluation, |destination| {
+            destinations.push(destination.clone());
         });
-        let matched = channels.len();
+        let matched = destinations.len();
         let metrics = &self.driver.metrics;
         metrics.observe_match(started.elapsed());
         Metrics::count(&metrics.events, 1);
-        if !channels.is_empty() {
+        if !destinations.is_empty() {
             let _ = self.deliveries.send(Delivery {
                 epoch,
                 event: EventData::new(action, record, self.event_names),
-                channels,
+                destinations,
                 except,
             });
         }

@@ -67,6 +67,19 @@ try {
   await call("/api/collections/tasks/records", { owner: "alice", text: "mine" }, ALICE);
   assert.equal((await note).record.text, "mine");
   console.log("pusher-js on B: a private channel authorized by A with B's app, events: ok");
+
+  // An encrypted collection: B only ever has the sealed data; pusher-js opens it with the
+  // shared_secret A's channel authorization answers.
+  const vault = await call("/api/realtime/subscribe", { collection: "vault" }, ALICE);
+  assert.match(vault.pusher_channel, /^private-encrypted-/);
+  const sealedChannel = client.subscribe(vault.pusher_channel);
+  await within(5000, "encrypted subscription on B signed by A", (done) =>
+    sealedChannel.bind("pusher:subscription_succeeded", done),
+  );
+  const secret = within(5000, "A's sealed event via B, decrypted", (done) => sealedChannel.bind("created", done));
+  await call("/api/collections/vault/records", { owner: "alice", pin: "4711" }, ALICE);
+  assert.equal((await secret).record.pin, "4711");
+  console.log("pusher-js on B: an encrypted collection's events, sealed by A, decrypted: ok");
   client.disconnect();
   process.exit(0);
 } catch (error) {

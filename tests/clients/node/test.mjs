@@ -299,6 +299,30 @@ async function encryptedChannel() {
   console.log("pusher-js 8: encrypted channel, shared_secret from /api/realtime/auth, decrypted: ok");
 }
 
+async function encryptedCollection() {
+  // An encrypted collection: alice's subscription is delivered on its private-encrypted-
+  // channel; pusher-js gets the channel's shared_secret from our auth endpoint and opens each
+  // sealed record event with tweetnacl.
+  const { channel_name, is_public, pusher_channel } = await subscribe("vault", ALICE);
+  assert.equal(is_public, false);
+  assert.equal(pusher_channel, `private-encrypted-${channel_name}`);
+  const client = new Pusher(APP_KEY, {
+    ...clientOptions,
+    channelAuthorization: {
+      endpoint: `${VELO_URL}/api/realtime/auth`,
+      transport: "ajax",
+      headers: { Authorization: `Bearer ${ALICE}` },
+    },
+  });
+  const channel = client.subscribe(pusher_channel);
+  await within(5000, "the encrypted subscription", (done) => channel.bind("pusher:subscription_succeeded", done));
+  const created = within(5000, "the decrypted created event", (done) => channel.bind("created", done));
+  const record = await write("POST", "/api/collections/vault/records", ALICE, { owner: "alice", pin: "4711" });
+  assert.deepEqual(await created, { action: "created", record });
+  client.disconnect();
+  console.log("pusher-js 8: an encrypted collection's record event, sealed by the server, decrypted: ok");
+}
+
 async function records() {
   // A guest, filter `status = 'active'`, with Echo on the public channel.
   const { channel_name } = await subscribe("posts", null, "status = 'active'");
@@ -359,6 +383,7 @@ try {
   await records();
   await channelRules();
   await encryptedChannel();
+  await encryptedCollection();
   process.exit(0);
 } catch (error) {
   console.error(error);
