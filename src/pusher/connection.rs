@@ -318,7 +318,7 @@ impl Session<'_> {
             }
         }
         let driver = self.driver;
-        let _turn = driver.turns.take(channel).await;
+        let _turn = driver.turn(channel).await;
         let succeeded = frames::subscription_succeeded(channel);
         self.enter(channel, succeeded).await;
     }
@@ -513,7 +513,7 @@ impl Session<'_> {
     /// ready at once); a seam backed by a store must make its answers safe to ask again.
     async fn leave(&mut self, channel: &str) {
         let driver = self.driver;
-        let _turn = driver.turns.take(channel).await;
+        let _turn = driver.turn(channel).await;
         let last_here = driver.hub.unsubscribe(channel, &self.connection.id);
         if let Some(index) = self
             .memberships

@@ -164,6 +164,19 @@ impl Driver {
         }
     }
 
+    /// `channel`'s turn, when its subscribes and leaves must be taken one at a time: always on
+    /// a presence channel (member events), elsewhere when webhooks report occupancy (their
+    /// order). Other subscribes skip the wait (measured: `cargo bench --bench presence`).
+    pub async fn turn(&self, channel: &str) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        let ordered = channel.starts_with("presence-")
+            || self.webhooks.wants(webhooks::Kind::ChannelOccupied)
+            || self.webhooks.wants(webhooks::Kind::ChannelVacated);
+        match ordered {
+            true => Some(self.turns.take(channel).await),
+            false => None,
+        }
+    }
+
     fn origin_allowed(&self, origin: Option<&str>) -> bool {
         match (&self.allowed_origins, origin) {
             (None, _) | (Some(_), None) => true,
