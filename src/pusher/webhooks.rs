@@ -11,8 +11,11 @@
 //! [`BATCH_WINDOW`] of the first. It is signed with the app's secret (`X-Pusher-Key`,
 //! `X-Pusher-Signature`: hex HMAC-SHA256 of the body). A failed request (no 2xx within
 //! [`REQUEST_TIMEOUT`], or no answer) is retried with backoff, the same body, until the retry
-//! window has passed; then its events are dropped, counted and logged, and the next batch
-//! goes. A full queue drops the new event at once (counted): a receiver that is down never
+//! window has passed since its oldest event happened; then its events are dropped, counted and
+//! logged, and the next batch goes. While the URL keeps failing, a batch whose events are all
+//! already older than the window is dropped without a try, so that a receiver back after a
+//! long outage gets the recent events at once rather than each stale batch's full window
+//! first. A full queue drops the new event at once (counted): a receiver that is down never
 //! slows a socket. A server stopping gives the queues a bounded time to drain
 //! ([`Webhooks::drain`]).
 
@@ -107,7 +110,7 @@ pub struct Target {
 /// The webhook senders; empty when no URL is configured.
 #[derive(Default)]
 pub struct Webhooks {
-    senders: Vec<(Kinds, SyncSender<Arc<str>>)>,
+    senders: Vec<(Kinds, SyncSender<Queued>)>,
     /// Every kind some URL wants: events no one wants are not even built.
     wanted: Kinds,
     metrics: Option<Arc<Metrics>>,
@@ -233,7 +236,10 @@ impl Webhooks {
         }
         let mut event = body();
         event["name"] = kind.name().into();
-        let event: Arc<str> = Arc::from(event.to_string());
+        let event = Queued {
+            json: Arc::from(event.to_string()),
+            at: Instant::now(),
+        };
         for (kinds, queue) in &self.senders {
             if !kinds.contains(kind) {
                 continue;
@@ -257,6 +263,13 @@ impl Webhooks {
     }
 }
 
+/// An event waiting for its URL: its JSON object, and when it happened.
+#[derive(Clone)]
+struct Queued {
+    json: Arc<str>,
+    at: Instant,
+}
+
 /// One URL's sender: batches its queue and posts one batch at a time.
 struct Sender {
     url: String,
@@ -268,7 +281,8 @@ struct Sender {
 }
 
 impl Sender {
-    fn run(self, events: Receiver<Arc<str>>) {
+    fn run(self, events: Receiver<Queued>) {
+        let mut failing = false;
         while let Ok(first) = events.recv() {
             let deadline = Instant::now() + BATCH_WINDOW;
             let mut batch = vec![first];
@@ -279,19 +293,38 @@ impl Sender {
                     Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                 }
             }
-            self.deliver(&batch);
+            failing = !self.deliver(&batch, failing);
             self.pending.fetch_sub(batch.len(), Ordering::AcqRel);
         }
     }
 
-    /// Posts one batch, retrying within the window.
-    fn deliver(&self, batch: &[Arc<str>]) {
+    /// Posts one batch, retrying until the window since its oldest event has passed; true when
+    /// it was sent. `failing`: the URL failed the last batch.
+    fn deliver(&self, batch: &[Queued], failing: bool) -> bool {
+        let deadline = batch[0].at + self.retry_window;
+        let drop = |why: &str| {
+            Metrics::count(&self.metrics.webhooks_dropped, batch.len() as u64);
+            tracing::error!(
+                url = %self.url,
+                why,
+                events = batch.len(),
+                "a webhook failed for the whole retry window; its events are dropped"
+            );
+            false
+        };
+        if failing
+            && batch
+                .iter()
+                .all(|event| event.at + self.retry_window <= Instant::now())
+        {
+            return drop("the URL is failing, and these events are older than the window");
+        }
         let time_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_millis());
-        let body = format!(r#"{{"time_ms":{time_ms},"events":[{}]}}"#, batch.join(","));
+        let events: Vec<&str> = batch.iter().map(|event| &*event.json).collect();
+        let body = format!(r#"{{"time_ms":{time_ms},"events":[{}]}}"#, events.join(","));
         let signature = self.app.webhook_signature(body.as_bytes());
-        let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
         loop {
             let failure = match self
@@ -304,20 +337,13 @@ impl Sender {
             {
                 Ok(response) if response.status().is_success() => {
                     Metrics::count(&self.metrics.webhooks_sent, batch.len() as u64);
-                    return;
+                    return true;
                 }
                 Ok(response) => format!("status {}", response.status()),
                 Err(error) => error.to_string(),
             };
-            if started.elapsed() + backoff > self.retry_window {
-                Metrics::count(&self.metrics.webhooks_dropped, batch.len() as u64);
-                tracing::error!(
-                    url = %self.url,
-                    why = %failure,
-                    events = batch.len(),
-                    "a webhook failed for the whole retry window; its events are dropped"
-                );
-                return;
+            if Instant::now() + backoff > deadline {
+                return drop(&failure);
             }
             Metrics::count(&self.metrics.webhooks_retried, batch.len() as u64);
             tracing::warn!(
