@@ -320,6 +320,31 @@ async fn a_subscription_ends_when_its_token_expires_unless_refreshed() {
 }
 
 #[tokio::test]
+async fn a_token_refreshed_by_a_ping_survives_kill_9() {
+    let mut server = Server::start(COLLECTIONS);
+    let short = server.token("alice", json!({}), Some(3));
+    let channels: Vec<String> = futures::future::join_all(
+        (0..8).map(|_| async { channel(&server.subscribe(Some(&short), "notes", None).await) }),
+    )
+    .await;
+    let fresh = server.token("alice", json!({}), Some(3600));
+    for name in &channels {
+        assert_eq!(server.ping(Some(&fresh), name).await.status, StatusCode::OK);
+    }
+    // The acknowledged refreshes were durable: after the short token's expiry, the
+    // subscriptions are still there.
+    server.kill_and_restart();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for name in &channels {
+        assert_eq!(
+            server.ping(None, name).await.status,
+            StatusCode::OK,
+            "{name}'s refresh was acknowledged"
+        );
+    }
+}
+
+#[tokio::test]
 async fn subscriptions_survive_a_restart() {
     let mut server = Server::start(COLLECTIONS);
     let alice = server.token("alice", json!({}), Some(3600));

@@ -213,7 +213,6 @@ impl CollectionsApi {
                 request.encrypted.unwrap_or(false),
             )
             .await?;
-        app.engine.sync().await?;
         Ok(CollectionResponse::Created(Json(info.into())))
     }
 
@@ -259,7 +258,6 @@ impl CollectionsApi {
             .engine
             .update_collection(&collection.0, new_name, rules, request.encrypted)
             .await?;
-        app.engine.sync().await?;
         Ok(CollectionResponse::Ok(Json(info.into())))
     }
 
@@ -274,7 +272,6 @@ impl CollectionsApi {
     ) -> Result<DeletedResponse, ApiError> {
         app.require_admin(&admin)?;
         app.engine.delete_collection(&collection.0).await?;
-        app.engine.sync().await?;
         Ok(DeletedResponse::Deleted)
     }
 }

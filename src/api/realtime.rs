@@ -369,7 +369,6 @@ impl RealtimeApi {
                 request.socket_id,
             )
             .await?;
-        app.engine.sync().await?;
         let channels = app.engine.channels();
         Ok(SubscribeResponse::Ok(Json(Subscription {
             channel_name: channels.channel(subscribed.id),
@@ -529,7 +528,6 @@ impl RealtimeApi {
     ) -> Result<UnsubscribeResponse, ApiError> {
         let identity = app.identify(&credentials)?;
         app.engine.unsubscribe(identity, &channel_name.0).await?;
-        app.engine.sync().await?;
         Ok(UnsubscribeResponse::Ended)
     }
 }

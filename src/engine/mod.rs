@@ -2,8 +2,9 @@
 //! collection, each owning its subscriptions and their index (DESIGN.md §2).
 //!
 //! [`Engine`] is the handle the HTTP layer holds: each method is one request to an actor, and
-//! returns once memory and sled's tree are updated. Durability is the caller's next step
-//! ([`Engine::sync`]), so that an actor never waits on the disk.
+//! a method that changes something returns once the change is durable. The actor never waits
+//! on the disk: it updates memory and sled's tree, and the method then waits for the store's
+//! group commit.
 //!
 //! Actors are unnamed (ractor's name registry is process-global), so several servers can run
 //! in one process. [`channel_rules`] decides which app channels, beyond the subscriptions' own,
@@ -302,8 +303,8 @@ impl Engine {
         Ok(counts)
     }
 
-    /// Waits until every change made so far is on disk.
-    pub async fn sync(&self) -> Result<(), EngineError> {
+    /// Waits until every change made so far is on disk: each changing method's last step.
+    async fn durable(&self) -> Result<(), EngineError> {
         Ok(self.store.sync().await?)
     }
 
@@ -322,13 +323,15 @@ impl Engine {
         rules: RuleTexts,
         encrypted: bool,
     ) -> Result<CollectionInfo, EngineError> {
-        call(&self.registry, |reply| RegistryMsg::Create {
+        let created = call(&self.registry, |reply| RegistryMsg::Create {
             name,
             rules,
             encrypted,
             reply,
         })
-        .await?
+        .await??;
+        self.durable().await?;
+        Ok(created)
     }
 
     /// Renames a collection, changes its rules, or its `encrypted` option (`None` keeps it).
@@ -340,14 +343,16 @@ impl Engine {
         encrypted: Option<bool>,
     ) -> Result<CollectionInfo, EngineError> {
         let name_or_id = name_or_id.to_owned();
-        call(&self.registry, |reply| RegistryMsg::Update {
+        let updated = call(&self.registry, |reply| RegistryMsg::Update {
             name_or_id,
             name,
             rules,
             encrypted,
             reply,
         })
-        .await?
+        .await??;
+        self.durable().await?;
+        Ok(updated)
     }
 
     pub async fn delete_collection(&self, name_or_id: &str) -> Result<(), EngineError> {
@@ -356,7 +361,8 @@ impl Engine {
             name_or_id,
             reply,
         })
-        .await?
+        .await??;
+        self.durable().await
     }
 
     /// As `resolve`, for a collection named in a request body: unknown is a 422 on `collection`.
@@ -390,25 +396,32 @@ impl Engine {
         socket_id: Option<String>,
     ) -> Result<Subscribed, EngineError> {
         let handle = self.resolve_named_in_body(collection).await?;
-        call(&handle.actor, |reply| CollectionMsg::Subscribe {
+        let subscribed = call(&handle.actor, |reply| CollectionMsg::Subscribe {
             identity,
             client,
             filter_text,
             socket_id,
             reply,
         })
-        .await?
+        .await??;
+        self.durable().await?;
+        Ok(subscribed)
     }
 
-    /// Keeps a subscription alive (and refreshes its token's expiry with a newer token).
+    /// Keeps a subscription alive (and refreshes its token's expiry with a newer token, which
+    /// is durable when this returns; a plain ping writes nothing).
     pub async fn ping(&self, identity: Identity, channel: &str) -> Result<(), EngineError> {
         let (actor, id) = self.subscription_actor(channel).await?;
-        call(&actor, |reply| CollectionMsg::Ping {
+        let wrote = call(&actor, |reply| CollectionMsg::Ping {
             id,
             identity,
             reply,
         })
-        .await?
+        .await??;
+        if wrote {
+            self.durable().await?;
+        }
+        Ok(())
     }
 
     pub async fn unsubscribe(&self, identity: Identity, channel: &str) -> Result<(), EngineError> {
@@ -418,7 +431,8 @@ impl Engine {
             identity,
             reply,
         })
-        .await?
+        .await??;
+        self.durable().await
     }
 
     pub async fn list_records(
@@ -468,7 +482,7 @@ impl Engine {
             reply,
         })
         .await??;
-        self.sync().await?;
+        self.durable().await?;
         Ok(record)
     }
 

@@ -44,10 +44,11 @@ pub enum CollectionMsg {
         socket_id: Option<String>,
         reply: RpcReplyPort<Result<Subscribed, EngineError>>,
     },
+    /// Answers whether the subscription's row was written (a fresher token was taken).
     Ping {
         id: Uuid,
         identity: Identity,
-        reply: RpcReplyPort<Result<(), EngineError>>,
+        reply: RpcReplyPort<Result<bool, EngineError>>,
     },
     Unsubscribe {
         id: Uuid,
@@ -475,7 +476,8 @@ impl CollectionState {
         Ok(Subscribed { id, privacy })
     }
 
-    fn ping(&mut self, id: Uuid, identity: Identity) -> Result<(), EngineError> {
+    /// Keeps a subscription alive; true when a fresher token was taken and its row written.
+    fn ping(&mut self, id: Uuid, identity: Identity) -> Result<bool, EngineError> {
         let Some((_, subscription)) = self.subscriptions.get_mut(&id) else {
             return Err(EngineError::UnknownChannel);
         };
@@ -502,8 +504,9 @@ impl CollectionState {
                 return Err(error);
             }
             self.store.put_subscription(id, &doc)?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     fn unsubscribe(&mut self, id: Uuid, identity: &Identity) -> Result<(), EngineError> {
