@@ -228,11 +228,42 @@ pub struct Delivery {
     pub except: Option<SocketId>,
 }
 
+/// Deliveries waiting for their writes' durability, per collection, before the collection
+/// actor waits to queue more.
+pub const DELIVERY_QUEUE: usize = 1024;
+
+/// A collection's deliveries on their way to its delivery task. The actor's steps are not
+/// async: they push here while it handles a message, and the actor hands them over after it,
+/// waiting while the task's bounded queue is full — a collection whose events wait on a slow
+/// disk takes no more messages meanwhile, rather than holding ever more events in memory.
+pub struct Outbox {
+    pending: std::collections::VecDeque<Delivery>,
+    queue: mpsc::Sender<Delivery>,
+}
+
+impl Outbox {
+    pub fn push(&mut self, delivery: Delivery) {
+        self.pending.push_back(delivery);
+    }
+
+    /// Hands what was pushed to the delivery task, in order. Cancel-safe: a delivery leaves
+    /// the outbox only into a place reserved for it.
+    pub async fn flush(&mut self) {
+        while !self.pending.is_empty() {
+            let Ok(place) = self.queue.reserve().await else {
+                // The task has ended: the server is stopping.
+                return;
+            };
+            place.send(self.pending.pop_front().expect("not empty"));
+        }
+    }
+}
+
 /// Starts a collection's delivery task: deliveries go out in the order they were queued (the
 /// collection's commit order), each after its write reached the disk, to this server's sockets
 /// or, with driver `pusher`, to the external service.
-pub fn spawn_delivery(store: Store, driver: Arc<Driver>) -> mpsc::UnboundedSender<Delivery> {
-    let (queue, mut deliveries) = mpsc::unbounded_channel::<Delivery>();
+pub fn spawn_delivery(store: Store, driver: Arc<Driver>) -> Outbox {
+    let (queue, mut deliveries) = mpsc::channel::<Delivery>(DELIVERY_QUEUE);
     tokio::spawn(async move {
         while let Some(delivery) = deliveries.recv().await {
             if let Some(epoch) = delivery.epoch {
@@ -277,12 +308,44 @@ pub fn spawn_delivery(store: Store, driver: Arc<Driver>) -> mpsc::UnboundedSende
             }
         }
     });
-    queue
+    Outbox {
+        pending: Default::default(),
+        queue,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_full_delivery_queue_makes_the_outbox_wait() {
+        let (queue, mut task) = mpsc::channel(2);
+        let mut outbox = Outbox {
+            pending: Default::default(),
+            queue,
+        };
+        let ended = || Delivery {
+            epoch: None,
+            event: EventData::ended(EndReason::RuleChanged, EventNames::Actions),
+            destinations: Vec::new(),
+            except: None,
+        };
+        for _ in 0..3 {
+            outbox.push(ended());
+        }
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_millis(50), outbox.flush()).await;
+        assert!(waited.is_err(), "the third waits for room");
+        // Room again: what waited goes, in order, and nothing is lost.
+        assert!(task.recv().await.is_some());
+        outbox.flush().await;
+        let mut received = 1;
+        while task.try_recv().is_ok() {
+            received += 1;
+        }
+        assert_eq!(received, 3);
+    }
 
     #[test]
     fn frames_carry_the_data_as_a_json_string() {

@@ -208,12 +208,16 @@ pub struct RecordDoc {
     pub json: String,
 }
 
+/// Flush requests waiting for the flusher, before a request waits to queue its own. Each
+/// flush answers every request queued when it started.
+const FLUSH_REQUESTS: usize = 4096;
+
 #[derive(Clone)]
 pub struct Store {
     collections: sled::Tree,
     subscriptions: sled::Tree,
     records: sled::Tree,
-    flusher: mpsc::UnboundedSender<oneshot::Sender<Result<(), String>>>,
+    flusher: mpsc::Sender<oneshot::Sender<Result<(), String>>>,
     /// The last epoch handed out.
     written: Arc<AtomicU64>,
     /// The last epoch known to be on disk.
@@ -231,7 +235,7 @@ impl Store {
         let collections = db.open_tree("collections")?;
         let subscriptions = db.open_tree("subscriptions")?;
         let records = db.open_tree("records")?;
-        let (flusher, requests) = mpsc::unbounded_channel();
+        let (flusher, requests) = mpsc::channel(FLUSH_REQUESTS);
         let written = Arc::new(AtomicU64::new(0));
         let (durable_tx, durable) = watch::channel(0);
         tokio::spawn(flush_loop(
@@ -255,6 +259,7 @@ impl Store {
         let (done, wait) = oneshot::channel();
         self.flusher
             .send(done)
+            .await
             .map_err(|_| StoreError::FlusherGone)?;
         wait.await
             .map_err(|_| StoreError::FlusherGone)?
@@ -266,7 +271,8 @@ impl Store {
     /// meanwhile share the flush.
     pub fn flush_soon(&self) {
         let (done, _) = oneshot::channel();
-        let _ = self.flusher.send(done);
+        // A full queue holds requests enough: a flush is coming and covers this write.
+        let _ = self.flusher.try_send(done);
     }
 
     /// Waits until the write numbered `epoch` is on disk (it asks for no flush itself: the
@@ -378,7 +384,7 @@ impl Store {
 /// (their writes may postdate the flush in progress).
 async fn flush_loop(
     db: sled::Db,
-    mut requests: mpsc::UnboundedReceiver<oneshot::Sender<Result<(), String>>>,
+    mut requests: mpsc::Receiver<oneshot::Sender<Result<(), String>>>,
     written: Arc<AtomicU64>,
     durable: watch::Sender<Epoch>,
 ) {

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::events::{
-    Action, Delivery, Destination, EndReason, EventData, EventNames, spawn_delivery,
+    Action, Delivery, Destination, EndReason, EventData, EventNames, Outbox, spawn_delivery,
 };
 use super::names::ChannelPrivacy;
 use super::records::RecordMap;
@@ -149,7 +149,7 @@ pub struct CollectionState {
     /// The rules, compiled for checking one record at a time.
     checks: records::RuleChecks,
     /// This collection's ordered, after-durability event delivery.
-    deliveries: tokio::sync::mpsc::UnboundedSender<Delivery>,
+    deliveries: Outbox,
     pruner: Option<JoinHandle<()>>,
     /// The collection was deleted: requests still in the mailbox find it gone (the actor
     /// stops right after, but what was queued before is still handled).
@@ -406,7 +406,7 @@ impl CollectionState {
             // Sealed like the subscription's other events; without a key (a subscription that
             // could not be filed for want of one), nobody can be listening.
             if let Ok(destination) = self.destination(id, subscription.privacy) {
-                let _ = self.deliveries.send(Delivery {
+                self.deliveries.push(Delivery {
                     epoch: Some(epoch),
                     event: EventData::ended(reason, self.event_names),
                     destinations: vec![destination],
@@ -768,6 +768,7 @@ impl Actor for CollectionActor {
                 let _ = reply.send(state.subscriptions.len());
             }
         }
+        state.deliveries.flush().await;
         Ok(())
     }
 }

@@ -264,7 +264,7 @@ impl CollectionState {
         metrics.observe_match(started.elapsed());
         Metrics::count(&metrics.events, 1);
         if !destinations.is_empty() {
-            let _ = self.deliveries.send(Delivery {
+            self.deliveries.push(Delivery {
                 epoch,
                 event: EventData::new(action, record, self.event_names),
                 destinations,
