@@ -157,6 +157,46 @@ async fn the_admin_manages_collections_and_rules() {
 /// (a misspelt `list` would leave the list rule `SUPERUSER_ONLY`). Subscribe refuses them too;
 /// ping, channel auth and publish ignore them.
 #[tokio::test]
+async fn requests_racing_a_collection_delete_get_201_or_404_never_503() {
+    let server = Server::start(
+        "[[collections]]\nname = 'posts'\napi_rules = { list = '', view = '', create = '' }\n",
+    );
+    let writes = futures::future::join_all((0..200).map(|i| {
+        let server = &server;
+        async move {
+            server
+                .call(
+                    Method::POST,
+                    "/api/collections/posts/records",
+                    None,
+                    Some(json!({ "n": i })),
+                )
+                .await
+                .status
+        }
+    }));
+    let delete = async {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        server
+            .call(Method::DELETE, "/api/collections/posts", Some(ADMIN), None)
+            .await
+            .status
+    };
+    let (statuses, deleted) = tokio::join!(writes, delete);
+    assert_eq!(deleted, StatusCode::NO_CONTENT);
+    for status in &statuses {
+        assert!(
+            [StatusCode::CREATED, StatusCode::NOT_FOUND].contains(status),
+            "{status}"
+        );
+    }
+    let after = server
+        .call(Method::GET, "/api/collections/posts/records", None, None)
+        .await;
+    assert_eq!(after.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn mistaken_keys_are_refused_not_ignored() {
     let server = Server::start(
         "[[collections]]\nname = \"posts\"\napi_rules = { list = \"\" }\n\

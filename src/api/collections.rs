@@ -175,7 +175,7 @@ impl CollectionsApi {
     #[oai(path = "/api/collections", method = "get")]
     async fn list(&self, app: Data<&App>, admin: AdminToken) -> Result<ListResponse, ApiError> {
         app.require_admin(&admin)?;
-        let collections = app.engine.collections().await?;
+        let collections = app.engine.collections();
         Ok(ListResponse::Ok(Json(CollectionList {
             data: collections
                 .into_iter()
@@ -226,7 +226,7 @@ impl CollectionsApi {
         collection: Path<String>,
     ) -> Result<CollectionResponse, ApiError> {
         app.require_admin(&admin)?;
-        let info = app.engine.collection(&collection.0).await?;
+        let info = app.engine.collection(&collection.0)?;
         Ok(CollectionResponse::Ok(Json(info.into())))
     }
 

@@ -1,5 +1,6 @@
-//! The realtime engine: a registry actor mapping collection names and ids to one actor per
-//! collection, each owning its subscriptions and their index (DESIGN.md §2).
+//! The realtime engine: one actor per collection, each owning its records, subscriptions and
+//! their index; a registry actor that creates, renames and deletes collections and keeps the
+//! directory (name or id -> actor) every request reads.
 //!
 //! [`Engine`] is the handle the HTTP layer holds: each method is one request to an actor, and
 //! a method that changes something returns once the change is durable. The actor never waits
@@ -35,7 +36,7 @@ use crate::store::{OwnerDoc, Store, StoreError, SubscriptionDoc};
 use channel_rules::ChannelRules;
 use collection::CollectionMsg;
 pub use names::{ChannelNames, ChannelPrivacy, CollectionName};
-use registry::{RegistryActor, RegistryArgs, RegistryMsg};
+use registry::{CollectionHandle, Directory, RegistryActor, RegistryArgs, RegistryMsg};
 
 /// How long a request waits for an actor before answering 503.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -222,6 +223,8 @@ pub struct Subscribed {
 #[derive(Clone)]
 pub struct Engine {
     registry: ActorRef<RegistryMsg>,
+    /// Where requests find a collection's actor, without a message to the registry.
+    directory: Arc<Directory>,
     /// The app channels our channel authorization signs.
     channel_rules: Arc<ChannelRules>,
     store: Store,
@@ -256,7 +259,9 @@ impl Engine {
         }
         let channels = ChannelNames::new(&config.channel_prefix);
         let filters = Arc::new(FilterEngine::new());
+        let directory = Arc::new(Directory::default());
         let args = RegistryArgs {
+            directory: directory.clone(),
             store: store.clone(),
             filters: filters.clone(),
             driver,
@@ -276,6 +281,7 @@ impl Engine {
         store.sync().await?;
         Ok(Engine {
             registry,
+            directory,
             channel_rules: Arc::new(ChannelRules::compile(&config.channels, filters.clone())?),
             store,
             channels,
@@ -294,10 +300,13 @@ impl Engine {
 
     /// Live subscriptions of each collection, by name.
     pub async fn subscription_counts(&self) -> Result<Vec<(String, usize)>, EngineError> {
-        let handles = call(&self.registry, RegistryMsg::Handles).await?;
+        let handles = self.directory.handles();
         let mut counts = Vec::with_capacity(handles.len());
         for handle in handles {
-            let count = call(&handle.actor, CollectionMsg::CountSubscriptions).await?;
+            let count = match self.ask(&handle, CollectionMsg::CountSubscriptions).await {
+                Err(EngineError::UnknownCollection(_)) => continue,
+                other => other?,
+            };
             counts.push((handle.info.name, count));
         }
         Ok(counts)
@@ -308,12 +317,17 @@ impl Engine {
         Ok(self.store.sync().await?)
     }
 
-    pub async fn collections(&self) -> Result<Vec<CollectionInfo>, EngineError> {
-        call(&self.registry, RegistryMsg::List).await
+    /// Every collection, by name.
+    pub fn collections(&self) -> Vec<CollectionInfo> {
+        self.directory
+            .handles()
+            .into_iter()
+            .map(|handle| handle.info)
+            .collect()
     }
 
-    pub async fn collection(&self, name_or_id: &str) -> Result<CollectionInfo, EngineError> {
-        self.resolve(name_or_id).await.map(|handle| handle.info)
+    pub fn collection(&self, name_or_id: &str) -> Result<CollectionInfo, EngineError> {
+        self.resolve(name_or_id).map(|handle| handle.info)
     }
 
     /// Creates a collection; `encrypted` needs the master key (else 422 on `encrypted`).
@@ -366,11 +380,8 @@ impl Engine {
     }
 
     /// As `resolve`, for a collection named in a request body: unknown is a 422 on `collection`.
-    async fn resolve_named_in_body(
-        &self,
-        collection: &str,
-    ) -> Result<registry::CollectionHandle, EngineError> {
-        self.resolve(collection).await.map_err(|error| match error {
+    fn resolve_named_in_body(&self, collection: &str) -> Result<CollectionHandle, EngineError> {
+        self.resolve(collection).map_err(|error| match error {
             EngineError::UnknownCollection(name) => {
                 EngineError::invalid("collection", format!("collection `{name}` does not exist"))
             }
@@ -378,11 +389,27 @@ impl Engine {
         })
     }
 
-    async fn resolve(&self, name_or_id: &str) -> Result<registry::CollectionHandle, EngineError> {
-        let key = name_or_id.to_owned();
-        call(&self.registry, |reply| RegistryMsg::Resolve(key, reply))
-            .await?
+    fn resolve(&self, name_or_id: &str) -> Result<CollectionHandle, EngineError> {
+        self.directory
+            .find(name_or_id)
             .ok_or_else(|| EngineError::UnknownCollection(name_or_id.to_owned()))
+    }
+
+    /// One exchange with a collection's actor. A collection deleted after it was found has a
+    /// closed actor: that is an unknown collection, not an unavailable engine.
+    async fn ask<T: Send + 'static>(
+        &self,
+        handle: &CollectionHandle,
+        message: impl FnOnce(RpcReplyPort<T>) -> CollectionMsg,
+    ) -> Result<T, EngineError> {
+        call(&handle.actor, message)
+            .await
+            .map_err(|error| match error {
+                EngineError::Unavailable if self.directory.find(&handle.info.id).is_none() => {
+                    EngineError::UnknownCollection(handle.info.name.clone())
+                }
+                other => other,
+            })
     }
 
     /// Subscribes `identity` to a collection (by name or id) with a filter expression; the
@@ -395,15 +422,16 @@ impl Engine {
         filter_text: String,
         socket_id: Option<String>,
     ) -> Result<Subscribed, EngineError> {
-        let handle = self.resolve_named_in_body(collection).await?;
-        let subscribed = call(&handle.actor, |reply| CollectionMsg::Subscribe {
-            identity,
-            client,
-            filter_text,
-            socket_id,
-            reply,
-        })
-        .await??;
+        let handle = self.resolve_named_in_body(collection)?;
+        let subscribed = self
+            .ask(&handle, |reply| CollectionMsg::Subscribe {
+                identity,
+                client,
+                filter_text,
+                socket_id,
+                reply,
+            })
+            .await??;
         self.durable().await?;
         Ok(subscribed)
     }
@@ -411,13 +439,15 @@ impl Engine {
     /// Keeps a subscription alive (and refreshes its token's expiry with a newer token, which
     /// is durable when this returns; a plain ping writes nothing).
     pub async fn ping(&self, identity: Identity, channel: &str) -> Result<(), EngineError> {
-        let (actor, id) = self.subscription_actor(channel).await?;
-        let wrote = call(&actor, |reply| CollectionMsg::Ping {
-            id,
-            identity,
-            reply,
-        })
-        .await??;
+        let (handle, id) = self.subscription_actor(channel)?;
+        let wrote = self
+            .ask(&handle, |reply| CollectionMsg::Ping {
+                id,
+                identity,
+                reply,
+            })
+            .await
+            .map_err(unknown_channel)??;
         if wrote {
             self.durable().await?;
         }
@@ -425,13 +455,14 @@ impl Engine {
     }
 
     pub async fn unsubscribe(&self, identity: Identity, channel: &str) -> Result<(), EngineError> {
-        let (actor, id) = self.subscription_actor(channel).await?;
-        call(&actor, |reply| CollectionMsg::Unsubscribe {
+        let (handle, id) = self.subscription_actor(channel)?;
+        self.ask(&handle, |reply| CollectionMsg::Unsubscribe {
             id,
             identity,
             reply,
         })
-        .await??;
+        .await
+        .map_err(unknown_channel)??;
         self.durable().await
     }
 
@@ -441,8 +472,8 @@ impl Engine {
         collection: &str,
         query: ListQuery,
     ) -> Result<RecordPage, EngineError> {
-        let actor = self.resolve(collection).await?.actor;
-        call(&actor, |reply| CollectionMsg::ListRecords {
+        let handle = self.resolve(collection)?;
+        self.ask(&handle, |reply| CollectionMsg::ListRecords {
             identity,
             query,
             reply,
@@ -456,8 +487,8 @@ impl Engine {
         collection: &str,
         id: String,
     ) -> Result<records::RecordMap, EngineError> {
-        let actor = self.resolve(collection).await?.actor;
-        call(&actor, |reply| CollectionMsg::ViewRecord {
+        let handle = self.resolve(collection)?;
+        self.ask(&handle, |reply| CollectionMsg::ViewRecord {
             identity,
             id,
             reply,
@@ -474,14 +505,15 @@ impl Engine {
         write: RecordWrite,
         except: Option<SocketId>,
     ) -> Result<records::RecordMap, EngineError> {
-        let actor = self.resolve(collection).await?.actor;
-        let (record, _epoch) = call(&actor, |reply| CollectionMsg::Write {
-            identity,
-            write,
-            except,
-            reply,
-        })
-        .await??;
+        let handle = self.resolve(collection)?;
+        let (record, _epoch) = self
+            .ask(&handle, |reply| CollectionMsg::Write {
+                identity,
+                write,
+                except,
+                reply,
+            })
+            .await??;
         self.durable().await?;
         Ok(record)
     }
@@ -495,8 +527,8 @@ impl Engine {
         record: records::RecordMap,
         except: Option<SocketId>,
     ) -> Result<usize, EngineError> {
-        let handle = self.resolve_named_in_body(collection).await?;
-        call(&handle.actor, |reply| CollectionMsg::Publish {
+        let handle = self.resolve_named_in_body(collection)?;
+        self.ask(&handle, |reply| CollectionMsg::Publish {
             action,
             record,
             except,
@@ -572,10 +604,7 @@ impl Engine {
 
     /// The actor owning the subscription a channel name designates, found through the
     /// connection table.
-    async fn subscription_actor(
-        &self,
-        channel: &str,
-    ) -> Result<(ActorRef<CollectionMsg>, Uuid), EngineError> {
+    fn subscription_actor(&self, channel: &str) -> Result<(CollectionHandle, Uuid), EngineError> {
         let id = self
             .channels
             .subscription_id(channel)
@@ -586,9 +615,16 @@ impl Engine {
             .ok_or(EngineError::UnknownChannel)?;
         let handle = self
             .resolve(&doc.collection_id)
-            .await
             .map_err(|_| EngineError::UnknownChannel)?;
-        Ok((handle.actor, id))
+        Ok((handle, id))
+    }
+}
+
+/// A subscription's collection gone meanwhile: its channel is unknown.
+fn unknown_channel(error: EngineError) -> EngineError {
+    match error {
+        EngineError::UnknownCollection(_) => EngineError::UnknownChannel,
+        other => other,
     }
 }
 

@@ -1,6 +1,7 @@
-//! The registry actor: maps collection names and ids to collection actors, and owns the
+//! The registry actor: creates, renames and deletes collections, one at a time, and owns the
 //! collections tree of the store. It starts one actor per collection at start-up, handing each
-//! its rows of the connection table.
+//! its rows of the connection table, and keeps the [`Directory`] every request reads to find
+//! a collection's actor without a message.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,12 +29,85 @@ pub struct CollectionHandle {
     pub actor: ActorRef<CollectionMsg>,
 }
 
+/// Collection names and ids -> their actors: read by every request, written only by the
+/// registry actor (so two changes never race; a read sees the state before or after one).
+#[derive(Default)]
+pub struct Directory {
+    entries: std::sync::RwLock<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    by_id: HashMap<String, CollectionHandle>,
+    /// Name -> id.
+    names: HashMap<String, String>,
+}
+
+impl Directory {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Entries> {
+        self.entries
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Entries> {
+        self.entries
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A collection by id or name.
+    pub fn find(&self, name_or_id: &str) -> Option<CollectionHandle> {
+        let entries = self.read();
+        entries
+            .by_id
+            .get(name_or_id)
+            .or_else(|| {
+                entries
+                    .names
+                    .get(name_or_id)
+                    .and_then(|id| entries.by_id.get(id))
+            })
+            .cloned()
+    }
+
+    /// Every collection, by name.
+    pub fn handles(&self) -> Vec<CollectionHandle> {
+        let mut all: Vec<CollectionHandle> = self.read().by_id.values().cloned().collect();
+        all.sort_by(|a, b| a.info.name.cmp(&b.info.name));
+        all
+    }
+
+    fn count(&self) -> usize {
+        self.read().by_id.len()
+    }
+
+    fn has_name(&self, name: &str) -> bool {
+        self.read().names.contains_key(name)
+    }
+
+    /// Adds a collection, or replaces it (its name may have changed).
+    fn put(&self, handle: CollectionHandle) {
+        let mut entries = self.write();
+        if let Some(old) = entries.by_id.get(&handle.info.id) {
+            let old_name = old.info.name.clone();
+            entries.names.remove(&old_name);
+        }
+        entries
+            .names
+            .insert(handle.info.name.clone(), handle.info.id.clone());
+        entries.by_id.insert(handle.info.id.clone(), handle);
+    }
+
+    fn remove(&self, id: &str) {
+        let mut entries = self.write();
+        if let Some(old) = entries.by_id.remove(id) {
+            entries.names.remove(&old.info.name);
+        }
+    }
+}
+
 pub enum RegistryMsg {
-    /// By name or id.
-    Resolve(String, RpcReplyPort<Option<CollectionHandle>>),
-    List(RpcReplyPort<Vec<CollectionInfo>>),
-    /// Every collection with its actor, by name.
-    Handles(RpcReplyPort<Vec<CollectionHandle>>),
     Create {
         name: CollectionName,
         rules: RuleTexts,
@@ -68,6 +142,7 @@ pub struct RegistryArgs {
     /// What encrypted channels' keys derive from; `None`: no collection may be encrypted.
     pub master_key: Option<[u8; 32]>,
     pub seeds: Vec<CollectionSeed>,
+    pub directory: Arc<Directory>,
 }
 
 pub struct RegistryState {
@@ -79,10 +154,7 @@ pub struct RegistryState {
     subscription_quota: Arc<Quota<ClientKey>>,
     event_names: EventNames,
     master_key: Option<[u8; 32]>,
-    /// By id.
-    collections: HashMap<String, CollectionHandle>,
-    /// Name -> id.
-    names: HashMap<String, String>,
+    directory: Arc<Directory>,
 }
 
 fn doc(info: &CollectionInfo) -> CollectionDoc {
@@ -99,14 +171,6 @@ fn doc(info: &CollectionInfo) -> CollectionDoc {
 }
 
 impl RegistryState {
-    fn find(&self, name_or_id: &str) -> Option<&CollectionHandle> {
-        self.collections.get(name_or_id).or_else(|| {
-            self.names
-                .get(name_or_id)
-                .and_then(|id| self.collections.get(id))
-        })
-    }
-
     async fn start(
         &mut self,
         info: CollectionInfo,
@@ -132,9 +196,7 @@ impl RegistryState {
             tracing::error!(collection = %info.name, %error, "collection actor failed to start");
             EngineError::Unavailable
         })?;
-        self.names.insert(info.name.clone(), info.id.clone());
-        self.collections
-            .insert(info.id.clone(), CollectionHandle { info, actor });
+        self.directory.put(CollectionHandle { info, actor });
         Ok(())
     }
 
@@ -155,7 +217,7 @@ impl RegistryState {
         rules: RuleTexts,
         encrypted: bool,
     ) -> Result<CollectionInfo, EngineError> {
-        if self.names.contains_key(name.as_str()) {
+        if self.directory.has_name(name.as_str()) {
             return Err(EngineError::invalid(
                 "name",
                 format!("a collection named `{name}` already exists"),
@@ -183,14 +245,14 @@ impl RegistryState {
         encrypted: Option<bool>,
     ) -> Result<CollectionInfo, EngineError> {
         let handle = self
+            .directory
             .find(name_or_id)
-            .cloned()
             .ok_or_else(|| EngineError::UnknownCollection(name_or_id.to_owned()))?;
         let mut info = handle.info.clone();
         if let Some(name) = name
             && name.as_str() != info.name
         {
-            if self.names.contains_key(name.as_str()) {
+            if self.directory.has_name(name.as_str()) {
                 return Err(EngineError::invalid(
                     "name",
                     format!("a collection named `{name}` already exists"),
@@ -211,28 +273,24 @@ impl RegistryState {
             reply,
         })
         .await?;
-        self.names.remove(&handle.info.name);
-        self.names.insert(info.name.clone(), info.id.clone());
-        self.collections.insert(
-            info.id.clone(),
-            CollectionHandle {
-                info: info.clone(),
-                actor: handle.actor,
-            },
-        );
+        self.directory.put(CollectionHandle {
+            info: info.clone(),
+            actor: handle.actor,
+        });
         Ok(info)
     }
 
     async fn delete(&mut self, name_or_id: &str) -> Result<(), EngineError> {
         let handle = self
+            .directory
             .find(name_or_id)
-            .cloned()
             .ok_or_else(|| EngineError::UnknownCollection(name_or_id.to_owned()))?;
+        // Gone from the directory first: a request that found the collection just before
+        // reaches a closed actor, and the engine answers it as unknown too.
+        self.directory.remove(&handle.info.id);
         call(&handle.actor, |reply| CollectionMsg::Close { reply }).await?;
         handle.actor.stop(Some("collection deleted".into()));
         self.store.delete_collection(&handle.info.id)?;
-        self.names.remove(&handle.info.name);
-        self.collections.remove(&handle.info.id);
         tracing::info!(collection = %handle.info.name, "collection deleted");
         Ok(())
     }
@@ -257,8 +315,7 @@ impl Actor for RegistryActor {
             subscription_quota: args.subscription_quota,
             event_names: args.event_names,
             master_key: args.master_key,
-            collections: HashMap::new(),
-            names: HashMap::new(),
+            directory: args.directory,
         };
         let mut by_collection: HashMap<String, Vec<(Uuid, SubscriptionDoc)>> = HashMap::new();
         for (id, doc) in state.store.subscriptions()? {
@@ -297,14 +354,14 @@ impl Actor for RegistryActor {
             }
         }
         for seed in args.seeds {
-            if state.names.contains_key(&seed.name) {
+            if state.directory.has_name(&seed.name) {
                 continue;
             }
             let name = CollectionName::parse(&seed.name)
                 .map_err(|message| EngineError::invalid("name", message))?;
             state.create(name, seed.api_rules, seed.encrypted).await?;
         }
-        tracing::info!(collections = state.collections.len(), "engine started");
+        tracing::info!(collections = state.directory.count(), "engine started");
         Ok(state)
     }
 
@@ -315,23 +372,6 @@ impl Actor for RegistryActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            RegistryMsg::Resolve(name_or_id, reply) => {
-                let _ = reply.send(state.find(&name_or_id).cloned());
-            }
-            RegistryMsg::List(reply) => {
-                let mut all: Vec<CollectionInfo> = state
-                    .collections
-                    .values()
-                    .map(|handle| handle.info.clone())
-                    .collect();
-                all.sort_by(|a, b| a.name.cmp(&b.name));
-                let _ = reply.send(all);
-            }
-            RegistryMsg::Handles(reply) => {
-                let mut all: Vec<CollectionHandle> = state.collections.values().cloned().collect();
-                all.sort_by(|a, b| a.info.name.cmp(&b.info.name));
-                let _ = reply.send(all);
-            }
             RegistryMsg::Create {
                 name,
                 rules,
