@@ -12,9 +12,10 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+pub use crate::engine::CollectionSeed;
 use crate::engine::channel_rules::{ChannelRuleSeed, ChannelRules};
 use crate::engine::events::EventNames;
-use crate::engine::{CollectionName, EngineError, RuleTexts};
+use crate::engine::{CollectionName, EngineError, EngineSettings};
 use crate::filter::FilterEngine;
 use crate::limits::{ClientLimits, TrustedProxies, TrustedProxy};
 use crate::pusher::{Limits, webhooks};
@@ -236,19 +237,6 @@ pub struct Settings {
     #[arg(skip)]
     #[serde(default)]
     pub channels: Vec<ChannelRuleSeed>,
-}
-
-/// A collection declared in the TOML file.
-#[derive(Deserialize, Debug, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct CollectionSeed {
-    pub name: String,
-    /// An absent rule is `SUPERUSER_ONLY`, `""` is public.
-    #[serde(default)]
-    pub api_rules: RuleTexts,
-    /// Non-public subscriptions' events go encrypted (needs `encryption_master_key`).
-    #[serde(default)]
-    pub encrypted: bool,
 }
 
 /// A `[[webhooks]]` entry of the TOML file.
@@ -660,6 +648,19 @@ fn unlimited(limit: usize, none: usize) -> usize {
 }
 
 impl Config {
+    /// What the engine runs with.
+    pub fn engine(&self) -> EngineSettings {
+        EngineSettings {
+            channel_prefix: self.channel_prefix.clone(),
+            connection_threshold: self.connection_threshold,
+            max_subscriptions_per_client: self.clients.max_subscriptions,
+            event_names: self.event_names,
+            encryption_master_key: self.encryption_master_key,
+            collections: self.collections.clone(),
+            channels: self.channels.clone(),
+        }
+    }
+
     /// Which development defaults are in use; they must not face a network.
     pub fn default_secrets(&self) -> Vec<&'static str> {
         let mut defaults = Vec::new();

@@ -62,7 +62,7 @@ pub async fn run(
         outbound,
         webhooks,
     ));
-    let engine = Engine::start(&config, store.clone(), driver.clone()).await?;
+    let engine = Engine::start(&config.engine(), store.clone(), driver.clone()).await?;
     let routes = api::routes(App::new(engine, driver.clone(), &config), &config);
     tracing::info!("listening on http://{}", listener.local_addr()?);
     let hub_driver = driver.clone();

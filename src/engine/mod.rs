@@ -27,7 +27,6 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::auth::Identity;
-use crate::config::Config;
 use crate::filter::{FilterEngine, Rule};
 use crate::limits::{ClientKey, Quota};
 use crate::pusher::Driver;
@@ -219,6 +218,37 @@ pub struct Subscribed {
     pub privacy: ChannelPrivacy,
 }
 
+/// A collection declared in the configuration, created at start-up when it does not exist.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionSeed {
+    pub name: String,
+    /// An absent rule is `SUPERUSER_ONLY`, `""` is public.
+    #[serde(default)]
+    pub api_rules: RuleTexts,
+    /// Non-public subscriptions' events go encrypted (needs `encryption_master_key`).
+    #[serde(default)]
+    pub encrypted: bool,
+}
+
+/// What the engine runs with (the configuration's part for it).
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    /// In front of every subscription's channel name.
+    pub channel_prefix: String,
+    /// How long a subscription lives without a socket or a ping.
+    pub connection_threshold: Duration,
+    /// Live subscriptions per client.
+    pub max_subscriptions_per_client: usize,
+    pub event_names: events::EventNames,
+    /// What encrypted channels' keys derive from.
+    pub encryption_master_key: Option<[u8; 32]>,
+    /// Collections to create when they do not exist yet.
+    pub collections: Vec<CollectionSeed>,
+    /// App channels our channel authorization signs.
+    pub channels: Vec<channel_rules::ChannelRuleSeed>,
+}
+
 /// The handle to the running engine.
 #[derive(Clone)]
 pub struct Engine {
@@ -239,7 +269,7 @@ impl Engine {
     /// A stored encrypted collection without `VELO_ENCRYPTION_MASTER_KEY` configured stops
     /// the start: its events could be neither sealed nor, without leaking them, sent in plain.
     pub async fn start(
-        config: &Config,
+        config: &EngineSettings,
         store: Store,
         driver: Arc<Driver>,
     ) -> Result<Engine, EngineError> {
@@ -267,7 +297,7 @@ impl Engine {
             driver,
             channels: channels.clone(),
             threshold: config.connection_threshold,
-            subscription_quota: Arc::new(Quota::new(config.clients.max_subscriptions)),
+            subscription_quota: Arc::new(Quota::new(config.max_subscriptions_per_client)),
             event_names: config.event_names,
             master_key: config.encryption_master_key,
             seeds: config.collections.clone(),

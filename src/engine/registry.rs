@@ -14,9 +14,9 @@ use super::collection::{CollectionActor, CollectionArgs, CollectionMsg};
 use super::events::EventNames;
 use super::names::random_id;
 use super::{
-    ChannelNames, CollectionInfo, CollectionName, EngineError, RuleTexts, Rules, RulesPatch, call,
+    ChannelNames, CollectionInfo, CollectionName, CollectionSeed, EngineError, RuleTexts, Rules,
+    RulesPatch, call,
 };
-use crate::config::CollectionSeed;
 use crate::filter::FilterEngine;
 use crate::limits::{ClientKey, Quota};
 use crate::pusher::Driver;
