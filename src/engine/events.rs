@@ -14,11 +14,10 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::metrics::Metrics;
-use crate::pusher::Driver;
 use crate::pusher::encryption::{ChannelKey, sealed_len};
-use crate::pusher::outbound::{self, OutEvent};
+use crate::pusher::outbound;
 use crate::pusher::protocol::SocketId;
+use crate::pusher::{ChannelEvent, Driver};
 use crate::store::{Epoch, Store};
 
 /// What happened to a record; also the event's name on the wire.
@@ -109,13 +108,7 @@ pub struct EventData {
     truncated: Option<Arc<str>>,
 }
 
-/// Where a matched subscription's events go: its Pusher channel and, for a
-/// `private-encrypted-` channel, the channel's key.
-#[derive(Clone, Debug)]
-pub struct Destination {
-    pub channel: Arc<str>,
-    pub key: Option<ChannelKey>,
-}
+pub use crate::pusher::Destination;
 
 /// The event payload, serialized straight from the record (no intermediate JSON value).
 #[derive(serde::Serialize)]
@@ -216,6 +209,20 @@ impl EventData {
     }
 }
 
+impl ChannelEvent for EventData {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn frame(&self, destination: &Destination) -> Utf8Bytes {
+        self.frame_for(destination)
+    }
+
+    fn data(&self, destination: &Destination) -> Arc<str> {
+        self.pusher_data(destination.key.as_ref())
+    }
+}
+
 /// One event and the destinations of the subscriptions it matched, to send once the
 /// write is durable.
 pub struct Delivery {
@@ -269,43 +276,11 @@ pub fn spawn_delivery(store: Store, driver: Arc<Driver>) -> Outbox {
             if let Some(epoch) = delivery.epoch {
                 store.durable(epoch).await;
             }
-            let Delivery {
-                event,
-                destinations,
-                except,
-                ..
-            } = delivery;
-            match &driver.outbound {
-                None => {
-                    let sent: usize = destinations
-                        .iter()
-                        .map(|destination| {
-                            driver.hub.publish(
-                                &destination.channel,
-                                &event.frame_for(destination),
-                                except.as_ref(),
-                            )
-                        })
-                        .sum();
-                    Metrics::count(&driver.metrics.deliveries, sent as u64);
-                }
-                Some(outbound) => {
-                    // Plain data is the same for every channel; sealed data is per channel.
-                    let plain = event.pusher_data(None);
-                    for Destination { channel, key } in destinations {
-                        let data = match &key {
-                            None => plain.clone(),
-                            Some(key) => event.pusher_data(Some(key)),
-                        };
-                        outbound.send(OutEvent {
-                            name: event.name(),
-                            channel,
-                            data,
-                            socket_id: except.as_ref().map(|socket| socket.as_str().to_owned()),
-                        });
-                    }
-                }
-            }
+            driver.deliver(
+                &delivery.event,
+                &delivery.destinations,
+                delivery.except.as_ref(),
+            );
         }
     });
     Outbox {

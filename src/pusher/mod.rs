@@ -46,6 +46,28 @@ use webhooks::Webhooks;
 
 use crate::limits::TrustedProxies;
 use crate::metrics::Metrics;
+use encryption::ChannelKey;
+use outbound::OutEvent;
+use protocol::SocketId;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Where an event goes: a Pusher channel and, for a `private-encrypted-` channel, its key.
+#[derive(Clone, Debug)]
+pub struct Destination {
+    pub channel: Arc<str>,
+    pub key: Option<ChannelKey>,
+}
+
+/// An event the driver sends to channels: built once, then framed (for sockets) or given as
+/// `data` (for an external service's HTTP API) per destination.
+pub trait ChannelEvent {
+    /// The event's name on the wire.
+    fn name(&self) -> &'static str;
+    /// The WebSocket frame for one destination.
+    fn frame(&self, destination: &Destination) -> Utf8Bytes;
+    /// The `data` for one destination through the Pusher HTTP API.
+    fn data(&self, destination: &Destination) -> Arc<str>;
+}
 
 /// The driver's limits and timings (DESIGN.md §9).
 #[derive(Clone, Debug)]
@@ -130,6 +152,38 @@ impl Driver {
             app,
             limits,
             allowed_origins,
+        }
+    }
+
+    /// Sends `event` to each destination but not to `except`'s socket: to this server's
+    /// sockets, or with driver `pusher` to the external service. The one place that chooses.
+    pub fn deliver(
+        &self,
+        event: &impl ChannelEvent,
+        destinations: &[Destination],
+        except: Option<&SocketId>,
+    ) {
+        match &self.outbound {
+            None => {
+                let sent: usize = destinations
+                    .iter()
+                    .map(|destination| {
+                        self.hub
+                            .publish(&destination.channel, &event.frame(destination), except)
+                    })
+                    .sum();
+                Metrics::count(&self.metrics.deliveries, sent as u64);
+            }
+            Some(outbound) => {
+                for destination in destinations {
+                    outbound.send(OutEvent {
+                        name: event.name(),
+                        channel: destination.channel.clone(),
+                        data: event.data(destination),
+                        socket_id: except.map(|socket| socket.as_str().to_owned()),
+                    });
+                }
+            }
         }
     }
 
