@@ -219,7 +219,8 @@ pub struct Settings {
     #[arg(long, env = "VELO_WEBHOOK_URLS", value_delimiter = ',')]
     pub webhook_urls: Option<Vec<String>>,
 
-    /// Seconds a webhook batch is retried while its URL fails, before its events are dropped [default: 60]
+    /// Seconds a webhook event is retried while its URL fails, counted from when it happened,
+    /// before it is dropped; 1 to 86400 [default: 60]
     #[arg(long, env = "VELO_WEBHOOK_RETRY_WINDOW_SECS")]
     pub webhook_retry_window_secs: Option<u64>,
 
@@ -524,6 +525,12 @@ impl Settings {
             )));
         }
         let webhooks = webhook_targets(self.webhook_urls.as_deref(), &self.webhooks)?;
+        let webhook_retry_window_secs = self.webhook_retry_window_secs.unwrap_or(60);
+        if !(1..=MAX_WEBHOOK_RETRY_WINDOW_SECS).contains(&webhook_retry_window_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "webhook_retry_window_secs must be from 1 to {MAX_WEBHOOK_RETRY_WINDOW_SECS} (a day)"
+            )));
+        }
         let trusted_proxies = self
             .trusted_proxies
             .unwrap_or_default()
@@ -599,10 +606,13 @@ impl Settings {
             collections: self.collections,
             channels: self.channels,
             webhooks,
-            webhook_retry_window: Duration::from_secs(self.webhook_retry_window_secs.unwrap_or(60)),
+            webhook_retry_window: Duration::from_secs(webhook_retry_window_secs),
         })
     }
 }
+
+/// The longest webhook retry window: a day.
+const MAX_WEBHOOK_RETRY_WINDOW_SECS: u64 = 86_400;
 
 /// The webhook URLs: every event to each of `VELO_WEBHOOK_URLS`, the chosen ones to each
 /// `[[webhooks]]` entry.
@@ -742,6 +752,14 @@ mod tests {
             (
                 "[[webhooks]]\nurl = 'a.example/hooks'",
                 "is not an http:// or https:// URL",
+            ),
+            (
+                "webhook_retry_window_secs = 0",
+                "webhook_retry_window_secs must be from 1",
+            ),
+            (
+                "webhook_retry_window_secs = 86401",
+                "webhook_retry_window_secs must be from 1",
             ),
         ] {
             let error = toml::from_str::<Settings>(text)

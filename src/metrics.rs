@@ -144,7 +144,7 @@ impl Metrics {
             ),
             (
                 "velo_webhooks_retried_total",
-                "Webhook events whose request failed and was tried again.",
+                "Webhook event sends tried again after a failed request (an event tried again n times counts n).",
                 &self.webhooks_retried,
             ),
             (

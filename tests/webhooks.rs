@@ -350,7 +350,7 @@ async fn past_the_retry_window_events_are_dropped_counted_and_the_next_ones_go()
         .wait_for_metrics(&["velo_webhooks_dropped_total 2"])
         .await
         .unwrap();
-    assert!(server.logged(&["dropped"]));
+    assert!(server.wait_for_log(&["dropped"]).await);
     receiver.set_down(false);
     let expected = occupy_and_vacate(&mut socket, "after-", 1).await;
     assert_eq!(receiver.wait_for(expected.len()).await, expected);

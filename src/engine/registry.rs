@@ -285,10 +285,11 @@ impl RegistryState {
             .directory
             .find(name_or_id)
             .ok_or_else(|| EngineError::UnknownCollection(name_or_id.to_owned()))?;
-        // Gone from the directory first: a request that found the collection just before
-        // reaches a closed actor, and the engine answers it as unknown too.
-        self.directory.remove(&handle.info.id);
+        // Closed first (a failure leaves the collection as it was), then gone from the
+        // directory, then stopped: a request that found the collection meanwhile is answered
+        // as for an unknown collection, by the closed actor or by the engine.
         call(&handle.actor, |reply| CollectionMsg::Close { reply }).await?;
+        self.directory.remove(&handle.info.id);
         handle.actor.stop(Some("collection deleted".into()));
         self.store.delete_collection(&handle.info.id)?;
         tracing::info!(collection = %handle.info.name, "collection deleted");

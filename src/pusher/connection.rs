@@ -319,6 +319,7 @@ impl Session<'_> {
         }
         let driver = self.driver;
         let _turn = driver.turn(channel).await;
+        self.channels.push(channel.to_owned());
         let succeeded = frames::subscription_succeeded(channel);
         self.enter(channel, succeeded).await;
     }
@@ -326,6 +327,8 @@ impl Session<'_> {
     /// Puts this socket on `channel` (in the channel's turn) and confirms with `succeeded`:
     /// the channel's first subscriber tells the webhooks it is occupied, and a cache channel's
     /// last event (or `pusher:cache_miss`) follows the confirmation with no trigger between.
+    /// The channel is in the session's list already (so that a reader cut off in here still
+    /// leaves it when the connection ends).
     async fn enter(&mut self, channel: &str, succeeded: String) {
         let (first, missed) = if cache::is_cache_channel(channel) {
             self.driver.cache.join(channel, Instant::now(), |last| {
@@ -338,7 +341,6 @@ impl Session<'_> {
             self.send(succeeded);
             (first, false)
         };
-        self.channels.push(channel.to_owned());
         if first
             && !channel.starts_with(USER_CHANNEL_PREFIX)
             && self.driver.presence.node_occupancy(channel, true).await
@@ -393,6 +395,15 @@ impl Session<'_> {
             return;
         }
         let user_id = self.member_id(channel);
+        // The webhook first: a receiver of the event may leave at once, and its
+        // `member_removed` must not overtake this `client_event`.
+        self.driver.webhooks.client_event(
+            channel,
+            &frame.event,
+            &frame.data,
+            self.connection.id.as_str(),
+            user_id,
+        );
         let relayed = Utf8Bytes::from(frames::client_event(
             &frame.event,
             channel,
@@ -402,13 +413,6 @@ impl Session<'_> {
         self.driver
             .hub
             .publish(channel, &relayed, Some(&self.connection.id));
-        self.driver.webhooks.client_event(
-            channel,
-            &frame.event,
-            &frame.data,
-            self.connection.id.as_str(),
-            user_id,
-        );
     }
 }
 
@@ -474,6 +478,10 @@ impl Session<'_> {
         // on the same channel never interleave (each would miss the other's member event).
         let driver = self.driver;
         let _turn = driver.turns.take(channel).await;
+        // Recorded before the seam is asked: a reader cut off while it answers still leaves
+        // the channel, and the membership, when the connection ends.
+        self.channels.push(channel.to_owned());
+        self.memberships.push((channel.to_owned(), user_id.clone()));
         let joined = self
             .driver
             .presence
@@ -485,6 +493,8 @@ impl Session<'_> {
             )
             .await;
         let Ok(joined) = joined else {
+            self.channels.retain(|known| known != channel);
+            self.memberships.retain(|(joined, _)| joined != channel);
             self.refuse(
                 channel,
                 "LimitReached",
@@ -493,7 +503,6 @@ impl Session<'_> {
             );
             return;
         };
-        self.memberships.push((channel.to_owned(), user_id.clone()));
         let succeeded = frames::presence_succeeded(channel, &joined.members);
         self.enter(channel, succeeded).await;
         if joined.first {

@@ -43,7 +43,10 @@ pub struct LimitReached;
 /// Who is on which presence channel.
 pub trait Presence: Send + Sync {
     /// `socket` joins `channel` as `member`; a new member beyond `max_members` (0: no limit)
-    /// is refused. A user's later socket keeps the user_info the first one gave.
+    /// is refused. A user's later socket keeps the user_info the first one gave. The caller
+    /// records the channel before asking, so a caller cut off while a store answers still
+    /// leaves it (its connection's end leaves every channel it holds): `leave` must then undo
+    /// what the join did, if anything, and answer false when it did nothing.
     fn join<'a>(
         &'a self,
         channel: &'a str,
@@ -73,8 +76,9 @@ pub trait Presence: Send + Sync {
     fn node_occupancy<'a>(&'a self, channel: &'a str, occupied: bool) -> BoxFuture<'a, bool>;
 }
 
-/// Turns on channels: a subscribe, join or leave takes its channel's turn for the whole step
-/// (membership, occupancy, hub, the frames and webhooks it sends), so that steps on one
+/// Turns on channels: a join or leave of a presence channel, and any subscribe or leave while
+/// webhooks report occupancy ([`super::Driver::turn`]), takes its channel's turn for the whole
+/// step (membership, occupancy, hub, the frames and webhooks it sends), so that steps on one
 /// channel never interleave: no member event is lost between a join and a leave, and
 /// `channel_occupied` / `channel_vacated` never come out of order. Sharded by channel name, as
 /// the hub is: steps on different channels rarely wait for each other.

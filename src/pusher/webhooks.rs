@@ -36,6 +36,9 @@ pub const MAX_BATCH: usize = 50;
 pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
 /// Events waiting for one URL before new ones are dropped.
 pub const QUEUE_EVENTS: usize = 100_000;
+/// Bytes of events waiting for one URL before new ones are dropped (client events can be
+/// large: 100,000 of 10 KiB would be a gigabyte).
+pub const QUEUE_BYTES: usize = 64 << 20;
 /// One request's time limit.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest wait between two tries.
@@ -107,10 +110,18 @@ pub struct Target {
     pub kinds: Kinds,
 }
 
+/// One URL's end of the queue.
+struct Queue {
+    kinds: Kinds,
+    events: SyncSender<Queued>,
+    /// Bytes of the events waiting (the sender takes them off once sent or dropped).
+    bytes: Arc<AtomicUsize>,
+}
+
 /// The webhook senders; empty when no URL is configured.
 #[derive(Default)]
 pub struct Webhooks {
-    senders: Vec<(Kinds, SyncSender<Queued>)>,
+    senders: Vec<Queue>,
     /// Every kind some URL wants: events no one wants are not even built.
     wanted: Kinds,
     metrics: Option<Arc<Metrics>>,
@@ -130,8 +141,11 @@ impl Webhooks {
         let pending = Arc::new(AtomicUsize::new(0));
         for target in targets {
             let (queue, events) = std::sync::mpsc::sync_channel(QUEUE_EVENTS);
+            let bytes = Arc::new(AtomicUsize::new(0));
             let sender = Sender {
                 url: target.url.clone(),
+                shown_url: shown(&target.url),
+                bytes: bytes.clone(),
                 app: app.clone(),
                 retry_window,
                 metrics: metrics.clone(),
@@ -147,7 +161,11 @@ impl Webhooks {
                 .name("webhooks".into())
                 .spawn(move || sender.run(events))
                 .expect("a webhook thread starts");
-            senders.push((target.kinds, queue));
+            senders.push(Queue {
+                kinds: target.kinds,
+                events: queue,
+                bytes,
+            });
         }
         Self {
             wanted: Kinds(targets.iter().fold(0, |bits, target| bits | target.kinds.0)),
@@ -240,24 +258,36 @@ impl Webhooks {
             json: Arc::from(event.to_string()),
             at: Instant::now(),
         };
-        for (kinds, queue) in &self.senders {
-            if !kinds.contains(kind) {
+        let size = event.json.len();
+        for queue in &self.senders {
+            if !queue.kinds.contains(kind) {
                 continue;
             }
-            self.pending.fetch_add(1, Ordering::AcqRel);
-            if let Err(error) = queue.try_send(event.clone()) {
-                self.pending.fetch_sub(1, Ordering::AcqRel);
+            let dropped = if queue.bytes.fetch_add(size, Ordering::AcqRel) + size > QUEUE_BYTES {
+                Some("a webhook queue is full: an event was dropped")
+            } else {
+                self.pending.fetch_add(1, Ordering::AcqRel);
+                match queue.events.try_send(event.clone()) {
+                    Ok(()) => None,
+                    Err(error) => {
+                        self.pending.fetch_sub(1, Ordering::AcqRel);
+                        Some(match error {
+                            TrySendError::Full(_) => {
+                                "a webhook queue is full: an event was dropped"
+                            }
+                            TrySendError::Disconnected(_) => {
+                                "a webhook sender has stopped: an event was dropped"
+                            }
+                        })
+                    }
+                }
+            };
+            if let Some(why) = dropped {
+                queue.bytes.fetch_sub(size, Ordering::AcqRel);
                 if let Some(metrics) = &self.metrics {
                     Metrics::count(&metrics.webhooks_dropped, 1);
                 }
-                match error {
-                    TrySendError::Full(_) => {
-                        tracing::warn!("a webhook queue is full: an event was dropped")
-                    }
-                    TrySendError::Disconnected(_) => {
-                        tracing::error!("a webhook sender has stopped: an event was dropped")
-                    }
-                }
+                tracing::warn!("{why}");
             }
         }
     }
@@ -270,9 +300,28 @@ struct Queued {
     at: Instant,
 }
 
+/// A URL as logs show it: without credentials or query (either may hold a secret).
+fn shown(url: &str) -> String {
+    match url.parse::<poem::http::Uri>() {
+        Ok(uri) => format!(
+            "{}://{}{}",
+            uri.scheme_str().unwrap_or("http"),
+            uri.authority()
+                .map(|authority| authority.as_str().rsplit('@').next().unwrap_or_default())
+                .unwrap_or_default(),
+            uri.path()
+        ),
+        Err(_) => "(a webhook URL)".into(),
+    }
+}
+
 /// One URL's sender: batches its queue and posts one batch at a time.
 struct Sender {
     url: String,
+    /// The URL as logged.
+    shown_url: String,
+    /// Bytes of this URL's queued events, shared with the producers.
+    bytes: Arc<AtomicUsize>,
     app: AppCredentials,
     retry_window: Duration,
     metrics: Arc<Metrics>,
@@ -294,6 +343,8 @@ impl Sender {
                 }
             }
             failing = !self.deliver(&batch, failing);
+            let size = batch.iter().map(|event| event.json.len()).sum();
+            self.bytes.fetch_sub(size, Ordering::AcqRel);
             self.pending.fetch_sub(batch.len(), Ordering::AcqRel);
         }
     }
@@ -305,7 +356,7 @@ impl Sender {
         let drop = |why: &str| {
             Metrics::count(&self.metrics.webhooks_dropped, batch.len() as u64);
             tracing::error!(
-                url = %self.url,
+                url = %self.shown_url,
                 why,
                 events = batch.len(),
                 "a webhook failed for the whole retry window; its events are dropped"
@@ -347,7 +398,7 @@ impl Sender {
             }
             Metrics::count(&self.metrics.webhooks_retried, batch.len() as u64);
             tracing::warn!(
-                url = %self.url,
+                url = %self.shown_url,
                 why = %failure,
                 retry_in_ms = backoff.as_millis() as u64,
                 "a webhook failed; retrying"
@@ -375,6 +426,39 @@ mod tests {
             Kind::ALL
                 .into_iter()
                 .all(|kind| Kinds::all().contains(kind))
+        );
+    }
+
+    #[test]
+    fn logs_show_urls_without_credentials_or_query() {
+        assert_eq!(
+            shown("https://user:secret@hooks.example:8443/pusher?token=abc"),
+            "https://hooks.example:8443/pusher"
+        );
+        assert_eq!(shown("http://127.0.0.1/x"), "http://127.0.0.1/x");
+    }
+
+    #[test]
+    fn a_queue_over_its_bytes_drops_new_events() {
+        let (events, waiting) = std::sync::mpsc::sync_channel(10);
+        let metrics = Arc::new(Metrics::default());
+        let webhooks = Webhooks {
+            senders: vec![Queue {
+                kinds: Kinds::all(),
+                events,
+                bytes: Arc::new(AtomicUsize::new(QUEUE_BYTES - 10)),
+            }],
+            wanted: Kinds::all(),
+            metrics: Some(metrics.clone()),
+            pending: Arc::default(),
+        };
+        webhooks.cache_miss("a-channel-whose-event-is-over-10-bytes");
+        assert!(waiting.try_recv().is_err(), "dropped");
+        assert_eq!(metrics.webhooks_dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            webhooks.senders[0].bytes.load(Ordering::Relaxed),
+            QUEUE_BYTES - 10,
+            "a dropped event takes no room"
         );
     }
 
