@@ -6,6 +6,13 @@
 //! scanned for the two numbers the generator put in the payload, `seq` and `sent_ns`: no JSON
 //! parse, no allocation per frame. Every socket keeps its own receipts behind its own lock
 //! (taken once per read); one shared counter shows progress.
+//!
+//! A socket given keys (the `velo-encrypted` scenario) opens each sealed delivery before it
+//! scans it, as a real client must: it finds the frame's channel among its keys, decodes the
+//! base64 `nonce` and `ciphertext` of the `{"nonce","ciphertext"}` data into a buffer it keeps,
+//! opens the secretbox in place and scans the plaintext. A delivery it cannot open is an error,
+//! never a receipt, so the accounting stays exact. Sockets without keys take the plain path, whose
+//! only extra cost is one branch per frame.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -13,10 +20,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use crypto_secretbox::aead::{AeadInPlace, KeyInit};
+use crypto_secretbox::{Nonce, XSalsa20Poly1305};
 use memchr::memmem;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
+use velo_realtime::pusher::encryption::ChannelKey;
 
 /// Nanoseconds since the generator's epoch: what payloads carry as `sent_ns`, and what a
 /// receipt is compared with (one process, one clock).
@@ -41,6 +52,8 @@ pub struct Socket {
     buffer: Vec<u8>,
     /// Bytes of `buffer` already parsed.
     parsed: usize,
+    /// The keys of the socket's encrypted channels, if it has any.
+    opener: Option<Opener>,
 }
 
 fn protocol_error(what: impl Into<String>) -> io::Error {
@@ -77,7 +90,13 @@ impl Socket {
             stream,
             buffer,
             parsed: head_end,
+            opener: None,
         })
+    }
+
+    /// Opens the socket's sealed deliveries with `opener` (its encrypted channels' keys).
+    pub fn open_with(&mut self, opener: Opener) {
+        self.opener = Some(opener);
     }
 
     /// Sends a text frame (masked, as a client must).
@@ -146,6 +165,7 @@ impl Socket {
             signal(&mut ready);
         }
         let markers = Markers::new();
+        let mut opener = self.opener.take();
         loop {
             let mut pongs = Vec::new();
             let mut counted = 0;
@@ -175,20 +195,40 @@ impl Socket {
                                 signal(&mut ready);
                             }
                         }
-                        OP_TEXT => match markers.receipt(payload) {
-                            Some((seq, sent_ns)) if seq >= base => {
-                                let latency = arrived.saturating_sub(sent_ns);
-                                counted += u64::from(receipts.record(seq - base, latency, arrived));
+                        OP_TEXT => {
+                            let receipt = match opener.as_mut().map(|opener| opener.open(payload)) {
+                                None | Some(Opened::Plain) => markers.receipt(payload),
+                                Some(Opened::Sealed(plaintext)) => {
+                                    match markers.opened_receipt(plaintext) {
+                                        Some(receipt) => Some(receipt),
+                                        // A sealed event without our numbers (`ended`).
+                                        None => continue,
+                                    }
+                                }
+                                Some(Opened::Broken(why)) => {
+                                    if receipts.errors == 0 {
+                                        eprintln!("a sealed delivery did not open: {why}");
+                                    }
+                                    receipts.errors += 1;
+                                    continue;
+                                }
+                            };
+                            match receipt {
+                                Some((seq, sent_ns)) if seq >= base => {
+                                    let latency = arrived.saturating_sub(sent_ns);
+                                    counted +=
+                                        u64::from(receipts.record(seq - base, latency, arrived));
+                                }
+                                Some(_) => {}
+                                // The server's keep-alive: a socket that does not answer is
+                                // closed (4201), as a real client's would be.
+                                None if markers.ping(payload) => {
+                                    pongs.push(client_frame(OP_TEXT, PUSHER_PONG.as_bytes()))
+                                }
+                                None if markers.error(payload) => receipts.errors += 1,
+                                None => {}
                             }
-                            Some(_) => {}
-                            // The server's keep-alive: a socket that does not answer is
-                            // closed (4201), as a real client's would be.
-                            None if markers.ping(payload) => {
-                                pongs.push(client_frame(OP_TEXT, PUSHER_PONG.as_bytes()))
-                            }
-                            None if markers.error(payload) => receipts.errors += 1,
-                            None => {}
-                        },
+                        }
                         OP_PING => pongs.push(client_frame(OP_PONG, payload)),
                         OP_CLOSE => ended = true,
                         _ => {}
@@ -310,6 +350,9 @@ fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 struct Markers {
     seq: memmem::Finder<'static>,
     sent: memmem::Finder<'static>,
+    /// The same in an opened (plain JSON) payload.
+    opened_seq: memmem::Finder<'static>,
+    opened_sent: memmem::Finder<'static>,
     succeeded: memmem::Finder<'static>,
     error: memmem::Finder<'static>,
     ping: memmem::Finder<'static>,
@@ -324,6 +367,8 @@ impl Markers {
             // Inside the frame the payload is a JSON string, so its quotes are escaped.
             seq: memmem::Finder::new(br#"seq\":"#),
             sent: memmem::Finder::new(br#"sent_ns\":"#),
+            opened_seq: memmem::Finder::new(br#""seq":"#),
+            opened_sent: memmem::Finder::new(br#""sent_ns":"#),
             succeeded: memmem::Finder::new(b"subscription_succeeded"),
             error: memmem::Finder::new(b"error"),
             ping: memmem::Finder::new(b"\"pusher:ping\""),
@@ -345,6 +390,15 @@ impl Markers {
 
     /// The `seq` and `sent_ns` a delivery carries.
     fn receipt(&self, frame: &[u8]) -> Option<(u64, u64)> {
+        Self::numbers(&self.seq, &self.sent, frame)
+    }
+
+    /// The `seq` and `sent_ns` an opened sealed delivery carries.
+    fn opened_receipt(&self, plaintext: &[u8]) -> Option<(u64, u64)> {
+        Self::numbers(&self.opened_seq, &self.opened_sent, plaintext)
+    }
+
+    fn numbers(seq: &memmem::Finder, sent: &memmem::Finder, frame: &[u8]) -> Option<(u64, u64)> {
         let number = |finder: &memmem::Finder, frame: &[u8]| {
             let at = finder.find(frame)? + finder.needle().len();
             let digits = frame[at..].iter().take_while(|b| b.is_ascii_digit());
@@ -358,7 +412,101 @@ impl Markers {
             }
             any.then_some(value)
         };
-        Some((number(&self.seq, frame)?, number(&self.sent, frame)?))
+        Some((number(seq, frame)?, number(sent, frame)?))
+    }
+}
+
+/// What [`Opener::open`] made of a text frame.
+enum Opened<'a> {
+    /// Not sealed: scan the frame itself.
+    Plain,
+    /// The opened secretbox: the event's payload as plain JSON.
+    Sealed(&'a [u8]),
+    /// Sealed, but it could not be opened: why.
+    Broken(&'static str),
+}
+
+/// The key of an encrypted channel as its subscriber gets it (the authorization's
+/// `shared_secret`): SHA-256(channel name ‖ master key).
+pub fn channel_key(channel: &str, master_key: &[u8; 32]) -> [u8; 32] {
+    let secret = ChannelKey::derive(channel, master_key).shared_secret();
+    base64::engine::general_purpose::STANDARD
+        .decode(secret)
+        .expect("base64")
+        .try_into()
+        .expect("32 bytes")
+}
+
+/// Opens the sealed deliveries of one socket's encrypted channels.
+pub struct Opener {
+    /// Each encrypted channel's name and cipher (a socket holds a few: a linear search).
+    keys: Vec<(Box<[u8]>, XSalsa20Poly1305)>,
+    channel: memmem::Finder<'static>,
+    nonce: memmem::Finder<'static>,
+    ciphertext: memmem::Finder<'static>,
+    /// The decoded ciphertext, then the plaintext: kept between frames.
+    buffer: Vec<u8>,
+}
+
+impl Opener {
+    /// An opener for these channels and their 32-byte keys (what the channel authorization's
+    /// `shared_secret` holds).
+    pub fn new(keys: impl IntoIterator<Item = (String, [u8; 32])>) -> Self {
+        Self {
+            keys: keys
+                .into_iter()
+                .map(|(channel, key)| {
+                    let cipher = XSalsa20Poly1305::new(&key.into());
+                    (channel.into_bytes().into_boxed_slice(), cipher)
+                })
+                .collect(),
+            channel: memmem::Finder::new(br#""channel":""#),
+            // Inside the frame the data is a JSON string, so its quotes are escaped.
+            nonce: memmem::Finder::new(br#"{\"nonce\":\""#),
+            ciphertext: memmem::Finder::new(br#"\",\"ciphertext\":\""#),
+            buffer: Vec::with_capacity(512),
+        }
+    }
+
+    /// Opens `frame` if its data is sealed, `{"nonce":b64,"ciphertext":b64}` (the order the
+    /// server writes).
+    fn open(&mut self, frame: &[u8]) -> Opened<'_> {
+        let Some(nonce_at) = self.nonce.find(frame) else {
+            return Opened::Plain;
+        };
+        let nonce_at = nonce_at + self.nonce.needle().len();
+        let Some(ciphertext_at) = self.ciphertext.find(&frame[nonce_at..]) else {
+            return Opened::Plain;
+        };
+        let nonce_b64 = &frame[nonce_at..nonce_at + ciphertext_at];
+        let ciphertext_at = nonce_at + ciphertext_at + self.ciphertext.needle().len();
+        let Some(ciphertext_len) = memchr::memchr(b'\\', &frame[ciphertext_at..]) else {
+            return Opened::Broken("no end to the ciphertext");
+        };
+        let ciphertext_b64 = &frame[ciphertext_at..ciphertext_at + ciphertext_len];
+        let Some(channel) = self.channel.find(frame).and_then(|at| {
+            let at = at + self.channel.needle().len();
+            let len = memchr::memchr(b'"', &frame[at..])?;
+            Some(&frame[at..at + len])
+        }) else {
+            return Opened::Broken("no channel");
+        };
+        let Some((_, cipher)) = self.keys.iter().find(|(name, _)| **name == *channel) else {
+            return Opened::Broken("no key for its channel");
+        };
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut nonce = [0u8; 24];
+        if !matches!(b64.decode_slice(nonce_b64, &mut nonce), Ok(24)) {
+            return Opened::Broken("a bad nonce");
+        }
+        self.buffer.clear();
+        if b64.decode_vec(ciphertext_b64, &mut self.buffer).is_err() {
+            return Opened::Broken("bad base64 in the ciphertext");
+        }
+        match cipher.decrypt_in_place(Nonce::from_slice(&nonce), b"", &mut self.buffer) {
+            Ok(()) => Opened::Sealed(&self.buffer),
+            Err(_) => Opened::Broken("the secretbox did not open (wrong key, or altered)"),
+        }
     }
 }
 
@@ -549,6 +697,7 @@ impl Drop for Clients {
 pub fn self_check() {
     frames_parse_at_every_length_form();
     receipts_are_scanned_from_escaped_payloads();
+    sealed_deliveries_are_opened_then_scanned();
     duplicates_and_misdeliveries_do_not_count();
 }
 
@@ -584,6 +733,58 @@ fn receipts_are_scanned_from_escaped_payloads() {
     );
     assert!(markers.ping(br#"{"event":"pusher:ping","data":"{}"}"#));
     assert!(!markers.ping(br#"{"event":"pusher:pong","data":"{}"}"#));
+}
+
+/// Frames made by the server's own code (`EventData::frame_for`), sealed as it seals them.
+fn sealed_deliveries_are_opened_then_scanned() {
+    use velo_realtime::engine::events::{Action, Destination, EventData, EventNames};
+    let master = [9u8; 32];
+    let sealed_for = |event: &EventData, channel: &str| {
+        let destination = Destination {
+            channel: channel.into(),
+            key: Some(ChannelKey::derive(channel, &master)),
+        };
+        event.frame_for(&destination).as_str().as_bytes().to_vec()
+    };
+    let record = serde_json::json!({"id": "r1", "seq": 42, "sent_ns": 123_456, "owner": "u1"});
+    let event = EventData::new(
+        Action::Created,
+        record.as_object().unwrap(),
+        EventNames::Actions,
+    );
+    let channel = "private-encrypted-velo.realtime.0f0e";
+    let frame = sealed_for(&event, channel);
+    let markers = Markers::new();
+    assert_eq!(
+        markers.receipt(&frame),
+        None,
+        "nothing to read before it is opened"
+    );
+    let other = "private-encrypted-velo.realtime.1d1c";
+    let mut opener = Opener::new([
+        (other.to_owned(), channel_key(other, &master)),
+        (channel.to_owned(), channel_key(channel, &master)),
+    ]);
+    let Opened::Sealed(plaintext) = opener.open(&frame) else {
+        panic!("a sealed delivery opens with its channel's key");
+    };
+    assert_eq!(markers.opened_receipt(plaintext), Some((42, 123_456)));
+    // Plain frames pass through to the plain scan.
+    let plain = event.frame("private-velo.realtime.0f0e");
+    assert!(matches!(opener.open(plain.as_bytes()), Opened::Plain));
+    assert!(matches!(
+        opener.open(br#"{"event":"pusher:ping","data":{}}"#),
+        Opened::Plain
+    ));
+    // A channel it holds no key for, a key from another master key, an altered ciphertext.
+    let elsewhere = sealed_for(&event, "private-encrypted-velo.realtime.2b2a");
+    assert!(matches!(opener.open(&elsewhere), Opened::Broken(_)));
+    let mut wrong = Opener::new([(channel.to_owned(), channel_key(channel, &[8; 32]))]);
+    assert!(matches!(wrong.open(&frame), Opened::Broken(_)));
+    let mut altered = frame.clone();
+    let at = memmem::find(&altered, b"ciphertext").unwrap() + 20;
+    altered[at] = if altered[at] == b'A' { b'B' } else { b'A' };
+    assert!(matches!(opener.open(&altered), Opened::Broken(_)));
 }
 
 fn duplicates_and_misdeliveries_do_not_count() {

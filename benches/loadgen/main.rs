@@ -1,6 +1,6 @@
 //! A load generator for any Pusher-compatible server, speaking only public protocols: the
 //! Pusher WebSocket protocol 7 and the signed Pusher HTTP API (plus Velo's subscribe and
-//! records APIs for the `velo` and `subscribe` scenarios).
+//! records APIs for the `velo`, `velo-encrypted` and `subscribe` scenarios).
 //!
 //! ```text
 //! cargo bench --bench loadgen                          # every scenario against our release build
@@ -16,6 +16,15 @@
 //! and the generator's own CPU per delivery. A summary table ends the run; results go to
 //! `target/loadgen.json` and a plot to `target/loadgen.svg`. Every wait is bounded; targets must
 //! be on 127.0.0.0/8. `cargo test` runs this file without `--bench`: it then checks its client.
+//!
+//! `velo` subscribes N users × 10 owner-filtered subscriptions to `tasks` (private channels),
+//! then writes records one at a time, each reaching its owner's 10 subscriptions.
+//! `velo-encrypted` is the same on `vault`, an encrypted collection: its events go out on
+//! `private-encrypted-` channels, sealed per subscription, and each socket opens every delivery
+//! with its channel's key (derived from `--encryption-master-key`, which our own server is given
+//! too) before it reads `seq` and `sent_ns`, so the two compare the sealing's cost on the event
+//! path (and the client's opening shows in the generator's CPU). Both subscribe to the
+//! `pusher_channel` the subscribe reply names.
 
 mod client;
 
@@ -30,24 +39,25 @@ use serde_json::{Value, json};
 use velo_realtime::auth::Authenticator;
 use velo_realtime::pusher::signature::{AppCredentials, body_md5};
 
-use client::{Clients, Expect, Socket, Tally, now_ns};
+use client::{Clients, Expect, Opener, Socket, Tally, now_ns};
 
 #[derive(Parser, Debug)]
 struct Options {
-    /// Scenarios, comma-separated: broadcast, channels, velo, idle, subscribe
+    /// Scenarios, comma-separated: broadcast, channels, velo, velo-encrypted, idle, subscribe
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "broadcast,channels,velo,idle,subscribe"
+        default_value = "broadcast,channels,velo,velo-encrypted,idle,subscribe"
     )]
     scenario: Vec<String>,
-    /// Sockets (broadcast, channels), users (velo), connections (idle); repeatable sizes
+    /// Sockets (broadcast, channels), users (velo, velo-encrypted), connections (idle);
+    /// repeatable sizes
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     n: Vec<usize>,
     /// Events per run (broadcast; channels sends at most 50, each to every channel)
     #[arg(long, default_value_t = 200)]
     events: usize,
-    /// Record writes (velo), one at a time
+    /// Record writes (velo, velo-encrypted), one at a time
     #[arg(long, default_value_t = 2000)]
     writes: usize,
     /// Events per second for broadcast and channels; without it, saturation then half of it
@@ -62,9 +72,14 @@ struct Options {
     key: String,
     #[arg(long, default_value = "loadgen-secret")]
     secret: String,
-    /// The target's JWT secret (velo scenario against a running server)
+    /// The target's JWT secret (velo scenarios against a running server)
     #[arg(long, default_value = "loadgen-jwt")]
     jwt_secret: String,
+    /// The target's VELO_ENCRYPTION_MASTER_KEY (base64 of 32 bytes), from which the
+    /// velo-encrypted sockets derive their channels' keys; our own server is started with it.
+    /// Against a running server it needs an encrypted `vault` collection like `tasks`.
+    #[arg(long, default_value = MASTER_KEY)]
+    encryption_master_key: String,
     /// The target server's pid, for CPU and RSS figures
     #[arg(long)]
     pid: Option<u32>,
@@ -82,6 +97,9 @@ struct Options {
     bench: bool,
 }
 
+/// The default master key of encrypted channels: base64 of "velo-loadgen-master-key-32-bytes".
+const MASTER_KEY: &str = "dmVsby1sb2FkZ2VuLW1hc3Rlci1rZXktMzItYnl0ZXM=";
+
 /// Our own release server, started when no target is given.
 struct OwnServer {
     child: Child,
@@ -94,7 +112,9 @@ impl OwnServer {
         let data = tempfile::tempdir().unwrap();
         let config = data.path().join("velo.toml");
         let collections = "[[collections]]\nname = \"posts\"\napi_rules = { list = \"\", create = \"\" }\n\n\
-             [[collections]]\nname = \"tasks\"\napi_rules = { list = \"@request.auth.id = owner\", create = \"\" }\n";
+             [[collections]]\nname = \"tasks\"\napi_rules = { list = \"@request.auth.id = owner\", create = \"\" }\n\n\
+             [[collections]]\nname = \"vault\"\nencrypted = true\n\
+             api_rules = { list = \"@request.auth.id = owner\", create = \"\" }\n";
         std::fs::write(&config, collections).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_velo-realtime"))
             .env("VELO_BIND", "127.0.0.1:0")
@@ -104,6 +124,7 @@ impl OwnServer {
             .env("VELO_APP_KEY", &options.key)
             .env("VELO_APP_SECRET", &options.secret)
             .env("VELO_JWT_SECRET", &options.jwt_secret)
+            .env("VELO_ENCRYPTION_MASTER_KEY", &options.encryption_master_key)
             .env("VELO_SOCKET_QUEUE_FRAMES", "4096")
             // Thousands of sockets and subscriptions from one address and a few users: the
             // per-client limits are for real clients, not for this generator.
@@ -229,7 +250,8 @@ const SPARE_FILES: u64 = 256;
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens `count` sockets; socket `i` subscribes to `channels(i)` (signed by
-/// `auth(socket_id, channel)` for private ones) and expects `expect(i)` of every event. Waits
+/// `auth(socket_id, channel)` for private ones) and expects `expect(i)` of every event. Given
+/// the master key, a socket opens the deliveries of its `private-encrypted-` channels. Waits
 /// (bounded) until every subscription succeeded.
 async fn sockets(
     target: &Target,
@@ -237,6 +259,7 @@ async fn sockets(
     channels: impl Fn(usize) -> Vec<String>,
     auth: impl Fn(&str, &str) -> Option<String>,
     expect: impl Fn(usize) -> Expect,
+    master_key: Option<&[u8; 32]>,
 ) -> Clients {
     let path = format!("/app/{}?protocol=7", target.key);
     let server: std::net::SocketAddr = target
@@ -282,6 +305,16 @@ async fn sockets(
                 .send_text(&frame.to_string())
                 .await
                 .expect("subscribe sent");
+        }
+        if let Some(master_key) = master_key {
+            let keys: Vec<(String, [u8; 32])> = names
+                .iter()
+                .filter(|channel| channel.starts_with("private-encrypted-"))
+                .map(|channel| (channel.clone(), client::channel_key(channel, master_key)))
+                .collect();
+            if !keys.is_empty() {
+                socket.open_with(Opener::new(keys));
+            }
         }
         ready.push(clients.add(socket, names.len(), expect(i)));
     }
@@ -522,7 +555,15 @@ async fn runs(target: &Target, clients: &Clients, plan: Plan<'_>) -> Vec<Report>
 }
 
 async fn broadcast(target: &Target, n: usize, events: usize, pace: Option<f64>) -> Vec<Report> {
-    let clients = sockets(target, n, |_| vec!["broadcast".into()], |_, _| None, once).await;
+    let clients = sockets(
+        target,
+        n,
+        |_| vec!["broadcast".into()],
+        |_, _| None,
+        once,
+        None,
+    )
+    .await;
     let channels = ["broadcast".to_owned()];
     let plan = Plan {
         scenario: "broadcast",
@@ -537,7 +578,15 @@ async fn broadcast(target: &Target, n: usize, events: usize, pace: Option<f64>) 
 
 async fn channels(target: &Target, n: usize, events: usize, pace: Option<f64>) -> Vec<Report> {
     let names: Vec<String> = (0..n).map(|i| format!("room-{i}")).collect();
-    let clients = sockets(target, n, |i| vec![names[i].clone()], |_, _| None, once).await;
+    let clients = sockets(
+        target,
+        n,
+        |i| vec![names[i].clone()],
+        |_, _| None,
+        once,
+        None,
+    )
+    .await;
     let plan = Plan {
         scenario: "channels",
         n,
@@ -553,8 +602,29 @@ async fn channels(target: &Target, n: usize, events: usize, pace: Option<f64>) -
 const SUBSCRIPTIONS_PER_USER: usize = 10;
 
 /// `users` users with 10 owner-filtered private subscriptions each (one socket per user holds
-/// them), record writes each reaching its owner's 10 subscriptions and nobody else.
-async fn velo(target: &Target, options: &Options, users: usize, writes: usize) -> Report {
+/// them), record writes each reaching its owner's 10 subscriptions and nobody else: on `tasks`,
+/// or `encrypted` on `vault`, whose deliveries are sealed per subscription and opened by the
+/// sockets.
+async fn velo(
+    target: &Target,
+    options: &Options,
+    users: usize,
+    writes: usize,
+    encrypted: bool,
+) -> Report {
+    let (scenario, collection) = if encrypted {
+        ("velo-encrypted", "vault")
+    } else {
+        ("velo", "tasks")
+    };
+    let master_key: Option<[u8; 32]> = encrypted.then(|| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(&options.encryption_master_key)
+            .ok()
+            .and_then(|key| key.try_into().ok())
+            .expect("--encryption-master-key is base64 of 32 bytes")
+    });
     let authenticator = Authenticator::new("unused", &options.jwt_secret);
     let tokens: Vec<String> = (0..users)
         .map(|u| authenticator.mint(&format!("user{u}"), serde_json::Map::new(), Some(3600)))
@@ -567,7 +637,7 @@ async fn velo(target: &Target, options: &Options, users: usize, writes: usize) -
                 .post(format!("{}/api/realtime/subscribe", target.base))
                 .bearer_auth(token)
                 .json(
-                    &json!({ "collection": "tasks", "filter": format!("kind != 'noise{round}'") }),
+                    &json!({ "collection": collection, "filter": format!("kind != 'noise{round}'") }),
                 )
                 .send()
                 .await
@@ -575,10 +645,15 @@ async fn velo(target: &Target, options: &Options, users: usize, writes: usize) -
                 .json()
                 .await
                 .unwrap();
-            channels[u].push(format!(
-                "private-{}",
-                reply["channel_name"].as_str().unwrap()
-            ));
+            let channel = reply["pusher_channel"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no pusher_channel in {reply}"));
+            assert_eq!(
+                channel.starts_with("private-encrypted-"),
+                encrypted,
+                "{collection}'s channel: {channel}"
+            );
+            channels[u].push(channel.to_owned());
         }
     }
     let signer = target.app.clone();
@@ -591,6 +666,7 @@ async fn velo(target: &Target, options: &Options, users: usize, writes: usize) -
             copies: SUBSCRIPTIONS_PER_USER as u8,
             owner: Some((u as u64, users as u64)),
         },
+        master_key.as_ref(),
     )
     .await;
     clients.begin(0);
@@ -600,7 +676,10 @@ async fn velo(target: &Target, options: &Options, users: usize, writes: usize) -
         let record = json!({ "seq": seq, "sent_ns": now_ns(), "owner": owner, "kind": "task" });
         let response = target
             .http
-            .post(format!("{}/api/collections/tasks/records", target.base))
+            .post(format!(
+                "{}/api/collections/{collection}/records",
+                target.base
+            ))
             .json(&record)
             .send()
             .await;
@@ -612,7 +691,7 @@ async fn velo(target: &Target, options: &Options, users: usize, writes: usize) -
     clients.wait(expected, PATIENCE).await;
     let run = clocks.stop(target, clients.tally());
     report(
-        "velo",
+        scenario,
         users * SUBSCRIPTIONS_PER_USER,
         expected,
         run,
@@ -622,7 +701,7 @@ async fn velo(target: &Target, options: &Options, users: usize, writes: usize) -
 
 async fn idle(target: &Target, n: usize) -> Report {
     let before = process_usage(target.pid);
-    let clients = sockets(target, n, |_| Vec::new(), |_, _| None, once).await;
+    let clients = sockets(target, n, |_| Vec::new(), |_, _| None, once, None).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = process_usage(target.pid);
     let per = before
@@ -678,7 +757,7 @@ async fn subscribe_rate(target: &Target, total: usize) -> Report {
     report
 }
 
-const HEADER: &str = "scenario        n  deliveries/s   p50 ms   p90 ms   p99 ms p99.9 ms  server µs/delivery (sys)  generator µs  run";
+const HEADER: &str = "scenario             n  deliveries/s   p50 ms   p90 ms   p99 ms p99.9 ms  server µs/delivery (sys)  generator µs  run";
 
 /// One report as a row of the summary table; anything lost or wrong is shouted.
 fn line(report: &Report) -> String {
@@ -703,7 +782,7 @@ fn line(report: &Report) -> String {
         .generator_cpu_us_per_delivery
         .map_or("-".into(), |cpu| format!("{cpu:.2}"));
     format!(
-        "{:<9} {:>7} {:>13.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {:>24}  {:>12}  {}{faults}",
+        "{:<14} {:>7} {:>13.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {:>24}  {:>12}  {}{faults}",
         report.scenario,
         report.n,
         report.deliveries_per_sec,
@@ -776,7 +855,10 @@ fn main() {
                 let results = match scenario.as_str() {
                     "broadcast" => broadcast(&target, n, options.events, options.pace).await,
                     "channels" => channels(&target, n, options.events, options.pace).await,
-                    "velo" => vec![velo(&target, &options, n, options.writes).await],
+                    "velo" => vec![velo(&target, &options, n, options.writes, false).await],
+                    "velo-encrypted" => {
+                        vec![velo(&target, &options, n, options.writes, true).await]
+                    }
                     "idle" => vec![idle(&target, n).await],
                     "subscribe" => vec![subscribe_rate(&target, n * 10).await],
                     other => panic!("unknown scenario {other}"),

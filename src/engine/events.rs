@@ -178,32 +178,45 @@ impl EventData {
     /// The frame for one channel. Channel names come from [`super::ChannelNames`] and hold
     /// only characters that need no escaping in JSON.
     pub fn frame(&self, channel: &str) -> Utf8Bytes {
-        self.frame_with(channel, &self.escaped)
+        self.frame_with(channel, self.escaped.len(), |frame| {
+            frame.push_str(&self.escaped)
+        })
     }
 
     /// The frame for one destination: for an encrypted channel, its data sealed with the
-    /// channel's key (the whole payload: sockets have no size limit to truncate for).
+    /// channel's key (the whole payload: sockets have no size limit to truncate for), written
+    /// straight into the frame as a JSON string literal.
     pub fn frame_for(&self, destination: &Destination) -> Utf8Bytes {
         match &destination.key {
             None => self.frame(&destination.channel),
             Some(key) => {
-                let sealed = key.seal(&self.data);
-                let escaped = serde_json::to_string(&sealed).expect("a string always serializes");
-                self.frame_with(&destination.channel, &escaped)
+                // The sealed text's 8 quotes are escaped, and the literal is quoted.
+                let len = sealed_len(self.data.len()) + 10;
+                self.frame_with(&destination.channel, len, |frame| {
+                    frame.push('"');
+                    key.seal_into(&self.data, "\\\"", frame);
+                    frame.push('"');
+                })
             }
         }
     }
 
-    /// A frame with `escaped`, a JSON string literal, as its data.
-    fn frame_with(&self, channel: &str, escaped: &str) -> Utf8Bytes {
+    /// A frame whose data, a JSON string literal of about `data_len` bytes, `write_data`
+    /// appends.
+    fn frame_with(
+        &self,
+        channel: &str,
+        data_len: usize,
+        write_data: impl FnOnce(&mut String),
+    ) -> Utf8Bytes {
         let event = self.name;
-        let mut frame = String::with_capacity(40 + event.len() + channel.len() + escaped.len());
+        let mut frame = String::with_capacity(40 + event.len() + channel.len() + data_len);
         frame.push_str(r#"{"event":""#);
         frame.push_str(event);
         frame.push_str(r#"","channel":""#);
         frame.push_str(channel);
         frame.push_str(r#"","data":"#);
-        frame.push_str(escaped);
+        write_data(&mut frame);
         frame.push('}');
         Utf8Bytes::from(frame)
     }

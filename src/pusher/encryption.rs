@@ -32,18 +32,31 @@ impl ChannelKey {
     /// 24-byte nonce (from the operating system: a nonce must never repeat under one key).
     /// Its length is [`sealed_len`] of the plaintext's.
     pub fn seal(&self, plaintext: &str) -> String {
+        let mut sealed = String::with_capacity(sealed_len(plaintext.len()));
+        self.seal_into(plaintext, "\"", &mut sealed);
+        sealed
+    }
+
+    /// Appends [`Self::seal`]'s text to `out`, each of its quotes written as `quote`: `"` for
+    /// the text itself, `\"` for the text inside a JSON string literal (base64 needs no other
+    /// escape), so that a frame is written in one go.
+    pub(crate) fn seal_into(&self, plaintext: &str, quote: &str, out: &mut String) {
         let cipher = XSalsa20Poly1305::new(&self.0.into());
         let nonce = XSalsa20Poly1305::generate_nonce(&mut OsRng);
         let ciphertext = cipher
             .encrypt(&nonce, plaintext.as_bytes())
             .expect("secretbox encrypts any length an event can have");
         let b64 = base64::engine::general_purpose::STANDARD;
-        // Base64 needs no escaping in JSON.
-        format!(
-            r#"{{"nonce":"{}","ciphertext":"{}"}}"#,
-            b64.encode(nonce),
-            b64.encode(ciphertext)
-        )
+        for piece in ["{", quote, "nonce", quote, ":", quote] {
+            out.push_str(piece);
+        }
+        b64.encode_string(nonce, out);
+        for piece in [quote, ",", quote, "ciphertext", quote, ":", quote] {
+            out.push_str(piece);
+        }
+        b64.encode_string(ciphertext, out);
+        out.push_str(quote);
+        out.push('}');
     }
 }
 
@@ -83,6 +96,14 @@ mod tests {
             .unwrap();
         assert_eq!(opened, plaintext.as_bytes());
         assert_ne!(key.seal(plaintext), sealed, "a fresh nonce each time");
+        // Written inside a JSON string literal, it is the same text once unescaped.
+        let mut literal = String::from("\"");
+        key.seal_into(plaintext, "\\\"", &mut literal);
+        literal.push('"');
+        let unescaped: String = serde_json::from_str(&literal).unwrap();
+        let fields: serde_json::Value = serde_json::from_str(&unescaped).unwrap();
+        assert_eq!(fields.as_object().unwrap().len(), 2, "{literal}");
+        assert_eq!(unescaped.len(), sealed_len(plaintext.len()));
     }
 
     #[test]
