@@ -20,7 +20,7 @@ use super::{
 use crate::filter::FilterEngine;
 use crate::limits::{ClientKey, Quota};
 use crate::pusher::Driver;
-use crate::store::{CollectionDoc, Store, SubscriptionDoc};
+use crate::store::{Change, CollectionDoc, Store, SubscriptionDoc};
 
 /// A collection and the actor that owns it.
 #[derive(Clone)]
@@ -231,7 +231,7 @@ impl RegistryState {
             rules,
             encrypted,
         };
-        self.store.put_collection(&doc(&info))?;
+        self.store.commit(Change::PutCollection(&doc(&info)))?;
         self.start(info.clone(), parsed, Vec::new()).await?;
         tracing::info!(collection = %info.name, id = %info.id, "collection created");
         Ok(info)
@@ -266,7 +266,7 @@ impl RegistryState {
             self.check_encryption(encrypted)?;
             info.encrypted = encrypted;
         }
-        self.store.put_collection(&doc(&info))?;
+        self.store.commit(Change::PutCollection(&doc(&info)))?;
         call(&handle.actor, |reply| CollectionMsg::SetRules {
             rules: Box::new(rules),
             encrypted: info.encrypted,
@@ -291,7 +291,8 @@ impl RegistryState {
         call(&handle.actor, |reply| CollectionMsg::Close { reply }).await?;
         self.directory.remove(&handle.info.id);
         handle.actor.stop(Some("collection deleted".into()));
-        self.store.delete_collection(&handle.info.id)?;
+        self.store
+            .commit(Change::DeleteCollection(&handle.info.id))?;
         tracing::info!(collection = %handle.info.name, "collection deleted");
         Ok(())
     }
@@ -351,7 +352,7 @@ impl Actor for RegistryActor {
         }
         for (_, orphans) in by_collection {
             for (id, _) in orphans {
-                state.store.delete_subscription(id)?;
+                state.store.commit(Change::DeleteSubscription(id))?;
             }
         }
         for seed in args.seeds {

@@ -2,11 +2,12 @@
 //! a tree of its own, as versioned bincode documents (JSON held as text: bincode cannot encode
 //! `serde_json::Value`).
 //!
-//! Writes go to sled's in-memory tree at once; [`Store::sync`] makes them durable. Syncs are
-//! group-committed: one flusher task fsyncs on behalf of every caller waiting at that moment,
-//! so concurrent requests share one fsync instead of queueing for one each. Record writes and
-//! subscription removals are numbered ([`Epoch`]), and [`Store::durable`] waits until a write is
-//! on disk: events (a change, or `ended`) are delivered only then, so no client ever sees
+//! Every write is one [`Change`] through [`Store::commit`] (the interface a replicated store
+//! implements too): it goes to sled's in-memory tree at once and is numbered ([`Epoch`]);
+//! [`Store::sync`] makes what was committed durable. Syncs are group-committed: one flusher
+//! task fsyncs on behalf of every caller waiting at that moment, so concurrent requests share
+//! one fsync instead of queueing for one each. [`Store::durable`] waits until a change is on
+//! disk: events (a record change, or `ended`) are delivered only then, so no client ever sees
 //! something a crash could take back.
 //!
 //! This module decides nothing: it stores what the engine hands it.
@@ -212,6 +213,26 @@ pub struct RecordDoc {
 /// flush answers every request queued when it started.
 const FLUSH_REQUESTS: usize = 4096;
 
+/// One change to what is stored, as [`Store::commit`] takes it.
+#[derive(Clone, Copy, Debug)]
+pub enum Change<'a> {
+    PutCollection(&'a CollectionDoc),
+    DeleteCollection(&'a str),
+    PutSubscription(Uuid, &'a SubscriptionDoc),
+    DeleteSubscription(Uuid),
+    PutRecord {
+        collection_id: &'a str,
+        record_id: &'a str,
+        doc: &'a RecordDoc,
+    },
+    DeleteRecord {
+        collection_id: &'a str,
+        record_id: &'a str,
+    },
+    /// Every record of a collection.
+    DeleteRecords(&'a str),
+}
+
 #[derive(Clone)]
 pub struct Store {
     collections: sled::Tree,
@@ -290,21 +311,50 @@ impl Store {
         key
     }
 
-    /// Stores a record (insert or replace); returns the write's epoch.
-    pub fn put_record(
-        &self,
-        collection_id: &str,
-        record_id: &str,
-        doc: &RecordDoc,
-    ) -> Result<Epoch, StoreError> {
-        self.records
-            .insert(Self::record_key(collection_id, record_id), encode(doc))?;
-        Ok(self.written.fetch_add(1, Ordering::SeqCst) + 1)
-    }
-
-    pub fn delete_record(&self, collection_id: &str, record_id: &str) -> Result<Epoch, StoreError> {
-        self.records
-            .remove(Self::record_key(collection_id, record_id))?;
+    /// Makes one change: the one way anything is written. Every change is numbered
+    /// ([`Epoch`]) in the order it reached sled, so that what follows it (an event, an
+    /// answer) can wait until it is durable.
+    pub fn commit(&self, change: Change<'_>) -> Result<Epoch, StoreError> {
+        match change {
+            Change::PutCollection(doc) => {
+                self.collections
+                    .insert(doc.id.as_bytes(), encode_version(doc, COLLECTION_FORMAT))?;
+            }
+            Change::DeleteCollection(id) => {
+                self.collections.remove(id.as_bytes())?;
+            }
+            Change::PutSubscription(id, doc) => {
+                self.subscriptions
+                    .insert(id.as_bytes(), encode_version(doc, SUBSCRIPTION_FORMAT))?;
+            }
+            Change::DeleteSubscription(id) => {
+                self.subscriptions.remove(id.as_bytes())?;
+            }
+            Change::PutRecord {
+                collection_id,
+                record_id,
+                doc,
+            } => {
+                self.records
+                    .insert(Self::record_key(collection_id, record_id), encode(doc))?;
+            }
+            Change::DeleteRecord {
+                collection_id,
+                record_id,
+            } => {
+                self.records
+                    .remove(Self::record_key(collection_id, record_id))?;
+            }
+            Change::DeleteRecords(collection_id) => {
+                for key in self
+                    .records
+                    .scan_prefix(Self::record_key(collection_id, ""))
+                    .keys()
+                {
+                    self.records.remove(key?)?;
+                }
+            }
+        }
         Ok(self.written.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
@@ -317,35 +367,12 @@ impl Store {
             .collect()
     }
 
-    /// Removes every record of a collection.
-    pub fn delete_records(&self, collection_id: &str) -> Result<(), StoreError> {
-        for key in self
-            .records
-            .scan_prefix(Self::record_key(collection_id, ""))
-            .keys()
-        {
-            self.records.remove(key?)?;
-        }
-        Ok(())
-    }
-
     pub fn collections(&self) -> Result<Vec<CollectionDoc>, StoreError> {
         self.collections
             .iter()
             .values()
             .map(|value| decode_collection(&value?))
             .collect()
-    }
-
-    pub fn put_collection(&self, doc: &CollectionDoc) -> Result<(), StoreError> {
-        self.collections
-            .insert(doc.id.as_bytes(), encode_version(doc, COLLECTION_FORMAT))?;
-        Ok(())
-    }
-
-    pub fn delete_collection(&self, id: &str) -> Result<(), StoreError> {
-        self.collections.remove(id.as_bytes())?;
-        Ok(())
     }
 
     pub fn subscriptions(&self) -> Result<Vec<(Uuid, SubscriptionDoc)>, StoreError> {
@@ -365,18 +392,6 @@ impl Store {
             .get(id.as_bytes())?
             .map(|value| decode_subscription(&value))
             .transpose()
-    }
-
-    pub fn put_subscription(&self, id: Uuid, doc: &SubscriptionDoc) -> Result<(), StoreError> {
-        self.subscriptions
-            .insert(id.as_bytes(), encode_version(doc, SUBSCRIPTION_FORMAT))?;
-        Ok(())
-    }
-
-    /// Removes a subscription's row; returns the write's epoch (an `ended` event waits for it).
-    pub fn delete_subscription(&self, id: Uuid) -> Result<Epoch, StoreError> {
-        self.subscriptions.remove(id.as_bytes())?;
-        Ok(self.written.fetch_add(1, Ordering::SeqCst) + 1)
     }
 }
 
@@ -481,8 +496,10 @@ mod tests {
         };
         {
             let store = Store::open(dir.path()).unwrap();
-            store.put_collection(&collection).unwrap();
-            store.put_subscription(id, &subscription).unwrap();
+            store.commit(Change::PutCollection(&collection)).unwrap();
+            store
+                .commit(Change::PutSubscription(id, &subscription))
+                .unwrap();
             store.sync().await.unwrap();
         }
         // The flusher task lets go of the database once it sees the last handle dropped.
@@ -497,7 +514,7 @@ mod tests {
         assert_eq!(store.collections().unwrap(), [collection]);
         assert_eq!(store.subscription(id).unwrap(), Some(subscription.clone()));
         assert_eq!(store.subscriptions().unwrap(), [(id, subscription)]);
-        store.delete_subscription(id).unwrap();
+        store.commit(Change::DeleteSubscription(id)).unwrap();
         assert_eq!(store.subscription(id).unwrap(), None);
     }
 

@@ -34,7 +34,7 @@ use crate::metrics::Metrics;
 use crate::pusher::Driver;
 use crate::pusher::encryption::ChannelKey;
 use crate::pusher::protocol::SocketId;
-use crate::store::{Epoch, OwnerDoc, Store, SubscriptionDoc};
+use crate::store::{Change, Epoch, OwnerDoc, Store, SubscriptionDoc};
 
 pub enum CollectionMsg {
     Subscribe {
@@ -400,7 +400,7 @@ impl CollectionState {
         if let Some(client) = &subscription.client {
             self.subscription_quota.give_back(client);
         }
-        let epoch = self.store.delete_subscription(id)?;
+        let epoch = self.store.commit(Change::DeleteSubscription(id))?;
         tracing::info!(collection = %self.name, subscription = %id, why = ending.why(), "subscription ended");
         if let Ending::Announced(reason) = ending {
             // Sealed like the subscription's other events; without a key (a subscription that
@@ -468,7 +468,7 @@ impl CollectionState {
         }
         let (_, subscription) = &self.subscriptions[&id];
         let doc = subscription.doc(&self.id);
-        if let Err(error) = self.store.put_subscription(id, &doc) {
+        if let Err(error) = self.store.commit(Change::PutSubscription(id, &doc)) {
             self.end(id, Ending::StorageFailure)?;
             return Err(error.into());
         }
@@ -503,7 +503,7 @@ impl CollectionState {
                 self.retire(id, &subscription, Ending::Announced(EndReason::RuleChanged))?;
                 return Err(error);
             }
-            self.store.put_subscription(id, &doc)?;
+            self.store.commit(Change::PutSubscription(id, &doc))?;
             return Ok(true);
         }
         Ok(false)
@@ -661,7 +661,7 @@ impl Actor for CollectionActor {
                 }
             } else {
                 tracing::warn!(collection = %state.name, subscription = %id, "dropping a stored subscription that no longer loads");
-                state.store.delete_subscription(id)?;
+                state.store.commit(Change::DeleteSubscription(id))?;
             }
         }
         state.pruner =
@@ -728,7 +728,7 @@ impl Actor for CollectionActor {
                     }
                 }
                 state.records.clear();
-                if let Err(error) = state.store.delete_records(&state.id) {
+                if let Err(error) = state.store.commit(Change::DeleteRecords(&state.id)) {
                     tracing::warn!(collection = %state.name, %error, "could not delete records");
                 }
                 let _ = reply.send(());

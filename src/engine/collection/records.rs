@@ -18,7 +18,7 @@ use crate::engine::{EngineError, ListQuery, RecordPage, RecordWrite, Rules};
 use crate::filter::{CompiledFilter, Filter, FilterEngine, Record, Rule, condition};
 use crate::metrics::Metrics;
 use crate::pusher::protocol::SocketId;
-use crate::store::{Epoch, RecordDoc, Store};
+use crate::store::{Change, Epoch, RecordDoc, Store};
 
 /// A rule, ready to check one record.
 enum Check {
@@ -200,7 +200,10 @@ impl CollectionState {
                 if !self.allows(&self.checks.delete, identity, existing) {
                     return Err(Self::denied("delete"));
                 }
-                let epoch = self.store.delete_record(&self.id, &id)?;
+                let epoch = self.store.commit(Change::DeleteRecord {
+                    collection_id: &self.id,
+                    record_id: &id,
+                })?;
                 let deleted = self.records.remove(&id).unwrap_or_default();
                 self.broadcast(Action::Deleted, &deleted, except, Some(epoch));
                 return Ok((deleted, epoch));
@@ -208,7 +211,11 @@ impl CollectionState {
         };
         let id = record["id"].as_str().unwrap_or_default().to_owned();
         let json = serde_json::to_string(&record).expect("a JSON map always serializes");
-        let epoch = self.store.put_record(&self.id, &id, &RecordDoc { json })?;
+        let epoch = self.store.commit(Change::PutRecord {
+            collection_id: &self.id,
+            record_id: &id,
+            doc: &RecordDoc { json },
+        })?;
         self.broadcast(action, &record, except, Some(epoch));
         self.records.insert(id, record.clone());
         Ok((record, epoch))
