@@ -1,5 +1,6 @@
 //! The collection actor's records: the records API under the collection's rules, and the
-//! change event of every write.
+//! change event of every write. A write is decided, committed, then applied; applying is the
+//! one way a record change reaches memory and subscribers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -56,6 +57,18 @@ impl RuleChecks {
             delete: check(&rules.delete),
         }
     }
+}
+
+/// A record change, decided and ready to commit and apply.
+pub(super) enum RecordChange {
+    /// Created or replaced: the whole record, system fields included.
+    Put(RecordMap),
+    Delete(String),
+}
+
+/// A record's id (every assembled record has one).
+fn record_key(record: &RecordMap) -> &str {
+    record.get("id").and_then(Value::as_str).unwrap_or_default()
 }
 
 /// The records of a collection as stored.
@@ -157,17 +170,72 @@ impl CollectionState {
         ))
     }
 
-    /// Applies a write: checks the rule, stores it, updates memory, and queues its event.
+    /// A write: decided (the rule checked, the record assembled), committed to the store, then
+    /// applied. Applying is the one way a record change reaches memory and subscribers, so
+    /// that a change committed elsewhere can take the same path.
     pub(super) fn write(
         &mut self,
         identity: &Identity,
         write: RecordWrite,
         except: Option<SocketId>,
     ) -> Result<(RecordMap, Epoch), EngineError> {
+        let change = self.decide(identity, write)?;
+        let epoch = match &change {
+            RecordChange::Put(record) => {
+                let json = serde_json::to_string(record).expect("a JSON map always serializes");
+                self.store.commit(Change::PutRecord {
+                    collection_id: &self.id,
+                    record_id: record_key(record),
+                    doc: &RecordDoc { json },
+                })?
+            }
+            RecordChange::Delete(id) => self.store.commit(Change::DeleteRecord {
+                collection_id: &self.id,
+                record_id: id,
+            })?,
+        };
+        Ok((self.apply(change, except, Some(epoch)), epoch))
+    }
+
+    /// Applies a committed record change to memory and queues its event (sent once `epoch`
+    /// is durable): `created` or `updated` as the record was new here or not, `deleted` with
+    /// the record as it was. Returns the record.
+    pub(super) fn apply(
+        &mut self,
+        change: RecordChange,
+        except: Option<SocketId>,
+        epoch: Option<Epoch>,
+    ) -> RecordMap {
+        match change {
+            RecordChange::Put(record) => {
+                let id = record_key(&record).to_owned();
+                let action = if self.records.contains_key(&id) {
+                    Action::Updated
+                } else {
+                    Action::Created
+                };
+                self.broadcast(action, &record, except, epoch);
+                self.records.insert(id, record.clone());
+                record
+            }
+            RecordChange::Delete(id) => {
+                let deleted = self.records.remove(&id).unwrap_or_default();
+                self.broadcast(Action::Deleted, &deleted, except, epoch);
+                deleted
+            }
+        }
+    }
+
+    /// What a write would change, if the rules allow it; nothing is changed yet.
+    fn decide(
+        &mut self,
+        identity: &Identity,
+        write: RecordWrite,
+    ) -> Result<RecordChange, EngineError> {
         if self.closed {
             return Err(EngineError::UnknownCollection(self.name.clone()));
         }
-        let (action, record) = match write {
+        let record = match write {
             RecordWrite::Create(body) => {
                 let id = record_id(body.get("id"))?;
                 if self.records.contains_key(&id) {
@@ -179,19 +247,15 @@ impl CollectionState {
                 if !self.allows(&self.checks.create, identity, &record) {
                     return Err(Self::denied("create"));
                 }
-                (Action::Created, record)
+                record
             }
             RecordWrite::Replace(id, _) | RecordWrite::Merge(id, _)
                 if !self.records.contains_key(&id) =>
             {
                 return Err(EngineError::UnknownRecord(id));
             }
-            RecordWrite::Replace(id, body) => {
-                (Action::Updated, self.updated(identity, &id, body, false)?)
-            }
-            RecordWrite::Merge(id, body) => {
-                (Action::Updated, self.updated(identity, &id, body, true)?)
-            }
+            RecordWrite::Replace(id, body) => self.updated(identity, &id, body, false)?,
+            RecordWrite::Merge(id, body) => self.updated(identity, &id, body, true)?,
             RecordWrite::Delete(id) => {
                 let existing = self
                     .records
@@ -200,25 +264,10 @@ impl CollectionState {
                 if !self.allows(&self.checks.delete, identity, existing) {
                     return Err(Self::denied("delete"));
                 }
-                let epoch = self.store.commit(Change::DeleteRecord {
-                    collection_id: &self.id,
-                    record_id: &id,
-                })?;
-                let deleted = self.records.remove(&id).unwrap_or_default();
-                self.broadcast(Action::Deleted, &deleted, except, Some(epoch));
-                return Ok((deleted, epoch));
+                return Ok(RecordChange::Delete(id));
             }
         };
-        let id = record["id"].as_str().unwrap_or_default().to_owned();
-        let json = serde_json::to_string(&record).expect("a JSON map always serializes");
-        let epoch = self.store.commit(Change::PutRecord {
-            collection_id: &self.id,
-            record_id: &id,
-            doc: &RecordDoc { json },
-        })?;
-        self.broadcast(action, &record, except, Some(epoch));
-        self.records.insert(id, record.clone());
-        Ok((record, epoch))
+        Ok(RecordChange::Put(record))
     }
 
     /// The record after an update (PUT replaces the fields, PATCH merges them), if the update
