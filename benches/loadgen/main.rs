@@ -7,6 +7,7 @@
 //! cargo bench --bench loadgen -- --scenario broadcast --n 10000
 //! cargo bench --bench loadgen -- --target http://127.0.0.1:6001 --app-id 1 --key k --secret s \
 //!     --pid 4242 --scenario broadcast,channels,idle   # another Pusher server
+//! cargo bench --bench loadgen -- --server ../old/target/release/velo-realtime  # an older build
 //! ```
 //!
 //! Each scenario reports deliveries/s; end-to-end latency percentiles, exact over every
@@ -66,6 +67,9 @@ struct Options {
     /// A running server (`http://127.0.0.1:PORT`); without it, our release build is started
     #[arg(long)]
     target: Option<String>,
+    /// Another build of ours to start instead (side-by-side comparisons with an older commit)
+    #[arg(long)]
+    server: Option<String>,
     #[arg(long, default_value = "1001")]
     app_id: String,
     #[arg(long, default_value = "loadgen-key")]
@@ -116,7 +120,11 @@ impl OwnServer {
              [[collections]]\nname = \"vault\"\nencrypted = true\n\
              api_rules = { list = \"@request.auth.id = owner\", create = \"\" }\n";
         std::fs::write(&config, collections).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_velo-realtime"))
+        let binary = options
+            .server
+            .as_deref()
+            .unwrap_or(env!("CARGO_BIN_EXE_velo-realtime"));
+        let mut child = Command::new(binary)
             .env("VELO_BIND", "127.0.0.1:0")
             .env("VELO_DATA_DIR", data.path().join("data"))
             .env("VELO_CONFIG", &config)
