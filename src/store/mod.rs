@@ -1,28 +1,22 @@
-//! Persistence in sled: collections, the connection table (subscriptions) and records, each in
-//! a tree of its own, as versioned bincode documents (JSON held as text: bincode cannot encode
-//! `serde_json::Value`).
+//! Persistence: collections, the connection table (subscriptions) and records, as versioned
+//! bincode documents (JSON held as text: bincode cannot encode `serde_json::Value`), behind
+//! one interface, [`Storage`]. [`sled_store`] is the store of one node, on its disk; cluster
+//! mode's store sits beside it.
 //!
-//! Every write is one [`Change`] through [`Store::commit`] (the interface a replicated store
-//! implements too): it goes to sled's in-memory tree at once and is numbered ([`Epoch`]);
-//! [`Store::sync`] makes what was committed durable. Syncs are group-committed: one flusher
-//! task fsyncs on behalf of every caller waiting at that moment, so concurrent requests share
-//! one fsync instead of queueing for one each. [`Store::durable`] waits until a change is on
-//! disk: events (a record change, or `ended`) are delivered only then, so no client ever sees
-//! something a crash could take back.
+//! Every write is one [`Change`] through [`Store::commit`], numbered ([`Epoch`]);
+//! [`Store::sync`] makes what was committed durable, and [`Store::durable`] waits until one
+//! change is: events (a record change, or `ended`) are delivered only then, so no client ever
+//! sees something a crash could take back.
 //!
 //! This module decides nothing: it stores what the engine hands it.
 
+pub mod sled_store;
+
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
-
-/// sled's page cache (its default is 1 GiB). Every row is also held by the actors, so the
-/// cache only serves start-up loading and point lookups of the connection table.
-const SLED_CACHE_BYTES: u64 = 32 << 20;
 
 /// First byte of every stored value; bump it when a document's layout changes.
 const FORMAT_VERSION: u8 = 1;
@@ -209,10 +203,6 @@ pub struct RecordDoc {
     pub json: String,
 }
 
-/// Flush requests waiting for the flusher, before a request waits to queue its own. Each
-/// flush answers every request queued when it started.
-const FLUSH_REQUESTS: usize = 4096;
-
 /// One change to what is stored, as [`Store::commit`] takes it.
 #[derive(Clone, Copy, Debug)]
 pub enum Change<'a> {
@@ -233,200 +223,77 @@ pub enum Change<'a> {
     DeleteRecords(&'a str),
 }
 
-#[derive(Clone)]
-pub struct Store {
-    collections: sled::Tree,
-    subscriptions: sled::Tree,
-    records: sled::Tree,
-    flusher: mpsc::Sender<oneshot::Sender<Result<(), String>>>,
-    /// The last epoch handed out.
-    written: Arc<AtomicU64>,
-    /// The last epoch known to be on disk.
-    durable: watch::Receiver<Epoch>,
+/// A boxed future, so that [`Storage`] can be a trait object.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What a store does: the one interface the engine writes and loads through, with sled
+/// ([`sled_store::SledStore`]) the implementation of one node.
+pub trait Storage: Send + Sync {
+    /// Makes one change, numbered in the order changes were made.
+    fn commit(&self, change: Change<'_>) -> Result<Epoch, StoreError>;
+    /// Waits until every change committed before the call is durable.
+    fn sync(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Asks for durability without waiting for it (for changes no request waits on).
+    fn flush_soon(&self);
+    /// Waits until the change numbered `epoch` is durable; asks for nothing itself.
+    fn durable(&self, epoch: Epoch) -> BoxFuture<'_, ()>;
+    /// Every record of a collection.
+    fn records(&self, collection_id: &str) -> Result<Vec<RecordDoc>, StoreError>;
+    fn collections(&self) -> Result<Vec<CollectionDoc>, StoreError>;
+    fn subscriptions(&self) -> Result<Vec<(Uuid, SubscriptionDoc)>, StoreError>;
+    fn subscription(&self, id: Uuid) -> Result<Option<SubscriptionDoc>, StoreError>;
 }
 
+/// The handle the engine holds: cheap to clone, whatever store is behind it.
+#[derive(Clone)]
+pub struct Store(Arc<dyn Storage>);
+
 impl Store {
-    /// Opens (or creates) the database under `dir`. Must be called inside a tokio runtime: it
-    /// starts the flusher task.
+    /// The sled store under `dir` (created if need be). Must be called inside a tokio
+    /// runtime: it starts the flusher task.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .cache_capacity(SLED_CACHE_BYTES)
-            .open()?;
-        let collections = db.open_tree("collections")?;
-        let subscriptions = db.open_tree("subscriptions")?;
-        let records = db.open_tree("records")?;
-        let (flusher, requests) = mpsc::channel(FLUSH_REQUESTS);
-        let written = Arc::new(AtomicU64::new(0));
-        let (durable_tx, durable) = watch::channel(0);
-        tokio::spawn(flush_loop(
-            db.clone(),
-            requests,
-            written.clone(),
-            durable_tx,
-        ));
-        Ok(Self {
-            collections,
-            subscriptions,
-            records,
-            written,
-            durable,
-            flusher,
-        })
-    }
-
-    /// Waits until every write made before the call is on disk (fsynced).
-    pub async fn sync(&self) -> Result<(), StoreError> {
-        let (done, wait) = oneshot::channel();
-        self.flusher
-            .send(done)
-            .await
-            .map_err(|_| StoreError::FlusherGone)?;
-        wait.await
-            .map_err(|_| StoreError::FlusherGone)?
-            .map_err(StoreError::Flush)
-    }
-
-    /// Asks for a flush without waiting for it: for writes that no request waits on, whose
-    /// events wait (through [`Store::durable`]) until they are on disk. Requests made
-    /// meanwhile share the flush.
-    pub fn flush_soon(&self) {
-        let (done, _) = oneshot::channel();
-        // A full queue holds requests enough: a flush is coming and covers this write.
-        let _ = self.flusher.try_send(done);
-    }
-
-    /// Waits until the write numbered `epoch` is on disk (it asks for no flush itself: the
-    /// writer's request does, through [`Store::sync`]).
-    pub async fn durable(&self, epoch: Epoch) {
-        let mut durable = self.durable.clone();
-        let _ = durable.wait_for(|done| *done >= epoch).await;
-    }
-
-    fn record_key(collection_id: &str, record_id: &str) -> Vec<u8> {
-        let mut key = Vec::with_capacity(collection_id.len() + 1 + record_id.len());
-        key.extend_from_slice(collection_id.as_bytes());
-        key.push(b'/');
-        key.extend_from_slice(record_id.as_bytes());
-        key
+        Ok(Self(Arc::new(sled_store::SledStore::open(dir)?)))
     }
 
     /// Makes one change: the one way anything is written. Every change is numbered
-    /// ([`Epoch`]) in the order it reached sled, so that what follows it (an event, an
-    /// answer) can wait until it is durable.
+    /// ([`Epoch`]) in the order it was made, so that what follows it (an event, an answer) can
+    /// wait until it is durable.
     pub fn commit(&self, change: Change<'_>) -> Result<Epoch, StoreError> {
-        match change {
-            Change::PutCollection(doc) => {
-                self.collections
-                    .insert(doc.id.as_bytes(), encode_version(doc, COLLECTION_FORMAT))?;
-            }
-            Change::DeleteCollection(id) => {
-                self.collections.remove(id.as_bytes())?;
-            }
-            Change::PutSubscription(id, doc) => {
-                self.subscriptions
-                    .insert(id.as_bytes(), encode_version(doc, SUBSCRIPTION_FORMAT))?;
-            }
-            Change::DeleteSubscription(id) => {
-                self.subscriptions.remove(id.as_bytes())?;
-            }
-            Change::PutRecord {
-                collection_id,
-                record_id,
-                doc,
-            } => {
-                self.records
-                    .insert(Self::record_key(collection_id, record_id), encode(doc))?;
-            }
-            Change::DeleteRecord {
-                collection_id,
-                record_id,
-            } => {
-                self.records
-                    .remove(Self::record_key(collection_id, record_id))?;
-            }
-            Change::DeleteRecords(collection_id) => {
-                for key in self
-                    .records
-                    .scan_prefix(Self::record_key(collection_id, ""))
-                    .keys()
-                {
-                    self.records.remove(key?)?;
-                }
-            }
-        }
-        Ok(self.written.fetch_add(1, Ordering::SeqCst) + 1)
+        self.0.commit(change)
+    }
+
+    /// Waits until every change committed before the call is durable.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        self.0.sync().await
+    }
+
+    /// Asks for durability without waiting for it: for changes that no request waits on,
+    /// whose events wait (through [`Store::durable`]) until they are durable.
+    pub fn flush_soon(&self) {
+        self.0.flush_soon()
+    }
+
+    /// Waits until the change numbered `epoch` is durable (it asks for nothing itself: the
+    /// writer's request does, through [`Store::sync`]).
+    pub async fn durable(&self, epoch: Epoch) {
+        self.0.durable(epoch).await
     }
 
     /// Every record of a collection.
     pub fn records(&self, collection_id: &str) -> Result<Vec<RecordDoc>, StoreError> {
-        self.records
-            .scan_prefix(Self::record_key(collection_id, ""))
-            .values()
-            .map(|value| decode(&value?))
-            .collect()
+        self.0.records(collection_id)
     }
 
     pub fn collections(&self) -> Result<Vec<CollectionDoc>, StoreError> {
-        self.collections
-            .iter()
-            .values()
-            .map(|value| decode_collection(&value?))
-            .collect()
+        self.0.collections()
     }
 
     pub fn subscriptions(&self) -> Result<Vec<(Uuid, SubscriptionDoc)>, StoreError> {
-        self.subscriptions
-            .iter()
-            .map(|entry| {
-                let (key, value) = entry?;
-                let id = Uuid::from_slice(&key)
-                    .map_err(|error| StoreError::Corrupt(format!("subscription key: {error}")))?;
-                Ok((id, decode_subscription(&value)?))
-            })
-            .collect()
+        self.0.subscriptions()
     }
 
     pub fn subscription(&self, id: Uuid) -> Result<Option<SubscriptionDoc>, StoreError> {
-        self.subscriptions
-            .get(id.as_bytes())?
-            .map(|value| decode_subscription(&value))
-            .transpose()
-    }
-}
-
-/// Fsyncs once for every batch of waiters: those that arrive during a flush join the next one
-/// (their writes may postdate the flush in progress).
-async fn flush_loop(
-    db: sled::Db,
-    mut requests: mpsc::Receiver<oneshot::Sender<Result<(), String>>>,
-    written: Arc<AtomicU64>,
-    durable: watch::Sender<Epoch>,
-) {
-    let mut waiting = Vec::new();
-    while let Some(first) = requests.recv().await {
-        waiting.push(first);
-        while let Ok(next) = requests.try_recv() {
-            waiting.push(next);
-        }
-        // Every write numbered up to here is in sled before this flush starts.
-        let covered = written.load(Ordering::SeqCst);
-        let db = db.clone();
-        let outcome = match tokio::task::spawn_blocking(move || db.flush()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(error) => Err(error.to_string()),
-        };
-        if outcome.is_ok() {
-            durable.send_if_modified(|done| {
-                let advanced = covered > *done;
-                *done = (*done).max(covered);
-                advanced
-            });
-        }
-        for waiter in waiting.drain(..) {
-            let _ = waiter.send(outcome.clone());
-        }
+        self.0.subscription(id)
     }
 }
 

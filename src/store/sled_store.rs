@@ -1,0 +1,229 @@
+//! The store of one node: sled, on the local disk. Collections, the connection table
+//! (subscriptions) and records each have a tree; rows are the versioned documents of
+//! [`super`]. Changes go to sled's in-memory trees at once and are numbered; one flusher task
+//! fsyncs on behalf of every caller waiting at that moment (group commit), so concurrent
+//! requests share one fsync instead of queueing for one each.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use super::{
+    BoxFuture, COLLECTION_FORMAT, Change, CollectionDoc, Epoch, RecordDoc, SUBSCRIPTION_FORMAT,
+    Storage, StoreError, SubscriptionDoc, decode, decode_collection, decode_subscription, encode,
+    encode_version,
+};
+
+/// sled's page cache (its default is 1 GiB). Every row is also held by the actors, so the
+/// cache only serves start-up loading and point lookups of the connection table.
+const SLED_CACHE_BYTES: u64 = 32 << 20;
+
+/// Flush requests waiting for the flusher, before a request waits to queue its own. Each
+/// flush answers every request queued when it started.
+const FLUSH_REQUESTS: usize = 4096;
+
+/// The store of one node: sled trees, fsynced by a group-committing flusher task.
+pub struct SledStore {
+    collections: sled::Tree,
+    subscriptions: sled::Tree,
+    records: sled::Tree,
+    flusher: mpsc::Sender<oneshot::Sender<Result<(), String>>>,
+    /// The last epoch handed out.
+    written: Arc<AtomicU64>,
+    /// The last epoch known to be on disk.
+    durable: watch::Receiver<Epoch>,
+}
+
+impl SledStore {
+    /// Opens (or creates) the database under `dir`. Must be called inside a tokio runtime: it
+    /// starts the flusher task.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(SLED_CACHE_BYTES)
+            .open()?;
+        let collections = db.open_tree("collections")?;
+        let subscriptions = db.open_tree("subscriptions")?;
+        let records = db.open_tree("records")?;
+        let (flusher, requests) = mpsc::channel(FLUSH_REQUESTS);
+        let written = Arc::new(AtomicU64::new(0));
+        let (durable_tx, durable) = watch::channel(0);
+        tokio::spawn(flush_loop(
+            db.clone(),
+            requests,
+            written.clone(),
+            durable_tx,
+        ));
+        Ok(Self {
+            collections,
+            subscriptions,
+            records,
+            written,
+            durable,
+            flusher,
+        })
+    }
+
+    fn record_key(collection_id: &str, record_id: &str) -> Vec<u8> {
+        let mut key = Vec::with_capacity(collection_id.len() + 1 + record_id.len());
+        key.extend_from_slice(collection_id.as_bytes());
+        key.push(b'/');
+        key.extend_from_slice(record_id.as_bytes());
+        key
+    }
+}
+
+impl Storage for SledStore {
+    /// Waits until every write made before the call is on disk (fsynced).
+    fn sync(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (done, wait) = oneshot::channel();
+            self.flusher
+                .send(done)
+                .await
+                .map_err(|_| StoreError::FlusherGone)?;
+            wait.await
+                .map_err(|_| StoreError::FlusherGone)?
+                .map_err(StoreError::Flush)
+        })
+    }
+
+    /// Asks for a flush without waiting for it: for writes that no request waits on, whose
+    /// events wait (through [`Store::durable`]) until they are on disk. Requests made
+    /// meanwhile share the flush.
+    fn flush_soon(&self) {
+        let (done, _) = oneshot::channel();
+        // A full queue holds requests enough: a flush is coming and covers this write.
+        let _ = self.flusher.try_send(done);
+    }
+
+    /// Waits until the write numbered `epoch` is on disk (it asks for no flush itself: the
+    /// writer's request does, through [`Store::sync`]).
+    fn durable(&self, epoch: Epoch) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let mut durable = self.durable.clone();
+            let _ = durable.wait_for(|done| *done >= epoch).await;
+        })
+    }
+
+    /// Makes one change: the one way anything is written. Every change is numbered
+    /// ([`Epoch`]) in the order it reached sled, so that what follows it (an event, an
+    /// answer) can wait until it is durable.
+    fn commit(&self, change: Change<'_>) -> Result<Epoch, StoreError> {
+        match change {
+            Change::PutCollection(doc) => {
+                self.collections
+                    .insert(doc.id.as_bytes(), encode_version(doc, COLLECTION_FORMAT))?;
+            }
+            Change::DeleteCollection(id) => {
+                self.collections.remove(id.as_bytes())?;
+            }
+            Change::PutSubscription(id, doc) => {
+                self.subscriptions
+                    .insert(id.as_bytes(), encode_version(doc, SUBSCRIPTION_FORMAT))?;
+            }
+            Change::DeleteSubscription(id) => {
+                self.subscriptions.remove(id.as_bytes())?;
+            }
+            Change::PutRecord {
+                collection_id,
+                record_id,
+                doc,
+            } => {
+                self.records
+                    .insert(Self::record_key(collection_id, record_id), encode(doc))?;
+            }
+            Change::DeleteRecord {
+                collection_id,
+                record_id,
+            } => {
+                self.records
+                    .remove(Self::record_key(collection_id, record_id))?;
+            }
+            Change::DeleteRecords(collection_id) => {
+                for key in self
+                    .records
+                    .scan_prefix(Self::record_key(collection_id, ""))
+                    .keys()
+                {
+                    self.records.remove(key?)?;
+                }
+            }
+        }
+        Ok(self.written.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    /// Every record of a collection.
+    fn records(&self, collection_id: &str) -> Result<Vec<RecordDoc>, StoreError> {
+        self.records
+            .scan_prefix(Self::record_key(collection_id, ""))
+            .values()
+            .map(|value| decode(&value?))
+            .collect()
+    }
+
+    fn collections(&self) -> Result<Vec<CollectionDoc>, StoreError> {
+        self.collections
+            .iter()
+            .values()
+            .map(|value| decode_collection(&value?))
+            .collect()
+    }
+
+    fn subscriptions(&self) -> Result<Vec<(Uuid, SubscriptionDoc)>, StoreError> {
+        self.subscriptions
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry?;
+                let id = Uuid::from_slice(&key)
+                    .map_err(|error| StoreError::Corrupt(format!("subscription key: {error}")))?;
+                Ok((id, decode_subscription(&value)?))
+            })
+            .collect()
+    }
+
+    fn subscription(&self, id: Uuid) -> Result<Option<SubscriptionDoc>, StoreError> {
+        self.subscriptions
+            .get(id.as_bytes())?
+            .map(|value| decode_subscription(&value))
+            .transpose()
+    }
+}
+
+/// Fsyncs once for every batch of waiters: those that arrive during a flush join the next one
+/// (their writes may postdate the flush in progress).
+async fn flush_loop(
+    db: sled::Db,
+    mut requests: mpsc::Receiver<oneshot::Sender<Result<(), String>>>,
+    written: Arc<AtomicU64>,
+    durable: watch::Sender<Epoch>,
+) {
+    let mut waiting = Vec::new();
+    while let Some(first) = requests.recv().await {
+        waiting.push(first);
+        while let Ok(next) = requests.try_recv() {
+            waiting.push(next);
+        }
+        // Every write numbered up to here is in sled before this flush starts.
+        let covered = written.load(Ordering::SeqCst);
+        let db = db.clone();
+        let outcome = match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        if outcome.is_ok() {
+            durable.send_if_modified(|done| {
+                let advanced = covered > *done;
+                *done = (*done).max(covered);
+                advanced
+            });
+        }
+        for waiter in waiting.drain(..) {
+            let _ = waiter.send(outcome.clone());
+        }
+    }
+}
