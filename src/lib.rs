@@ -6,14 +6,16 @@
 //!
 //! * [`api`]: the HTTP API (poem-openapi), its OpenAPI document and Swagger UI.
 //! * [`auth`]: who is calling — guest, JWT user, or the admin.
-//! * [`engine`]: the registry actor and one actor per collection, owning subscriptions and
-//!   their index.
+//! * [`engine`]: one actor per collection, owning its records, subscriptions and their index;
+//!   the registry actor, and the directory requests find collections in.
 //! * [`filter`]: the expression language of filters and API rules — parsed once, compiled to
 //!   sandboxed rhai, and matched through a subscription index whose cost follows the
 //!   subscribers an event reaches, not all of them.
 //! * [`pusher`]: the built-in driver — the Pusher-protocol WebSocket server, its fan-out hub,
-//!   channel authorization signatures and the signed Pusher HTTP API.
-//! * [`store`]: sled persistence of collections and the connection table.
+//!   presence, cache and encrypted channels, channel authorization signatures, the signed
+//!   Pusher HTTP API and webhooks.
+//! * [`store`]: persistence of collections, the connection table and records, behind one
+//!   interface (sled on one node).
 //! * [`limits`]: what one client may use (subscriptions, subscribe rate, connections per
 //!   address), and who a client is behind trusted proxies.
 //! * [`metrics`]: the server's counters, as Prometheus text.
