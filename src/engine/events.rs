@@ -252,9 +252,6 @@ pub struct Delivery {
 /// actor waits to queue more.
 pub const DELIVERY_QUEUE: usize = 1024;
 
-/// How long a delivery waits for its write's flush before asking for one itself.
-const FLUSH_NUDGE: std::time::Duration = std::time::Duration::from_millis(100);
-
 /// A collection's deliveries on their way to its delivery task. The actor's steps are not
 /// async: they push here while it handles a message, and the actor hands them over after it,
 /// waiting while the task's bounded queue is full — a collection whose events wait on a slow
@@ -289,14 +286,7 @@ pub fn spawn_delivery(store: Store, driver: Arc<Driver>) -> Outbox {
     let (queue, mut deliveries) = mpsc::channel::<Delivery>(DELIVERY_QUEUE);
     tokio::spawn(async move {
         while let Some(delivery) = deliveries.recv().await {
-            if let Some(epoch) = delivery.epoch
-                && tokio::time::timeout(FLUSH_NUDGE, store.durable(epoch))
-                    .await
-                    .is_err()
-            {
-                // Its writer's request normally asks for the flush; one that went away
-                // before asking (a client gone mid-write) must not hold every later event.
-                store.flush_soon();
+            if let Some(epoch) = delivery.epoch {
                 store.durable(epoch).await;
             }
             driver.deliver(

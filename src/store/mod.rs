@@ -235,7 +235,9 @@ pub trait Storage: Send + Sync {
     fn sync(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Asks for durability without waiting for it (for changes no request waits on).
     fn flush_soon(&self);
-    /// Waits until the change numbered `epoch` is durable; asks for nothing itself.
+    /// Waits until the change numbered `epoch` is durable. The writer's request asks for that
+    /// ([`Storage::sync`]); a wait that lasts asks too, so that a change whose writer went away
+    /// before asking is not held back.
     fn durable(&self, epoch: Epoch) -> BoxFuture<'_, ()>;
     /// Every record of a collection.
     fn records(&self, collection_id: &str) -> Result<Vec<RecordDoc>, StoreError>;
@@ -273,8 +275,7 @@ impl Store {
         self.0.flush_soon()
     }
 
-    /// Waits until the change numbered `epoch` is durable (it asks for nothing itself: the
-    /// writer's request does, through [`Store::sync`]).
+    /// Waits until the change numbered `epoch` is durable ([`Storage::durable`]).
     pub async fn durable(&self, epoch: Epoch) {
         self.0.durable(epoch).await
     }

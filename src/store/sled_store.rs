@@ -21,6 +21,9 @@ use super::{
 /// cache only serves start-up loading and point lookups of the connection table.
 const SLED_CACHE_BYTES: u64 = 32 << 20;
 
+/// How long a wait for a change's durability lasts before it asks for a flush itself.
+const FLUSH_NUDGE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Flush requests waiting for the flusher, before a request waits to queue its own. Each
 /// flush answers every request queued when it started.
 const FLUSH_REQUESTS: usize = 4096;
@@ -105,7 +108,16 @@ impl Storage for SledStore {
     fn durable(&self, epoch: Epoch) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let mut durable = self.durable.clone();
-            let _ = durable.wait_for(|done| *done >= epoch).await;
+            if *durable.borrow() >= epoch {
+                return;
+            }
+            let waited = durable.wait_for(|done| *done >= epoch);
+            if tokio::time::timeout(FLUSH_NUDGE, waited).await.is_err() {
+                // The writer's request normally asks for the flush; one that went away before
+                // asking (a client gone mid-write) must not hold what waits on its change.
+                self.flush_soon();
+                let _ = durable.wait_for(|done| *done >= epoch).await;
+            }
         })
     }
 
