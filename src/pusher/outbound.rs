@@ -35,6 +35,17 @@ pub struct OutEvent {
     pub socket_id: Option<String>,
 }
 
+/// An HTTP client for a sender thread: every request bounded by `timeout`, and a non-2xx
+/// status an answer to read, not an error (the senders decide what each means).
+pub(super) fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .build(),
+    )
+}
+
 /// The handle producers queue events through.
 pub struct Outbound {
     queue: mpsc::Sender<OutEvent>,
@@ -56,12 +67,7 @@ impl Outbound {
             app: app.clone(),
             retry_window,
             metrics: metrics.clone(),
-            agent: ureq::Agent::new_with_config(
-                ureq::Agent::config_builder()
-                    .timeout_global(Some(REQUEST_TIMEOUT))
-                    .http_status_as_error(false)
-                    .build(),
-            ),
+            agent: agent(REQUEST_TIMEOUT),
         };
         std::thread::Builder::new()
             .name("pusher-outbound".into())

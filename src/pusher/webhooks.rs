@@ -150,12 +150,7 @@ impl Webhooks {
                 retry_window,
                 metrics: metrics.clone(),
                 pending: pending.clone(),
-                agent: ureq::Agent::new_with_config(
-                    ureq::Agent::config_builder()
-                        .timeout_global(Some(REQUEST_TIMEOUT))
-                        .http_status_as_error(false)
-                        .build(),
-                ),
+                agent: super::outbound::agent(REQUEST_TIMEOUT),
             };
             std::thread::Builder::new()
                 .name("webhooks".into())
