@@ -28,6 +28,8 @@
 //! `pusher_channel` the subscribe reply names.
 
 mod client;
+#[path = "../support/process.rs"]
+mod process;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -41,6 +43,7 @@ use velo_realtime::auth::Authenticator;
 use velo_realtime::pusher::signature::{AppCredentials, body_md5};
 
 use client::{Clients, Expect, Opener, Socket, Tally, now_ns};
+use process::{process_times, raise_file_limit};
 
 #[derive(Parser, Debug)]
 struct Options {
@@ -174,22 +177,6 @@ fn process_usage(pid: Option<u32>) -> Option<(f64, u64)> {
     process_times(pid).map(|(user, system, rss)| (user + system, rss))
 }
 
-/// User and system CPU seconds, and RSS (KiB), of a process.
-fn process_times(pid: Option<u32>) -> Option<(f64, f64, u64)> {
-    let pid = pid?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let user: f64 = fields.get(11)?.parse().ok()?;
-    let system: f64 = fields.get(12)?.parse().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches(" kB").trim().parse().ok())?;
-    Some((user / 100.0, system / 100.0, rss))
-}
-
 #[derive(Clone)]
 struct Target {
     base: String,
@@ -232,24 +219,6 @@ impl Target {
 
 /// Client sockets per loopback source address (the ephemeral port range holds about 28,000).
 const SOCKETS_PER_SOURCE: usize = 20_000;
-
-/// Lifts this process's open-file limit to its hard limit (each socket is a file; our own
-/// server inherits it) and returns the limit in effect.
-fn raise_file_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        }
-    }
-    limit.rlim_cur
-}
 
 /// Files a run needs besides its sockets (HTTP clients, the runtime, stdio).
 const SPARE_FILES: u64 = 256;
