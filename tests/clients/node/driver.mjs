@@ -4,19 +4,10 @@
 
 import assert from "node:assert/strict";
 import Pusher from "pusher-js";
+import { within, clientOptionsFor } from "./common.mjs";
 
 const { A_URL, B_URL, APP_KEY, ALICE } = process.env;
 const b = new URL(B_URL);
-
-function within(ms, what, register) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
-    register((value) => {
-      clearTimeout(timer);
-      resolve(value);
-    });
-  });
-}
 
 async function call(path, body, token) {
   const response = await fetch(`${A_URL}${path}`, {
@@ -29,12 +20,7 @@ async function call(path, body, token) {
 }
 
 const client = new Pusher(APP_KEY, {
-  wsHost: b.hostname,
-  wsPort: Number(b.port),
-  forceTLS: false,
-  enabledTransports: ["ws"],
-  cluster: "mt1",
-  disableStats: true,
+  ...clientOptionsFor(b),
   channelAuthorization: {
     endpoint: `${A_URL}/api/realtime/auth`,
     transport: "ajax",

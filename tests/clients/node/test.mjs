@@ -6,17 +6,11 @@ import assert from "node:assert/strict";
 import Echo from "laravel-echo";
 import PusherServer from "pusher";
 import Pusher from "pusher-js";
+import { within, eventually, clientOptionsFor } from "./common.mjs";
 
 const { VELO_URL, APP_ID, APP_KEY, APP_SECRET, ALICE, BOB, ENCRYPTION_MASTER_KEY } = process.env;
 const url = new URL(VELO_URL);
-const clientOptions = {
-  wsHost: url.hostname,
-  wsPort: Number(url.port),
-  forceTLS: false,
-  enabledTransports: ["ws"],
-  cluster: "mt1",
-  disableStats: true,
-};
+const clientOptions = clientOptionsFor(url);
 const server = new PusherServer({
   appId: APP_ID,
   key: APP_KEY,
@@ -26,17 +20,6 @@ const server = new PusherServer({
   useTLS: false,
   encryptionMasterKeyBase64: ENCRYPTION_MASTER_KEY,
 });
-
-/** Resolves with the first value `register` passes to its callback, or rejects after `ms`. */
-function within(ms, what, register) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
-    register((value) => {
-      clearTimeout(timer);
-      resolve(value);
-    });
-  });
-}
 
 async function subscribe(collection, token, filter) {
   const response = await fetch(`${VELO_URL}/api/realtime/subscribe`, {
@@ -95,15 +78,6 @@ async function cacheChannel() {
   first.disconnect();
   second.disconnect();
   console.log("pusher-js 8: cache channel, pusher:cache_miss then the last event replayed: ok");
-}
-
-/** Polls `check` every 50 ms until it holds, or fails after `ms`. */
-async function eventually(ms, what, check) {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 async function presence() {

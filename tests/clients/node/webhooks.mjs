@@ -9,6 +9,7 @@ import http from "node:http";
 import readline from "node:readline";
 import PusherServer from "pusher";
 import Pusher from "pusher-js";
+import { within, eventually, clientOptionsFor } from "./common.mjs";
 
 const { APP_ID, APP_KEY, APP_SECRET } = process.env;
 // However it goes, the script ends.
@@ -41,32 +42,7 @@ const server = new PusherServer({
   port: url.port,
   useTLS: false,
 });
-const clientOptions = {
-  wsHost: url.hostname,
-  wsPort: Number(url.port),
-  forceTLS: false,
-  enabledTransports: ["ws"],
-  cluster: "mt1",
-  disableStats: true,
-};
-
-function within(ms, what, register) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
-    register((value) => {
-      clearTimeout(timer);
-      resolve(value);
-    });
-  });
-}
-
-async function eventually(ms, what, check) {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
+const clientOptions = clientOptionsFor(url);
 
 /** A pusher-js client whose presence authorizations name `userId`. */
 function clientAs(userId) {
