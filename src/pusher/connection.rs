@@ -341,11 +341,8 @@ impl Session<'_> {
             self.send(succeeded);
             (first, false)
         };
-        if first
-            && !channel.starts_with(USER_CHANNEL_PREFIX)
-            && self.driver.presence.node_occupancy(channel, true).await
-        {
-            self.driver.webhooks.channel_occupied(channel);
+        if first {
+            self.driver.node_occupancy(channel, true).await;
         }
         if missed {
             self.driver.webhooks.cache_miss(channel);
@@ -541,11 +538,8 @@ impl Session<'_> {
             }
             self.memberships.swap_remove(index);
         }
-        if last_here
-            && !channel.starts_with(USER_CHANNEL_PREFIX)
-            && driver.presence.node_occupancy(channel, false).await
-        {
-            driver.webhooks.channel_vacated(channel);
+        if last_here {
+            driver.node_occupancy(channel, false).await;
         }
         self.channels.retain(|known| known != channel);
     }

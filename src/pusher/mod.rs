@@ -187,6 +187,22 @@ impl Driver {
         }
     }
 
+    /// This node's first socket came to `channel` (`occupied`), or its last one left: when the
+    /// seam says that makes the channel occupied or vacant everywhere, the webhooks hear of
+    /// it. Users' own channels are not the app's: they report nothing. In the channel's turn.
+    pub async fn node_occupancy(&self, channel: &str, occupied: bool) {
+        if channel.starts_with(protocol::USER_CHANNEL_PREFIX)
+            || !self.presence.node_occupancy(channel, occupied).await
+        {
+            return;
+        }
+        if occupied {
+            self.webhooks.channel_occupied(channel);
+        } else {
+            self.webhooks.channel_vacated(channel);
+        }
+    }
+
     /// The app channel authorizations are signed for: the external one with driver `pusher`.
     pub fn signing_app(&self) -> &AppCredentials {
         self.outbound
