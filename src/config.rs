@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::cluster::ClusterSettings;
 pub use crate::engine::CollectionSeed;
 use crate::engine::channel_rules::{ChannelRuleSeed, ChannelRules};
 use crate::engine::events::EventNames;
@@ -224,6 +225,29 @@ pub struct Settings {
     #[arg(long, env = "VELO_WEBHOOK_RETRY_WINDOW_SECS")]
     pub webhook_retry_window_secs: Option<u64>,
 
+    /// Cluster mode: the Redis every node shares (`redis://host:port/db`, `rediss://` for
+    /// TLS) [default: none, one node on sled]
+    #[arg(long, env = "VELO_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// In front of every Redis key, so several deployments share one Redis [default: velo:]
+    #[arg(long, env = "VELO_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+
+    /// This node's name in the cluster [default: random]
+    #[arg(long, env = "VELO_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Milliseconds a request waits for Redis before it is answered 503; 1 to 60000
+    /// [default: 2000]
+    #[arg(long, env = "VELO_REDIS_TIMEOUT_MS")]
+    pub redis_timeout_ms: Option<u64>,
+
+    /// Milliseconds between a node's heartbeats; a node silent for three is dead and its
+    /// sockets leave presence and occupancy; 100 to 10000 [default: 5000]
+    #[arg(long, env = "VELO_NODE_HEARTBEAT_MS")]
+    pub node_heartbeat_ms: Option<u64>,
+
     /// Webhook URLs with the events each gets (TOML only).
     #[arg(skip)]
     #[serde(default)]
@@ -289,6 +313,8 @@ pub struct Config {
     pub webhooks: Vec<webhooks::Target>,
     /// How long a failing webhook batch is retried.
     pub webhook_retry_window: Duration,
+    /// `Some`: cluster mode, over this Redis.
+    pub cluster: Option<ClusterSettings>,
 }
 
 /// Which driver delivers events.
@@ -410,6 +436,11 @@ impl Settings {
             webhook_retry_window_secs: self
                 .webhook_retry_window_secs
                 .or(lower.webhook_retry_window_secs),
+            redis_url: self.redis_url.or(lower.redis_url),
+            redis_prefix: self.redis_prefix.or(lower.redis_prefix),
+            node_id: self.node_id.or(lower.node_id),
+            redis_timeout_ms: self.redis_timeout_ms.or(lower.redis_timeout_ms),
+            node_heartbeat_ms: self.node_heartbeat_ms.or(lower.node_heartbeat_ms),
             webhooks: if self.webhooks.is_empty() {
                 lower.webhooks
             } else {
@@ -426,6 +457,51 @@ impl Settings {
                 self.channels
             },
         }
+    }
+
+    /// Cluster mode's settings, when `redis_url` is set.
+    fn cluster(&self) -> Result<Option<ClusterSettings>, ConfigError> {
+        let Some(url) = self.redis_url.clone().filter(|url| !url.trim().is_empty()) else {
+            return Ok(None);
+        };
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("unix://")
+            || url.starts_with("redis+unix://"))
+        {
+            return Err(ConfigError::Invalid(
+                "redis_url is `redis://host:port/db`, `rediss://` for TLS, or `unix:///path`"
+                    .into(),
+            ));
+        }
+        let timeout_ms = self.redis_timeout_ms.unwrap_or(2000);
+        if !(1..=60_000).contains(&timeout_ms) {
+            return Err(ConfigError::Invalid(
+                "redis_timeout_ms must be from 1 to 60000".into(),
+            ));
+        }
+        let heartbeat_ms = self.node_heartbeat_ms.unwrap_or(5000);
+        if !(100..=10_000).contains(&heartbeat_ms) {
+            return Err(ConfigError::Invalid(
+                "node_heartbeat_ms must be from 100 to 10000".into(),
+            ));
+        }
+        let node_id = match &self.node_id {
+            Some(id) if !crate::cluster::valid_node_id(id) => {
+                return Err(ConfigError::Invalid(
+                    "node_id is 1 to 64 letters, digits, `-`, `_` or `.`".into(),
+                ));
+            }
+            Some(id) => id.clone(),
+            None => crate::engine::names::random_id(),
+        };
+        Ok(Some(ClusterSettings {
+            url,
+            prefix: self.redis_prefix.clone().unwrap_or_else(|| "velo:".into()),
+            node_id,
+            timeout: Duration::from_millis(timeout_ms),
+            heartbeat: Duration::from_millis(heartbeat_ms),
+        }))
     }
 
     /// Applies the defaults and checks what the types cannot.
@@ -524,6 +600,7 @@ impl Settings {
                 seed.name
             )));
         }
+        let cluster = self.cluster()?;
         let webhooks = webhook_targets(self.webhook_urls.as_deref(), &self.webhooks)?;
         let webhook_retry_window_secs = self.webhook_retry_window_secs.unwrap_or(60);
         if !(1..=MAX_WEBHOOK_RETRY_WINDOW_SECS).contains(&webhook_retry_window_secs) {
@@ -607,6 +684,7 @@ impl Settings {
             channels: self.channels,
             webhooks,
             webhook_retry_window: Duration::from_secs(webhook_retry_window_secs),
+            cluster,
         })
     }
 }

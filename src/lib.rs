@@ -21,10 +21,13 @@
 //! * [`metrics`]: the server's counters, as Prometheus text.
 //! * [`http_server`]: HTTP/1.1 on each accepted connection, with the timeouts that keep a
 //!   slow or silent client from holding a connection.
+//! * [`cluster`]: cluster mode's settings and Redis connections (the store's half is in
+//!   [`store`]).
 //! * [`config`] and [`server`]: configuration, and the wiring that serves it all.
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod filter;
