@@ -35,7 +35,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     std::fs::create_dir_all(&config.data_dir)?;
-    let store = Store::open(&config.data_dir)?;
+    let store = match &config.cluster {
+        Some(cluster) => {
+            tracing::info!(node = %cluster.node_id, "cluster mode: collections, subscriptions and records are in Redis");
+            Store::connect(cluster).await?
+        }
+        None => Store::open(&config.data_dir)?,
+    };
     let metrics = Arc::new(Metrics::default());
     let outbound = config.external.as_ref().map(|external| {
         tracing::info!(service = %external.base_url, "events go to an external Pusher service");

@@ -11,6 +11,7 @@ use poem_openapi::{ApiResponse, Object, payload::Json};
 
 use crate::auth::AuthError;
 use crate::engine::EngineError;
+use crate::store::StoreError;
 
 /// The body of every error response.
 #[derive(Object, Debug, Clone, PartialEq)]
@@ -118,6 +119,15 @@ impl From<EngineError> for ApiError {
             EngineError::TooLarge(message) => ApiError::too_large(message),
             EngineError::Unauthenticated => ApiError::unauthenticated(),
             EngineError::Forbidden(message) => ApiError::Forbidden(body(message)),
+            EngineError::Storage(StoreError::Unavailable(why)) => {
+                tracing::warn!(%why, "the cluster's Redis is unavailable");
+                ApiError::Unavailable(body(format!(
+                    "the cluster's store (Redis) is unavailable, nothing was changed (or, if it answered too late, the change may yet appear): {why}; retry"
+                )))
+            }
+            EngineError::Storage(StoreError::Conflict { .. }) => ApiError::Unavailable(body(
+                "the collection kept changing on other nodes while this change was decided; retry",
+            )),
             EngineError::Storage(error) => {
                 tracing::error!(%error, "storage failure");
                 ApiError::Internal(body("the server could not store the change; retry"))

@@ -273,10 +273,11 @@ impl Engine {
         store: Store,
         driver: Arc<Driver>,
     ) -> Result<Engine, EngineError> {
+        let loaded = store.load()?;
         if config.encryption_master_key.is_none()
-            && let Some(collection) = store
-                .collections()?
-                .into_iter()
+            && let Some(collection) = loaded
+                .iter()
+                .map(|loaded| &loaded.collection)
                 .find(|collection| collection.encrypted)
         {
             return Err(EngineError::invalid(
@@ -301,6 +302,7 @@ impl Engine {
             event_names: config.event_names,
             master_key: config.encryption_master_key,
             seeds: config.collections.clone(),
+            loaded,
         };
         let (registry, _) = Actor::spawn(None, RegistryActor, args)
             .await
@@ -309,6 +311,23 @@ impl Engine {
                 EngineError::Unavailable
             })?;
         store.sync().await?;
+        if let Some(replicas) = store.replicas() {
+            let head = store.head().await?;
+            let (applied, mut caught_up) = tokio::sync::watch::channel(0);
+            tokio::spawn(replicate(
+                replicas,
+                registry.clone(),
+                directory.clone(),
+                applied,
+            ));
+            // Every change made before this node started is applied before it serves.
+            tracing::info!(head, "catching up with the cluster's changes");
+            caught_up
+                .wait_for(|applied| *applied >= head)
+                .await
+                .map_err(|_| EngineError::Unavailable)?;
+            tracing::info!(head, "caught up");
+        }
         Ok(Engine {
             registry,
             directory,
@@ -386,17 +405,27 @@ impl Engine {
         rules: RulesPatch,
         encrypted: Option<bool>,
     ) -> Result<CollectionInfo, EngineError> {
-        let name_or_id = name_or_id.to_owned();
-        let updated = call(&self.registry, |reply| RegistryMsg::Update {
-            name_or_id,
-            name,
-            rules,
-            encrypted,
-            reply,
-        })
-        .await??;
-        self.durable().await?;
-        Ok(updated)
+        let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
+        loop {
+            let updated = call(&self.registry, |reply| RegistryMsg::Update {
+                name_or_id: name_or_id.to_owned(),
+                name: name.clone(),
+                rules: rules.clone(),
+                encrypted,
+                reply,
+            })
+            .await?;
+            match updated {
+                Err(EngineError::Storage(StoreError::Conflict { head })) => {
+                    caught_up(&self.resolve(name_or_id)?, head, deadline).await?;
+                }
+                updated => {
+                    let updated = updated?;
+                    self.durable().await?;
+                    return Ok(updated);
+                }
+            }
+        }
     }
 
     pub async fn delete_collection(&self, name_or_id: &str) -> Result<(), EngineError> {
@@ -442,6 +471,24 @@ impl Engine {
             })
     }
 
+    /// As [`Engine::ask`], for a change: one that conflicted (another node changed the
+    /// collection first) is asked again once the actor has applied what it conflicted with.
+    async fn ask_to_change<T: Send + 'static>(
+        &self,
+        handle: &CollectionHandle,
+        message: impl Fn(RpcReplyPort<Result<T, EngineError>>) -> CollectionMsg,
+    ) -> Result<T, EngineError> {
+        let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
+        loop {
+            match self.ask(handle, &message).await? {
+                Err(EngineError::Storage(StoreError::Conflict { head })) => {
+                    caught_up(handle, head, deadline).await?;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
     /// Subscribes `identity` to a collection (by name or id) with a filter expression; the
     /// subscription counts against `client`'s quota.
     pub async fn subscribe(
@@ -454,14 +501,14 @@ impl Engine {
     ) -> Result<Subscribed, EngineError> {
         let handle = self.resolve_named_in_body(collection)?;
         let subscribed = self
-            .ask(&handle, |reply| CollectionMsg::Subscribe {
-                identity,
-                client,
-                filter_text,
-                socket_id,
+            .ask_to_change(&handle, |reply| CollectionMsg::Subscribe {
+                identity: identity.clone(),
+                client: client.clone(),
+                filter_text: filter_text.clone(),
+                socket_id: socket_id.clone(),
                 reply,
             })
-            .await??;
+            .await?;
         self.durable().await?;
         Ok(subscribed)
     }
@@ -471,13 +518,13 @@ impl Engine {
     pub async fn ping(&self, identity: Identity, channel: &str) -> Result<(), EngineError> {
         let (handle, id) = self.subscription_actor(channel)?;
         let wrote = self
-            .ask(&handle, |reply| CollectionMsg::Ping {
+            .ask_to_change(&handle, |reply| CollectionMsg::Ping {
                 id,
-                identity,
+                identity: identity.clone(),
                 reply,
             })
             .await
-            .map_err(unknown_channel)??;
+            .map_err(unknown_channel)?;
         if wrote {
             self.durable().await?;
         }
@@ -486,13 +533,13 @@ impl Engine {
 
     pub async fn unsubscribe(&self, identity: Identity, channel: &str) -> Result<(), EngineError> {
         let (handle, id) = self.subscription_actor(channel)?;
-        self.ask(&handle, |reply| CollectionMsg::Unsubscribe {
+        self.ask_to_change(&handle, |reply| CollectionMsg::Unsubscribe {
             id,
-            identity,
+            identity: identity.clone(),
             reply,
         })
         .await
-        .map_err(unknown_channel)??;
+        .map_err(unknown_channel)?;
         self.durable().await
     }
 
@@ -537,13 +584,13 @@ impl Engine {
     ) -> Result<records::RecordMap, EngineError> {
         let handle = self.resolve(collection)?;
         let (record, _epoch) = self
-            .ask(&handle, |reply| CollectionMsg::Write {
-                identity,
-                write,
-                except,
+            .ask_to_change(&handle, |reply| CollectionMsg::Write {
+                identity: identity.clone(),
+                write: write.clone(),
+                except: except.clone(),
                 reply,
             })
-            .await??;
+            .await?;
         self.durable().await?;
         Ok(record)
     }
@@ -647,6 +694,55 @@ impl Engine {
             .resolve(&doc.collection_id)
             .map_err(|_| EngineError::UnknownChannel)?;
         Ok((handle, id))
+    }
+}
+
+/// Hands the changes other nodes made, in the order they were made, to the actors they are
+/// for: a collection's own to its actor, the making, changing and deleting of collections to
+/// the registry (and waits for it, so that a collection's later changes find it as changed).
+async fn replicate(
+    mut replicas: tokio::sync::mpsc::Receiver<(crate::store::Epoch, crate::store::LogEntry)>,
+    registry: ActorRef<RegistryMsg>,
+    directory: Arc<Directory>,
+    applied: tokio::sync::watch::Sender<crate::store::Epoch>,
+) {
+    use crate::store::Replica;
+    while let Some((epoch, entry)) = replicas.recv().await {
+        match &entry.change {
+            Replica::PutCollection(_) | Replica::DeleteCollection(_) => {
+                let entry = Box::new(entry);
+                // Not bounded by the call timeout: the next change must wait for this one.
+                let _ = registry
+                    .call(|reply| RegistryMsg::Replicate { entry, reply }, None)
+                    .await;
+            }
+            Replica::PutSubscription(..)
+            | Replica::DeleteSubscription { .. }
+            | Replica::PutRecord { .. }
+            | Replica::DeleteRecord { .. } => {
+                // A collection not found was deleted since.
+                if let Some(handle) = directory.find(entry.change.collection_id()) {
+                    let _ = handle.actor.cast(CollectionMsg::Replicate(Box::new(entry)));
+                }
+            }
+        }
+        applied.send_replace(epoch);
+    }
+}
+
+/// Waits until a collection's actor is at version `head` or past it: it has applied what a
+/// change conflicted with.
+async fn caught_up(
+    handle: &CollectionHandle,
+    head: crate::store::Version,
+    deadline: tokio::time::Instant,
+) -> Result<(), EngineError> {
+    let mut version = handle.version.clone();
+    match tokio::time::timeout_at(deadline, version.wait_for(|version| *version >= head)).await {
+        Ok(Ok(_)) => Ok(()),
+        // The actor stopped: the collection was deleted.
+        Ok(Err(_)) => Err(EngineError::UnknownCollection(handle.info.name.clone())),
+        Err(_) => Err(EngineError::Storage(StoreError::Conflict { head })),
     }
 }
 

@@ -1,14 +1,14 @@
-//! The registry actor: creates, renames and deletes collections, one at a time, and owns the
-//! collections tree of the store. It starts one actor per collection at start-up, handing each
-//! its rows of the connection table, and keeps the [`Directory`] every request reads to find
-//! a collection's actor without a message.
+//! The registry actor: creates, renames and deletes collections, one at a time (those made
+//! here, and those another node made, from the store's log), and keeps the [`Directory`]
+//! every request reads to find a collection's actor without a message. It starts one actor
+//! per collection at start-up, handing each its version and its rows.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use uuid::Uuid;
+use tokio::sync::watch;
 
 use super::collection::{CollectionActor, CollectionArgs, CollectionMsg};
 use super::events::EventNames;
@@ -20,13 +20,18 @@ use super::{
 use crate::filter::FilterEngine;
 use crate::limits::{ClientKey, Quota};
 use crate::pusher::Driver;
-use crate::store::{Change, CollectionDoc, Store, SubscriptionDoc};
+use crate::store::{
+    Change, CollectionDoc, Expect, Loaded, LogEntry, Replica, Store, StoreError, Version,
+};
 
 /// A collection and the actor that owns it.
 #[derive(Clone)]
 pub struct CollectionHandle {
     pub info: CollectionInfo,
     pub actor: ActorRef<CollectionMsg>,
+    /// The collection's version as its actor has it: a change that conflicted is decided
+    /// again once the actor is past the version the store reported.
+    pub version: watch::Receiver<Version>,
 }
 
 /// Collection names and ids -> their actors: read by every request, written only by the
@@ -91,7 +96,10 @@ impl Directory {
         let mut entries = self.write();
         if let Some(old) = entries.by_id.get(&handle.info.id) {
             let old_name = old.info.name.clone();
-            entries.names.remove(&old_name);
+            // Another collection may have its old name already (renamed elsewhere).
+            if entries.names.get(&old_name) == Some(&handle.info.id) {
+                entries.names.remove(&old_name);
+            }
         }
         entries
             .names
@@ -101,7 +109,9 @@ impl Directory {
 
     fn remove(&self, id: &str) {
         let mut entries = self.write();
-        if let Some(old) = entries.by_id.remove(id) {
+        if let Some(old) = entries.by_id.remove(id)
+            && entries.names.get(&old.info.name).map(String::as_str) == Some(id)
+        {
             entries.names.remove(&old.info.name);
         }
     }
@@ -126,6 +136,11 @@ pub enum RegistryMsg {
         name_or_id: String,
         reply: RpcReplyPort<Result<(), EngineError>>,
     },
+    /// A collection made, changed or deleted, from the store's log (perhaps by this node).
+    Replicate {
+        entry: Box<LogEntry>,
+        reply: RpcReplyPort<()>,
+    },
 }
 
 pub struct RegistryActor;
@@ -142,6 +157,8 @@ pub struct RegistryArgs {
     /// What encrypted channels' keys derive from; `None`: no collection may be encrypted.
     pub master_key: Option<[u8; 32]>,
     pub seeds: Vec<CollectionSeed>,
+    /// The collections as stored.
+    pub loaded: Vec<Loaded>,
     pub directory: Arc<Directory>,
 }
 
@@ -170,13 +187,42 @@ fn doc(info: &CollectionInfo) -> CollectionDoc {
     }
 }
 
+fn info(doc: CollectionDoc) -> CollectionInfo {
+    CollectionInfo {
+        id: doc.id,
+        name: doc.name,
+        rules: RuleTexts {
+            list: doc.list_rule,
+            view: doc.view_rule,
+            create: doc.create_rule,
+            update: doc.update_rule,
+            delete: doc.delete_rule,
+        },
+        encrypted: doc.encrypted,
+    }
+}
+
+/// Stored rules, parsed; one that no longer parses admits only the admin (logged).
+fn stored_rules(info: &CollectionInfo) -> Rules {
+    let (rules, broken) = info.rules.parse_stored();
+    for error in broken {
+        tracing::error!(
+            collection = %info.name,
+            %error,
+            "a stored rule no longer parses (written by an older version?): it admits only the admin until it is changed"
+        );
+    }
+    rules
+}
+
 impl RegistryState {
     async fn start(
         &mut self,
         info: CollectionInfo,
         rules: Rules,
-        loaded: Vec<(Uuid, SubscriptionDoc)>,
+        loaded: Loaded,
     ) -> Result<(), EngineError> {
+        let (version_watch, version) = watch::channel(loaded.version);
         let args = CollectionArgs {
             id: info.id.clone(),
             name: info.name.clone(),
@@ -190,13 +236,20 @@ impl RegistryState {
             threshold: self.threshold,
             subscription_quota: self.subscription_quota.clone(),
             event_names: self.event_names,
-            loaded,
+            version: loaded.version,
+            subscriptions: loaded.subscriptions,
+            records: loaded.records,
+            version_watch,
         };
         let (actor, _) = Actor::spawn(None, CollectionActor, args).await.map_err(|error| {
             tracing::error!(collection = %info.name, %error, "collection actor failed to start");
             EngineError::Unavailable
         })?;
-        self.directory.put(CollectionHandle { info, actor });
+        self.directory.put(CollectionHandle {
+            info,
+            actor,
+            version,
+        });
         Ok(())
     }
 
@@ -217,11 +270,14 @@ impl RegistryState {
         rules: RuleTexts,
         encrypted: bool,
     ) -> Result<CollectionInfo, EngineError> {
-        if self.directory.has_name(name.as_str()) {
-            return Err(EngineError::invalid(
+        let taken = || {
+            EngineError::invalid(
                 "name",
                 format!("a collection named `{name}` already exists"),
-            ));
+            )
+        };
+        if self.directory.has_name(name.as_str()) {
+            return Err(taken());
         }
         let parsed = rules.parse()?;
         self.check_encryption(encrypted)?;
@@ -231,8 +287,22 @@ impl RegistryState {
             rules,
             encrypted,
         };
-        self.store.commit(Change::PutCollection(&doc(&info)))?;
-        self.start(info.clone(), parsed, Vec::new()).await?;
+        let doc = doc(&info);
+        let committed = match self
+            .store
+            .commit(Expect::Absent, Change::PutCollection(&doc), None)
+            .await
+        {
+            Err(StoreError::NameTaken) => return Err(taken()),
+            other => other?,
+        };
+        let loaded = Loaded {
+            collection: doc,
+            version: committed.version,
+            subscriptions: Vec::new(),
+            records: Vec::new(),
+        };
+        self.start(info.clone(), parsed, loaded).await?;
         tracing::info!(collection = %info.name, id = %info.id, "collection created");
         Ok(info)
     }
@@ -249,14 +319,17 @@ impl RegistryState {
             .find(name_or_id)
             .ok_or_else(|| EngineError::UnknownCollection(name_or_id.to_owned()))?;
         let mut info = handle.info.clone();
-        if let Some(name) = name
+        let taken = |name: &CollectionName| {
+            EngineError::invalid(
+                "name",
+                format!("a collection named `{name}` already exists"),
+            )
+        };
+        if let Some(name) = &name
             && name.as_str() != info.name
         {
             if self.directory.has_name(name.as_str()) {
-                return Err(EngineError::invalid(
-                    "name",
-                    format!("a collection named `{name}` already exists"),
-                ));
+                return Err(taken(name));
             }
             info.name = name.to_string();
         }
@@ -266,16 +339,22 @@ impl RegistryState {
             self.check_encryption(encrypted)?;
             info.encrypted = encrypted;
         }
-        self.store.commit(Change::PutCollection(&doc(&info)))?;
-        call(&handle.actor, |reply| CollectionMsg::SetRules {
+        let set = call(&handle.actor, |reply| CollectionMsg::SetRules {
+            doc: Box::new(doc(&info)),
             rules: Box::new(rules),
-            encrypted: info.encrypted,
+            replicated: None,
             reply,
         })
         .await?;
+        match (set, &name) {
+            (Err(EngineError::Storage(StoreError::NameTaken)), Some(name)) => {
+                return Err(taken(name));
+            }
+            (other, _) => other?,
+        };
         self.directory.put(CollectionHandle {
             info: info.clone(),
-            actor: handle.actor,
+            ..handle
         });
         Ok(info)
     }
@@ -285,16 +364,77 @@ impl RegistryState {
             .directory
             .find(name_or_id)
             .ok_or_else(|| EngineError::UnknownCollection(name_or_id.to_owned()))?;
-        // Closed first (a failure leaves the collection as it was), then gone from the
-        // directory, then stopped: a request that found the collection meanwhile is answered
-        // as for an unknown collection, by the closed actor or by the engine.
-        call(&handle.actor, |reply| CollectionMsg::Close { reply }).await?;
+        let committed = match self
+            .store
+            .commit(Expect::Any, Change::DeleteCollection(&handle.info.id), None)
+            .await
+        {
+            Err(StoreError::Gone) => None,
+            other => Some(other?),
+        };
+        self.close(handle, committed.map(|committed| committed.epoch))
+            .await;
+        Ok(())
+    }
+
+    /// Ends a deleted collection's subscriptions (`ended` after `epoch`, the deletion, is
+    /// durable), then takes it out of the directory and stops its actor: a request that found
+    /// the collection meanwhile is answered as for an unknown collection, by the closed actor
+    /// or by the engine.
+    async fn close(&mut self, handle: CollectionHandle, epoch: Option<u64>) {
+        if let Err(error) = call(&handle.actor, |reply| CollectionMsg::Close { epoch, reply }).await
+        {
+            tracing::warn!(collection = %handle.info.name, %error, "a deleted collection's actor did not close");
+        }
         self.directory.remove(&handle.info.id);
         handle.actor.stop(Some("collection deleted".into()));
-        self.store
-            .commit(Change::DeleteCollection(&handle.info.id))?;
         tracing::info!(collection = %handle.info.name, "collection deleted");
-        Ok(())
+    }
+
+    /// A collection made, changed or deleted by a change from the store's log.
+    async fn replicate(&mut self, entry: LogEntry) {
+        match entry.change {
+            Replica::PutCollection(doc) => {
+                let info = info(doc.clone());
+                let rules = stored_rules(&info);
+                match self.directory.find(&info.id) {
+                    Some(handle) => {
+                        let set = call(&handle.actor, |reply| CollectionMsg::SetRules {
+                            doc: Box::new(doc),
+                            rules: Box::new(rules),
+                            replicated: Some(entry.version),
+                            reply,
+                        })
+                        .await;
+                        if matches!(set, Ok(Ok(true))) {
+                            self.directory.put(CollectionHandle { info, ..handle });
+                        }
+                    }
+                    None => {
+                        let loaded = Loaded {
+                            collection: doc,
+                            version: entry.version,
+                            subscriptions: Vec::new(),
+                            records: Vec::new(),
+                        };
+                        let name = info.name.clone();
+                        if let Err(error) = self.start(info, rules, loaded).await {
+                            tracing::error!(collection = %name, %error, "could not start a collection another node created");
+                        }
+                    }
+                }
+            }
+            Replica::DeleteCollection(id) => {
+                if let Some(handle) = self.directory.find(&id) {
+                    self.close(handle, None).await;
+                }
+            }
+            // A collection's own changes go to its actor.
+            Replica::PutSubscription(..)
+            | Replica::DeleteSubscription { .. }
+            | Replica::PutRecord { .. }
+            | Replica::DeleteRecord { .. } => {}
+        }
     }
 }
 
@@ -319,41 +459,10 @@ impl Actor for RegistryActor {
             master_key: args.master_key,
             directory: args.directory,
         };
-        let mut by_collection: HashMap<String, Vec<(Uuid, SubscriptionDoc)>> = HashMap::new();
-        for (id, doc) in state.store.subscriptions()? {
-            by_collection
-                .entry(doc.collection_id.clone())
-                .or_default()
-                .push((id, doc));
-        }
-        for doc in state.store.collections()? {
-            let info = CollectionInfo {
-                id: doc.id,
-                name: doc.name,
-                rules: RuleTexts {
-                    list: doc.list_rule,
-                    view: doc.view_rule,
-                    create: doc.create_rule,
-                    update: doc.update_rule,
-                    delete: doc.delete_rule,
-                },
-                encrypted: doc.encrypted,
-            };
-            let loaded = by_collection.remove(&info.id).unwrap_or_default();
-            let (rules, broken) = info.rules.parse_stored();
-            for error in broken {
-                tracing::error!(
-                    collection = %info.name,
-                    %error,
-                    "a stored rule no longer parses (written by an older version?): it admits only the admin until it is changed"
-                );
-            }
+        for loaded in args.loaded {
+            let info = info(loaded.collection.clone());
+            let rules = stored_rules(&info);
             state.start(info, rules, loaded).await?;
-        }
-        for (_, orphans) in by_collection {
-            for (id, _) in orphans {
-                state.store.commit(Change::DeleteSubscription(id))?;
-            }
         }
         for seed in args.seeds {
             if state.directory.has_name(&seed.name) {
@@ -361,7 +470,13 @@ impl Actor for RegistryActor {
             }
             let name = CollectionName::parse(&seed.name)
                 .map_err(|message| EngineError::invalid("name", message))?;
-            state.create(name, seed.api_rules, seed.encrypted).await?;
+            match state.create(name, seed.api_rules, seed.encrypted).await {
+                Ok(_) => {}
+                // Another node created it first (nodes started together): its change comes
+                // from the log.
+                Err(EngineError::Invalid { field, .. }) if field == "name" => {}
+                Err(error) => return Err(error.into()),
+            }
         }
         tracing::info!(collections = state.directory.count(), "engine started");
         Ok(state)
@@ -393,6 +508,10 @@ impl Actor for RegistryActor {
             }
             RegistryMsg::Delete { name_or_id, reply } => {
                 let _ = reply.send(state.delete(&name_or_id).await);
+            }
+            RegistryMsg::Replicate { entry, reply } => {
+                state.replicate(*entry).await;
+                let _ = reply.send(());
             }
         }
         Ok(())

@@ -3,13 +3,19 @@
 //! one interface, [`Storage`]. [`sled_store`] is the store of one node, on its disk; cluster
 //! mode's store sits beside it.
 //!
-//! Every write is one [`Change`] through [`Store::commit`], numbered ([`Epoch`]);
-//! [`Store::sync`] makes what was committed durable, and [`Store::durable`] waits until one
-//! change is: events (a record change, or `ended`) are delivered only then, so no client ever
-//! sees something a crash could take back.
+//! Every write is one [`Change`] through [`Store::commit`], numbered ([`Epoch`]) and, within
+//! its collection, versioned ([`Version`]): a change is made only if the collection is still
+//! at the version it was decided at ([`Expect`]), so that nodes sharing a store never apply
+//! two changes decided on the same state. [`Store::sync`] makes what was committed durable,
+//! and [`Store::durable`] waits until one change is: events (a record change, or `ended`) are
+//! delivered only then, so no client ever sees something a crash could take back.
+//!
+//! A store shared by several nodes also hands each node the changes the others made, in
+//! commit order ([`Store::replicas`]), for the engine to apply as if made here.
 //!
 //! This module decides nothing: it stores what the engine hands it.
 
+pub mod redis_store;
 pub mod sled_store;
 
 use std::path::Path;
@@ -34,6 +40,18 @@ const SUBSCRIPTION_FORMAT_V1: u8 = 1;
 pub enum StoreError {
     #[error("storage failure: {0}")]
     Sled(#[from] sled::Error),
+    /// The collection changed since the change was decided: decide again at `head`.
+    #[error("the collection changed meanwhile (now at version {head})")]
+    Conflict { head: Version },
+    /// A collection with this name exists already.
+    #[error("a collection with this name exists already")]
+    NameTaken,
+    /// The collection was deleted meanwhile.
+    #[error("the collection no longer exists")]
+    Gone,
+    /// The shared store did not answer in time, or refused.
+    #[error("the cluster's Redis is unavailable: {0}")]
+    Unavailable(String),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
     #[error("flushing to disk failed: {0}")]
@@ -197,19 +215,38 @@ fn decode_subscription(bytes: &[u8]) -> Result<SubscriptionDoc, StoreError> {
 /// are numbered in the order they reached sled.
 pub type Epoch = u64;
 
+/// A collection's version: how many changes it has had. Every change to a collection (its
+/// rules, a subscription, a record) moves it on by one.
+pub type Version = u64;
+
 /// A record as stored: its flat JSON object as text.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct RecordDoc {
     pub json: String,
 }
 
+/// Why a subscription's row is removed, as every node announces it to the sockets it has on
+/// the subscription's channel.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// Unsubscribed, or stale (no socket can be listening): nothing is announced.
+    Quiet,
+    TokenExpired,
+    RuleChanged,
+}
+
 /// One change to what is stored, as [`Store::commit`] takes it.
 #[derive(Clone, Copy, Debug)]
 pub enum Change<'a> {
     PutCollection(&'a CollectionDoc),
+    /// The collection, with its subscriptions and records.
     DeleteCollection(&'a str),
     PutSubscription(Uuid, &'a SubscriptionDoc),
-    DeleteSubscription(Uuid),
+    DeleteSubscription {
+        collection_id: &'a str,
+        id: Uuid,
+        removal: Removal,
+    },
     PutRecord {
         collection_id: &'a str,
         record_id: &'a str,
@@ -219,18 +256,142 @@ pub enum Change<'a> {
         collection_id: &'a str,
         record_id: &'a str,
     },
-    /// Every record of a collection.
-    DeleteRecords(&'a str),
+}
+
+impl Change<'_> {
+    /// The collection the change is to.
+    pub fn collection_id(&self) -> &str {
+        match self {
+            Change::PutCollection(doc) => &doc.id,
+            Change::DeleteCollection(id) => id,
+            Change::PutSubscription(_, doc) => &doc.collection_id,
+            Change::DeleteSubscription { collection_id, .. }
+            | Change::PutRecord { collection_id, .. }
+            | Change::DeleteRecord { collection_id, .. } => collection_id,
+        }
+    }
+
+    fn owned(&self) -> Replica {
+        match *self {
+            Change::PutCollection(doc) => Replica::PutCollection(doc.clone()),
+            Change::DeleteCollection(id) => Replica::DeleteCollection(id.to_owned()),
+            Change::PutSubscription(id, doc) => Replica::PutSubscription(id, doc.clone()),
+            Change::DeleteSubscription {
+                collection_id,
+                id,
+                removal,
+            } => Replica::DeleteSubscription {
+                collection_id: collection_id.to_owned(),
+                id,
+                removal,
+            },
+            Change::PutRecord {
+                collection_id, doc, ..
+            } => Replica::PutRecord {
+                collection_id: collection_id.to_owned(),
+                json: doc.json.clone(),
+            },
+            Change::DeleteRecord {
+                collection_id,
+                record_id,
+            } => Replica::DeleteRecord {
+                collection_id: collection_id.to_owned(),
+                record_id: record_id.to_owned(),
+            },
+        }
+    }
+}
+
+/// What a change must find to be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// The collection at this version (the state the change was decided on).
+    At(Version),
+    /// No collection with this id, nor one with its name (a new collection).
+    Absent,
+    /// Anything (deleting a collection).
+    Any,
+}
+
+/// A change made: its number, and the version it moved its collection to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub epoch: Epoch,
+    pub version: Version,
+}
+
+/// A change another node made (or this one: the engine skips what it applied already), as
+/// the shared store hands it on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum Replica {
+    PutCollection(CollectionDoc),
+    DeleteCollection(String),
+    PutSubscription(Uuid, SubscriptionDoc),
+    DeleteSubscription {
+        collection_id: String,
+        id: Uuid,
+        removal: Removal,
+    },
+    /// The record's JSON object as text.
+    PutRecord {
+        collection_id: String,
+        json: String,
+    },
+    DeleteRecord {
+        collection_id: String,
+        record_id: String,
+    },
+}
+
+impl Replica {
+    pub fn collection_id(&self) -> &str {
+        match self {
+            Replica::PutCollection(doc) => &doc.id,
+            Replica::DeleteCollection(id) => id,
+            Replica::PutSubscription(_, doc) => &doc.collection_id,
+            Replica::DeleteSubscription { collection_id, .. }
+            | Replica::PutRecord { collection_id, .. }
+            | Replica::DeleteRecord { collection_id, .. } => collection_id,
+        }
+    }
+}
+
+/// One entry of the change log: a change, the version it moved its collection to, and the
+/// socket the writer asked to leave out of its event.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct LogEntry {
+    pub version: Version,
+    pub except: Option<String>,
+    pub change: Replica,
+}
+
+/// A collection as loaded at start-up: its row, its version, its subscriptions and records.
+pub struct Loaded {
+    pub collection: CollectionDoc,
+    pub version: Version,
+    pub subscriptions: Vec<(Uuid, SubscriptionDoc)>,
+    pub records: Vec<RecordDoc>,
 }
 
 /// A boxed future, so that [`Storage`] can be a trait object.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// What a store does: the one interface the engine writes and loads through, with sled
-/// ([`sled_store::SledStore`]) the implementation of one node.
+/// ([`sled_store::SledStore`]) the store of one node and Redis ([`redis_store::RedisStore`])
+/// the store nodes share.
 pub trait Storage: Send + Sync {
-    /// Makes one change, numbered in the order changes were made.
-    fn commit(&self, change: Change<'_>) -> Result<Epoch, StoreError>;
+    /// Makes one change if its collection is as `expect` says, numbered in the order changes
+    /// were made; `except` (a socket id) goes with it to the nodes that deliver its event.
+    fn commit<'a>(
+        &'a self,
+        expect: Expect,
+        change: Change<'a>,
+        except: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Committed, StoreError>>;
+    /// Removes rows that no node holds any more (a subscription every node ended when it
+    /// applied a rule change, one that no longer loads): no version, no log entry. Best
+    /// effort where the store is remote (a row left over is forgotten again when loaded).
+    fn forget(&self, collection_id: &str, subscription: Uuid) -> Result<(), StoreError>;
     /// Waits until every change committed before the call is durable.
     fn sync(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Asks for durability without waiting for it (for changes no request waits on).
@@ -239,11 +400,28 @@ pub trait Storage: Send + Sync {
     /// ([`Storage::sync`]); a wait that lasts asks too, so that a change whose writer went away
     /// before asking is not held back.
     fn durable(&self, epoch: Epoch) -> BoxFuture<'_, ()>;
-    /// Every record of a collection.
-    fn records(&self, collection_id: &str) -> Result<Vec<RecordDoc>, StoreError>;
-    fn collections(&self) -> Result<Vec<CollectionDoc>, StoreError>;
-    fn subscriptions(&self) -> Result<Vec<(Uuid, SubscriptionDoc)>, StoreError>;
+    /// Every collection with its version, subscriptions and records: what the engine starts
+    /// from.
+    fn load(&self) -> Result<Vec<Loaded>, StoreError>;
+    /// One row of the connection table.
     fn subscription(&self, id: Uuid) -> Result<Option<SubscriptionDoc>, StoreError>;
+    /// The changes made after [`Storage::load`]'s state, by any node, in commit order, for the
+    /// engine to apply (`None` for a store no other node writes). Taken once.
+    fn replicas(&self) -> Option<tokio::sync::mpsc::Receiver<(Epoch, LogEntry)>>;
+    /// The number of the last change any node made (what a node catching up must reach).
+    fn head(&self) -> BoxFuture<'_, Result<Epoch, StoreError>>;
+    /// Whether this node runs the jobs one node runs for all (pruning): always, alone.
+    fn is_leader(&self) -> bool;
+    /// Notes that these subscriptions were seen alive here (pinged, or with a socket), for
+    /// the leader, which prunes the stale ones (best effort; nothing where nodes are alone).
+    fn touch(&self, collection_id: &str, subscriptions: Vec<Uuid>);
+    /// When each subscription was last seen alive by any node, in milliseconds since the
+    /// epoch (0: never, or no other node to ask).
+    fn last_seen<'a>(
+        &'a self,
+        collection_id: &'a str,
+        subscriptions: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<Vec<u64>, StoreError>>;
 }
 
 /// The handle the engine holds: cheap to clone, whatever store is behind it.
@@ -257,11 +435,28 @@ impl Store {
         Ok(Self(Arc::new(sled_store::SledStore::open(dir)?)))
     }
 
-    /// Makes one change: the one way anything is written. Every change is numbered
-    /// ([`Epoch`]) in the order it was made, so that what follows it (an event, an answer) can
-    /// wait until it is durable.
-    pub fn commit(&self, change: Change<'_>) -> Result<Epoch, StoreError> {
-        self.0.commit(change)
+    /// The store shared by the nodes of a cluster, loaded from its Redis.
+    pub async fn connect(settings: &crate::cluster::ClusterSettings) -> Result<Self, StoreError> {
+        Ok(Self(Arc::new(
+            redis_store::RedisStore::connect(settings).await?,
+        )))
+    }
+
+    /// Makes one change if its collection is as `expect` says: the one way anything is
+    /// written. Every change is numbered ([`Epoch`]) in the order it was made, so that what
+    /// follows it (an event, an answer) can wait until it is durable.
+    pub async fn commit(
+        &self,
+        expect: Expect,
+        change: Change<'_>,
+        except: Option<&str>,
+    ) -> Result<Committed, StoreError> {
+        self.0.commit(expect, change, except).await
+    }
+
+    /// Removes a subscription's row that no node holds any more ([`Storage::forget`]).
+    pub fn forget(&self, collection_id: &str, subscription: Uuid) -> Result<(), StoreError> {
+        self.0.forget(collection_id, subscription)
     }
 
     /// Waits until every change committed before the call is durable.
@@ -280,21 +475,47 @@ impl Store {
         self.0.durable(epoch).await
     }
 
-    /// Every record of a collection.
-    pub fn records(&self, collection_id: &str) -> Result<Vec<RecordDoc>, StoreError> {
-        self.0.records(collection_id)
-    }
-
-    pub fn collections(&self) -> Result<Vec<CollectionDoc>, StoreError> {
-        self.0.collections()
-    }
-
-    pub fn subscriptions(&self) -> Result<Vec<(Uuid, SubscriptionDoc)>, StoreError> {
-        self.0.subscriptions()
+    /// Every collection with its version, subscriptions and records.
+    pub fn load(&self) -> Result<Vec<Loaded>, StoreError> {
+        self.0.load()
     }
 
     pub fn subscription(&self, id: Uuid) -> Result<Option<SubscriptionDoc>, StoreError> {
         self.0.subscription(id)
+    }
+
+    /// The changes other nodes make, in commit order ([`Storage::replicas`]).
+    pub fn replicas(&self) -> Option<tokio::sync::mpsc::Receiver<(Epoch, LogEntry)>> {
+        self.0.replicas()
+    }
+
+    /// The number of the last change any node made.
+    pub async fn head(&self) -> Result<Epoch, StoreError> {
+        self.0.head().await
+    }
+
+    /// Whether this node runs the jobs one node runs for all.
+    pub fn is_leader(&self) -> bool {
+        self.0.is_leader()
+    }
+
+    /// Notes subscriptions seen alive here ([`Storage::touch`]).
+    pub fn touch(&self, collection_id: &str, subscriptions: Vec<Uuid>) {
+        if !subscriptions.is_empty() {
+            self.0.touch(collection_id, subscriptions)
+        }
+    }
+
+    /// When each subscription was last seen alive by any node ([`Storage::last_seen`]).
+    pub async fn last_seen(
+        &self,
+        collection_id: &str,
+        subscriptions: &[Uuid],
+    ) -> Result<Vec<u64>, StoreError> {
+        if subscriptions.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.0.last_seen(collection_id, subscriptions).await
     }
 }
 
@@ -364,9 +585,17 @@ mod tests {
         };
         {
             let store = Store::open(dir.path()).unwrap();
-            store.commit(Change::PutCollection(&collection)).unwrap();
             store
-                .commit(Change::PutSubscription(id, &subscription))
+                .commit(Expect::Absent, Change::PutCollection(&collection), None)
+                .await
+                .unwrap();
+            store
+                .commit(
+                    Expect::At(1),
+                    Change::PutSubscription(id, &subscription),
+                    None,
+                )
+                .await
                 .unwrap();
             store.sync().await.unwrap();
         }
@@ -379,11 +608,23 @@ mod tests {
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
             }
         };
-        assert_eq!(store.collections().unwrap(), [collection]);
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].collection, collection);
         assert_eq!(store.subscription(id).unwrap(), Some(subscription.clone()));
-        assert_eq!(store.subscriptions().unwrap(), [(id, subscription)]);
-        store.commit(Change::DeleteSubscription(id)).unwrap();
+        assert_eq!(loaded[0].subscriptions, [(id, subscription)]);
+        let removal = Change::DeleteSubscription {
+            collection_id: "c1",
+            id,
+            removal: Removal::Quiet,
+        };
+        store.commit(Expect::At(2), removal, None).await.unwrap();
         assert_eq!(store.subscription(id).unwrap(), None);
+        store
+            .commit(Expect::Any, Change::DeleteCollection("c1"), None)
+            .await
+            .unwrap();
+        assert!(store.load().unwrap().is_empty());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! fsyncs on behalf of every caller waiting at that moment (group commit), so concurrent
 //! requests share one fsync instead of queueing for one each.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,9 +13,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use super::{
-    BoxFuture, COLLECTION_FORMAT, Change, CollectionDoc, Epoch, RecordDoc, SUBSCRIPTION_FORMAT,
-    Storage, StoreError, SubscriptionDoc, decode, decode_collection, decode_subscription, encode,
-    encode_version,
+    BoxFuture, COLLECTION_FORMAT, Change, Committed, Epoch, Expect, Loaded, LogEntry,
+    SUBSCRIPTION_FORMAT, Storage, StoreError, SubscriptionDoc, decode, decode_collection,
+    decode_subscription, encode, encode_version,
 };
 
 /// sled's page cache (its default is 1 GiB). Every row is also held by the actors, so the
@@ -123,21 +124,126 @@ impl Storage for SledStore {
 
     /// Makes one change: the one way anything is written. Every change is numbered
     /// ([`Epoch`]) in the order it reached sled, so that what follows it (an event, an
-    /// answer) can wait until it is durable.
-    fn commit(&self, change: Change<'_>) -> Result<Epoch, StoreError> {
+    /// answer) can wait until it is durable. Nobody else writes this store: the collection is
+    /// always as expected, and its actor keeps count of its version.
+    fn commit<'a>(
+        &'a self,
+        expect: Expect,
+        change: Change<'a>,
+        _except: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Committed, StoreError>> {
+        let committed = self.write(change).map(|epoch| Committed {
+            epoch,
+            version: match expect {
+                Expect::At(version) => version + 1,
+                Expect::Absent => 1,
+                Expect::Any => 0,
+            },
+        });
+        Box::pin(std::future::ready(committed))
+    }
+
+    fn forget(&self, _collection_id: &str, subscription: Uuid) -> Result<(), StoreError> {
+        self.subscriptions.remove(subscription.as_bytes())?;
+        self.written.fetch_add(1, Ordering::SeqCst);
+        self.flush_soon();
+        Ok(())
+    }
+
+    fn load(&self) -> Result<Vec<Loaded>, StoreError> {
+        let mut subscriptions: HashMap<String, Vec<(Uuid, SubscriptionDoc)>> = HashMap::new();
+        for entry in self.subscriptions.iter() {
+            let (key, value) = entry?;
+            let id = Uuid::from_slice(&key)
+                .map_err(|error| StoreError::Corrupt(format!("subscription key: {error}")))?;
+            let doc = decode_subscription(&value)?;
+            subscriptions
+                .entry(doc.collection_id.clone())
+                .or_default()
+                .push((id, doc));
+        }
+        let mut loaded = Vec::new();
+        for value in self.collections.iter().values() {
+            let collection = decode_collection(&value?)?;
+            let records = self
+                .records
+                .scan_prefix(Self::record_key(&collection.id, ""))
+                .values()
+                .map(|value| decode(&value?))
+                .collect::<Result<_, StoreError>>()?;
+            loaded.push(Loaded {
+                subscriptions: subscriptions.remove(&collection.id).unwrap_or_default(),
+                records,
+                version: 0,
+                collection,
+            });
+        }
+        // Rows of collections that are gone (a crash between the collection's removal and
+        // theirs).
+        for (_, orphans) in subscriptions {
+            for (id, doc) in orphans {
+                tracing::warn!(subscription = %id, collection = %doc.collection_id, "dropping a subscription of a collection that no longer exists");
+                self.forget(&doc.collection_id, id)?;
+            }
+        }
+        Ok(loaded)
+    }
+
+    fn subscription(&self, id: Uuid) -> Result<Option<SubscriptionDoc>, StoreError> {
+        self.subscriptions
+            .get(id.as_bytes())?
+            .map(|value| decode_subscription(&value))
+            .transpose()
+    }
+
+    fn replicas(&self) -> Option<mpsc::Receiver<(Epoch, LogEntry)>> {
+        None
+    }
+
+    fn head(&self) -> BoxFuture<'_, Result<Epoch, StoreError>> {
+        Box::pin(std::future::ready(Ok(self.written.load(Ordering::SeqCst))))
+    }
+
+    fn is_leader(&self) -> bool {
+        true
+    }
+
+    fn touch(&self, _collection_id: &str, _subscriptions: Vec<Uuid>) {}
+
+    fn last_seen<'a>(
+        &'a self,
+        _collection_id: &'a str,
+        subscriptions: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<Vec<u64>, StoreError>> {
+        Box::pin(std::future::ready(Ok(vec![0; subscriptions.len()])))
+    }
+}
+
+impl SledStore {
+    /// Writes one change to sled's trees; returns its epoch.
+    fn write(&self, change: Change<'_>) -> Result<Epoch, StoreError> {
         match change {
             Change::PutCollection(doc) => {
                 self.collections
                     .insert(doc.id.as_bytes(), encode_version(doc, COLLECTION_FORMAT))?;
             }
             Change::DeleteCollection(id) => {
+                for entry in self.subscriptions.iter() {
+                    let (key, value) = entry?;
+                    if decode_subscription(&value).is_ok_and(|doc| doc.collection_id == id) {
+                        self.subscriptions.remove(key)?;
+                    }
+                }
+                for key in self.records.scan_prefix(Self::record_key(id, "")).keys() {
+                    self.records.remove(key?)?;
+                }
                 self.collections.remove(id.as_bytes())?;
             }
             Change::PutSubscription(id, doc) => {
                 self.subscriptions
                     .insert(id.as_bytes(), encode_version(doc, SUBSCRIPTION_FORMAT))?;
             }
-            Change::DeleteSubscription(id) => {
+            Change::DeleteSubscription { id, .. } => {
                 self.subscriptions.remove(id.as_bytes())?;
             }
             Change::PutRecord {
@@ -155,53 +261,8 @@ impl Storage for SledStore {
                 self.records
                     .remove(Self::record_key(collection_id, record_id))?;
             }
-            Change::DeleteRecords(collection_id) => {
-                for key in self
-                    .records
-                    .scan_prefix(Self::record_key(collection_id, ""))
-                    .keys()
-                {
-                    self.records.remove(key?)?;
-                }
-            }
         }
         Ok(self.written.fetch_add(1, Ordering::SeqCst) + 1)
-    }
-
-    /// Every record of a collection.
-    fn records(&self, collection_id: &str) -> Result<Vec<RecordDoc>, StoreError> {
-        self.records
-            .scan_prefix(Self::record_key(collection_id, ""))
-            .values()
-            .map(|value| decode(&value?))
-            .collect()
-    }
-
-    fn collections(&self) -> Result<Vec<CollectionDoc>, StoreError> {
-        self.collections
-            .iter()
-            .values()
-            .map(|value| decode_collection(&value?))
-            .collect()
-    }
-
-    fn subscriptions(&self) -> Result<Vec<(Uuid, SubscriptionDoc)>, StoreError> {
-        self.subscriptions
-            .iter()
-            .map(|entry| {
-                let (key, value) = entry?;
-                let id = Uuid::from_slice(&key)
-                    .map_err(|error| StoreError::Corrupt(format!("subscription key: {error}")))?;
-                Ok((id, decode_subscription(&value)?))
-            })
-            .collect()
-    }
-
-    fn subscription(&self, id: Uuid) -> Result<Option<SubscriptionDoc>, StoreError> {
-        self.subscriptions
-            .get(id.as_bytes())?
-            .map(|value| decode_subscription(&value))
-            .transpose()
     }
 }
 

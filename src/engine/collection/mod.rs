@@ -1,9 +1,14 @@
 //! One actor per collection: it owns the collection's rules, its records, its subscriptions,
 //! their compiled filters and the subscription index, and writes its rows of the store.
 //!
-//! Handlers never block or wait on the disk: they change memory and sled's in-memory tree, and
-//! the caller waits for durability ([`Store::sync`]) before answering its client. A write's
-//! change event is matched here, in commit order, and delivered once the write is durable.
+//! Every change is decided here on the collection as it is (its [`Version`]), committed to the
+//! store on condition that it is still so, then applied: on one node the condition always
+//! holds; where nodes share the store, a change another node committed first makes it a
+//! conflict, and the engine asks again once this actor has applied that change
+//! ([`CollectionMsg::Replicate`], from the store's log). Handlers never wait on the disk: sled
+//! changes memory, and the caller waits for durability ([`Store::sync`]) before answering its
+//! client. A write's change event is matched here, in commit order, and delivered once the
+//! write is durable.
 //!
 //! Subscriptions are handled in this file, records in [`records`].
 
@@ -34,7 +39,10 @@ use crate::metrics::Metrics;
 use crate::pusher::Driver;
 use crate::pusher::encryption::ChannelKey;
 use crate::pusher::protocol::SocketId;
-use crate::store::{Change, Epoch, OwnerDoc, Store, SubscriptionDoc};
+use crate::store::{
+    Change, CollectionDoc, Committed, Epoch, Expect, LogEntry, OwnerDoc, RecordDoc, Removal,
+    Replica, Store, SubscriptionDoc, Version,
+};
 
 pub enum CollectionMsg {
     Subscribe {
@@ -55,20 +63,25 @@ pub enum CollectionMsg {
         identity: Identity,
         reply: RpcReplyPort<Result<(), EngineError>>,
     },
-    /// New rules or `encrypted` option: every subscription is planned again; those the new
+    /// New name, rules or `encrypted` option, committed here (`replicated: None`) or by
+    /// another node (at that version): every subscription is planned again; those the new
     /// list rule no longer lets be delivered on their channel, and the non-public ones whose
     /// channel is not of the new kind (`private-` or `private-encrypted-`), end, and their
-    /// sockets are sent `ended`.
+    /// sockets are sent `ended`. Answers whether the change was applied (not already there).
     SetRules {
+        doc: Box<CollectionDoc>,
         rules: Box<Rules>,
-        encrypted: bool,
-        reply: RpcReplyPort<()>,
+        replicated: Option<Version>,
+        reply: RpcReplyPort<Result<bool, EngineError>>,
     },
-    /// The collection is being deleted: end every subscription (their sockets are sent
-    /// `ended`), drop every record.
+    /// The collection was deleted (with its rows, by the change numbered `epoch` when made
+    /// here): end every subscription (their sockets are sent `ended`), drop every record.
     Close {
+        epoch: Option<Epoch>,
         reply: RpcReplyPort<()>,
     },
+    /// A change from the store's log: applied unless this actor has it already.
+    Replicate(Box<LogEntry>),
     ListRecords {
         identity: Identity,
         query: ListQuery,
@@ -118,8 +131,12 @@ pub struct CollectionArgs {
     pub threshold: Duration,
     pub subscription_quota: Arc<Quota<ClientKey>>,
     pub event_names: EventNames,
-    /// Rows of the connection table loaded at start-up.
-    pub loaded: Vec<(Uuid, SubscriptionDoc)>,
+    /// The collection's version, and its rows, as loaded at start-up.
+    pub version: Version,
+    pub subscriptions: Vec<(Uuid, SubscriptionDoc)>,
+    pub records: Vec<RecordDoc>,
+    /// Where the actor says which version it is at.
+    pub version_watch: tokio::sync::watch::Sender<Version>,
 }
 
 pub struct CollectionState {
@@ -154,6 +171,9 @@ pub struct CollectionState {
     /// The collection was deleted: requests still in the mailbox find it gone (the actor
     /// stops right after, but what was queued before is still handled).
     closed: bool,
+    /// How many changes the collection has had: what its decisions are made on.
+    version: Version,
+    version_watch: tokio::sync::watch::Sender<Version>,
 }
 
 /// A subscription the list rule refuses to file, and why.
@@ -166,8 +186,6 @@ enum Ending {
     Unsubscribed,
     /// Not pinged within the threshold, and no socket on its channel.
     Stale,
-    /// Its row could not be written.
-    StorageFailure,
     /// Ended by the server while sockets may hold it: they are told why (`ended`).
     Announced(EndReason),
 }
@@ -177,8 +195,26 @@ impl Ending {
         match self {
             Ending::Unsubscribed => "unsubscribed",
             Ending::Stale => "stale",
-            Ending::StorageFailure => "storage failure",
             Ending::Announced(reason) => reason.as_str(),
+        }
+    }
+
+    /// As the store's log carries it to the other nodes.
+    fn removal(self) -> Removal {
+        match self {
+            Ending::Unsubscribed | Ending::Stale => Removal::Quiet,
+            Ending::Announced(EndReason::TokenExpired) => Removal::TokenExpired,
+            Ending::Announced(EndReason::RuleChanged | EndReason::CollectionDeleted) => {
+                Removal::RuleChanged
+            }
+        }
+    }
+
+    fn from_removal(removal: Removal) -> Self {
+        match removal {
+            Removal::Quiet => Ending::Unsubscribed,
+            Removal::TokenExpired => Ending::Announced(EndReason::TokenExpired),
+            Removal::RuleChanged => Ending::Announced(EndReason::RuleChanged),
         }
     }
 }
@@ -380,34 +416,72 @@ impl CollectionState {
         Some(subscription)
     }
 
-    /// Ends a live subscription in memory and in sled.
-    fn end(&mut self, id: Uuid, ending: Ending) -> Result<(), EngineError> {
-        match self.unfile(id) {
-            Some(subscription) => self.retire(id, &subscription, ending),
-            None => Ok(()),
-        }
+    /// Commits a change decided on the collection as it is, and moves the version on. A
+    /// conflict (another node changed the collection first) changes nothing here.
+    async fn commit(
+        &mut self,
+        change: Change<'_>,
+        except: Option<&str>,
+    ) -> Result<Committed, EngineError> {
+        let committed = self
+            .store
+            .commit(Expect::At(self.version), change, except)
+            .await
+            .map_err(|error| match error {
+                crate::store::StoreError::Gone => EngineError::UnknownCollection(self.name.clone()),
+                other => EngineError::Storage(other),
+            })?;
+        self.advance(committed.version);
+        Ok(committed)
     }
 
-    /// Removes an unfiled subscription's row. When the server ends a subscription that
-    /// sockets may hold, `ended` goes to its channel through the ordered delivery path: after
-    /// every event matched before it, once the removal is durable.
-    fn retire(
+    fn advance(&mut self, version: Version) {
+        self.version = version;
+        self.version_watch.send_replace(version);
+    }
+
+    /// Ends a live subscription: its removal committed, then taken out of memory.
+    async fn end(&mut self, id: Uuid, ending: Ending) -> Result<(), EngineError> {
+        if !self.subscriptions.contains_key(&id) {
+            return Ok(());
+        }
+        let collection_id = self.id.clone();
+        let committed = self
+            .commit(
+                Change::DeleteSubscription {
+                    collection_id: &collection_id,
+                    id,
+                    removal: ending.removal(),
+                },
+                None,
+            )
+            .await?;
+        if let Some(subscription) = self.unfile(id) {
+            self.retired(id, &subscription, ending, Some(committed.epoch));
+        }
+        Ok(())
+    }
+
+    /// What follows an unfiled subscription's removal: its quota given back and, when the
+    /// server ends a subscription that sockets may hold, `ended` to its channel through the
+    /// ordered delivery path (after every event matched before it, once `epoch` is durable).
+    fn retired(
         &mut self,
         id: Uuid,
         subscription: &Subscription,
         ending: Ending,
-    ) -> Result<(), EngineError> {
+        epoch: Option<Epoch>,
+    ) {
         if let Some(client) = &subscription.client {
             self.subscription_quota.give_back(client);
         }
-        let epoch = self.store.commit(Change::DeleteSubscription(id))?;
         tracing::info!(collection = %self.name, subscription = %id, why = ending.why(), "subscription ended");
         if let Ending::Announced(reason) = ending {
             // Sealed like the subscription's other events; without a key (a subscription that
             // could not be filed for want of one), nobody can be listening.
             if let Ok(destination) = self.destination(id, subscription.privacy) {
                 self.deliveries.push(Delivery {
-                    epoch: Some(epoch),
+                    epoch,
                     event: EventData::ended(reason, self.event_names),
                     destinations: vec![destination],
                     except: None,
@@ -416,10 +490,9 @@ impl CollectionState {
             // The pruner's ends have no request to flush them.
             self.store.flush_soon();
         }
-        Ok(())
     }
 
-    fn subscribe(
+    async fn subscribe(
         &mut self,
         identity: Identity,
         client: Option<ClientKey>,
@@ -460,24 +533,27 @@ impl CollectionState {
                 retry_after_secs: QUOTA_RETRY_AFTER_SECS,
             });
         }
-        if let Err(refused) = self.file(id, subscription) {
+        let give_back = |state: &Self| {
             if let Some(client) = &client {
-                self.subscription_quota.give_back(client);
+                state.subscription_quota.give_back(client);
             }
+        };
+        if let Err(refused) = self.file(id, subscription) {
+            give_back(self);
             return Err(refused.0);
         }
-        let (_, subscription) = &self.subscriptions[&id];
-        let doc = subscription.doc(&self.id);
-        if let Err(error) = self.store.commit(Change::PutSubscription(id, &doc)) {
-            self.end(id, Ending::StorageFailure)?;
-            return Err(error.into());
+        let doc = self.subscriptions[&id].1.doc(&self.id);
+        if let Err(error) = self.commit(Change::PutSubscription(id, &doc), None).await {
+            self.unfile(id);
+            give_back(self);
+            return Err(error);
         }
         tracing::info!(collection = %self.name, subscription = %id, ?privacy, "subscription created");
         Ok(Subscribed { id, privacy })
     }
 
     /// Keeps a subscription alive; true when a fresher token was taken and its row written.
-    fn ping(&mut self, id: Uuid, identity: Identity) -> Result<bool, EngineError> {
+    async fn ping(&mut self, id: Uuid, identity: Identity) -> Result<bool, EngineError> {
         let Some((_, subscription)) = self.subscriptions.get_mut(&id) else {
             return Err(EngineError::UnknownChannel);
         };
@@ -485,7 +561,8 @@ impl CollectionState {
             .expires_at()
             .is_some_and(|exp| exp <= now_secs())
         {
-            self.end(id, Ending::Announced(EndReason::TokenExpired))?;
+            self.end(id, Ending::Announced(EndReason::TokenExpired))
+                .await?;
             return Err(EngineError::UnknownChannel);
         }
         subscription.last_seen = Instant::now();
@@ -495,21 +572,51 @@ impl CollectionState {
             if owner.id == caller.id
                 && owner.expires_at.is_some()
                 && caller.expires_at.is_none_or(|new| owner.expires_at.is_some_and(|old| new > old)));
-        if fresher && let Some(mut subscription) = self.unfile(id) {
-            subscription.identity = identity;
-            let doc = subscription.doc(&self.id);
-            if let Err(refused) = self.file(id, subscription) {
-                let Refused(error, subscription) = *refused;
-                self.retire(id, &subscription, Ending::Announced(EndReason::RuleChanged))?;
-                return Err(error);
-            }
-            self.store.commit(Change::PutSubscription(id, &doc))?;
-            return Ok(true);
+        if !fresher {
+            return Ok(false);
         }
-        Ok(false)
+        let Some(mut subscription) = self.unfile(id) else {
+            return Ok(false);
+        };
+        let previous = std::mem::replace(&mut subscription.identity, identity);
+        let doc = subscription.doc(&self.id);
+        let collection_id = self.id.clone();
+        match self.file(id, subscription) {
+            Ok(()) => {
+                if let Err(error) = self.commit(Change::PutSubscription(id, &doc), None).await {
+                    // Not committed: the subscription stays as it was.
+                    if let Some(mut subscription) = self.unfile(id) {
+                        subscription.identity = previous;
+                        let _ = self.file(id, subscription);
+                    }
+                    return Err(error);
+                }
+                Ok(true)
+            }
+            Err(refused) => {
+                let Refused(error, mut subscription) = *refused;
+                let ending = Ending::Announced(EndReason::RuleChanged);
+                let removal = Change::DeleteSubscription {
+                    collection_id: &collection_id,
+                    id,
+                    removal: ending.removal(),
+                };
+                match self.commit(removal, None).await {
+                    Ok(committed) => {
+                        self.retired(id, &subscription, ending, Some(committed.epoch));
+                        Err(error)
+                    }
+                    Err(failure) => {
+                        subscription.identity = previous;
+                        let _ = self.file(id, subscription);
+                        Err(failure)
+                    }
+                }
+            }
+        }
     }
 
-    fn unsubscribe(&mut self, id: Uuid, identity: &Identity) -> Result<(), EngineError> {
+    async fn unsubscribe(&mut self, id: Uuid, identity: &Identity) -> Result<(), EngineError> {
         let Some((_, subscription)) = self.subscriptions.get(&id) else {
             return Err(EngineError::UnknownChannel);
         };
@@ -518,13 +625,36 @@ impl CollectionState {
                 "only the subscriber who made this subscription, or the admin, may end it".into(),
             ));
         }
-        self.end(id, Ending::Unsubscribed)
+        self.end(id, Ending::Unsubscribed).await
     }
 
-    fn set_rules(&mut self, rules: Rules, encrypted: bool) {
+    /// New rules: committed here unless `replicated` (another node committed them, at that
+    /// version), then applied. Answers whether they were applied.
+    async fn set_rules(
+        &mut self,
+        doc: CollectionDoc,
+        rules: Rules,
+        replicated: Option<Version>,
+    ) -> Result<bool, EngineError> {
+        let epoch = match replicated {
+            Some(version) if version <= self.version => return Ok(false),
+            Some(version) => {
+                self.advance(version);
+                None
+            }
+            None => Some(self.commit(Change::PutCollection(&doc), None).await?.epoch),
+        };
+        self.apply_rules(doc, rules, epoch);
+        Ok(true)
+    }
+
+    /// Applies committed rules. Every node applies them to the same subscriptions, so every
+    /// node ends the same ones: their rows are forgotten, not removed by a change of their own.
+    fn apply_rules(&mut self, doc: CollectionDoc, rules: Rules, epoch: Option<Epoch>) {
         self.checks = records::RuleChecks::compile(&self.filters, &rules);
+        self.name = doc.name;
         self.rules = rules;
-        self.encrypted = encrypted;
+        self.encrypted = doc.encrypted;
         self.compiled = Default::default();
         let subscriptions: Vec<_> = self.subscriptions.drain().collect();
         self.index = SubscriptionIndex::new();
@@ -532,37 +662,135 @@ impl CollectionState {
             if let Err(refused) = self.file(id, subscription) {
                 let Refused(error, subscription) = *refused;
                 tracing::debug!(collection = %self.name, subscription = %id, %error, "refused by the new list rule");
-                let ending = Ending::Announced(EndReason::RuleChanged);
-                if let Err(error) = self.retire(id, &subscription, ending) {
-                    tracing::warn!(collection = %self.name, subscription = %id, %error, "could not end subscription");
+                if let Err(error) = self.store.forget(&self.id, id) {
+                    tracing::warn!(collection = %self.name, subscription = %id, %error, "could not remove an ended subscription's row");
                 }
+                self.retired(
+                    id,
+                    &subscription,
+                    Ending::Announced(EndReason::RuleChanged),
+                    epoch,
+                );
             }
         }
     }
 
     /// Ends expired subscriptions, and stale ones: not pinged within the threshold and with no
-    /// socket on their channel (a listening socket counts as a ping).
-    fn prune(&mut self) {
+    /// socket on their channel (a listening socket counts as a ping). Where nodes share the
+    /// store, each node tells the store which subscriptions it saw alive (pinged, or with a
+    /// socket here), and one node, the leader, ends them, once for all.
+    async fn prune(&mut self) {
         let now = Instant::now();
         let now_secs = now_secs();
+        let mut seen = Vec::new();
         let mut ended = Vec::new();
+        let tick = prune_period(self.threshold);
         for (id, (_, subscription)) in self.subscriptions.iter_mut() {
-            if subscription.expires_at().is_some_and(|exp| exp <= now_secs) {
-                ended.push((*id, Ending::Announced(EndReason::TokenExpired)));
-                continue;
-            }
             let channel = self.channels.pusher_channel(*id, subscription.privacy);
             if self.driver.is_occupied(&channel) {
                 subscription.last_seen = now;
+            }
+            if now.duration_since(subscription.last_seen) <= tick {
+                seen.push(*id);
+            }
+            if subscription.expires_at().is_some_and(|exp| exp <= now_secs) {
+                ended.push((*id, Ending::Announced(EndReason::TokenExpired)));
             } else if now.duration_since(subscription.last_seen) > self.threshold {
                 ended.push((*id, Ending::Stale));
             }
         }
-        for (id, ending) in ended {
-            if let Err(error) = self.end(id, ending) {
-                tracing::warn!(collection = %self.name, subscription = %id, %error, "pruning failed");
+        self.store.touch(&self.id, seen);
+        if ended.is_empty() || !self.store.is_leader() {
+            return;
+        }
+        let stale: Vec<Uuid> = ended
+            .iter()
+            .filter(|(_, ending)| matches!(ending, Ending::Stale))
+            .map(|(id, _)| *id)
+            .collect();
+        match self.store.last_seen(&self.id, &stale).await {
+            Ok(last_seen) => {
+                let now_ms = now_ms();
+                for (id, seen_ms) in stale.iter().zip(last_seen) {
+                    let age = Duration::from_millis(now_ms.saturating_sub(seen_ms));
+                    if age <= self.threshold
+                        && let Some((_, subscription)) = self.subscriptions.get_mut(id)
+                    {
+                        subscription.last_seen = now.checked_sub(age).unwrap_or(now);
+                        ended.retain(|(ended, _)| ended != id);
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(collection = %self.name, %error, "cannot tell which subscriptions other nodes saw; pruning later");
+                return;
             }
         }
+        for (id, ending) in ended {
+            if let Err(error) = self.end(id, ending).await {
+                tracing::warn!(collection = %self.name, subscription = %id, %error, "pruning stopped; it goes on at the next round");
+                return;
+            }
+        }
+    }
+
+    /// Applies a change from the store's log, unless this actor has it already (it made it,
+    /// or loaded it). Every node applies the same changes in the same order.
+    fn replicate(&mut self, entry: LogEntry) {
+        if entry.version <= self.version {
+            return;
+        }
+        if entry.version != self.version + 1 {
+            tracing::error!(collection = %self.name, at = self.version, got = entry.version, "a change of this collection is missing from the log");
+        }
+        let except = entry.except.as_deref().and_then(SocketId::parse);
+        match entry.change {
+            Replica::PutSubscription(id, doc) => {
+                let existing = self.unfile(id);
+                match self.restore(doc) {
+                    Some(subscription) => {
+                        let client = subscription.client.clone();
+                        if self.file(id, subscription).is_ok() {
+                            if existing.is_none()
+                                && let Some(client) = &client
+                            {
+                                self.subscription_quota.add(client);
+                            }
+                        } else if let Some(existing) = existing {
+                            // Refused as every node refuses it: gone everywhere.
+                            self.retired(
+                                id,
+                                &existing,
+                                Ending::Announced(EndReason::RuleChanged),
+                                None,
+                            );
+                        }
+                    }
+                    None => {
+                        tracing::warn!(collection = %self.name, subscription = %id, "a replicated subscription does not load")
+                    }
+                }
+            }
+            Replica::DeleteSubscription { id, removal, .. } => {
+                if let Some(subscription) = self.unfile(id) {
+                    self.retired(id, &subscription, Ending::from_removal(removal), None);
+                }
+            }
+            Replica::PutRecord { json, .. } => match serde_json::from_str(&json) {
+                Ok(record) => {
+                    self.apply(records::RecordChange::Put(record), except, None);
+                }
+                Err(error) => {
+                    tracing::error!(collection = %self.name, %error, "a replicated record does not parse")
+                }
+            },
+            Replica::DeleteRecord { record_id, .. } => {
+                self.apply(records::RecordChange::Delete(record_id), except, None);
+            }
+            // The registry's: they reach the actor as `SetRules` and `Close`.
+            Replica::PutCollection(_) | Replica::DeleteCollection(_) => {}
+        }
+        self.advance(entry.version);
     }
 
     /// A stored row back to a live subscription; `None` when it cannot be (logged).
@@ -624,7 +852,7 @@ impl Actor for CollectionActor {
         myself: ActorRef<Self::Msg>,
         args: CollectionArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let records = records::load(&args.store, &args.id)?;
+        let records = records::load(&args.id, args.records);
         let mut state = CollectionState {
             checks: records::RuleChecks::compile(&args.filters, &args.rules),
             deliveries: spawn_delivery(args.store.clone(), args.driver.clone()),
@@ -646,8 +874,11 @@ impl Actor for CollectionActor {
             records,
             pruner: None,
             closed: false,
+            version: args.version,
+            version_watch: args.version_watch,
         };
-        for (id, doc) in args.loaded {
+        state.version_watch.send_replace(state.version);
+        for (id, doc) in args.subscriptions {
             let restored = state.restore(doc);
             // Also ends those the current list rule no longer admits, as a rule change would
             // (no socket can hold them yet).
@@ -661,7 +892,7 @@ impl Actor for CollectionActor {
                 }
             } else {
                 tracing::warn!(collection = %state.name, subscription = %id, "dropping a stored subscription that no longer loads");
-                state.store.commit(Change::DeleteSubscription(id))?;
+                state.store.forget(&state.id, id)?;
             }
         }
         state.pruner =
@@ -694,45 +925,46 @@ impl Actor for CollectionActor {
                 socket_id,
                 reply,
             } => {
-                let _ = reply.send(state.subscribe(identity, client, filter_text, socket_id));
+                let subscribed = state
+                    .subscribe(identity, client, filter_text, socket_id)
+                    .await;
+                let _ = reply.send(subscribed);
             }
             CollectionMsg::Ping {
                 id,
                 identity,
                 reply,
             } => {
-                let _ = reply.send(state.ping(id, identity));
+                let _ = reply.send(state.ping(id, identity).await);
             }
             CollectionMsg::Unsubscribe {
                 id,
                 identity,
                 reply,
             } => {
-                let _ = reply.send(state.unsubscribe(id, &identity));
+                let _ = reply.send(state.unsubscribe(id, &identity).await);
             }
             CollectionMsg::SetRules {
+                doc,
                 rules,
-                encrypted,
+                replicated,
                 reply,
             } => {
-                state.set_rules(*rules, encrypted);
-                let _ = reply.send(());
+                let _ = reply.send(state.set_rules(*doc, *rules, replicated).await);
             }
-            CollectionMsg::Close { reply } => {
+            CollectionMsg::Close { epoch, reply } => {
                 state.closed = true;
                 let ids: Vec<Uuid> = state.subscriptions.keys().copied().collect();
                 for id in ids {
-                    let ending = Ending::Announced(EndReason::CollectionDeleted);
-                    if let Err(error) = state.end(id, ending) {
-                        tracing::warn!(collection = %state.name, subscription = %id, %error, "could not end subscription");
+                    if let Some(subscription) = state.unfile(id) {
+                        let ending = Ending::Announced(EndReason::CollectionDeleted);
+                        state.retired(id, &subscription, ending, epoch);
                     }
                 }
                 state.records.clear();
-                if let Err(error) = state.store.commit(Change::DeleteRecords(&state.id)) {
-                    tracing::warn!(collection = %state.name, %error, "could not delete records");
-                }
                 let _ = reply.send(());
             }
+            CollectionMsg::Replicate(entry) => state.replicate(*entry),
             CollectionMsg::ListRecords {
                 identity,
                 query,
@@ -753,7 +985,7 @@ impl Actor for CollectionActor {
                 except,
                 reply,
             } => {
-                let _ = reply.send(state.write(&identity, write, except));
+                let _ = reply.send(state.write(&identity, write, except).await);
             }
             CollectionMsg::Publish {
                 action,
@@ -763,7 +995,7 @@ impl Actor for CollectionActor {
             } => {
                 let _ = reply.send(state.broadcast(action, &record, except, None));
             }
-            CollectionMsg::Prune => state.prune(),
+            CollectionMsg::Prune => state.prune().await,
             CollectionMsg::CountSubscriptions(reply) => {
                 let _ = reply.send(state.subscriptions.len());
             }

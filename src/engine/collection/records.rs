@@ -19,7 +19,7 @@ use crate::engine::{EngineError, ListQuery, RecordPage, RecordWrite, Rules};
 use crate::filter::{CompiledFilter, Filter, FilterEngine, Record, Rule, condition};
 use crate::metrics::Metrics;
 use crate::pusher::protocol::SocketId;
-use crate::store::{Change, Epoch, RecordDoc, Store};
+use crate::store::{Change, Epoch, RecordDoc};
 
 /// A rule, ready to check one record.
 enum Check {
@@ -72,12 +72,9 @@ fn record_key(record: &RecordMap) -> &str {
 }
 
 /// The records of a collection as stored.
-pub(super) fn load(
-    store: &Store,
-    collection_id: &str,
-) -> Result<HashMap<String, RecordMap>, EngineError> {
+pub(super) fn load(collection_id: &str, docs: Vec<RecordDoc>) -> HashMap<String, RecordMap> {
     let mut records = HashMap::new();
-    for doc in store.records(collection_id)? {
+    for doc in docs {
         match serde_json::from_str::<RecordMap>(&doc.json) {
             Ok(record) => {
                 if let Some(id) = record.get("id").and_then(Value::as_str) {
@@ -89,7 +86,7 @@ pub(super) fn load(
             }
         }
     }
-    Ok(records)
+    records
 }
 
 impl CollectionState {
@@ -173,27 +170,36 @@ impl CollectionState {
     /// A write: decided (the rule checked, the record assembled), committed to the store, then
     /// applied. Applying is the one way a record change reaches memory and subscribers, so
     /// that a change committed elsewhere can take the same path.
-    pub(super) fn write(
+    pub(super) async fn write(
         &mut self,
         identity: &Identity,
         write: RecordWrite,
         except: Option<SocketId>,
     ) -> Result<(RecordMap, Epoch), EngineError> {
         let change = self.decide(identity, write)?;
-        let epoch = match &change {
+        let collection_id = self.id.clone();
+        let except_text = except.as_ref().map(ToString::to_string);
+        let except_text = except_text.as_deref();
+        let committed = match &change {
             RecordChange::Put(record) => {
                 let json = serde_json::to_string(record).expect("a JSON map always serializes");
-                self.store.commit(Change::PutRecord {
-                    collection_id: &self.id,
+                let doc = RecordDoc { json };
+                let put = Change::PutRecord {
+                    collection_id: &collection_id,
                     record_id: record_key(record),
-                    doc: &RecordDoc { json },
-                })?
+                    doc: &doc,
+                };
+                self.commit(put, except_text).await?
             }
-            RecordChange::Delete(id) => self.store.commit(Change::DeleteRecord {
-                collection_id: &self.id,
-                record_id: id,
-            })?,
+            RecordChange::Delete(id) => {
+                let delete = Change::DeleteRecord {
+                    collection_id: &collection_id,
+                    record_id: id,
+                };
+                self.commit(delete, except_text).await?
+            }
         };
+        let epoch = committed.epoch;
         Ok((self.apply(change, except, Some(epoch)), epoch))
     }
 
