@@ -313,9 +313,9 @@ impl Engine {
         store.sync().await?;
         if let Some(replicas) = store.replicas() {
             let head = store.head().await?;
-            let (applied, mut caught_up) = tokio::sync::watch::channel(0);
+            let (applied, mut caught_up) = tokio::sync::watch::channel(replicas.after);
             tokio::spawn(replicate(
-                replicas,
+                replicas.changes,
                 registry.clone(),
                 directory.clone(),
                 applied,

@@ -365,6 +365,13 @@ pub struct LogEntry {
     pub change: Replica,
 }
 
+/// The changes made after the state [`Storage::load`] gave, numbered, in commit order.
+pub struct Replicas {
+    /// The number of the last change the loaded state is known to hold.
+    pub after: Epoch,
+    pub changes: tokio::sync::mpsc::Receiver<(Epoch, LogEntry)>,
+}
+
 /// A collection as loaded at start-up: its row, its version, its subscriptions and records.
 pub struct Loaded {
     pub collection: CollectionDoc,
@@ -407,7 +414,7 @@ pub trait Storage: Send + Sync {
     fn subscription(&self, id: Uuid) -> Result<Option<SubscriptionDoc>, StoreError>;
     /// The changes made after [`Storage::load`]'s state, by any node, in commit order, for the
     /// engine to apply (`None` for a store no other node writes). Taken once.
-    fn replicas(&self) -> Option<tokio::sync::mpsc::Receiver<(Epoch, LogEntry)>>;
+    fn replicas(&self) -> Option<Replicas>;
     /// The number of the last change any node made (what a node catching up must reach).
     fn head(&self) -> BoxFuture<'_, Result<Epoch, StoreError>>;
     /// Whether this node runs the jobs one node runs for all (pruning): always, alone.
@@ -485,7 +492,7 @@ impl Store {
     }
 
     /// The changes other nodes make, in commit order ([`Storage::replicas`]).
-    pub fn replicas(&self) -> Option<tokio::sync::mpsc::Receiver<(Epoch, LogEntry)>> {
+    pub fn replicas(&self) -> Option<Replicas> {
         self.0.replicas()
     }
 

@@ -32,8 +32,8 @@ use uuid::Uuid;
 
 use super::{
     BoxFuture, COLLECTION_FORMAT, Change, Committed, Epoch, Expect, Loaded, LogEntry, RecordDoc,
-    SUBSCRIPTION_FORMAT, Storage, StoreError, SubscriptionDoc, Version, decode_collection,
-    decode_subscription, encode_version,
+    Replicas, SUBSCRIPTION_FORMAT, Storage, StoreError, SubscriptionDoc, Version,
+    decode_collection, decode_subscription, encode_version,
 };
 use crate::cluster::ClusterSettings;
 
@@ -150,7 +150,7 @@ pub struct RedisStore {
     mirror: Arc<RwLock<Mirror>>,
     /// What was loaded at start-up, until the engine takes it.
     loaded: std::sync::Mutex<Option<Vec<Loaded>>>,
-    replicas: std::sync::Mutex<Option<mpsc::Receiver<(Epoch, LogEntry)>>>,
+    replicas: std::sync::Mutex<Option<Replicas>>,
     leader: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -200,7 +200,10 @@ impl RedisStore {
             script: Script::new(COMMIT),
             mirror,
             loaded: std::sync::Mutex::new(Some(loaded)),
-            replicas: std::sync::Mutex::new(Some(replicas)),
+            replicas: std::sync::Mutex::new(Some(Replicas {
+                after: position,
+                changes: replicas,
+            })),
             leader,
             tasks,
         })
@@ -372,7 +375,7 @@ impl Storage for RedisStore {
             .cloned())
     }
 
-    fn replicas(&self) -> Option<mpsc::Receiver<(Epoch, LogEntry)>> {
+    fn replicas(&self) -> Option<Replicas> {
         self.replicas
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

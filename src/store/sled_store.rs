@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use super::{
-    BoxFuture, COLLECTION_FORMAT, Change, Committed, Epoch, Expect, Loaded, LogEntry,
+    BoxFuture, COLLECTION_FORMAT, Change, Committed, Epoch, Expect, Loaded, Replicas,
     SUBSCRIPTION_FORMAT, Storage, StoreError, SubscriptionDoc, decode, decode_collection,
     decode_subscription, encode, encode_version,
 };
@@ -196,7 +196,7 @@ impl Storage for SledStore {
             .transpose()
     }
 
-    fn replicas(&self) -> Option<mpsc::Receiver<(Epoch, LogEntry)>> {
+    fn replicas(&self) -> Option<Replicas> {
         None
     }
 

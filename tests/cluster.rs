@@ -1,0 +1,488 @@
+//! Cluster mode against a real `redis-server` and three real nodes: what is made on one node
+//! is served by every other, record events reach every node's sockets once each in commit
+//! order, a node killed with -9 loses nothing acknowledged and catches up before it answers,
+//! and Redis going away makes writes fail fast, not hang.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::redis::RedisServer;
+use support::ws::{Read, Socket, connect, frame, read, send, subscribe};
+use support::{ADMIN, Server, eventually};
+
+const COLLECTIONS: &str = r#"
+[[collections]]
+name = "posts"
+api_rules = { list = "", view = "", create = "", update = "", delete = "" }
+"#;
+
+/// A node of the cluster on `redis`.
+fn node(redis: &RedisServer, name: &str, threshold_secs: u64, env: &[(&str, &str)]) -> Server {
+    let url = redis.url();
+    let mut all = vec![
+        ("VELO_REDIS_URL", url.as_str()),
+        ("VELO_NODE_ID", name),
+        ("VELO_NODE_HEARTBEAT_MS", "300"),
+        ("VELO_REDIS_TIMEOUT_MS", "1000"),
+    ];
+    all.extend_from_slice(env);
+    Server::start_with_env(COLLECTIONS, threshold_secs, &all)
+}
+
+/// Three nodes, started together.
+fn cluster(redis: &RedisServer, threshold_secs: u64) -> [Server; 3] {
+    std::thread::scope(|scope| {
+        let started =
+            ["a", "b", "c"].map(|name| scope.spawn(move || node(redis, name, threshold_secs, &[])));
+        started.map(|node| node.join().expect("a node starts"))
+    })
+}
+
+/// A socket on `server` listening on a subscription's channel, authorized (on `authorizer`)
+/// when private.
+async fn listen(
+    server: &Server,
+    authorizer: &Server,
+    token: Option<&str>,
+    subscribed: &Value,
+) -> Socket {
+    let name = subscribed["channel_name"].as_str().unwrap();
+    let (mut socket, socket_id) = connect(server).await;
+    let joined = if subscribed["is_public"] == true {
+        subscribe(&mut socket, name, None).await
+    } else {
+        let private = format!("private-{name}");
+        let body = json!({"socket_id": socket_id, "channel_name": private});
+        let auth = authorizer
+            .call(Method::POST, "/api/realtime/auth", token, Some(body))
+            .await;
+        assert_eq!(auth.status, StatusCode::OK, "{:?}", auth.body);
+        subscribe(&mut socket, &private, auth.body["auth"].as_str()).await
+    };
+    assert_eq!(joined["event"], "pusher_internal:subscription_succeeded");
+    socket
+}
+
+/// The next event on the socket: (event name, payload).
+async fn event(socket: &mut Socket) -> (String, Value) {
+    let frame = frame(socket).await;
+    let data = serde_json::from_str(frame["data"].as_str().expect("data is a string")).unwrap();
+    (frame["event"].as_str().unwrap().to_owned(), data)
+}
+
+async fn create(server: &Server, collection: &str, body: Value) -> support::Reply {
+    server
+        .call(
+            Method::POST,
+            &format!("/api/collections/{collection}/records"),
+            Some(ADMIN),
+            Some(body),
+        )
+        .await
+}
+
+/// A record write that may meet a dead node: the status, or `None` when nothing answered.
+async fn try_create(server: &Server, id: &str) -> Option<StatusCode> {
+    let sent = server
+        .request(Method::POST, "/api/collections/posts/records")
+        .bearer_auth(ADMIN)
+        .json(&json!({"id": id, "n": 1}))
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await;
+    sent.ok().map(|response| response.status())
+}
+
+async fn has_record(server: &Server, id: &str) -> bool {
+    let found = server
+        .call(
+            Method::GET,
+            &format!("/api/collections/posts/records/{id}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    found.status == StatusCode::OK
+}
+
+async fn collection_names(server: &Server) -> Vec<String> {
+    let listed = server
+        .call(Method::GET, "/api/collections", Some(ADMIN), None)
+        .await;
+    let mut names: Vec<String> = listed.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|collection| collection["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn what_one_node_makes_every_node_serves() {
+    let redis = RedisServer::start();
+    let [a, b, c] = cluster(&redis, 300);
+    // Three nodes declaring the same collection at once made it once.
+    for server in [&a, &b, &c] {
+        assert_eq!(collection_names(server).await, ["posts"]);
+    }
+    let created = a
+        .call(
+            Method::POST,
+            "/api/collections",
+            Some(ADMIN),
+            Some(json!({"name": "notes", "api_rules": {
+                "list": "@request.auth.id = owner", "view": "", "create": "", "update": "", "delete": ""
+            }})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    for server in [&b, &c] {
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                collection_names(server).await == ["notes", "posts"]
+            })
+            .await
+        );
+    }
+    // The name is taken everywhere.
+    let again = c
+        .call(
+            Method::POST,
+            "/api/collections",
+            Some(ADMIN),
+            Some(json!({"name": "notes"})),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // A subscription made on A, authorized on B, listened to on C.
+    let ann = a.token("ann", json!({}), None);
+    let bob = a.token("bob", json!({}), None);
+    let subscribed = a.subscribe(Some(&ann), "notes", None).await;
+    assert_eq!(subscribed.status, StatusCode::OK, "{:?}", subscribed.body);
+    assert_eq!(subscribed.body["is_public"], false);
+    let channel = subscribed.body["channel_name"].as_str().unwrap().to_owned();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            b.ping(Some(&ann), &channel).await.status == StatusCode::OK
+        })
+        .await,
+        "the subscription reaches node B"
+    );
+    let mut socket = listen(&c, &b, Some(&ann), &subscribed.body).await;
+    // Bob's record is not Ann's to see; hers, written on B, reaches her socket on C once.
+    let bobs = create(&b, "notes", json!({"owner": "bob", "text": "not hers"})).await;
+    assert_eq!(bobs.status, StatusCode::CREATED);
+    let hers = create(&b, "notes", json!({"owner": "ann", "text": "hers"})).await;
+    assert_eq!(hers.status, StatusCode::CREATED);
+    let (name, data) = event(&mut socket).await;
+    assert_eq!(name, "created");
+    assert_eq!(data["record"]["text"], "hers");
+    // Only the owner may end it, on any node.
+    assert_eq!(
+        b.unsubscribe(Some(&bob), &channel).await.status,
+        StatusCode::FORBIDDEN
+    );
+    // A rule change made on C holds on A: Ann's subscription ends (the rule no longer
+    // admits users), her socket on C is told, and A answers for the new rule.
+    let changed = c
+        .call(
+            Method::PATCH,
+            "/api/collections/notes",
+            Some(ADMIN),
+            Some(json!({"api_rules": {"list": null}})),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+    let (name, data) = event(&mut socket).await;
+    assert_eq!(
+        (name.as_str(), &data["reason"]),
+        ("ended", &json!("rule_changed"))
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            a.subscribe(Some(&bob), "notes", None).await.status == StatusCode::FORBIDDEN
+        })
+        .await
+    );
+    assert_eq!(
+        a.ping(Some(&ann), &channel).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Deleted on B: every node lets it go.
+    let subscribed = b.subscribe(Some(ADMIN), "notes", None).await;
+    let channel = subscribed.body["channel_name"].as_str().unwrap().to_owned();
+    assert_eq!(
+        b.unsubscribe(Some(ADMIN), &channel).await.status,
+        StatusCode::NO_CONTENT
+    );
+    for server in [&a, &c] {
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                server.ping(Some(ADMIN), &channel).await.status == StatusCode::NOT_FOUND
+            })
+            .await
+        );
+    }
+    let deleted = a
+        .call(Method::DELETE, "/api/collections/notes", Some(ADMIN), None)
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    for server in [&b, &c] {
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                collection_names(server).await == ["posts"]
+            })
+            .await
+        );
+    }
+}
+
+#[tokio::test]
+async fn writes_on_every_node_reach_every_socket_once_in_commit_order() {
+    let redis = RedisServer::start();
+    let nodes = cluster(&redis, 300);
+    let subscribed = nodes[0].subscribe(None, "posts", Some("n >= 0")).await;
+    assert_eq!(subscribed.status, StatusCode::OK);
+    let channel = subscribed.body["channel_name"].as_str().unwrap().to_owned();
+    for node in &nodes[1..] {
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                node.ping(None, &channel).await.status == StatusCode::OK
+            })
+            .await
+        );
+    }
+    let mut sockets = Vec::new();
+    for node in &nodes {
+        sockets.push(listen(node, node, None, &subscribed.body).await);
+    }
+    // Each node writes its own records while the others write theirs.
+    const EACH: usize = 40;
+    let writes = nodes.iter().enumerate().map(|(i, node)| async move {
+        for n in 0..EACH {
+            let id = format!("node{i}record{n:03}");
+            let written = create(node, "posts", json!({"id": id, "n": n})).await;
+            assert_eq!(written.status, StatusCode::CREATED, "{:?}", written.body);
+        }
+    });
+    join_all(writes).await;
+    let mut orders = Vec::new();
+    for socket in &mut sockets {
+        let mut order = Vec::new();
+        for _ in 0..EACH * nodes.len() {
+            let (name, data) = event(socket).await;
+            assert_eq!(name, "created");
+            order.push(data["record"]["id"].as_str().unwrap().to_owned());
+        }
+        orders.push(order);
+    }
+    let mut distinct = orders[0].clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), EACH * nodes.len(), "each record once");
+    assert_eq!(orders[0], orders[1], "sockets on A and B saw one order");
+    assert_eq!(orders[0], orders[2], "sockets on A and C saw one order");
+    // Per node, its own writes in the order it made them.
+    for i in 0..nodes.len() {
+        let own: Vec<&String> = orders[0]
+            .iter()
+            .filter(|id| id.starts_with(&format!("node{i}")))
+            .collect();
+        assert!(own.windows(2).all(|pair| pair[0] < pair[1]));
+    }
+    // Nothing more arrives: each socket then gets the next write, and only it.
+    let last = create(&nodes[2], "posts", json!({"id": "last", "n": 1})).await;
+    assert_eq!(last.status, StatusCode::CREATED);
+    for socket in &mut sockets {
+        assert_eq!(event(socket).await.1["record"]["id"], "last");
+    }
+}
+
+#[tokio::test]
+async fn a_killed_node_loses_nothing_acknowledged_and_catches_up_before_it_answers() {
+    let redis = RedisServer::start();
+    let [a, b, mut c] = cluster(&redis, 300);
+    let mut acknowledged = Vec::new();
+    let mut attempted = 0;
+    for round in 0..30 {
+        if round == 10 {
+            c.kill();
+        }
+        let ids: Vec<String> = (0..3).map(|i| format!("r{round:02}n{i}")).collect();
+        let outcomes = join_all(
+            [&a, &b, &c]
+                .iter()
+                .zip(&ids)
+                .map(|(node, id)| try_create(node, id)),
+        )
+        .await;
+        for (id, outcome) in ids.into_iter().zip(outcomes) {
+            attempted += 1;
+            if outcome == Some(StatusCode::CREATED) {
+                acknowledged.push(id);
+            }
+        }
+    }
+    assert!(
+        acknowledged.len() >= 60,
+        "{} of {attempted}",
+        acknowledged.len()
+    );
+    // Every acknowledged write is on the survivors (a write is acknowledged once Redis has
+    // it, and every node applies the log).
+    for id in &acknowledged {
+        for node in [&a, &b] {
+            assert!(
+                eventually(Duration::from_secs(10), || has_record(node, id)).await,
+                "{id} is on every survivor"
+            );
+        }
+    }
+    // Restarted on its data dir, and a new node on a new one: both answer only once they
+    // have every change, so the first answer already has every record.
+    c.restart();
+    let d = node(&redis, "d", 300, &[]);
+    for node in [&c, &d] {
+        let listed = node
+            .call(
+                Method::GET,
+                "/api/collections/posts/records?per_page=500",
+                Some(ADMIN),
+                None,
+            )
+            .await;
+        let ids: Vec<&str> = listed.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|record| record["id"].as_str().unwrap())
+            .collect();
+        for id in &acknowledged {
+            assert!(
+                ids.contains(&id.as_str()),
+                "{id} on a restarted or new node"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn without_redis_writes_fail_fast_and_nodes_catch_up_when_it_is_back() {
+    let mut redis = RedisServer::start();
+    let [a, b, _c] = cluster(&redis, 300);
+    let subscribed = a.subscribe(None, "posts", None).await;
+    let mut socket = listen(&b, &b, None, &subscribed.body).await;
+    assert_eq!(
+        create(&a, "posts", json!({"id": "before"})).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(event(&mut socket).await.1["record"]["id"], "before");
+
+    redis.kill();
+    let started = Instant::now();
+    let refused = create(&a, "posts", json!({"id": "during"})).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        refused.body
+    );
+    assert!(
+        refused.body["message"].as_str().unwrap().contains("Redis"),
+        "{:?}",
+        refused.body
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "no hang");
+    // Reads are served from memory meanwhile, and sockets stay open.
+    assert!(has_record(&b, "before").await);
+    send(&mut socket, json!({"event": "pusher:ping", "data": {}})).await;
+    assert_eq!(frame(&mut socket).await["event"], "pusher:pong");
+
+    // Back (with what it acknowledged, from its append-only file): writes are taken again,
+    // and the other node's socket gets them.
+    redis.restart();
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            create(&a, "posts", json!({"id": "after", "n": 1}))
+                .await
+                .status
+                == StatusCode::CREATED
+        })
+        .await,
+        "writes are taken again once Redis is back"
+    );
+    loop {
+        match read(&mut socket).await {
+            Read::Frame(frame) if frame["event"] == "created" => {
+                let data: Value = serde_json::from_str(frame["data"].as_str().unwrap()).unwrap();
+                if data["record"]["id"] == "after" {
+                    break;
+                }
+            }
+            Read::Frame(_) => continue,
+            Read::Closed(code) => panic!("the socket closed ({code:?})"),
+        }
+    }
+    assert!(has_record(&b, "before").await);
+}
+
+#[tokio::test]
+async fn a_subscription_kept_alive_on_one_node_is_pruned_by_none_and_expiry_ends_it_once() {
+    let redis = RedisServer::start();
+    let [a, b, c] = cluster(&redis, 1);
+    // The socket is on C; A (where it was made) and B see none, and the pruner is one of
+    // them or C: it stays alive well past the 1 s threshold.
+    let ann = a.token("ann", json!({}), Some(4));
+    let subscribed = a.subscribe(Some(&ann), "posts", None).await;
+    assert_eq!(subscribed.status, StatusCode::OK);
+    let channel = subscribed.body["channel_name"].as_str().unwrap().to_owned();
+    let mut socket = listen(&c, &c, Some(&ann), &subscribed.body).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(b.ping(Some(&ann), &channel).await.status, StatusCode::OK);
+    // Its token expires: the socket is told once, by whichever node ended it.
+    let (name, data) = event(&mut socket).await;
+    assert_eq!(
+        (name.as_str(), &data["reason"]),
+        ("ended", &json!("token_expired"))
+    );
+    let later = create(&b, "posts", json!({"n": 1})).await;
+    assert_eq!(later.status, StatusCode::CREATED);
+    match tokio::time::timeout(Duration::from_secs(1), read(&mut socket)).await {
+        Err(_) => {}
+        Ok(other) => panic!("nothing more after `ended`, got {other:?}"),
+    }
+    for node in [&a, &b, &c] {
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                node.ping(Some(ADMIN), &channel).await.status == StatusCode::NOT_FOUND
+            })
+            .await
+        );
+    }
+    // A subscription nobody listens to is pruned, on every node (asked through channel
+    // authorization, which does not keep it alive as a ping would).
+    let unheard = b.subscribe(None, "posts", None).await;
+    let channel = unheard.body["channel_name"].as_str().unwrap().to_owned();
+    let (_, socket_id) = connect(&a).await;
+    let body = json!({"socket_id": socket_id, "channel_name": format!("private-{channel}")});
+    for node in [&a, &b, &c] {
+        assert!(
+            eventually(Duration::from_secs(15), || async {
+                let auth = node
+                    .call(Method::POST, "/api/realtime/auth", None, Some(body.clone()))
+                    .await;
+                auth.status == StatusCode::NOT_FOUND
+            })
+            .await,
+            "pruned everywhere"
+        );
+    }
+}
