@@ -298,11 +298,65 @@ async fn writes_on_every_node_reach_every_socket_once_in_commit_order() {
             .collect();
         assert!(own.windows(2).all(|pair| pair[0] < pair[1]));
     }
-    // Nothing more arrives: each socket then gets the next write, and only it.
-    let last = create(&nodes[2], "posts", json!({"id": "last", "n": 1})).await;
-    assert_eq!(last.status, StatusCode::CREATED);
+    // Nothing more arrives: each socket then gets the next change, and only it (a change
+    // made outside, published on one node, goes to every node's sockets).
+    let published = nodes[1]
+        .call(
+            Method::POST,
+            "/api/realtime/publish",
+            Some(ADMIN),
+            Some(json!({"collection": "posts", "action": "updated", "record": {"id": "last", "n": 1}})),
+        )
+        .await;
+    assert_eq!(published.status, StatusCode::OK, "{:?}", published.body);
+    assert_eq!(published.body["matched"], 1);
     for socket in &mut sockets {
-        assert_eq!(event(socket).await.1["record"]["id"], "last");
+        let (name, data) = event(socket).await;
+        assert_eq!(
+            (name.as_str(), &data["record"]["id"]),
+            ("updated", &json!("last"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn through_an_external_pusher_service_each_event_is_sent_once() {
+    let redis = RedisServer::start();
+    // Our own server, alone, plays the external Pusher service.
+    let external = Server::start(COLLECTIONS);
+    let url = redis.url();
+    let nodes = std::thread::scope(|scope| {
+        ["a", "b", "c"]
+            .map(|name| {
+                let (external, url) = (&external, url.as_str());
+                scope.spawn(move || {
+                    let env = [
+                        ("VELO_REDIS_URL", url),
+                        ("VELO_NODE_ID", name),
+                        ("VELO_NODE_HEARTBEAT_MS", "300"),
+                    ];
+                    Server::start_delivering_through(external, COLLECTIONS, 300, &env)
+                })
+            })
+            .map(|node| node.join().expect("a node starts"))
+    });
+    let subscribed = nodes[0].subscribe(None, "posts", None).await;
+    assert_eq!(subscribed.status, StatusCode::OK);
+    let mut socket = listen(&external, &external, None, &subscribed.body).await;
+    for (i, node) in nodes.iter().enumerate() {
+        let written = create(node, "posts", json!({"id": format!("from{i}")})).await;
+        assert_eq!(written.status, StatusCode::CREATED, "{:?}", written.body);
+    }
+    // Each node sends what it wrote: in no set order across nodes.
+    let mut seen = Vec::new();
+    for _ in 0..nodes.len() {
+        seen.push(event(&mut socket).await.1["record"]["id"].to_string());
+    }
+    seen.sort();
+    assert_eq!(seen, [r#""from0""#, r#""from1""#, r#""from2""#]);
+    match tokio::time::timeout(Duration::from_secs(1), read(&mut socket)).await {
+        Err(_) => {}
+        Ok(other) => panic!("each event once, got another: {other:?}"),
     }
 }
 

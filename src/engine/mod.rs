@@ -605,10 +605,10 @@ impl Engine {
         except: Option<SocketId>,
     ) -> Result<usize, EngineError> {
         let handle = self.resolve_named_in_body(collection)?;
-        self.ask(&handle, |reply| CollectionMsg::Publish {
+        self.ask_to_change(&handle, |reply| CollectionMsg::Publish {
             action,
-            record,
-            except,
+            record: record.clone(),
+            except: except.clone(),
             reply,
         })
         .await
@@ -719,7 +719,8 @@ async fn replicate(
             Replica::PutSubscription(..)
             | Replica::DeleteSubscription { .. }
             | Replica::PutRecord { .. }
-            | Replica::DeleteRecord { .. } => {
+            | Replica::DeleteRecord { .. }
+            | Replica::Publish { .. } => {
                 // A collection not found was deleted since.
                 if let Some(handle) = directory.find(entry.change.collection_id()) {
                     let _ = handle.actor.cast(CollectionMsg::Replicate(Box::new(entry)));

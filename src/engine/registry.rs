@@ -433,7 +433,8 @@ impl RegistryState {
             Replica::PutSubscription(..)
             | Replica::DeleteSubscription { .. }
             | Replica::PutRecord { .. }
-            | Replica::DeleteRecord { .. } => {}
+            | Replica::DeleteRecord { .. }
+            | Replica::Publish { .. } => {}
         }
     }
 }

@@ -256,6 +256,14 @@ pub enum Change<'a> {
         collection_id: &'a str,
         record_id: &'a str,
     },
+    /// A change made outside (`POST /api/realtime/publish`): nothing is stored, but every
+    /// node delivers it, in its turn among the collection's changes. Only a shared store is
+    /// handed these.
+    Publish {
+        collection_id: &'a str,
+        action: &'a str,
+        json: &'a str,
+    },
 }
 
 impl Change<'_> {
@@ -267,7 +275,8 @@ impl Change<'_> {
             Change::PutSubscription(_, doc) => &doc.collection_id,
             Change::DeleteSubscription { collection_id, .. }
             | Change::PutRecord { collection_id, .. }
-            | Change::DeleteRecord { collection_id, .. } => collection_id,
+            | Change::DeleteRecord { collection_id, .. }
+            | Change::Publish { collection_id, .. } => collection_id,
         }
     }
 
@@ -297,6 +306,15 @@ impl Change<'_> {
             } => Replica::DeleteRecord {
                 collection_id: collection_id.to_owned(),
                 record_id: record_id.to_owned(),
+            },
+            Change::Publish {
+                collection_id,
+                action,
+                json,
+            } => Replica::Publish {
+                collection_id: collection_id.to_owned(),
+                action: action.to_owned(),
+                json: json.to_owned(),
             },
         }
     }
@@ -341,6 +359,12 @@ pub enum Replica {
         collection_id: String,
         record_id: String,
     },
+    /// A change made outside, to deliver: its action and record (JSON text).
+    Publish {
+        collection_id: String,
+        action: String,
+        json: String,
+    },
 }
 
 impl Replica {
@@ -351,7 +375,8 @@ impl Replica {
             Replica::PutSubscription(_, doc) => &doc.collection_id,
             Replica::DeleteSubscription { collection_id, .. }
             | Replica::PutRecord { collection_id, .. }
-            | Replica::DeleteRecord { collection_id, .. } => collection_id,
+            | Replica::DeleteRecord { collection_id, .. }
+            | Replica::Publish { collection_id, .. } => collection_id,
         }
     }
 }
@@ -419,6 +444,9 @@ pub trait Storage: Send + Sync {
     fn head(&self) -> BoxFuture<'_, Result<Epoch, StoreError>>;
     /// Whether this node runs the jobs one node runs for all (pruning): always, alone.
     fn is_leader(&self) -> bool;
+    /// Whether other nodes share this store (and take changes that store nothing, such as
+    /// [`Change::Publish`], to deliver them too).
+    fn shared(&self) -> bool;
     /// Notes that these subscriptions were seen alive here (pinged, or with a socket), for
     /// the leader, which prunes the stale ones (best effort; nothing where nodes are alone).
     fn touch(&self, collection_id: &str, subscriptions: Vec<Uuid>);
@@ -504,6 +532,11 @@ impl Store {
     /// Whether this node runs the jobs one node runs for all.
     pub fn is_leader(&self) -> bool {
         self.0.is_leader()
+    }
+
+    /// Whether other nodes share this store ([`Storage::shared`]).
+    pub fn shared(&self) -> bool {
+        self.0.shared()
     }
 
     /// Notes subscriptions seen alive here ([`Storage::touch`]).

@@ -88,6 +88,8 @@ elseif op == 'put_record' then
   redis.call('HSET', c .. ':records', ARGV[8], ARGV[9])
 elseif op == 'delete_record' then
   redis.call('HDEL', c .. ':records', ARGV[8])
+elseif op == 'publish' then
+  -- nothing stored: the log carries it to every node
 else
   return redis.error_reply('unknown op ' .. op)
 end
@@ -138,7 +140,8 @@ impl Mirror {
             Replica::PutCollection(_)
             | Replica::DeleteCollection(_)
             | Replica::PutRecord { .. }
-            | Replica::DeleteRecord { .. } => {}
+            | Replica::DeleteRecord { .. }
+            | Replica::Publish { .. } => {}
         }
     }
 }
@@ -244,6 +247,7 @@ fn op_args(change: &Change<'_>) -> (&'static str, Vec<Vec<u8>>) {
         Change::DeleteRecord { record_id, .. } => {
             ("delete_record", vec![record_id.as_bytes().to_vec()])
         }
+        Change::Publish { .. } => ("publish", Vec::new()),
     }
 }
 
@@ -398,6 +402,10 @@ impl Storage for RedisStore {
 
     fn is_leader(&self) -> bool {
         self.leader.load(Ordering::Relaxed)
+    }
+
+    fn shared(&self) -> bool {
+        true
     }
 
     fn touch(&self, collection_id: &str, subscriptions: Vec<Uuid>) {

@@ -208,6 +208,10 @@ impl Storage for SledStore {
         true
     }
 
+    fn shared(&self) -> bool {
+        false
+    }
+
     fn touch(&self, _collection_id: &str, _subscriptions: Vec<Uuid>) {}
 
     fn last_seen<'a>(
@@ -261,6 +265,8 @@ impl SledStore {
                 self.records
                     .remove(Self::record_key(collection_id, record_id))?;
             }
+            // Nothing to store (and nobody else to tell).
+            Change::Publish { .. } => return Ok(self.written.load(Ordering::SeqCst)),
         }
         Ok(self.written.fetch_add(1, Ordering::SeqCst) + 1)
     }

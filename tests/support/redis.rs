@@ -13,9 +13,36 @@ pub struct RedisServer {
     dir: TempDir,
 }
 
+/// Installs Debian's `redis-server` when the machine has none (once per test binary), as the
+/// real-client tests install their packages: the README's test command needs nothing more.
+fn ensure_installed() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let present = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if present {
+            return;
+        }
+        eprintln!("redis-server is missing: installing the Debian package redis-server");
+        let installed = Command::new("apt-get")
+            .args(["install", "-y", "-q", "redis-server"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|status| status.success());
+        assert!(
+            installed,
+            "the cluster tests need redis-server: `apt-get install redis-server` (it could not be installed here)"
+        );
+    });
+}
+
 impl RedisServer {
     /// Starts `redis-server` and waits (up to 10 s) until it answers.
     pub fn start() -> RedisServer {
+        ensure_installed();
         let dir = tempfile::tempdir().expect("a temp dir");
         let mut redis = RedisServer { child: None, dir };
         redis.run();

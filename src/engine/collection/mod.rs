@@ -100,12 +100,14 @@ pub enum CollectionMsg {
         except: Option<SocketId>,
         reply: RpcReplyPort<Result<(RecordMap, Epoch), EngineError>>,
     },
-    /// A change made elsewhere: matched and delivered, not stored.
+    /// A change made elsewhere: matched and delivered, not stored (where nodes share the
+    /// store, it goes through its log so that every node delivers it, in its turn). Answers
+    /// how many subscriptions it matched.
     Publish {
         action: Action,
         record: RecordMap,
         except: Option<SocketId>,
-        reply: RpcReplyPort<usize>,
+        reply: RpcReplyPort<Result<usize, EngineError>>,
     },
     /// Timer: end stale and expired subscriptions.
     Prune,
@@ -173,6 +175,9 @@ pub struct CollectionState {
     closed: bool,
     /// How many changes the collection has had: what its decisions are made on.
     version: Version,
+    /// Applying another node's change: with an external Pusher service, that node has sent
+    /// its events, and this one sends none.
+    replaying: bool,
     version_watch: tokio::sync::watch::Sender<Version>,
 }
 
@@ -435,6 +440,13 @@ impl CollectionState {
         Ok(committed)
     }
 
+    /// Whether this node sends the events of what it applies now: always to its own sockets;
+    /// to an external Pusher service only what it committed itself (sent once, not once per
+    /// node).
+    fn delivers(&self) -> bool {
+        !self.replaying || self.driver.outbound.is_none()
+    }
+
     fn advance(&mut self, version: Version) {
         self.version = version;
         self.version_watch.send_replace(version);
@@ -479,7 +491,9 @@ impl CollectionState {
         if let Ending::Announced(reason) = ending {
             // Sealed like the subscription's other events; without a key (a subscription that
             // could not be filed for want of one), nobody can be listening.
-            if let Ok(destination) = self.destination(id, subscription.privacy) {
+            if self.delivers()
+                && let Ok(destination) = self.destination(id, subscription.privacy)
+            {
                 self.deliveries.push(Delivery {
                     epoch,
                     event: EventData::ended(reason, self.event_names),
@@ -644,7 +658,9 @@ impl CollectionState {
             }
             None => Some(self.commit(Change::PutCollection(&doc), None).await?.epoch),
         };
+        self.replaying = replicated.is_some();
         self.apply_rules(doc, rules, epoch);
+        self.replaying = false;
         Ok(true)
     }
 
@@ -740,6 +756,12 @@ impl CollectionState {
         if entry.version <= self.version {
             return;
         }
+        self.replaying = true;
+        self.apply_replica(entry);
+        self.replaying = false;
+    }
+
+    fn apply_replica(&mut self, entry: LogEntry) {
         if entry.version != self.version + 1 {
             tracing::error!(collection = %self.name, at = self.version, got = entry.version, "a change of this collection is missing from the log");
         }
@@ -786,6 +808,19 @@ impl CollectionState {
             },
             Replica::DeleteRecord { record_id, .. } => {
                 self.apply(records::RecordChange::Delete(record_id), except, None);
+            }
+            Replica::Publish { action, json, .. } => {
+                match (
+                    Action::parse(&action),
+                    serde_json::from_str::<RecordMap>(&json),
+                ) {
+                    (Some(action), Ok(record)) => {
+                        self.broadcast(action, &record, except, None);
+                    }
+                    _ => {
+                        tracing::error!(collection = %self.name, "a replicated publish does not parse")
+                    }
+                }
             }
             // The registry's: they reach the actor as `SetRules` and `Close`.
             Replica::PutCollection(_) | Replica::DeleteCollection(_) => {}
@@ -876,6 +911,7 @@ impl Actor for CollectionActor {
             closed: false,
             version: args.version,
             version_watch: args.version_watch,
+            replaying: false,
         };
         state.version_watch.send_replace(state.version);
         for (id, doc) in args.subscriptions {
@@ -993,7 +1029,7 @@ impl Actor for CollectionActor {
                 except,
                 reply,
             } => {
-                let _ = reply.send(state.broadcast(action, &record, except, None));
+                let _ = reply.send(state.publish(action, &record, except).await);
             }
             CollectionMsg::Prune => state.prune().await,
             CollectionMsg::CountSubscriptions(reply) => {

@@ -304,6 +304,30 @@ impl CollectionState {
         Ok(record)
     }
 
+    /// A change made elsewhere, matched and delivered; where nodes share the store, through
+    /// its log first, so that every node delivers it in its turn among the collection's
+    /// changes. Returns how many subscriptions it matched.
+    pub(super) async fn publish(
+        &mut self,
+        action: Action,
+        record: &RecordMap,
+        except: Option<SocketId>,
+    ) -> Result<usize, EngineError> {
+        if !self.store.shared() {
+            return Ok(self.broadcast(action, record, except, None));
+        }
+        let collection_id = self.id.clone();
+        let json = serde_json::to_string(record).expect("a JSON map always serializes");
+        let except_text = except.as_ref().map(ToString::to_string);
+        let publish = Change::Publish {
+            collection_id: &collection_id,
+            action: action.as_str(),
+            json: &json,
+        };
+        let committed = self.commit(publish, except_text.as_deref()).await?;
+        Ok(self.broadcast(action, record, except, Some(committed.epoch)))
+    }
+
     /// Matches a changed record against every subscription and queues the frames for delivery
     /// (after `epoch` is durable, when given). Returns how many subscriptions matched.
     ///
@@ -315,6 +339,9 @@ impl CollectionState {
         except: Option<SocketId>,
         epoch: Option<Epoch>,
     ) -> usize {
+        if !self.delivers() {
+            return 0;
+        }
         let started = Instant::now();
         let mut evaluation = self.filters.evaluation(Record::from_object(record));
         let mut destinations = Vec::new();
