@@ -5,7 +5,10 @@
 //! [`Engine`] is the handle the HTTP layer holds: each method is one request to an actor, and
 //! a method that changes something returns once the change is durable. The actor never waits
 //! on the disk: it updates memory and sled's tree, and the method then waits for the store's
-//! group commit.
+//! group commit. Where nodes share the store (cluster mode), the actor waits for the store's
+//! conditional commit instead, a change that conflicted with another node's is asked again
+//! once the actor has applied that one, and [`replicate`] hands every node's changes, from
+//! the store's log, to the actors they are for.
 //!
 //! Actors are unnamed (ractor's name registry is process-global), so several servers can run
 //! in one process. [`channel_rules`] decides which app channels, beyond the subscriptions' own,
@@ -264,7 +267,8 @@ pub struct Engine {
 
 impl Engine {
     /// Loads collections and subscriptions from the store, creates the collections the
-    /// configuration declares that do not exist yet, and starts the actors.
+    /// configuration declares that do not exist yet, and starts the actors; where nodes share
+    /// the store, returns once every change made before it started is applied.
     ///
     /// A stored encrypted collection without `VELO_ENCRYPTION_MASTER_KEY` configured stops
     /// the start: its events could be neither sealed nor, without leaking them, sent in plain.

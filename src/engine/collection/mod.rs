@@ -778,14 +778,16 @@ impl CollectionState {
                             {
                                 self.subscription_quota.add(client);
                             }
-                        } else if let Some(existing) = existing {
-                            // Refused as every node refuses it: gone everywhere.
-                            self.retired(
-                                id,
-                                &existing,
-                                Ending::Announced(EndReason::RuleChanged),
-                                None,
-                            );
+                        } else {
+                            // Refused as every node refuses it (a rule change committed
+                            // between its decision and its commit): gone everywhere.
+                            if let Err(error) = self.store.forget(&self.id, id) {
+                                tracing::warn!(collection = %self.name, subscription = %id, %error, "could not remove a refused subscription's row");
+                            }
+                            if let Some(existing) = existing {
+                                let ending = Ending::Announced(EndReason::RuleChanged);
+                                self.retired(id, &existing, ending, None);
+                            }
                         }
                     }
                     None => {
