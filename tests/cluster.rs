@@ -493,9 +493,32 @@ async fn without_redis_writes_fail_fast_and_nodes_catch_up_when_it_is_back() {
     redis.restart();
     let fresh = node(&redis, "d", 300, &[]);
     for id in ["before", "after"] {
-        assert!(has_record(&fresh, id).await, "{id} survived Redis's kill -9");
+        assert!(
+            has_record(&fresh, id).await,
+            "{id} survived Redis's kill -9"
+        );
     }
-    assert!(!has_record(&fresh, "during").await, "the refused write was not made");
+    assert!(
+        !has_record(&fresh, "during").await,
+        "the refused write was not made"
+    );
+}
+
+#[tokio::test]
+async fn a_node_stops_when_redis_comes_back_without_what_it_applied() {
+    let mut redis = RedisServer::start();
+    let mut a = node(&redis, "a", 300, &[]);
+    assert_eq!(
+        create(&a, "posts", json!({"id": "lost"})).await.status,
+        StatusCode::CREATED
+    );
+    redis.restart_empty();
+    let status = a.exited_within(Duration::from_secs(20));
+    assert_eq!(status.and_then(|status| status.code()), Some(75));
+    assert!(
+        a.wait_for_log(&["fewer changes than this node applied"])
+            .await
+    );
 }
 
 #[tokio::test]

@@ -536,6 +536,26 @@ async fn tail(
                 continue;
             }
         };
+        // A Redis that came back with fewer changes than this node applied lost some (it ran
+        // without `appendfsync always`, or was emptied): this node's memory no longer agrees
+        // with it, and only loading afresh can make them agree.
+        match connection.get::<_, Option<u64>>(settings.key("seq")).await {
+            Ok(head) if head.unwrap_or(0) < position => {
+                tracing::error!(
+                    position,
+                    redis_head = head.unwrap_or(0),
+                    "Redis has fewer changes than this node applied (it lost data): this node stops, and restarted it loads everything afresh"
+                );
+                std::process::exit(75);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the change log's head; reconnecting");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF.1);
+                continue;
+            }
+        }
         loop {
             let options = StreamReadOptions::default()
                 .count(LOG_BATCH)
@@ -546,7 +566,9 @@ async fn tail(
             let reply = match read {
                 Ok(reply) => reply,
                 Err(error) => {
-                    tracing::warn!(%error, "reading the change log failed; reconnecting");
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "reading the change log failed; reconnecting");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RECONNECT_BACKOFF.1);
                     break;
                 }
             };

@@ -209,6 +209,20 @@ impl Server {
             .expect("a port")
     }
 
+    /// Waits (up to `within`) for the server to exit by itself: its status, or `None`.
+    pub fn exited_within(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for the server") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and waits for the server to exit; returns whether it exited cleanly.
     pub fn terminate(&mut self) -> bool {
         let pid = self.child.id().to_string();

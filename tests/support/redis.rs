@@ -114,6 +114,13 @@ impl RedisServer {
         self.kill();
         self.run();
     }
+
+    /// Kills it and starts it again with nothing: what a Redis that lost its data looks like.
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(self.dir.path().join("appendonlydir"));
+        self.run();
+    }
 }
 
 impl Drop for RedisServer {
