@@ -217,6 +217,29 @@ impl Hub {
             .count()
     }
 
+    /// As [`Hub::publish`], with the frame made only when `channel` has a listener here: in
+    /// cluster mode, most of an event's channels have their sockets on other nodes.
+    pub fn publish_with(
+        &self,
+        channel: &str,
+        frame: impl FnOnce() -> Utf8Bytes,
+        except: Option<&SocketId>,
+    ) -> usize {
+        let shard = self
+            .shard(channel)
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(listeners) = shard.get(channel) else {
+            return 0;
+        };
+        let frame = frame();
+        listeners
+            .values()
+            .filter(|connection| Some(&connection.id) != except)
+            .filter(|connection| connection.send(frame.clone()))
+            .count()
+    }
+
     /// The connections listening on `channel`.
     pub fn listeners(&self, channel: &str) -> Vec<Arc<Connection>> {
         let shard = self

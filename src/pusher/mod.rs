@@ -168,8 +168,11 @@ impl Driver {
                 let sent: usize = destinations
                     .iter()
                     .map(|destination| {
-                        self.hub
-                            .publish(&destination.channel, &event.frame(destination), except)
+                        self.hub.publish_with(
+                            &destination.channel,
+                            || event.frame(destination),
+                            except,
+                        )
                     })
                     .sum();
                 Metrics::count(&self.metrics.deliveries, sent as u64);
