@@ -701,12 +701,13 @@ impl CollectionState {
         let mut seen = Vec::new();
         let mut ended = Vec::new();
         let tick = prune_period(self.threshold);
+        let shared = self.store.shared();
         for (id, (_, subscription)) in self.subscriptions.iter_mut() {
             let channel = self.channels.pusher_channel(*id, subscription.privacy);
             if self.driver.is_occupied(&channel) {
                 subscription.last_seen = now;
             }
-            if now.duration_since(subscription.last_seen) <= tick {
+            if shared && now.duration_since(subscription.last_seen) <= tick {
                 seen.push(*id);
             }
             if subscription.expires_at().is_some_and(|exp| exp <= now_secs) {
