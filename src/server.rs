@@ -20,7 +20,7 @@ use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot open the data directory: {0}")]
+    #[error("cannot open the store (the data directory, or the cluster's Redis): {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("the engine failed to start: {0}")]
     Engine(#[from] crate::engine::EngineError),
