@@ -420,6 +420,11 @@ impl Engine {
             })
             .await?;
             match updated {
+                Err(EngineError::Storage(StoreError::Conflict { .. }))
+                    if tokio::time::Instant::now() >= deadline =>
+                {
+                    return updated;
+                }
                 Err(EngineError::Storage(StoreError::Conflict { head })) => {
                     caught_up(&self.resolve(name_or_id)?, head, deadline).await?;
                 }
@@ -489,6 +494,9 @@ impl Engine {
                     caught_up(handle, head, deadline).await?;
                 }
                 outcome => return outcome,
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EngineError::Storage(StoreError::Conflict { head: 0 }));
             }
         }
     }

@@ -107,6 +107,22 @@ impl Directory {
         entries.by_id.insert(handle.info.id.clone(), handle);
     }
 
+    /// A collection's new name and rules (its actor's, once applied).
+    pub(super) fn set_info(&self, info: CollectionInfo) {
+        let mut entries = self.write();
+        let Some(handle) = entries.by_id.get(&info.id) else {
+            return;
+        };
+        let old_name = handle.info.name.clone();
+        if entries.names.get(&old_name) == Some(&info.id) {
+            entries.names.remove(&old_name);
+        }
+        entries.names.insert(info.name.clone(), info.id.clone());
+        if let Some(handle) = entries.by_id.get_mut(&info.id) {
+            handle.info = info;
+        }
+    }
+
     fn remove(&self, id: &str) {
         let mut entries = self.write();
         if let Some(old) = entries.by_id.remove(id)
@@ -174,7 +190,7 @@ pub struct RegistryState {
     directory: Arc<Directory>,
 }
 
-fn doc(info: &CollectionInfo) -> CollectionDoc {
+pub(super) fn doc(info: &CollectionInfo) -> CollectionDoc {
     CollectionDoc {
         id: info.id.clone(),
         name: info.name.clone(),
@@ -187,7 +203,7 @@ fn doc(info: &CollectionInfo) -> CollectionDoc {
     }
 }
 
-fn info(doc: CollectionDoc) -> CollectionInfo {
+pub(super) fn info(doc: CollectionDoc) -> CollectionInfo {
     CollectionInfo {
         id: doc.id,
         name: doc.name,
@@ -226,6 +242,7 @@ impl RegistryState {
         let args = CollectionArgs {
             id: info.id.clone(),
             name: info.name.clone(),
+            texts: info.rules.clone(),
             rules,
             encrypted: info.encrypted,
             master_key: self.master_key,
@@ -240,6 +257,7 @@ impl RegistryState {
             subscriptions: loaded.subscriptions,
             records: loaded.records,
             version_watch,
+            directory: self.directory.clone(),
         };
         let (actor, _) = Actor::spawn(None, CollectionActor, args).await.map_err(|error| {
             tracing::error!(collection = %info.name, %error, "collection actor failed to start");
@@ -318,45 +336,26 @@ impl RegistryState {
             .directory
             .find(name_or_id)
             .ok_or_else(|| EngineError::UnknownCollection(name_or_id.to_owned()))?;
-        let mut info = handle.info.clone();
-        let taken = |name: &CollectionName| {
-            EngineError::invalid(
+        if let Some(name) = &name
+            && name.as_str() != handle.info.name
+            && self.directory.has_name(name.as_str())
+        {
+            return Err(EngineError::invalid(
                 "name",
                 format!("a collection named `{name}` already exists"),
-            )
-        };
-        if let Some(name) = &name
-            && name.as_str() != info.name
-        {
-            if self.directory.has_name(name.as_str()) {
-                return Err(taken(name));
-            }
-            info.name = name.to_string();
+            ));
         }
-        info.rules = patch.apply(&info.rules);
-        let rules = info.rules.parse()?;
         if let Some(encrypted) = encrypted {
             self.check_encryption(encrypted)?;
-            info.encrypted = encrypted;
         }
-        let set = call(&handle.actor, |reply| CollectionMsg::SetRules {
-            doc: Box::new(doc(&info)),
-            rules: Box::new(rules),
-            replicated: None,
+        // Made by the actor from the collection as it has it; it updates the directory.
+        call(&handle.actor, |reply| CollectionMsg::Update {
+            name,
+            patch,
+            encrypted,
             reply,
         })
-        .await?;
-        match (set, &name) {
-            (Err(EngineError::Storage(StoreError::NameTaken)), Some(name)) => {
-                return Err(taken(name));
-            }
-            (other, _) => other?,
-        };
-        self.directory.put(CollectionHandle {
-            info: info.clone(),
-            ..handle
-        });
-        Ok(info)
+        .await?
     }
 
     async fn delete(&mut self, name_or_id: &str) -> Result<(), EngineError> {
@@ -382,8 +381,13 @@ impl RegistryState {
     /// the collection meanwhile is answered as for an unknown collection, by the closed actor
     /// or by the engine.
     async fn close(&mut self, handle: CollectionHandle, epoch: Option<u64>) {
-        if let Err(error) = call(&handle.actor, |reply| CollectionMsg::Close { epoch, reply }).await
-        {
+        let replicated = epoch.is_none();
+        let closed = call(&handle.actor, |reply| CollectionMsg::Close {
+            epoch,
+            replicated,
+            reply,
+        });
+        if let Err(error) = closed.await {
             tracing::warn!(collection = %handle.info.name, %error, "a deleted collection's actor did not close");
         }
         self.directory.remove(&handle.info.id);
@@ -399,16 +403,12 @@ impl RegistryState {
                 let rules = stored_rules(&info);
                 match self.directory.find(&info.id) {
                     Some(handle) => {
-                        let set = call(&handle.actor, |reply| CollectionMsg::SetRules {
+                        // In the actor's turn, after the changes before it.
+                        let _ = handle.actor.cast(CollectionMsg::SetRules {
                             doc: Box::new(doc),
                             rules: Box::new(rules),
-                            replicated: Some(entry.version),
-                            reply,
-                        })
-                        .await;
-                        if matches!(set, Ok(Ok(true))) {
-                            self.directory.put(CollectionHandle { info, ..handle });
-                        }
+                            version: entry.version,
+                        });
                     }
                     None => {
                         let loaded = Loaded {

@@ -29,7 +29,11 @@ use super::events::{
 };
 use super::names::ChannelPrivacy;
 use super::records::RecordMap;
-use super::{ChannelNames, EngineError, ListQuery, RecordPage, RecordWrite, Rules, Subscribed};
+use super::registry::Directory;
+use super::{
+    ChannelNames, CollectionInfo, CollectionName, EngineError, ListQuery, RecordPage, RecordWrite,
+    RuleTexts, Rules, RulesPatch, Subscribed,
+};
 use crate::auth::{Identity, User, now_secs};
 use crate::filter::{
     CompiledFilter, Filter, FilterEngine, Rule, SubscriptionIndex, SubscriptionKey, condition,
@@ -63,21 +67,29 @@ pub enum CollectionMsg {
         identity: Identity,
         reply: RpcReplyPort<Result<(), EngineError>>,
     },
-    /// New name, rules or `encrypted` option, committed here (`replicated: None`) or by
-    /// another node (at that version): every subscription is planned again; those the new
-    /// list rule no longer lets be delivered on their channel, and the non-public ones whose
-    /// channel is not of the new kind (`private-` or `private-encrypted-`), end, and their
-    /// sockets are sent `ended`. Answers whether the change was applied (not already there).
+    /// A new name, rules or `encrypted` option (`None` keeps each), made from the collection
+    /// as this actor has it: every subscription is planned again; those the new list rule no
+    /// longer lets be delivered on their channel, and the non-public ones whose channel is
+    /// not of the new kind (`private-` or `private-encrypted-`), end, and their sockets are
+    /// sent `ended`. Answers the collection as changed.
+    Update {
+        name: Option<CollectionName>,
+        patch: RulesPatch,
+        encrypted: Option<bool>,
+        reply: RpcReplyPort<Result<CollectionInfo, EngineError>>,
+    },
+    /// Such a change another node committed, at `version` (skipped if this actor has it).
     SetRules {
         doc: Box<CollectionDoc>,
         rules: Box<Rules>,
-        replicated: Option<Version>,
-        reply: RpcReplyPort<Result<bool, EngineError>>,
+        version: Version,
     },
     /// The collection was deleted (with its rows, by the change numbered `epoch` when made
-    /// here): end every subscription (their sockets are sent `ended`), drop every record.
+    /// here, else by another node): end every subscription (their sockets are sent `ended`),
+    /// drop every record.
     Close {
         epoch: Option<Epoch>,
+        replicated: bool,
         reply: RpcReplyPort<()>,
     },
     /// A change from the store's log: applied unless this actor has it already.
@@ -119,6 +131,8 @@ pub struct CollectionActor;
 pub struct CollectionArgs {
     pub id: String,
     pub name: String,
+    /// The rules' texts, and the rules parsed.
+    pub texts: RuleTexts,
     pub rules: Rules,
     /// Non-public subscriptions made now go on `private-encrypted-` channels.
     pub encrypted: bool,
@@ -139,11 +153,14 @@ pub struct CollectionArgs {
     pub records: Vec<RecordDoc>,
     /// Where the actor says which version it is at.
     pub version_watch: tokio::sync::watch::Sender<Version>,
+    /// Where requests find the collection: the actor keeps its entry's name and rules current.
+    pub directory: Arc<Directory>,
 }
 
 pub struct CollectionState {
     id: String,
     name: String,
+    texts: RuleTexts,
     rules: Rules,
     /// The collection's `encrypted` option.
     encrypted: bool,
@@ -179,6 +196,7 @@ pub struct CollectionState {
     /// its events, and this one sends none.
     replaying: bool,
     version_watch: tokio::sync::watch::Sender<Version>,
+    directory: Arc<Directory>,
 }
 
 /// A subscription the list rule refuses to file, and why.
@@ -434,6 +452,12 @@ impl CollectionState {
             .await
             .map_err(|error| match error {
                 crate::store::StoreError::Gone => EngineError::UnknownCollection(self.name.clone()),
+                // The store is behind what this node applied: it lost changes (restored
+                // from older data, or keys evicted). Deciding again cannot help.
+                crate::store::StoreError::Conflict { head } if head <= self.version => {
+                    tracing::error!(collection = %self.name, applied = self.version, store = head, "the store is behind what this node applied: it lost changes (use maxmemory-policy noeviction and appendfsync always)");
+                    EngineError::Unavailable
+                }
                 other => EngineError::Storage(other),
             })?;
         self.advance(committed.version);
@@ -642,35 +666,60 @@ impl CollectionState {
         self.end(id, Ending::Unsubscribed).await
     }
 
-    /// New rules: committed here unless `replicated` (another node committed them, at that
-    /// version), then applied. Answers whether they were applied.
-    async fn set_rules(
+    /// A new name, rules or `encrypted` option, made from the collection as this actor has
+    /// it (so that a change another node made meanwhile is never undone), committed, then
+    /// applied.
+    async fn update(
         &mut self,
-        doc: CollectionDoc,
-        rules: Rules,
-        replicated: Option<Version>,
-    ) -> Result<bool, EngineError> {
-        let epoch = match replicated {
-            Some(version) if version <= self.version => return Ok(false),
-            Some(version) => {
-                self.advance(version);
-                None
-            }
-            None => Some(self.commit(Change::PutCollection(&doc), None).await?.epoch),
+        name: Option<CollectionName>,
+        patch: RulesPatch,
+        encrypted: Option<bool>,
+    ) -> Result<CollectionInfo, EngineError> {
+        if self.closed {
+            return Err(EngineError::UnknownCollection(self.name.clone()));
+        }
+        let info = CollectionInfo {
+            id: self.id.clone(),
+            name: name.map_or_else(|| self.name.clone(), |name| name.to_string()),
+            rules: patch.apply(&self.texts),
+            encrypted: encrypted.unwrap_or(self.encrypted),
         };
-        self.replaying = replicated.is_some();
-        self.apply_rules(doc, rules, epoch);
+        let rules = info.rules.parse()?;
+        let doc = super::registry::doc(&info);
+        let committed = match self.commit(Change::PutCollection(&doc), None).await {
+            Err(EngineError::Storage(crate::store::StoreError::NameTaken)) => {
+                return Err(EngineError::invalid(
+                    "name",
+                    format!("a collection named `{}` already exists", info.name),
+                ));
+            }
+            other => other?,
+        };
+        self.apply_rules(doc, rules, Some(committed.epoch));
+        Ok(info)
+    }
+
+    /// Rules another node committed at `version`, unless this actor has them already.
+    fn replicate_rules(&mut self, doc: CollectionDoc, rules: Rules, version: Version) {
+        if version <= self.version {
+            return;
+        }
+        self.advance(version);
+        self.replaying = true;
+        self.apply_rules(doc, rules, None);
         self.replaying = false;
-        Ok(true)
     }
 
     /// Applies committed rules. Every node applies them to the same subscriptions, so every
     /// node ends the same ones: their rows are forgotten, not removed by a change of their own.
     fn apply_rules(&mut self, doc: CollectionDoc, rules: Rules, epoch: Option<Epoch>) {
+        let info = super::registry::info(doc);
+        self.directory.set_info(info.clone());
         self.checks = records::RuleChecks::compile(&self.filters, &rules);
-        self.name = doc.name;
+        self.name = info.name;
+        self.texts = info.rules;
         self.rules = rules;
-        self.encrypted = doc.encrypted;
+        self.encrypted = info.encrypted;
         self.compiled = Default::default();
         let subscriptions: Vec<_> = self.subscriptions.drain().collect();
         self.index = SubscriptionIndex::new();
@@ -896,6 +945,7 @@ impl Actor for CollectionActor {
             deliveries: spawn_delivery(args.store.clone(), args.driver.clone()),
             id: args.id,
             name: args.name,
+            texts: args.texts,
             rules: args.rules,
             encrypted: args.encrypted,
             master_key: args.master_key,
@@ -914,6 +964,7 @@ impl Actor for CollectionActor {
             closed: false,
             version: args.version,
             version_watch: args.version_watch,
+            directory: args.directory,
             replaying: false,
         };
         state.version_watch.send_replace(state.version);
@@ -983,16 +1034,26 @@ impl Actor for CollectionActor {
             } => {
                 let _ = reply.send(state.unsubscribe(id, &identity).await);
             }
+            CollectionMsg::Update {
+                name,
+                patch,
+                encrypted,
+                reply,
+            } => {
+                let _ = reply.send(state.update(name, patch, encrypted).await);
+            }
             CollectionMsg::SetRules {
                 doc,
                 rules,
+                version,
+            } => state.replicate_rules(*doc, *rules, version),
+            CollectionMsg::Close {
+                epoch,
                 replicated,
                 reply,
             } => {
-                let _ = reply.send(state.set_rules(*doc, *rules, replicated).await);
-            }
-            CollectionMsg::Close { epoch, reply } => {
                 state.closed = true;
+                state.replaying = replicated;
                 let ids: Vec<Uuid> = state.subscriptions.keys().copied().collect();
                 for id in ids {
                     if let Some(subscription) = state.unfile(id) {
@@ -1001,6 +1062,7 @@ impl Actor for CollectionActor {
                     }
                 }
                 state.records.clear();
+                state.replaying = false;
                 let _ = reply.send(());
             }
             CollectionMsg::Replicate(entry) => state.replicate(*entry),
