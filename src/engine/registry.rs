@@ -371,17 +371,23 @@ impl RegistryState {
             Err(StoreError::Gone) => None,
             other => Some(other?),
         };
-        self.close(handle, committed.map(|committed| committed.epoch))
-            .await;
+        // Gone: another node deleted it, and sends what its deletion sends.
+        let replicated = committed.is_none();
+        self.close(
+            handle,
+            committed.map(|committed| committed.epoch),
+            replicated,
+        )
+        .await;
         Ok(())
     }
 
     /// Ends a deleted collection's subscriptions (`ended` after `epoch`, the deletion, is
     /// durable), then takes it out of the directory and stops its actor: a request that found
     /// the collection meanwhile is answered as for an unknown collection, by the closed actor
-    /// or by the engine.
-    async fn close(&mut self, handle: CollectionHandle, epoch: Option<u64>) {
-        let replicated = epoch.is_none();
+    /// or by the engine. `replicated`: another node deleted it, and sends what goes to an
+    /// external Pusher service.
+    async fn close(&mut self, handle: CollectionHandle, epoch: Option<u64>, replicated: bool) {
         let closed = call(&handle.actor, |reply| CollectionMsg::Close {
             epoch,
             replicated,
@@ -408,6 +414,7 @@ impl RegistryState {
                             doc: Box::new(doc),
                             rules: Box::new(rules),
                             version: entry.version,
+                            mine: entry.mine,
                         });
                     }
                     None => {
@@ -426,7 +433,7 @@ impl RegistryState {
             }
             Replica::DeleteCollection(id) => {
                 if let Some(handle) = self.directory.find(&id) {
-                    self.close(handle, None).await;
+                    self.close(handle, None, !entry.mine).await;
                 }
             }
             // A collection's own changes go to its actor.

@@ -381,13 +381,17 @@ impl Replica {
     }
 }
 
-/// One entry of the change log: a change, the version it moved its collection to, and the
-/// socket the writer asked to leave out of its event.
+/// One entry of the change log: a change, the version it moved its collection to, the node
+/// that made it, and the socket the writer asked to leave out of its event.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct LogEntry {
     pub version: Version,
+    pub origin: String,
     pub except: Option<String>,
     pub change: Replica,
+    /// Made by this node (its answer may have been lost: a commit that timed out).
+    #[serde(skip)]
+    pub mine: bool,
 }
 
 /// The changes made after the state [`Storage::load`] gave, numbered, in commit order.

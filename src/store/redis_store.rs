@@ -55,6 +55,9 @@ const COMMIT: &str = r#"
 local p, op, cid, expect, expected, entry, maxlen =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local c = p .. 'c:' .. cid
+local ops = {put_collection = 1, delete_collection = 1, put_subscription = 1,
+  delete_subscription = 1, put_record = 1, delete_record = 1, publish = 1}
+if not ops[op] then return redis.error_reply('unknown op ' .. op) end
 local exists = redis.call('HEXISTS', p .. 'collections', cid) == 1
 if expect == 'absent' then
   if exists then return {'CONFLICT', tonumber(redis.call('GET', c .. ':v') or '0')} end
@@ -64,21 +67,27 @@ elseif expect == 'at' then
   local version = tonumber(redis.call('GET', c .. ':v') or '0')
   if version ~= expected then return {'CONFLICT', version} end
 end
+local old_name = redis.call('GET', c .. ':name')
+if op == 'put_collection' and old_name ~= ARGV[8]
+    and redis.call('HEXISTS', p .. 'names', ARGV[8]) == 1 then
+  return {'NAME'}
+end
+-- The log entry first: should it fail, nothing is written (scripts do not roll back).
+local seq = tonumber(redis.call('GET', p .. 'seq') or '0') + 1
+redis.call('XADD', p .. 'log', 'MAXLEN', '~', maxlen, seq .. '-0', 'e', entry)
+redis.call('SET', p .. 'seq', seq)
 if op == 'put_collection' then
   local name, row = ARGV[8], ARGV[9]
-  local old = redis.call('GET', c .. ':name')
-  if old ~= name then
-    if redis.call('HEXISTS', p .. 'names', name) == 1 then return {'NAME'} end
-    if old then redis.call('HDEL', p .. 'names', old) end
+  if old_name ~= name then
+    if old_name then redis.call('HDEL', p .. 'names', old_name) end
     redis.call('HSET', p .. 'names', name, cid)
     redis.call('SET', c .. ':name', name)
   end
   redis.call('HSET', p .. 'collections', cid, row)
 elseif op == 'delete_collection' then
-  local name = redis.call('GET', c .. ':name')
-  if name then redis.call('HDEL', p .. 'names', name) end
+  if old_name then redis.call('HDEL', p .. 'names', old_name) end
   redis.call('HDEL', p .. 'collections', cid)
-  redis.call('DEL', c .. ':v', c .. ':name', c .. ':subs', c .. ':seen', c .. ':records')
+  redis.call('UNLINK', c .. ':v', c .. ':name', c .. ':subs', c .. ':seen', c .. ':records')
 elseif op == 'put_subscription' then
   redis.call('HSET', c .. ':subs', ARGV[8], ARGV[9])
 elseif op == 'delete_subscription' then
@@ -90,12 +99,8 @@ elseif op == 'delete_record' then
   redis.call('HDEL', c .. ':records', ARGV[8])
 elseif op == 'publish' then
   -- nothing stored: the log carries it to every node
-else
-  return redis.error_reply('unknown op ' .. op)
 end
 if op ~= 'delete_collection' then redis.call('INCR', c .. ':v') end
-local seq = redis.call('INCR', p .. 'seq')
-redis.call('XADD', p .. 'log', 'MAXLEN', '~', maxlen, seq .. '-0', 'e', entry)
 return {'OK', seq}
 "#;
 
@@ -277,8 +282,10 @@ impl Storage for RedisStore {
             };
             let entry = LogEntry {
                 version,
+                origin: self.settings.node_id.clone(),
                 except: except.map(str::to_owned),
                 change: change.owned(),
+                mine: true,
             };
             let (op, args) = op_args(&change);
             let mut invocation = self.script.prepare_invoke();
@@ -596,7 +603,8 @@ async fn tail(
                         .ok_or_else(|| StoreError::Corrupt("log entry without a body".into()))
                         .and_then(|bytes| decode_entry(&bytes));
                     match decoded {
-                        Ok(change) => {
+                        Ok(mut change) => {
+                            change.mine = change.origin == settings.node_id;
                             mirror
                                 .write()
                                 .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -606,7 +614,8 @@ async fn tail(
                             }
                         }
                         Err(error) => {
-                            tracing::error!(position, %error, "skipping an unreadable change log entry")
+                            tracing::error!(position, %error, "an unreadable change log entry (written by another version?): this node stops rather than miss a change");
+                            std::process::exit(75);
                         }
                     }
                 }

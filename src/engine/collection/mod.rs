@@ -83,6 +83,8 @@ pub enum CollectionMsg {
         doc: Box<CollectionDoc>,
         rules: Box<Rules>,
         version: Version,
+        /// Made by this node (its answer lost to a timeout): its events are this node's to send.
+        mine: bool,
     },
     /// The collection was deleted (with its rows, by the change numbered `epoch` when made
     /// here, else by another node): end every subscription (their sockets are sent `ended`),
@@ -700,12 +702,12 @@ impl CollectionState {
     }
 
     /// Rules another node committed at `version`, unless this actor has them already.
-    fn replicate_rules(&mut self, doc: CollectionDoc, rules: Rules, version: Version) {
+    fn replicate_rules(&mut self, doc: CollectionDoc, rules: Rules, version: Version, mine: bool) {
         if version <= self.version {
             return;
         }
         self.advance(version);
-        self.replaying = true;
+        self.replaying = !mine;
         self.apply_rules(doc, rules, None);
         self.replaying = false;
     }
@@ -806,7 +808,7 @@ impl CollectionState {
         if entry.version <= self.version {
             return;
         }
-        self.replaying = true;
+        self.replaying = !entry.mine;
         self.apply_replica(entry);
         self.replaying = false;
     }
@@ -829,11 +831,10 @@ impl CollectionState {
                                 self.subscription_quota.add(client);
                             }
                         } else {
-                            // Refused as every node refuses it (a rule change committed
-                            // between its decision and its commit): gone everywhere.
-                            if let Err(error) = self.store.forget(&self.id, id) {
-                                tracing::warn!(collection = %self.name, subscription = %id, %error, "could not remove a refused subscription's row");
-                            }
+                            // A change decided on the same version every node has, so this
+                            // node differs (its configuration, or its version): the row stays
+                            // for the nodes that can serve it.
+                            tracing::error!(collection = %self.name, subscription = %id, "a replicated subscription cannot be served by this node (is its configuration, e.g. VELO_ENCRYPTION_MASTER_KEY, the same as the other nodes'?)");
                             if let Some(existing) = existing {
                                 let ending = Ending::Announced(EndReason::RuleChanged);
                                 self.retired(id, &existing, ending, None);
@@ -980,6 +981,9 @@ impl Actor for CollectionActor {
                 if let Some(client) = &client {
                     state.subscription_quota.add(client);
                 }
+            } else if state.store.shared() {
+                // Other nodes may serve it (this one may differ in configuration or version).
+                tracing::error!(collection = %state.name, subscription = %id, "a stored subscription this node cannot serve (is its configuration the same as the other nodes'?)");
             } else {
                 tracing::warn!(collection = %state.name, subscription = %id, "dropping a stored subscription that no longer loads");
                 state.store.forget(&state.id, id)?;
@@ -1046,7 +1050,8 @@ impl Actor for CollectionActor {
                 doc,
                 rules,
                 version,
-            } => state.replicate_rules(*doc, *rules, version),
+                mine,
+            } => state.replicate_rules(*doc, *rules, version, mine),
             CollectionMsg::Close {
                 epoch,
                 replicated,
