@@ -253,7 +253,7 @@ pub enum UnsubscribeResponse {
     Ended,
 }
 
-fn authorize(
+async fn authorize(
     app: &App,
     credentials: &Credentials,
     body: ChannelAuthRequest,
@@ -307,7 +307,8 @@ fn authorize(
     }
     let channel_data = app
         .engine
-        .authorize_channel(&identity, channel)?
+        .authorize_channel(&identity, channel)
+        .await?
         .channel_data;
     let auth =
         app.driver
@@ -408,7 +409,7 @@ impl RealtimeApi {
         credentials: Credentials,
         body: ChannelAuthRequest,
     ) -> Result<AuthorizeResponse, ApiError> {
-        authorize(&app, &credentials, body)
+        authorize(&app, &credentials, body).await
     }
 
     /// Authorize a private channel (Laravel Echo's default path)
@@ -421,7 +422,7 @@ impl RealtimeApi {
         credentials: Credentials,
         body: ChannelAuthRequest,
     ) -> Result<AuthorizeResponse, ApiError> {
-        authorize(&app, &credentials, body)
+        authorize(&app, &credentials, body).await
     }
 
     /// Authorize a private channel (Velo's path)
@@ -434,7 +435,7 @@ impl RealtimeApi {
         credentials: Credentials,
         body: ChannelAuthRequest,
     ) -> Result<AuthorizeResponse, ApiError> {
-        authorize(&app, &credentials, body)
+        authorize(&app, &credentials, body).await
     }
 
     /// Sign a user in on a Pusher connection (pusher-js user authentication)

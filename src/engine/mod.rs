@@ -40,6 +40,10 @@ use collection::CollectionMsg;
 pub use names::{ChannelNames, ChannelPrivacy, CollectionName};
 use registry::{CollectionHandle, Directory, RegistryActor, RegistryArgs, RegistryMsg};
 
+/// How long a request about a subscription another node just made waits for this node's
+/// actor to apply it.
+const REPLICA_GRACE: Duration = Duration::from_secs(2);
+
 /// How long a request waits for an actor before answering 503.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -263,6 +267,9 @@ pub struct Engine {
     store: Store,
     channels: ChannelNames,
     filters: Arc<FilterEngine>,
+    /// Where nodes share the store: the number of the last change of any node this node has
+    /// handed to its actors.
+    applied: Option<tokio::sync::watch::Receiver<crate::store::Epoch>>,
 }
 
 impl Engine {
@@ -315,7 +322,7 @@ impl Engine {
                 EngineError::Unavailable
             })?;
         store.sync().await?;
-        if let Some(replicas) = store.replicas() {
+        let applied = if let Some(replicas) = store.replicas() {
             let head = store.head().await?;
             let (applied, mut caught_up) = tokio::sync::watch::channel(replicas.after);
             tokio::spawn(replicate(
@@ -331,7 +338,10 @@ impl Engine {
                 .await
                 .map_err(|_| EngineError::Unavailable)?;
             tracing::info!(head, "caught up");
-        }
+            Some(caught_up)
+        } else {
+            None
+        };
         Ok(Engine {
             registry,
             directory,
@@ -339,6 +349,7 @@ impl Engine {
             store,
             channels,
             filters,
+            applied,
         })
     }
 
@@ -528,7 +539,7 @@ impl Engine {
     /// Keeps a subscription alive (and refreshes its token's expiry with a newer token, which
     /// is durable when this returns; a plain ping writes nothing).
     pub async fn ping(&self, identity: Identity, channel: &str) -> Result<(), EngineError> {
-        let (handle, id) = self.subscription_actor(channel)?;
+        let (handle, id) = self.subscription_actor(channel).await?;
         let wrote = self
             .ask_to_change(&handle, |reply| CollectionMsg::Ping {
                 id,
@@ -544,7 +555,7 @@ impl Engine {
     }
 
     pub async fn unsubscribe(&self, identity: Identity, channel: &str) -> Result<(), EngineError> {
-        let (handle, id) = self.subscription_actor(channel)?;
+        let (handle, id) = self.subscription_actor(channel).await?;
         self.ask_to_change(&handle, |reply| CollectionMsg::Unsubscribe {
             id,
             identity: identity.clone(),
@@ -553,6 +564,25 @@ impl Engine {
         .await
         .map_err(unknown_channel)?;
         self.durable().await
+    }
+
+    /// A row of the connection table. One not found here may have just been made on another
+    /// node: once this node has applied every change made so far (bounded), it is looked for
+    /// again, and its actor has it too (its change was handed over before this request).
+    async fn subscription_row(&self, id: Uuid) -> Result<Option<SubscriptionDoc>, EngineError> {
+        if let Some(doc) = self.store.subscription(id)? {
+            return Ok(Some(doc));
+        }
+        let Some(applied) = &self.applied else {
+            return Ok(None);
+        };
+        // Without Redis there is nothing newer to wait for.
+        if let Ok(head) = self.store.head().await {
+            let mut applied = applied.clone();
+            let _ =
+                tokio::time::timeout(REPLICA_GRACE, applied.wait_for(|done| *done >= head)).await;
+        }
+        Ok(self.store.subscription(id)?)
     }
 
     pub async fn list_records(
@@ -630,13 +660,13 @@ impl Engine {
     /// subscription's channel (a name with our prefix, or a bare UUID a subscription has) is
     /// decided by [`Engine::authorize_subscription`]; any other by the `[[channels]]` rules,
     /// whose grant holds a presence member's `channel_data`.
-    pub fn authorize_channel(
+    pub async fn authorize_channel(
         &self,
         identity: &Identity,
         channel: &str,
     ) -> Result<channel_rules::Grant, EngineError> {
         if let Some(id) = self.channels.subscription_id(channel) {
-            match self.store.subscription(id)? {
+            match self.subscription_row(id).await? {
                 Some(doc) => {
                     self.authorize_subscription(identity, id, &doc, channel)?;
                     return Ok(channel_rules::Grant { channel_data: None });
@@ -693,14 +723,17 @@ impl Engine {
 
     /// The actor owning the subscription a channel name designates, found through the
     /// connection table.
-    fn subscription_actor(&self, channel: &str) -> Result<(CollectionHandle, Uuid), EngineError> {
+    async fn subscription_actor(
+        &self,
+        channel: &str,
+    ) -> Result<(CollectionHandle, Uuid), EngineError> {
         let id = self
             .channels
             .subscription_id(channel)
             .ok_or(EngineError::UnknownChannel)?;
         let doc = self
-            .store
-            .subscription(id)?
+            .subscription_row(id)
+            .await?
             .ok_or(EngineError::UnknownChannel)?;
         let handle = self
             .resolve(&doc.collection_id)
