@@ -767,8 +767,8 @@ async fn replicate(
             | Replica::DeleteRecord { .. }
             | Replica::Publish { .. } => {
                 // A collection not found was deleted since.
-                if let Some(handle) = directory.find(entry.change.collection_id()) {
-                    let _ = handle.actor.cast(CollectionMsg::Replicate(Box::new(entry)));
+                if let Some(actor) = directory.actor(entry.change.collection_id()) {
+                    let _ = actor.cast(CollectionMsg::Replicate(Box::new(entry)));
                 }
             }
         }

@@ -76,6 +76,11 @@ impl Directory {
             .cloned()
     }
 
+    /// A collection's actor, by id (no copy of its entry).
+    pub fn actor(&self, id: &str) -> Option<ActorRef<CollectionMsg>> {
+        self.read().by_id.get(id).map(|handle| handle.actor.clone())
+    }
+
     /// Every collection, by name.
     pub fn handles(&self) -> Vec<CollectionHandle> {
         let mut all: Vec<CollectionHandle> = self.read().by_id.values().cloned().collect();

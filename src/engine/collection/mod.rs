@@ -197,6 +197,9 @@ pub struct CollectionState {
     /// Applying another node's change: with an external Pusher service, that node has sent
     /// its events, and this one sends none.
     replaying: bool,
+    /// When the subscriptions seen alive here were last reported to the store (for the
+    /// leader, which prunes).
+    seen_reported: Instant,
     version_watch: tokio::sync::watch::Sender<Version>,
     directory: Arc<Directory>,
 }
@@ -751,14 +754,14 @@ impl CollectionState {
         let now_secs = now_secs();
         let mut seen = Vec::new();
         let mut ended = Vec::new();
-        let tick = prune_period(self.threshold);
         let shared = self.store.shared();
+        let reported = std::mem::replace(&mut self.seen_reported, now);
         for (id, (_, subscription)) in self.subscriptions.iter_mut() {
             let channel = self.channels.pusher_channel(*id, subscription.privacy);
             if self.driver.is_occupied(&channel) {
                 subscription.last_seen = now;
             }
-            if shared && now.duration_since(subscription.last_seen) <= tick {
+            if shared && subscription.last_seen >= reported {
                 seen.push(*id);
             }
             if subscription.expires_at().is_some_and(|exp| exp <= now_secs) {
@@ -967,6 +970,7 @@ impl Actor for CollectionActor {
             version_watch: args.version_watch,
             directory: args.directory,
             replaying: false,
+            seen_reported: Instant::now(),
         };
         state.version_watch.send_replace(state.version);
         for (id, doc) in args.subscriptions {
