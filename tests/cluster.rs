@@ -352,6 +352,16 @@ async fn through_an_external_pusher_service_each_event_is_sent_once() {
     }
     seen.sort();
     assert_eq!(seen, [r#""from0""#, r#""from1""#, r#""from2""#]);
+    // The collection deleted on B: its subscription's `ended` is sent once, not by every node.
+    let deleted = nodes[1]
+        .call(Method::DELETE, "/api/collections/posts", Some(ADMIN), None)
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let (name, data) = event(&mut socket).await;
+    assert_eq!(
+        (name.as_str(), &data["reason"]),
+        ("ended", &json!("collection_deleted"))
+    );
     match tokio::time::timeout(Duration::from_secs(1), read(&mut socket)).await {
         Err(_) => {}
         Ok(other) => panic!("each event once, got another: {other:?}"),
@@ -362,32 +372,29 @@ async fn through_an_external_pusher_service_each_event_is_sent_once() {
 async fn a_killed_node_loses_nothing_acknowledged_and_catches_up_before_it_answers() {
     let redis = RedisServer::start();
     let [a, b, mut c] = cluster(&redis, 300);
-    let mut acknowledged = Vec::new();
-    let mut attempted = 0;
-    for round in 0..30 {
-        if round == 10 {
-            c.kill();
-        }
-        let ids: Vec<String> = (0..3).map(|i| format!("r{round:02}n{i}")).collect();
-        let outcomes = join_all(
-            [&a, &b, &c]
-                .iter()
-                .zip(&ids)
-                .map(|(node, id)| try_create(node, id)),
-        )
-        .await;
-        for (id, outcome) in ids.into_iter().zip(outcomes) {
-            attempted += 1;
-            if outcome == Some(StatusCode::CREATED) {
+    // Every node takes writes, one after another, while C is killed in the middle of them.
+    let writers = [&a, &b, &c].map(|node| async move {
+        let mut acknowledged = Vec::new();
+        for n in 0..60 {
+            let id = format!("n{}w{n:02}", node.port());
+            if try_create(node, &id).await == Some(StatusCode::CREATED) {
                 acknowledged.push(id);
             }
         }
-    }
+        acknowledged
+    });
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        c.signal("KILL");
+    };
+    let (written, ()) = futures::join!(join_all(writers), killer);
+    let acknowledged: Vec<String> = written.into_iter().flatten().collect();
     assert!(
-        acknowledged.len() >= 60,
-        "{} of {attempted}",
+        acknowledged.len() >= 120,
+        "{} acknowledged",
         acknowledged.len()
     );
+    assert!(c.exited_within(Duration::from_secs(10)).is_some());
     // Every acknowledged write is on the survivors (a write is acknowledged once Redis has
     // it, and every node applies the log).
     for id in &acknowledged {
@@ -461,21 +468,26 @@ async fn without_redis_writes_fail_fast_and_nodes_catch_up_when_it_is_back() {
     // Back (with what it acknowledged, from its append-only file): writes are taken again,
     // and the other node's socket gets them.
     redis.restart();
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            create(&a, "posts", json!({"id": "after", "n": 1}))
-                .await
-                .status
-                == StatusCode::CREATED
-        })
-        .await,
-        "writes are taken again once Redis is back"
-    );
+    // A fresh id each try: a try that timed out may still have been made.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut tries = 0;
+    let after = loop {
+        let id = format!("after{tries}");
+        if create(&a, "posts", json!({"id": id})).await.status == StatusCode::CREATED {
+            break id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes are taken again once Redis is back"
+        );
+        tries += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     loop {
         match read(&mut socket).await {
             Read::Frame(frame) if frame["event"] == "created" => {
                 let data: Value = serde_json::from_str(frame["data"].as_str().unwrap()).unwrap();
-                if data["record"]["id"] == "after" {
+                if data["record"]["id"] == after.as_str() {
                     break;
                 }
             }
@@ -487,7 +499,7 @@ async fn without_redis_writes_fail_fast_and_nodes_catch_up_when_it_is_back() {
     // acknowledged, as a node that loads everything from it shows.
     redis.restart();
     let fresh = node(&redis, "d", 300, &[]);
-    for id in ["before", "after"] {
+    for id in ["before", after.as_str()] {
         assert!(
             has_record(&fresh, id).await,
             "{id} survived Redis's kill -9"
@@ -519,14 +531,31 @@ async fn a_node_stops_when_redis_comes_back_without_what_it_applied() {
 #[tokio::test]
 async fn a_subscription_kept_alive_on_one_node_is_pruned_by_none_and_expiry_ends_it_once() {
     let redis = RedisServer::start();
-    let [a, b, c] = cluster(&redis, 1);
-    // The socket is on C; A (where it was made) and B see none, and the pruner is one of
-    // them or C: it stays alive well past the 1 s threshold.
-    let ann = a.token("ann", json!({}), Some(4));
+    let nodes = cluster(&redis, 1);
+    // The socket is on a node that does not prune (the leader, which holds the lease, does):
+    // the subscription stays alive well past the 1 s threshold, kept so by a socket the
+    // pruner does not have.
+    let mut leader = String::new();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            leader = redis.cli(&["GET", "velo:lease"]);
+            let found = !leader.is_empty();
+            async move { found }
+        })
+        .await
+    );
+    let names = ["a", "b", "c"];
+    let leading = names.iter().position(|name| *name == leader).unwrap();
+    let [a, b, c] = [
+        &nodes[leading],
+        &nodes[(leading + 1) % 3],
+        &nodes[(leading + 2) % 3],
+    ];
+    let ann = a.token("ann", json!({}), Some(6));
     let subscribed = a.subscribe(Some(&ann), "posts", None).await;
     assert_eq!(subscribed.status, StatusCode::OK);
     let channel = subscribed.body["channel_name"].as_str().unwrap().to_owned();
-    let (mut socket, _) = listen(&c, &c, Some(&ann), &subscribed.body).await;
+    let (mut socket, _) = listen(c, c, Some(&ann), &subscribed.body).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(b.ping(Some(&ann), &channel).await.status, StatusCode::OK);
     // Its token expires: the socket is told once, by whichever node ended it.

@@ -100,6 +100,17 @@ impl RedisServer {
             && &reply == b"+PONG\r\n"
     }
 
+    /// One `redis-cli` command's answer (trimmed), e.g. `["GET", "velo:lease"]`.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .arg("-s")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .expect("redis-cli runs (it comes with redis-server)");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
     /// SIGKILL: Redis ends at once (what it acknowledged is in its append-only file).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
