@@ -564,7 +564,7 @@ async fn a_subscription_kept_alive_on_one_node_is_pruned_by_none_and_expiry_ends
         (name.as_str(), &data["reason"]),
         ("ended", &json!("token_expired"))
     );
-    let later = create(&b, "posts", json!({"n": 1})).await;
+    let later = create(b, "posts", json!({"n": 1})).await;
     assert_eq!(later.status, StatusCode::CREATED);
     match tokio::time::timeout(Duration::from_secs(1), read(&mut socket)).await {
         Err(_) => {}
@@ -582,7 +582,7 @@ async fn a_subscription_kept_alive_on_one_node_is_pruned_by_none_and_expiry_ends
     // authorization, which does not keep it alive as a ping would).
     let unheard = b.subscribe(None, "posts", None).await;
     let channel = unheard.body["channel_name"].as_str().unwrap().to_owned();
-    let (_, socket_id) = connect(&a).await;
+    let (_, socket_id) = connect(a).await;
     let body = json!({"socket_id": socket_id, "channel_name": format!("private-{channel}")});
     for node in [&a, &b, &c] {
         assert!(
