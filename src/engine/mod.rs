@@ -34,7 +34,7 @@ use crate::filter::{FilterEngine, Rule};
 use crate::limits::{ClientKey, Quota};
 use crate::pusher::Driver;
 use crate::pusher::protocol::SocketId;
-use crate::store::{OwnerDoc, Store, StoreError, SubscriptionDoc};
+use crate::store::{Change, OwnerDoc, RecordDoc, Store, StoreError, SubscriptionDoc};
 use channel_rules::ChannelRules;
 use collection::CollectionMsg;
 pub use names::{ChannelNames, ChannelPrivacy, CollectionName};
@@ -625,16 +625,98 @@ impl Engine {
         except: Option<SocketId>,
     ) -> Result<records::RecordMap, EngineError> {
         let handle = self.resolve(collection)?;
+        if let Some(applied) = &self.applied {
+            return self
+                .write_shared(&handle, identity, write, except, applied)
+                .await;
+        }
         let (record, _epoch) = self
-            .ask_to_change(&handle, |reply| CollectionMsg::Write {
-                identity: identity.clone(),
-                write: write.clone(),
-                except: except.clone(),
+            .ask(&handle, |reply| CollectionMsg::Write {
+                identity,
+                write,
+                except,
                 reply,
             })
-            .await?;
+            .await??;
         self.durable().await?;
         Ok(record)
+    }
+
+    /// A record write where nodes share the store: decided by the collection's actor on the
+    /// record as it has it, committed here (many at once: the actor does not wait for the
+    /// store), and answered once the actor has applied it from the log, as every node does.
+    /// A conflict (the record, or the rules, changed on another node first) is decided again
+    /// once this node has applied what it conflicted with.
+    async fn write_shared(
+        &self,
+        handle: &CollectionHandle,
+        identity: Identity,
+        write: RecordWrite,
+        except: Option<SocketId>,
+        applied: &tokio::sync::watch::Receiver<crate::store::Epoch>,
+    ) -> Result<records::RecordMap, EngineError> {
+        let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
+        let except = except.map(|socket| socket.to_string());
+        loop {
+            let decided = self
+                .ask(handle, |reply| CollectionMsg::Decide {
+                    identity: identity.clone(),
+                    write: write.clone(),
+                    reply,
+                })
+                .await??;
+            let record_id = decided
+                .record
+                .get("id")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default();
+            let json;
+            let doc;
+            let change = if decided.deleted {
+                Change::DeleteRecord {
+                    collection_id: &handle.info.id,
+                    record_id,
+                }
+            } else {
+                json =
+                    serde_json::to_string(&decided.record).expect("a JSON map always serializes");
+                doc = RecordDoc { json };
+                Change::PutRecord {
+                    collection_id: &handle.info.id,
+                    record_id,
+                    doc: &doc,
+                }
+            };
+            let committed = self
+                .store
+                .commit(decided.expect, change, except.as_deref())
+                .await;
+            match committed {
+                Ok(committed) => {
+                    // Applied here as on every node, and so answered: read your own writes.
+                    let mut done = handle.applied.clone();
+                    let waited = done.wait_for(|seq| *seq >= committed.epoch);
+                    return match tokio::time::timeout_at(deadline, waited).await {
+                        Ok(Ok(_)) => Ok(decided.record),
+                        Ok(Err(_)) => Err(EngineError::UnknownCollection(handle.info.name.clone())),
+                        Err(_) => Err(EngineError::Unavailable),
+                    };
+                }
+                Err(StoreError::Conflict { head }) if tokio::time::Instant::now() < deadline => {
+                    // Every change up to `head` handed to the actors: the actor's next
+                    // decision comes after those of its collection.
+                    let mut caught_up = applied.clone();
+                    let waited = caught_up.wait_for(|seq| *seq >= head);
+                    if tokio::time::timeout_at(deadline, waited).await.is_err() {
+                        return Err(EngineError::Storage(StoreError::Conflict { head }));
+                    }
+                }
+                Err(StoreError::Gone) => {
+                    return Err(EngineError::UnknownCollection(handle.info.name.clone()));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
     }
 
     /// Matches and delivers a change made elsewhere, without storing it; returns how many

@@ -32,6 +32,9 @@ pub struct CollectionHandle {
     /// The collection's version as its actor has it: a change that conflicted is decided
     /// again once the actor is past the version the store reported.
     pub version: watch::Receiver<Version>,
+    /// The last change of the log its actor applied (where nodes share the store): a record
+    /// write is answered once its actor has applied it.
+    pub applied: watch::Receiver<crate::store::Epoch>,
 }
 
 /// Collection names and ids -> their actors: read by every request, written only by the
@@ -244,6 +247,7 @@ impl RegistryState {
         loaded: Loaded,
     ) -> Result<(), EngineError> {
         let (version_watch, version) = watch::channel(loaded.version);
+        let (applied_watch, applied) = watch::channel(loaded.seq);
         let args = CollectionArgs {
             id: info.id.clone(),
             name: info.name.clone(),
@@ -263,6 +267,10 @@ impl RegistryState {
             records: loaded.records,
             version_watch,
             directory: self.directory.clone(),
+            rules_version: loaded.rules_version,
+            seq: loaded.seq,
+            record_seqs: loaded.record_seqs,
+            applied_watch,
         };
         let (actor, _) = Actor::spawn(None, CollectionActor, args).await.map_err(|error| {
             tracing::error!(collection = %info.name, %error, "collection actor failed to start");
@@ -272,6 +280,7 @@ impl RegistryState {
             info,
             actor,
             version,
+            applied,
         });
         Ok(())
     }
@@ -322,8 +331,11 @@ impl RegistryState {
         let loaded = Loaded {
             collection: doc,
             version: committed.version,
+            rules_version: committed.version,
+            seq: committed.epoch,
             subscriptions: Vec::new(),
             records: Vec::new(),
+            record_seqs: Default::default(),
         };
         self.start(info.clone(), parsed, loaded).await?;
         tracing::info!(collection = %info.name, id = %info.id, "collection created");
@@ -426,8 +438,11 @@ impl RegistryState {
                         let loaded = Loaded {
                             collection: doc,
                             version: entry.version,
+                            rules_version: entry.version,
+                            seq: entry.seq,
                             subscriptions: Vec::new(),
                             records: Vec::new(),
+                            record_seqs: Default::default(),
                         };
                         let name = info.name.clone();
                         if let Err(error) = self.start(info, rules, loaded).await {

@@ -18,6 +18,7 @@
 pub mod redis_store;
 pub mod sled_store;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -325,6 +326,12 @@ impl Change<'_> {
 pub enum Expect {
     /// The collection at this version (the state the change was decided on).
     At(Version),
+    /// For a record write, decided on the record alone: the record as last changed by the
+    /// change numbered `seq` (`None`: no such record), under the rules set at `rules`. Record
+    /// writes do not move the collection's version: writes to different records never
+    /// conflict. Where nodes share the store, such a change is applied, on every node
+    /// including the one that made it, only from the log, in its order.
+    Record { seq: Option<Epoch>, rules: Version },
     /// No collection with this id, nor one with its name (a new collection).
     Absent,
     /// Anything (deleting a collection).
@@ -381,10 +388,14 @@ impl Replica {
     }
 }
 
-/// One entry of the change log: a change, the version it moved its collection to, the node
-/// that made it, and the socket the writer asked to leave out of its event.
+/// One entry of the change log: a change, the version it moved its collection to (0 for a
+/// record write), the node that made it, and the socket the writer asked to leave out of its
+/// event.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct LogEntry {
+    /// Its number in the log (its place, not stored in it).
+    #[serde(skip)]
+    pub seq: Epoch,
     pub version: Version,
     pub origin: String,
     pub except: Option<String>,
@@ -405,8 +416,14 @@ pub struct Replicas {
 pub struct Loaded {
     pub collection: CollectionDoc,
     pub version: Version,
+    /// The version its rules were set at (what a record write is decided on).
+    pub rules_version: Version,
+    /// The last change of the log this state holds: later ones are applied on top.
+    pub seq: Epoch,
     pub subscriptions: Vec<(Uuid, SubscriptionDoc)>,
     pub records: Vec<RecordDoc>,
+    /// Where nodes share the store: each record's last change ([`Expect::Record`]).
+    pub record_seqs: HashMap<String, Epoch>,
 }
 
 /// A boxed future, so that [`Storage`] can be a trait object.

@@ -49,11 +49,13 @@ const REPLICA_QUEUE: usize = 4096;
 const RECONNECT_BACKOFF: (Duration, Duration) =
     (Duration::from_millis(100), Duration::from_secs(5));
 
-/// The commit script: `ARGV` = prefix, op, collection id, expectation (`at`, `absent`,
-/// `any`), expected version, log entry, log length, then the op's own arguments.
+/// The commit script: `ARGV` = prefix, op, collection id, expectation (`at`, `record`,
+/// `absent`, `any`), expected version (the collection's, or for `record` its rules'), log
+/// entry, log length, the record's expected last change (`record`: `""` for none), then the
+/// op's own arguments.
 const COMMIT: &str = r#"
-local p, op, cid, expect, expected, entry, maxlen =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local p, op, cid, expect, expected, entry, maxlen, last =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
 local c = p .. 'c:' .. cid
 local ops = {put_collection = 1, delete_collection = 1, put_subscription = 1,
   delete_subscription = 1, put_record = 1, delete_record = 1, publish = 1}
@@ -66,10 +68,16 @@ elseif not exists then
 elseif expect == 'at' then
   local version = tonumber(redis.call('GET', c .. ':v') or '0')
   if version ~= expected then return {'CONFLICT', version} end
+elseif expect == 'record' then
+  local rules = tonumber(redis.call('GET', c .. ':rules') or '0')
+  local changed = redis.call('HGET', c .. ':rseq', ARGV[9]) or ''
+  if rules ~= expected or changed ~= last then
+    return {'CONFLICT', tonumber(redis.call('GET', p .. 'seq') or '0')}
+  end
 end
 local old_name = redis.call('GET', c .. ':name')
-if op == 'put_collection' and old_name ~= ARGV[8]
-    and redis.call('HEXISTS', p .. 'names', ARGV[8]) == 1 then
+if op == 'put_collection' and old_name ~= ARGV[9]
+    and redis.call('HEXISTS', p .. 'names', ARGV[9]) == 1 then
   return {'NAME'}
 end
 -- The log entry first: should it fail, nothing is written (scripts do not roll back).
@@ -77,30 +85,36 @@ local seq = tonumber(redis.call('GET', p .. 'seq') or '0') + 1
 redis.call('XADD', p .. 'log', 'MAXLEN', '~', maxlen, seq .. '-0', 'e', entry)
 redis.call('SET', p .. 'seq', seq)
 if op == 'put_collection' then
-  local name, row = ARGV[8], ARGV[9]
+  local name, row = ARGV[9], ARGV[10]
   if old_name ~= name then
     if old_name then redis.call('HDEL', p .. 'names', old_name) end
     redis.call('HSET', p .. 'names', name, cid)
     redis.call('SET', c .. ':name', name)
   end
   redis.call('HSET', p .. 'collections', cid, row)
+  redis.call('SET', c .. ':rules', redis.call('INCR', c .. ':v'))
 elseif op == 'delete_collection' then
   if old_name then redis.call('HDEL', p .. 'names', old_name) end
   redis.call('HDEL', p .. 'collections', cid)
-  redis.call('UNLINK', c .. ':v', c .. ':name', c .. ':subs', c .. ':seen', c .. ':records')
+  redis.call('UNLINK', c .. ':v', c .. ':rules', c .. ':name', c .. ':subs', c .. ':seen',
+    c .. ':records', c .. ':rseq')
 elseif op == 'put_subscription' then
-  redis.call('HSET', c .. ':subs', ARGV[8], ARGV[9])
+  redis.call('HSET', c .. ':subs', ARGV[9], ARGV[10])
+  redis.call('INCR', c .. ':v')
 elseif op == 'delete_subscription' then
-  redis.call('HDEL', c .. ':subs', ARGV[8])
-  redis.call('HDEL', c .. ':seen', ARGV[8])
+  redis.call('HDEL', c .. ':subs', ARGV[9])
+  redis.call('HDEL', c .. ':seen', ARGV[9])
+  redis.call('INCR', c .. ':v')
 elseif op == 'put_record' then
-  redis.call('HSET', c .. ':records', ARGV[8], ARGV[9])
+  redis.call('HSET', c .. ':records', ARGV[9], ARGV[10])
+  redis.call('HSET', c .. ':rseq', ARGV[9], seq)
 elseif op == 'delete_record' then
-  redis.call('HDEL', c .. ':records', ARGV[8])
+  redis.call('HDEL', c .. ':records', ARGV[9])
+  redis.call('HDEL', c .. ':rseq', ARGV[9])
 elseif op == 'publish' then
   -- nothing stored: the log carries it to every node
+  redis.call('INCR', c .. ':v')
 end
-if op ~= 'delete_collection' then redis.call('INCR', c .. ':v') end
 return {'OK', seq}
 "#;
 
@@ -275,12 +289,19 @@ impl Storage for RedisStore {
         except: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Committed, StoreError>> {
         Box::pin(async move {
-            let (kind, expected, version) = match expect {
-                Expect::At(version) => ("at", version, version + 1),
-                Expect::Absent => ("absent", 0, 1),
-                Expect::Any => ("any", 0, 0),
+            let (kind, expected, version, last) = match expect {
+                Expect::At(version) => ("at", version, version + 1, String::new()),
+                Expect::Record { seq, rules } => (
+                    "record",
+                    rules,
+                    0,
+                    seq.map(|seq| seq.to_string()).unwrap_or_default(),
+                ),
+                Expect::Absent => ("absent", 0, 1, String::new()),
+                Expect::Any => ("any", 0, 0, String::new()),
             };
             let entry = LogEntry {
+                seq: 0,
                 version,
                 origin: self.settings.node_id.clone(),
                 except: except.map(str::to_owned),
@@ -296,7 +317,8 @@ impl Storage for RedisStore {
                 .arg(kind)
                 .arg(expected)
                 .arg(encode_entry(&entry))
-                .arg(LOG_LENGTH);
+                .arg(LOG_LENGTH)
+                .arg(last);
             for arg in args {
                 invocation.arg(arg);
             }
@@ -323,6 +345,10 @@ impl Storage for RedisStore {
                 Some("OK") => {
                     let epoch = number(reply.get(1))
                         .ok_or_else(|| StoreError::Corrupt("commit reply".into()))?;
+                    let entry = LogEntry {
+                        seq: epoch,
+                        ..entry
+                    };
                     self.mirror().apply(&entry);
                     Ok(Committed { epoch, version })
                 }
@@ -463,12 +489,16 @@ impl Storage for RedisStore {
     }
 }
 
-/// A collection's row, version, subscription rows and records, read in one transaction.
+/// A collection's row, version, rules' version, the log's position, subscription rows,
+/// records and their last changes, read in one transaction.
 type CollectionRows = (
     Option<Vec<u8>>,
     Option<u64>,
+    Option<u64>,
+    Option<u64>,
     HashMap<String, Vec<u8>>,
     HashMap<String, String>,
+    HashMap<String, u64>,
 );
 
 /// Every collection as of one log position: the position is read first, then each
@@ -490,15 +520,19 @@ async fn snapshot(
     let mut loaded = Vec::with_capacity(ids.len());
     for id in ids {
         let c = settings.key(&format!("c:{id}"));
-        let (row, version, subscriptions, records): CollectionRows = redis::pipe()
-            .atomic()
-            .hget(settings.key("collections"), &id)
-            .get(format!("{c}:v"))
-            .hgetall(format!("{c}:subs"))
-            .hgetall(format!("{c}:records"))
-            .query_async(commands)
-            .await
-            .map_err(unavailable)?;
+        let (row, version, rules, seq, subscriptions, records, record_seqs): CollectionRows =
+            redis::pipe()
+                .atomic()
+                .hget(settings.key("collections"), &id)
+                .get(format!("{c}:v"))
+                .get(format!("{c}:rules"))
+                .get(settings.key("seq"))
+                .hgetall(format!("{c}:subs"))
+                .hgetall(format!("{c}:records"))
+                .hgetall(format!("{c}:rseq"))
+                .query_async(commands)
+                .await
+                .map_err(unavailable)?;
         // Deleted since the ids were read.
         let Some(row) = row else { continue };
         let mut rows = Vec::with_capacity(subscriptions.len());
@@ -513,6 +547,9 @@ async fn snapshot(
         loaded.push(Loaded {
             collection: decode_collection(&row)?,
             version: version.unwrap_or(0),
+            rules_version: rules.unwrap_or(0),
+            seq: seq.unwrap_or(0),
+            record_seqs,
             subscriptions: rows,
             records: records
                 .into_values()
@@ -605,6 +642,7 @@ async fn tail(
                     match decoded {
                         Ok(mut change) => {
                             change.mine = change.origin == settings.node_id;
+                            change.seq = position;
                             mirror
                                 .write()
                                 .unwrap_or_else(|poisoned| poisoned.into_inner())

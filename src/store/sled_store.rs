@@ -137,7 +137,7 @@ impl Storage for SledStore {
             version: match expect {
                 Expect::At(version) => version + 1,
                 Expect::Absent => 1,
-                Expect::Any => 0,
+                Expect::Record { .. } | Expect::Any => 0,
             },
         });
         Box::pin(std::future::ready(committed))
@@ -175,6 +175,9 @@ impl Storage for SledStore {
                 subscriptions: subscriptions.remove(&collection.id).unwrap_or_default(),
                 records,
                 version: 0,
+                rules_version: 0,
+                seq: 0,
+                record_seqs: HashMap::new(),
                 collection,
             });
         }

@@ -106,6 +106,14 @@ pub enum CollectionMsg {
         id: String,
         reply: RpcReplyPort<Result<RecordMap, EngineError>>,
     },
+    /// Where nodes share the store: what a record write would change, decided on the record
+    /// as this actor has it, changing nothing (the engine commits it, and the actor applies
+    /// it from the log, as every node does).
+    Decide {
+        identity: Identity,
+        write: RecordWrite,
+        reply: RpcReplyPort<Result<records::Decided, EngineError>>,
+    },
     /// Create, replace (PUT), merge (PATCH) or delete a record; replies with the record (the
     /// deleted one for a delete) once it is in sled, with the epoch to wait for.
     Write {
@@ -157,6 +165,13 @@ pub struct CollectionArgs {
     pub version_watch: tokio::sync::watch::Sender<Version>,
     /// Where requests find the collection: the actor keeps its entry's name and rules current.
     pub directory: Arc<Directory>,
+    /// The version the rules were set at, the log's last change the loaded state holds, and
+    /// each record's last change (where nodes share the store).
+    pub rules_version: Version,
+    pub seq: Epoch,
+    pub record_seqs: HashMap<String, Epoch>,
+    /// Where the actor says which change of the log it applied last.
+    pub applied_watch: tokio::sync::watch::Sender<Epoch>,
 }
 
 pub struct CollectionState {
@@ -202,6 +217,13 @@ pub struct CollectionState {
     seen_reported: Instant,
     version_watch: tokio::sync::watch::Sender<Version>,
     directory: Arc<Directory>,
+    /// The version the rules were set at: what a record write is decided on.
+    rules_version: Version,
+    /// Where nodes share the store: the log's last change the loaded state holds (older ones
+    /// are skipped), each record's last change, and the last change applied.
+    loaded_seq: Epoch,
+    record_seqs: HashMap<String, Epoch>,
+    applied_watch: tokio::sync::watch::Sender<Epoch>,
 }
 
 /// A subscription the list rule refuses to file, and why.
@@ -720,6 +742,7 @@ impl CollectionState {
     fn apply_rules(&mut self, doc: CollectionDoc, rules: Rules, epoch: Option<Epoch>) {
         let info = super::registry::info(doc);
         self.directory.set_info(info.clone());
+        self.rules_version = self.version;
         self.checks = records::RuleChecks::compile(&self.filters, &rules);
         self.name = info.name;
         self.texts = info.rules;
@@ -808,12 +831,34 @@ impl CollectionState {
     /// Applies a change from the store's log, unless this actor has it already (it made it,
     /// or loaded it). Every node applies the same changes in the same order.
     fn replicate(&mut self, entry: LogEntry) {
-        if entry.version <= self.version {
+        let seq = entry.seq;
+        if seq <= self.loaded_seq {
             return;
         }
         self.replaying = !entry.mine;
-        self.apply_replica(entry);
+        match entry.change {
+            // Applied only from the log, on every node: once each.
+            Replica::PutRecord { json, .. } => match serde_json::from_str::<RecordMap>(&json) {
+                Ok(record) => {
+                    let id = records::record_key(&record).to_owned();
+                    self.record_seqs.insert(id, seq);
+                    let except = entry.except.as_deref().and_then(SocketId::parse);
+                    self.apply(records::RecordChange::Put(record), except, None);
+                }
+                Err(error) => {
+                    tracing::error!(collection = %self.name, %error, "a replicated record does not parse")
+                }
+            },
+            Replica::DeleteRecord { record_id, .. } => {
+                self.record_seqs.remove(&record_id);
+                let except = entry.except.as_deref().and_then(SocketId::parse);
+                self.apply(records::RecordChange::Delete(record_id), except, None);
+            }
+            _ if entry.version <= self.version => {}
+            _ => self.apply_replica(entry),
+        }
         self.replaying = false;
+        self.applied_watch.send_replace(seq);
     }
 
     fn apply_replica(&mut self, entry: LogEntry) {
@@ -854,17 +899,8 @@ impl CollectionState {
                     self.retired(id, &subscription, Ending::from_removal(removal), None);
                 }
             }
-            Replica::PutRecord { json, .. } => match serde_json::from_str(&json) {
-                Ok(record) => {
-                    self.apply(records::RecordChange::Put(record), except, None);
-                }
-                Err(error) => {
-                    tracing::error!(collection = %self.name, %error, "a replicated record does not parse")
-                }
-            },
-            Replica::DeleteRecord { record_id, .. } => {
-                self.apply(records::RecordChange::Delete(record_id), except, None);
-            }
+            // Applied by `replicate`.
+            Replica::PutRecord { .. } | Replica::DeleteRecord { .. } => {}
             Replica::Publish { action, json, .. } => {
                 match (
                     Action::parse(&action),
@@ -969,6 +1005,10 @@ impl Actor for CollectionActor {
             version: args.version,
             version_watch: args.version_watch,
             directory: args.directory,
+            rules_version: args.rules_version,
+            loaded_seq: args.seq,
+            record_seqs: args.record_seqs,
+            applied_watch: args.applied_watch,
             replaying: false,
             seen_reported: Instant::now(),
         };
@@ -1088,6 +1128,13 @@ impl Actor for CollectionActor {
                 reply,
             } => {
                 let _ = reply.send(state.view(&identity, &id));
+            }
+            CollectionMsg::Decide {
+                identity,
+                write,
+                reply,
+            } => {
+                let _ = reply.send(state.decide_alone(&identity, write));
             }
             CollectionMsg::Write {
                 identity,

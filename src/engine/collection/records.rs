@@ -19,7 +19,7 @@ use crate::engine::{EngineError, ListQuery, RecordPage, RecordWrite, Rules};
 use crate::filter::{CompiledFilter, Filter, FilterEngine, Record, Rule, condition};
 use crate::metrics::Metrics;
 use crate::pusher::protocol::SocketId;
-use crate::store::{Change, Epoch, RecordDoc};
+use crate::store::{Change, Epoch, Expect, RecordDoc};
 
 /// A rule, ready to check one record.
 enum Check {
@@ -66,8 +66,16 @@ pub(super) enum RecordChange {
     Delete(String),
 }
 
+/// A record write decided where nodes share the store, to commit: the record (as written,
+/// or as it was for a delete), and what the commit must find.
+pub struct Decided {
+    pub record: RecordMap,
+    pub deleted: bool,
+    pub expect: Expect,
+}
+
 /// A record's id (every assembled record has one).
-fn record_key(record: &RecordMap) -> &str {
+pub(super) fn record_key(record: &RecordMap) -> &str {
     record.get("id").and_then(Value::as_str).unwrap_or_default()
 }
 
@@ -201,6 +209,29 @@ impl CollectionState {
         };
         let epoch = committed.epoch;
         Ok((self.apply(change, except, Some(epoch)), epoch))
+    }
+
+    /// Where nodes share the store: a write decided on the record as this actor has it
+    /// (and the rules), changing nothing; the commit is the engine's, and the change comes
+    /// back through the log.
+    pub(super) fn decide_alone(
+        &mut self,
+        identity: &Identity,
+        write: RecordWrite,
+    ) -> Result<Decided, EngineError> {
+        let (record, deleted) = match self.decide(identity, write)? {
+            RecordChange::Put(record) => (record, false),
+            RecordChange::Delete(id) => (self.records.get(&id).cloned().unwrap_or_default(), true),
+        };
+        let seq = self.record_seqs.get(record_key(&record)).copied();
+        Ok(Decided {
+            record,
+            deleted,
+            expect: Expect::Record {
+                seq,
+                rules: self.rules_version,
+            },
+        })
     }
 
     /// Applies a committed record change to memory and queues its event (sent once `epoch`
