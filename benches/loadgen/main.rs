@@ -31,9 +31,10 @@
 //! node `i % N`). Cluster rows add Redis's CPU (`/proc` of the `redis-server`) per delivery and
 //! per event; server CPU is summed over the nodes. Every deployment after the first is printed
 //! as ratios against the first one's run of the same scenario, size and load (deliveries/s,
-//! writes/s, p50, p99, CPU per event). Where triggers reach only the sockets of the node they
-//! were sent to (a probe decides before broadcast and channels), those runs count only those
-//! deliveries and say so.
+//! writes/s, p50, p99, CPU per delivery and per event). Where triggers reach only the sockets
+//! of the node they were sent to (a probe decides before broadcast and channels), those runs
+//! count only those deliveries and say so (`node-local triggers`): an event then reaches only
+//! its node's share of the sockets, so compare CPU per delivery, not per event.
 //!
 //! `velo` subscribes N users × 10 owner-filtered subscriptions to `tasks` (private channels),
 //! then writes records one at a time, each reaching its owner's 10 subscriptions; it reports

@@ -187,6 +187,13 @@ pub fn ratios(run: &Report, baseline: &Report) -> String {
         ("p50", ratio(run.p50_ms, baseline.p50_ms)),
         ("p99", ratio(run.p99_ms, baseline.p99_ms)),
         (
+            "server CPU/delivery",
+            both(
+                run.server_cpu_us_per_delivery,
+                baseline.server_cpu_us_per_delivery,
+            ),
+        ),
+        (
             "server CPU/event",
             both(
                 run.server_cpu_us_per_event,
