@@ -1,16 +1,17 @@
 //! Where the load goes: the nodes of a run — our own, started for it (one server on its own
 //! disk, or N nodes sharing a `redis-server` started with them), or a running target — with
-//! their addresses and pids and Redis's pid, and the CPU clocks of them all, read before and
-//! after a run. It does not decide what a scenario sends where: scenarios pick nodes by index.
+//! their addresses and pids and Redis's, and what they spent during a run: the CPU clocks of
+//! them all, and the commands Redis ran. It does not decide what a scenario sends where: scenarios pick nodes by index.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::client::now_ns;
 use crate::process::process_times;
-use crate::redis::RedisServer;
+use crate::redis_server::RedisServer;
 use crate::server::OwnServer;
 
 /// The most nodes `--nodes` starts (each is a process with its own threads on this machine).
@@ -95,13 +96,22 @@ impl Node {
     }
 }
 
+/// The Redis of a cluster run.
+#[derive(Clone, Debug)]
+pub struct Redis {
+    /// For its CPU time.
+    pub pid: Option<u32>,
+    /// For the commands it ran (`INFO commandstats`).
+    pub url: String,
+}
+
 /// The nodes of one run, and what was started for it (stopped when dropped: the nodes, then
 /// Redis, then their temp dirs).
 pub struct Deployment {
     pub nodes: Vec<Node>,
-    pub redis_pid: Option<u32>,
+    pub redis: Option<Redis>,
     servers: Vec<OwnServer>,
-    redis: Option<RedisServer>,
+    redis_server: Option<RedisServer>,
 }
 
 /// The collections every node of ours declares: `posts` for subscribes and writes, `tasks`
@@ -116,23 +126,26 @@ impl Deployment {
     pub fn running(base: &str, pid: Option<u32>) -> Result<Deployment, String> {
         Ok(Deployment {
             nodes: vec![Node::new(base, pid)?],
-            redis_pid: None,
-            servers: Vec::new(),
             redis: None,
+            servers: Vec::new(),
+            redis_server: None,
         })
     }
 
     /// Starts `nodes` of ours, fresh (and for a cluster, a fresh `redis-server` first).
     pub fn start(settings: &NodeSettings, nodes: Nodes) -> Result<Deployment, String> {
-        let (redis, count) = match nodes {
+        let (redis_server, count) = match nodes {
             Nodes::Single => (None, 1),
             Nodes::Cluster(count) => (Some(RedisServer::try_start()?), count),
         };
         let mut deployment = Deployment {
             nodes: Vec::new(),
-            redis_pid: redis.as_ref().and_then(RedisServer::pid),
+            redis: redis_server.as_ref().map(|server| Redis {
+                pid: server.pid(),
+                url: server.url(),
+            }),
             servers: Vec::new(),
-            redis,
+            redis_server,
         };
         // One after the other: each node catches up with Redis before it listens.
         for index in 0..count {
@@ -145,7 +158,7 @@ impl Deployment {
             command.env("VELO_CONFIG", &config);
             if let Some(redis) = &deployment.redis {
                 command
-                    .env("VELO_REDIS_URL", redis.url())
+                    .env("VELO_REDIS_URL", &redis.url)
                     .env("VELO_NODE_ID", &name);
             }
             let server = OwnServer::start(&name, command, data)?;
@@ -162,7 +175,7 @@ impl Drop for Deployment {
     fn drop(&mut self) {
         // The nodes first, so that none sees Redis go away.
         self.servers.clear();
-        self.redis.take();
+        self.redis_server.take();
     }
 }
 
@@ -208,6 +221,43 @@ fn cpu(pid: Option<u32>) -> Option<f64> {
     process_times(pid).map(|(user, system, _)| user + system)
 }
 
+/// Commands Redis has run since it started (`INFO commandstats`): all, and scripts (the
+/// commits and leases). The generator's own `INFO`s are left out.
+fn redis_commands(redis: Option<&Redis>) -> Option<(u64, u64)> {
+    let mut connection = ::redis::Client::open(redis?.url.as_str())
+        .ok()?
+        .get_connection()
+        .ok()?;
+    let stats: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut connection)
+        .ok()?;
+    let (mut all, mut scripts) = (0, 0);
+    for line in stats.lines() {
+        let Some((name, figures)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|line| line.split_once(':'))
+        else {
+            continue;
+        };
+        let calls: u64 = figures
+            .split(',')
+            .find_map(|figure| figure.strip_prefix("calls="))
+            .and_then(|calls| calls.parse().ok())
+            .unwrap_or(0);
+        if name != "info" {
+            all += calls;
+        }
+        if matches!(
+            name,
+            "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro"
+        ) {
+            scripts += calls;
+        }
+    }
+    Some((all, scripts))
+}
+
 /// What the processes spent during a run.
 #[derive(Clone, Copy, Default)]
 pub struct Usage {
@@ -215,41 +265,60 @@ pub struct Usage {
     pub server: Option<(f64, f64)>,
     /// Redis's CPU seconds (user + system).
     pub redis: Option<f64>,
+    /// Commands Redis ran: all, and scripts.
+    pub redis_commands: Option<(u64, u64)>,
     /// The generator's own CPU seconds.
     pub own: Option<f64>,
     /// The nodes' RSS at the end, summed (KiB).
     pub rss: Option<u64>,
 }
 
-/// CPU clocks of the nodes, of Redis and of this process, read before and after a run.
+/// What the nodes, Redis and this process have spent, read at the start of a run and again at
+/// its end.
 pub struct Clocks {
-    server: Option<(f64, f64)>,
-    redis: Option<f64>,
-    own: Option<f64>,
+    nodes: Arc<[Node]>,
+    redis: Option<Redis>,
+    server_cpu: Option<(f64, f64)>,
+    redis_cpu: Option<f64>,
+    redis_commands: Option<(u64, u64)>,
+    own_cpu: Option<f64>,
     /// When the run started (`now_ns`).
     pub started_ns: u64,
 }
 
 impl Clocks {
-    pub fn start(nodes: &[Node], redis_pid: Option<u32>) -> Clocks {
+    pub fn start(nodes: Arc<[Node]>, redis: Option<Redis>) -> Clocks {
         Clocks {
-            server: nodes_cpu(nodes),
-            redis: cpu(redis_pid),
-            own: cpu(Some(std::process::id())),
+            server_cpu: nodes_cpu(&nodes),
+            redis_cpu: cpu(redis.as_ref().and_then(|redis| redis.pid)),
+            redis_commands: redis_commands(redis.as_ref()),
+            own_cpu: cpu(Some(std::process::id())),
             started_ns: now_ns(),
+            nodes,
+            redis,
         }
     }
 
-    pub fn stop(&self, nodes: &[Node], redis_pid: Option<u32>) -> Usage {
-        let server = nodes_cpu(nodes);
+    /// What was spent since the start.
+    pub fn stop(&self) -> Usage {
+        let server = nodes_cpu(&self.nodes);
+        let redis = cpu(self.redis.as_ref().and_then(|redis| redis.pid));
+        let commands = redis_commands(self.redis.as_ref());
         Usage {
-            server: self.server.zip(server).map(|(b, a)| (a.0 - b.0, a.1 - b.1)),
-            redis: self.redis.zip(cpu(redis_pid)).map(|(b, a)| a - b),
+            server: self
+                .server_cpu
+                .zip(server)
+                .map(|(b, a)| (a.0 - b.0, a.1 - b.1)),
+            redis: self.redis_cpu.zip(redis).map(|(b, a)| a - b),
+            redis_commands: self
+                .redis_commands
+                .zip(commands)
+                .map(|(b, a)| (a.0.saturating_sub(b.0), a.1.saturating_sub(b.1))),
             own: self
-                .own
+                .own_cpu
                 .zip(cpu(Some(std::process::id())))
                 .map(|(b, a)| a - b),
-            rss: nodes_rss(nodes),
+            rss: nodes_rss(&self.nodes),
         }
     }
 }

@@ -53,7 +53,7 @@ mod deployment;
 mod process;
 #[allow(dead_code)] // the cluster tests' `kill` and `restart`
 #[path = "../../tests/support/redis.rs"]
-mod redis;
+mod redis_server;
 mod report;
 #[path = "../support/server.rs"]
 mod server;
@@ -69,7 +69,7 @@ use velo_realtime::auth::Authenticator;
 use velo_realtime::pusher::signature::{AppCredentials, body_md5};
 
 use client::{Clients, Expect, Opener, Socket, Tally, now_ns};
-use deployment::{Clocks, Deployment, Node, NodeSettings, Nodes, nodes_rss};
+use deployment::{Clocks, Deployment, Node, NodeSettings, Nodes, Redis, nodes_rss};
 use process::raise_file_limit;
 use report::{HEADER, Report, Run, line, percentiles, plot, ratios};
 
@@ -145,7 +145,7 @@ const MASTER_KEY: &str = "dmVsby1sb2FkZ2VuLW1hc3Rlci1rZXktMzItYnl0ZXM=";
 #[derive(Clone)]
 struct Target {
     nodes: Arc<[Node]>,
-    redis_pid: Option<u32>,
+    redis: Option<Redis>,
     app: AppCredentials,
     key: String,
     http: reqwest::Client,
@@ -158,7 +158,7 @@ impl Target {
     }
 
     fn clocks(&self) -> Clocks {
-        Clocks::start(&self.nodes, self.redis_pid)
+        Clocks::start(self.nodes.clone(), self.redis.clone())
     }
 
     /// Triggers `events` on the `node`th node.
@@ -291,10 +291,10 @@ fn once(_: usize) -> Expect {
 
 /// What a run measured, from its clocks and its sockets' receipts: its time runs from the
 /// clocks' start to the last delivery counted.
-fn finish(target: &Target, clocks: &Clocks, tally: Tally, events: u64) -> Run {
+fn finish(clocks: &Clocks, tally: Tally, events: u64) -> Run {
     Run {
         seconds: (tally.last_ns.saturating_sub(clocks.started_ns) as f64 / 1e9).max(1e-9),
-        usage: clocks.stop(&target.nodes, target.redis_pid),
+        usage: clocks.stop(),
         events,
         tally,
     }
@@ -471,7 +471,7 @@ async fn blast(target: &Target, clients: &Clients, blast: Blast<'_>) -> (Run, u6
     let expected = blast.fanout.expected(blast.events as u64);
     clients.wait(expected, PATIENCE).await;
     let events = (blast.events * blast.channels.len()) as u64;
-    let run = finish(target, &clocks, clients.tally(), events);
+    let run = finish(&clocks, clients.tally(), events);
     let event_rate = blast.events as f64 / run.seconds;
     (run, expected, event_rate)
 }
@@ -677,7 +677,7 @@ async fn velo(
     let writing = started.elapsed().as_secs_f64();
     let expected = (writes * SUBSCRIPTIONS_PER_USER) as u64;
     clients.wait(expected, PATIENCE).await;
-    let run = finish(target, &clocks, clients.tally(), acknowledged);
+    let run = finish(&clocks, clients.tally(), acknowledged);
     let mut report = Report::new(
         scenario,
         users * SUBSCRIPTIONS_PER_USER,
@@ -754,7 +754,7 @@ async fn durable_writes(target: &Target, total: usize) -> Report {
         tally,
         seconds,
         events: acknowledged,
-        usage: clocks.stop(&target.nodes, target.redis_pid),
+        usage: clocks.stop(),
     };
     let cut = (acknowledged + run.tally.errors) < total as u64;
     let mut report = Report::new("writes", total, 0, run, "");
@@ -887,7 +887,7 @@ async fn run_all(options: &Options, results: &mut Results, file_limit: u64) -> R
                 };
                 let target = Target {
                     nodes: deployment.nodes.clone().into(),
-                    redis_pid: deployment.redis_pid,
+                    redis: deployment.redis.clone(),
                     app: AppCredentials::new(&options.app_id, &options.key, &options.secret),
                     key: options.key.clone(),
                     http: reqwest::Client::builder()

@@ -39,6 +39,10 @@ pub struct Report {
     /// The `redis-server`'s CPU (cluster runs).
     pub redis_cpu_us_per_delivery: Option<f64>,
     pub redis_cpu_us_per_event: Option<f64>,
+    /// Commands Redis ran per event, all of them (the nodes' heartbeats and change-log reads
+    /// included), and the scripts among them (commits, which a conflict repeats, and leases).
+    pub redis_commands_per_event: Option<f64>,
+    pub redis_scripts_per_event: Option<f64>,
     /// Summed over the nodes.
     pub server_rss_kib: Option<u64>,
     /// The generator's own CPU per delivery (it shares the machine with the server).
@@ -109,6 +113,12 @@ impl Report {
                 .and_then(|(user, system)| per_event(user + system)),
             redis_cpu_us_per_delivery: usage.redis.and_then(per_delivery),
             redis_cpu_us_per_event: usage.redis.and_then(per_event),
+            redis_commands_per_event: usage
+                .redis_commands
+                .and_then(|(all, _)| (events > 0).then(|| all as f64 / events as f64)),
+            redis_scripts_per_event: usage
+                .redis_commands
+                .and_then(|(_, scripts)| (events > 0).then(|| scripts as f64 / events as f64)),
             server_rss_kib: usage.rss,
             generator_cpu_us_per_delivery: usage.own.and_then(per_delivery),
             note: note.into(),
@@ -123,7 +133,7 @@ impl Report {
 }
 
 pub const HEADER: &str = "scenario       nodes        n  deliveries/s   p50 ms   p90 ms   p99 ms p99.9 ms  \
-     server µs/delivery (sys)  µs/event  redis µs/delivery  µs/event  writes/s  generator µs  run";
+     server µs/delivery (sys)  µs/event  redis µs/delivery  µs/event  cmds/event (scripts)  writes/s  generator µs  run";
 
 /// One report as a row of the summary table; anything lost or wrong is shouted.
 pub fn line(report: &Report) -> String {
@@ -147,8 +157,14 @@ pub fn line(report: &Report) -> String {
         .map_or("-".into(), |(cpu, system)| {
             format!("{cpu:.2} ({system:.2})")
         });
+    let commands = report
+        .redis_commands_per_event
+        .zip(report.redis_scripts_per_event)
+        .map_or("-".into(), |(all, scripts)| {
+            format!("{all:.2} ({scripts:.2})")
+        });
     format!(
-        "{:<14} {:<7} {:>7} {:>13.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {:>24}  {:>8}  {:>17}  {:>8}  {:>8}  {:>12}  {}{faults}",
+        "{:<14} {:<7} {:>7} {:>13.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {:>24}  {:>8}  {:>17}  {:>8}  {:>20}  {:>8}  {:>12}  {}{faults}",
         report.scenario,
         report.nodes,
         report.n,
@@ -161,6 +177,7 @@ pub fn line(report: &Report) -> String {
         figure(report.server_cpu_us_per_event, 2),
         figure(report.redis_cpu_us_per_delivery, 2),
         figure(report.redis_cpu_us_per_event, 2),
+        commands,
         figure(report.durable_writes_per_sec, 0),
         figure(report.generator_cpu_us_per_delivery, 2),
         report.note,
