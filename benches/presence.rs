@@ -27,18 +27,20 @@
 //! CPU per member event fanned out. `cargo test` runs this file
 //! without `--bench`: a small run that checks every count, so the scenario cannot rot.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 #[path = "support/process.rs"]
 mod process;
+#[path = "support/server.rs"]
+mod server;
 
 use futures::{SinkExt, StreamExt};
 use process::{process_times, raise_file_limit};
 use serde_json::json;
+use server::OwnServer;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use velo_realtime::pusher::signature::AppCredentials;
@@ -79,63 +81,41 @@ struct Counts {
     webhook_last_ns: AtomicU64,
 }
 
+/// Our server as this bench runs it, and where it listens (`127.0.0.1:PORT`).
 struct Server {
-    child: Child,
-    base: String,
-    _data: tempfile::TempDir,
+    own: OwnServer,
+    address: String,
 }
 
 impl Server {
     fn start(binary: &str, members: usize, webhook_url: Option<&str>) -> Server {
-        let data = tempfile::tempdir().unwrap();
+        let data = OwnServer::data_dir().unwrap_or_else(|error| panic!("{error}"));
+        let config = data.path().join("none.toml");
+        std::fs::write(&config, "").unwrap();
         let mut command = Command::new(binary);
         command
-            .env("VELO_BIND", "127.0.0.1:0")
-            .env("VELO_DATA_DIR", data.path().join("data"))
-            .env("VELO_CONFIG", data.path().join("none.toml"))
+            .env("VELO_CONFIG", &config)
             .env("VELO_APP_ID", APP_ID)
             .env("VELO_APP_KEY", KEY)
             .env("VELO_APP_SECRET", SECRET)
             .env("VELO_MAX_CONNECTIONS_PER_ADDRESS", "0")
             .env("VELO_PRESENCE_MAX_MEMBERS", members.to_string())
             .env("VELO_SOCKET_QUEUE_FRAMES", "4096")
-            .env("RUST_LOG", "warn,velo_realtime::server=info")
-            .stdout(Stdio::piped());
-        std::fs::write(data.path().join("none.toml"), "").unwrap();
+            .env("RUST_LOG", "warn,velo_realtime::server=info");
         if let Some(url) = webhook_url {
             command.env("VELO_WEBHOOK_URLS", url);
         }
-        let mut child = command.spawn().expect("the server starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = loop {
-            let line = lines
-                .next()
-                .expect("the server says where it listens")
-                .unwrap();
-            if let Some(address) = line.split("listening on ").nth(1) {
-                break address.trim().trim_start_matches("http://").to_owned();
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
-        Server {
-            child,
-            base,
-            _data: data,
-        }
+        let own =
+            OwnServer::start("server", command, data).unwrap_or_else(|error| panic!("{error}"));
+        let address = own.base.trim_start_matches("http://").to_owned();
+        Server { own, address }
     }
 
     /// User + system CPU seconds so far.
     fn cpu_seconds(&self) -> f64 {
         let (user, system, _) =
-            process_times(Some(self.child.id())).expect("the server's /proc entry");
+            process_times(Some(self.own.pid())).expect("the server's /proc entry");
         user + system
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -201,8 +181,8 @@ async fn open(
         let tcp = tokio::net::TcpSocket::new_v4().unwrap();
         tcp.bind((std::net::Ipv4Addr::from(source), 0).into())
             .unwrap();
-        let stream = tcp.connect(server.base.parse().unwrap()).await.unwrap();
-        let url = format!("ws://{}/app/{KEY}?protocol=7", server.base);
+        let stream = tcp.connect(server.address.parse().unwrap()).await.unwrap();
+        let url = format!("ws://{}/app/{KEY}?protocol=7", server.address);
         let (socket, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
         let (sink, mut stream) = socket.split();
         let hello = match stream.next().await {

@@ -1,10 +1,12 @@
 //! A load generator for any Pusher-compatible server, speaking only public protocols: the
 //! Pusher WebSocket protocol 7 and the signed Pusher HTTP API (plus Velo's subscribe and
-//! records APIs for the `velo`, `velo-encrypted` and `subscribe` scenarios).
+//! records APIs for the `velo`, `velo-encrypted`, `subscribe` and `writes` scenarios).
 //!
 //! ```text
 //! cargo bench --bench loadgen                          # every scenario against our release build
 //! cargo bench --bench loadgen -- --scenario broadcast --n 10000
+//! cargo bench --bench loadgen -- --nodes 1,3 --scenario velo,writes --n 1000
+//!     # each run on one node (sled), then on 3 nodes sharing a redis-server; ratios 3 / 1
 //! cargo bench --bench loadgen -- --target http://127.0.0.1:6001 --app-id 1 --key k --secret s \
 //!     --pid 4242 --scenario broadcast,channels,idle   # another Pusher server
 //! cargo bench --bench loadgen -- --server ../old/target/release/velo-realtime  # an older build
@@ -13,28 +15,52 @@
 //! Each scenario reports deliveries/s; end-to-end latency percentiles, exact over every
 //! delivery (the payload carries its send time, `sent_ns`, and a sequence number); missing,
 //! duplicated and misdelivered events and `pusher:error`s (loudly); given the server's pid, its
-//! CPU time per delivery (`/proc/<pid>/stat`, independent of how fast the generator is) and RSS;
-//! and the generator's own CPU per delivery. A summary table ends the run; results go to
-//! `target/loadgen.json` and a plot to `target/loadgen.svg`. Every wait is bounded; targets must
-//! be on 127.0.0.0/8. `cargo test` runs this file without `--bench`: it then checks its client.
+//! CPU time per delivery and per event (`/proc/<pid>/stat`, independent of how fast the
+//! generator is) and RSS; and the generator's own CPU per delivery. A summary table ends the
+//! run; results go to `target/loadgen.json` and a plot to `target/loadgen.svg`. Every wait is
+//! bounded; targets must be on 127.0.0.0/8. `cargo test` runs this file without `--bench`: it
+//! then checks its client, and runs a few sockets and writes on one node and on two nodes
+//! sharing a `redis-server` (which it needs), every count exact.
+//!
+//! `--nodes` lists deployments of our own build, each measured in turn for every scenario and
+//! size: `1` is one server on its own disk (sled, no Redis: the plain mode, the default); `N`
+//! (2 or more) starts a fresh `redis-server` (temp dir, unix socket, `appendonly yes` and
+//! `appendfsync always`: the zero-loss settings we recommend) and N nodes on it, each with its
+//! own data dir and `VELO_NODE_ID`; `redis:1` is one node on Redis. Sockets are spread
+//! round-robin over the nodes, and so are subscribes, record writes and triggers (event `i` to
+//! node `i % N`). Cluster rows add Redis's CPU (`/proc` of the `redis-server`) per delivery and
+//! per event; server CPU is summed over the nodes. Every deployment after the first is printed
+//! as ratios against the first one's run of the same scenario, size and load (deliveries/s,
+//! writes/s, p50, p99, CPU per delivery and per event). Where triggers reach only the sockets
+//! of the node they were sent to (a probe decides before broadcast and channels), those runs
+//! count only those deliveries and say so (`node-local triggers`): an event then reaches only
+//! its node's share of the sockets, so compare CPU per delivery, not per event.
 //!
 //! `velo` subscribes N users × 10 owner-filtered subscriptions to `tasks` (private channels),
-//! then writes records one at a time, each reaching its owner's 10 subscriptions.
-//! `velo-encrypted` is the same on `vault`, an encrypted collection: its events go out on
-//! `private-encrypted-` channels, sealed per subscription, and each socket opens every delivery
-//! with its channel's key (derived from `--encryption-master-key`, which our own server is given
-//! too) before it reads `seq` and `sent_ns`, so the two compare the sealing's cost on the event
-//! path (and the client's opening shows in the generator's CPU). Both subscribe to the
-//! `pusher_channel` the subscribe reply names.
+//! then writes records one at a time, each reaching its owner's 10 subscriptions; it reports
+//! the acknowledged writes/s of that loop too. `velo-encrypted` is the same on `vault`, an
+//! encrypted collection: its events go out on `private-encrypted-` channels, sealed per
+//! subscription, and each socket opens every delivery with its channel's key (derived from
+//! `--encryption-master-key`, which our own server is given too) before it reads `seq` and
+//! `sent_ns`, so the two compare the sealing's cost on the event path (and the client's opening
+//! shows in the generator's CPU). Both subscribe to the `pusher_channel` the subscribe reply
+//! names. `writes` has 64 concurrent writers create N × 10 records on `posts` (no subscriber;
+//! at most 20 s): durable writes/s, and the acknowledgement's latency in the latency columns.
 
 mod client;
+mod deployment;
 #[path = "../support/process.rs"]
 mod process;
+#[allow(dead_code)] // the cluster tests' `kill` and `restart`
+#[path = "../../tests/support/redis.rs"]
+mod redis_server;
+mod report;
+#[path = "../support/server.rs"]
+mod server;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -43,21 +69,29 @@ use velo_realtime::auth::Authenticator;
 use velo_realtime::pusher::signature::{AppCredentials, body_md5};
 
 use client::{Clients, Expect, Opener, Socket, Tally, now_ns};
-use process::{process_times, raise_file_limit};
+use deployment::{Clocks, Deployment, Node, NodeSettings, Nodes, Redis, nodes_rss};
+use process::raise_file_limit;
+use report::{HEADER, Report, Run, line, percentiles, plot, ratios};
 
 #[derive(Parser, Debug)]
 struct Options {
-    /// Scenarios, comma-separated: broadcast, channels, velo, velo-encrypted, idle, subscribe
+    /// Scenarios, comma-separated: broadcast, channels, velo, velo-encrypted, idle, subscribe,
+    /// writes
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "broadcast,channels,velo,velo-encrypted,idle,subscribe"
+        default_value = "broadcast,channels,velo,velo-encrypted,idle,subscribe,writes"
     )]
     scenario: Vec<String>,
     /// Sockets (broadcast, channels), users (velo, velo-encrypted), connections (idle);
     /// repeatable sizes
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     n: Vec<usize>,
+    /// Deployments of our build to measure in turn, comma-separated: 1 (one server on sled),
+    /// N (N nodes sharing a redis-server started for the run), redis:N (also for N = 1).
+    /// Each after the first is compared with the first.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    nodes: Vec<Nodes>,
     /// Events per run (broadcast; channels sends at most 50, each to every channel)
     #[arg(long, default_value_t = 200)]
     events: usize,
@@ -107,87 +141,28 @@ struct Options {
 /// The default master key of encrypted channels: base64 of "velo-loadgen-master-key-32-bytes".
 const MASTER_KEY: &str = "dmVsby1sb2FkZ2VuLW1hc3Rlci1rZXktMzItYnl0ZXM=";
 
-/// Our own release server, started when no target is given.
-struct OwnServer {
-    child: Child,
-    base: String,
-    _data: tempfile::TempDir,
-}
-
-impl OwnServer {
-    fn start(options: &Options) -> OwnServer {
-        let data = tempfile::tempdir().unwrap();
-        let config = data.path().join("velo.toml");
-        let collections = "[[collections]]\nname = \"posts\"\napi_rules = { list = \"\", create = \"\" }\n\n\
-             [[collections]]\nname = \"tasks\"\napi_rules = { list = \"@request.auth.id = owner\", create = \"\" }\n\n\
-             [[collections]]\nname = \"vault\"\nencrypted = true\n\
-             api_rules = { list = \"@request.auth.id = owner\", create = \"\" }\n";
-        std::fs::write(&config, collections).unwrap();
-        let binary = options
-            .server
-            .as_deref()
-            .unwrap_or(env!("CARGO_BIN_EXE_velo-realtime"));
-        let mut child = Command::new(binary)
-            .env("VELO_BIND", "127.0.0.1:0")
-            .env("VELO_DATA_DIR", data.path().join("data"))
-            .env("VELO_CONFIG", &config)
-            .env("VELO_APP_ID", &options.app_id)
-            .env("VELO_APP_KEY", &options.key)
-            .env("VELO_APP_SECRET", &options.secret)
-            .env("VELO_JWT_SECRET", &options.jwt_secret)
-            .env("VELO_ENCRYPTION_MASTER_KEY", &options.encryption_master_key)
-            .env("VELO_SOCKET_QUEUE_FRAMES", "4096")
-            // Thousands of sockets and subscriptions from one address and a few users: the
-            // per-client limits are for real clients, not for this generator.
-            .env("VELO_MAX_CONNECTIONS_PER_ADDRESS", "0")
-            .env("VELO_MAX_SUBSCRIPTIONS_PER_CLIENT", "0")
-            .env("VELO_SUBSCRIBE_RATE", "0")
-            .env("RUST_LOG", "warn,velo_realtime::server=info")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the release server starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = loop {
-            let line = lines
-                .next()
-                .expect("the server logs where it listens")
-                .unwrap();
-            if let Some(address) = line.split("listening on ").nth(1) {
-                break address.trim().to_owned();
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
-        OwnServer {
-            child,
-            base,
-            _data: data,
-        }
-    }
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// CPU seconds (user + system) and RSS (KiB) of a process.
-fn process_usage(pid: Option<u32>) -> Option<(f64, u64)> {
-    process_times(pid).map(|(user, system, rss)| (user + system, rss))
-}
-
+/// The nodes a run sends to, and how.
 #[derive(Clone)]
 struct Target {
-    base: String,
+    nodes: Arc<[Node]>,
+    redis: Option<Redis>,
     app: AppCredentials,
     key: String,
-    pid: Option<u32>,
     http: reqwest::Client,
 }
 
 impl Target {
-    async fn trigger_batch(&self, events: Vec<Value>) {
+    /// The node that the `index`th socket, request or event goes to: round-robin.
+    fn node(&self, index: usize) -> &Node {
+        &self.nodes[index % self.nodes.len()]
+    }
+
+    fn clocks(&self) -> Clocks {
+        Clocks::start(self.nodes.clone(), self.redis.clone())
+    }
+
+    /// Triggers `events` on the `node`th node.
+    async fn trigger_batch(&self, node: usize, events: Vec<Value>) {
         let body = json!({ "batch": events }).to_string();
         let path = format!("/apps/{}/batch_events", self.app.id);
         let mut params = vec![
@@ -203,7 +178,7 @@ impl Target {
         params.push(("auth_signature".to_owned(), signature));
         let response = self
             .http
-            .post(format!("{}{path}", self.base))
+            .post(format!("{}{path}", self.node(node).base))
             .query(&params)
             .header("content-type", "application/json")
             .body(body)
@@ -226,7 +201,7 @@ const SPARE_FILES: u64 = 256;
 /// How long opening one socket may take, from connect to `pusher:connection_established`.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Opens `count` sockets; socket `i` subscribes to `channels(i)` (signed by
+/// Opens `count` sockets, spread round-robin over the nodes; socket `i` subscribes to `channels(i)` (signed by
 /// `auth(socket_id, channel)` for private ones) and expects `expect(i)` of every event. Given
 /// the master key, a socket opens the deliveries of its `private-encrypted-` channels. Waits
 /// (bounded) until every subscription succeeded.
@@ -239,11 +214,6 @@ async fn sockets(
     master_key: Option<&[u8; 32]>,
 ) -> Clients {
     let path = format!("/app/{}?protocol=7", target.key);
-    let server: std::net::SocketAddr = target
-        .base
-        .trim_start_matches("http://")
-        .parse()
-        .expect("host:port");
     let mut clients = Clients::new();
     let mut ready = Vec::with_capacity(count);
     for i in 0..count {
@@ -253,7 +223,7 @@ async fn sockets(
         // Past one source address's ephemeral ports, use 127.0.0.2, .3, ...
         let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + (i / SOCKETS_PER_SOURCE) as u8);
         let opened = tokio::time::timeout(SETUP_TIMEOUT, async {
-            let mut socket = Socket::connect(server, source, &path).await?;
+            let mut socket = Socket::connect(target.node(i).address, source, &path).await?;
             let hello = socket.next_text().await?;
             Ok::<_, std::io::Error>((socket, hello))
         })
@@ -319,108 +289,14 @@ fn once(_: usize) -> Expect {
     }
 }
 
-#[derive(serde::Serialize, Debug)]
-struct Report {
-    scenario: String,
-    n: usize,
-    expected: u64,
-    delivered: u64,
-    missing: u64,
-    /// Copies beyond what a socket should get, deliveries to a socket that should not get
-    /// them, and `pusher:error`s: all zero in a correct run.
-    duplicates: u64,
-    misdelivered: u64,
-    errors: u64,
-    deliveries_per_sec: f64,
-    p50_ms: f64,
-    p90_ms: f64,
-    p99_ms: f64,
-    p999_ms: f64,
-    server_cpu_us_per_delivery: Option<f64>,
-    /// The part of it spent in the kernel (sending, mostly).
-    server_system_us_per_delivery: Option<f64>,
-    server_rss_kib: Option<u64>,
-    /// The generator's own CPU per delivery (it shares the machine with the server).
-    generator_cpu_us_per_delivery: Option<f64>,
-    note: String,
-}
-
-/// What one run measured.
-struct Run {
-    tally: Tally,
-    seconds: f64,
-    /// Server CPU seconds spent during the run: user, system.
-    cpu: Option<(f64, f64)>,
-    /// The generator's CPU seconds during the run.
-    own_cpu: Option<f64>,
-    rss: Option<u64>,
-}
-
-/// CPU clocks of the server and of this process, read before and after a run.
-struct Clocks {
-    server: Option<(f64, f64, u64)>,
-    own: Option<(f64, f64, u64)>,
-    started_ns: u64,
-}
-
-impl Clocks {
-    fn start(target: &Target) -> Clocks {
-        Clocks {
-            server: process_times(target.pid),
-            own: process_times(Some(std::process::id())),
-            started_ns: now_ns(),
-        }
-    }
-
-    fn stop(self, target: &Target, tally: Tally) -> Run {
-        let server = process_times(target.pid);
-        let own = process_times(Some(std::process::id()));
-        Run {
-            seconds: (tally.last_ns.saturating_sub(self.started_ns) as f64 / 1e9).max(1e-9),
-            cpu: self.server.zip(server).map(|(b, a)| (a.0 - b.0, a.1 - b.1)),
-            own_cpu: self.own.zip(own).map(|(b, a)| (a.0 + a.1) - (b.0 + b.1)),
-            rss: server.map(|a| a.2),
-            tally,
-        }
-    }
-}
-
-fn report(scenario: &str, n: usize, expected: u64, run: Run, note: &str) -> Report {
-    let Run {
+/// What a run measured, from its clocks and its sockets' receipts: its time runs from the
+/// clocks' start to the last delivery counted.
+fn finish(clocks: &Clocks, tally: Tally, events: u64) -> Run {
+    Run {
+        seconds: (tally.last_ns.saturating_sub(clocks.started_ns) as f64 / 1e9).max(1e-9),
+        usage: clocks.stop(),
+        events,
         tally,
-        seconds,
-        cpu,
-        own_cpu,
-        rss,
-    } = run;
-    let mut latencies = tally.latencies_us;
-    latencies.sort_unstable();
-    let at = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(f64::NAN, |&us| f64::from(us) / 1e3)
-    };
-    let delivered = latencies.len() as u64;
-    let per_delivery = |seconds: f64| seconds * 1e6 / delivered.max(1) as f64;
-    Report {
-        scenario: scenario.into(),
-        n,
-        expected,
-        delivered,
-        missing: expected.saturating_sub(delivered),
-        duplicates: tally.duplicates,
-        misdelivered: tally.misdelivered,
-        errors: tally.errors,
-        deliveries_per_sec: delivered as f64 / seconds,
-        p50_ms: at(0.5),
-        p90_ms: at(0.9),
-        p99_ms: at(0.99),
-        p999_ms: at(0.999),
-        server_cpu_us_per_delivery: cpu.map(|(user, system)| per_delivery(user + system)),
-        server_system_us_per_delivery: cpu.map(|(_, system)| per_delivery(system)),
-        server_rss_kib: rss,
-        generator_cpu_us_per_delivery: own_cpu.map(per_delivery),
-        note: note.into(),
     }
 }
 
@@ -431,21 +307,135 @@ const MIN_PACED_EVENTS: usize = 5;
 /// How long a run waits for deliveries once nothing arrives any more.
 const PATIENCE: Duration = Duration::from_secs(10);
 
+/// Whose sockets a triggered event reaches. Event `i` of a run is sent to node `i % nodes`;
+/// it reaches every socket on its channels, or, where the nodes do not share triggers, only
+/// those on the node it was sent to.
+#[derive(Clone, Copy)]
+struct Fanout {
+    sockets: usize,
+    nodes: usize,
+    node_local: bool,
+}
+
+impl Fanout {
+    /// What socket `i` (on node `i % nodes`) expects: every event, or its node's.
+    fn expect(&self, i: usize) -> Expect {
+        Expect {
+            copies: 1,
+            owner: self
+                .node_local
+                .then(|| ((i % self.nodes) as u64, self.nodes as u64)),
+        }
+    }
+
+    /// Deliveries expected of events `0..events` (each on channels holding one socket each,
+    /// or on one channel holding them all).
+    fn expected(&self, events: u64) -> u64 {
+        if !self.node_local {
+            return events * self.sockets as u64;
+        }
+        (0..events)
+            .map(|i| self.sockets_on((i % self.nodes as u64) as usize))
+            .sum()
+    }
+
+    /// How many sockets node `node` holds.
+    fn sockets_on(&self, node: usize) -> u64 {
+        ((self.sockets + self.nodes - 1 - node) / self.nodes) as u64
+    }
+
+    /// How the run's notes say it.
+    fn note(&self, note: &str) -> String {
+        if self.node_local {
+            format!("{note}, node-local triggers")
+        } else {
+            note.to_owned()
+        }
+    }
+}
+
+/// The channel of [`triggers_cross_nodes`].
+const PROBE_CHANNEL: &str = "loadgen-probe";
+
+/// Whether an event triggered on one node reaches a socket on another (it does once the nodes
+/// share Pusher triggers): a socket on the second node listens on a probe channel, and the
+/// first node triggers on it.
+async fn triggers_cross_nodes(target: &Target) -> Result<bool, String> {
+    if target.nodes.len() < 2 {
+        return Ok(true);
+    }
+    let path = format!("/app/{}?protocol=7", target.key);
+    let listening = async {
+        let closed = || std::io::Error::other("closed by the server");
+        let mut socket =
+            Socket::connect(target.node(1).address, std::net::Ipv4Addr::LOCALHOST, &path).await?;
+        socket.next_text().await?.ok_or_else(closed)?;
+        let subscribe = json!({"event": "pusher:subscribe", "data": {"channel": PROBE_CHANNEL}});
+        socket.send_text(&subscribe.to_string()).await?;
+        while !socket
+            .next_text()
+            .await?
+            .ok_or_else(closed)?
+            .contains("subscription_succeeded")
+        {}
+        Ok::<_, std::io::Error>(socket)
+    };
+    let mut socket = match tokio::time::timeout(SETUP_TIMEOUT, listening).await {
+        Ok(Ok(socket)) => socket,
+        Ok(Err(error)) => return Err(format!("the trigger probe's socket on node-1: {error}")),
+        Err(_) => {
+            return Err(format!(
+                "the trigger probe's socket on node-1: no subscription in {SETUP_TIMEOUT:?}"
+            ));
+        }
+    };
+    let event = json!({"name": "probe", "channel": PROBE_CHANNEL, "data": "{}"});
+    target.trigger_batch(0, vec![event]).await;
+    let arrived = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(Some(text)) = socket.next_text().await {
+            if text.contains(r#""probe""#) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    Ok(arrived.unwrap_or(false))
+}
+
+/// The fanout of a trigger scenario with `sockets` sockets on `target`, said once per run.
+async fn fanout(target: &Target, sockets: usize) -> Result<Fanout, String> {
+    let nodes = target.nodes.len();
+    let cross = triggers_cross_nodes(target).await?;
+    if !cross {
+        eprintln!(
+            "  triggers reach only the sockets of the node they are sent to on this build: \
+             counting only those deliveries (node-local triggers)"
+        );
+    }
+    Ok(Fanout {
+        sockets,
+        nodes,
+        node_local: !cross,
+    })
+}
+
 /// A run of triggered events: `events` events on every channel of `channels` (10 channels a
-/// request, up to 8 requests in flight), each expected `per_event` times; as fast as the server
-/// takes them, or at `pace` events per second. Sequence numbers start at `base`.
+/// request, up to 8 requests in flight, event `i` to node `i % nodes`), reaching sockets as
+/// `fanout` says; as fast as the server takes them, or at `pace` events per second. Sequence
+/// numbers start at `base`.
 struct Blast<'a> {
     channels: &'a [String],
     events: usize,
-    per_event: u64,
+    fanout: Fanout,
     pace: Option<f64>,
     base: u64,
 }
 
-/// Runs a blast: what it measured, and the event rate it achieved.
+/// Runs a blast: what it measured, the deliveries expected, and the event rate it achieved.
 async fn blast(target: &Target, clients: &Clients, blast: Blast<'_>) -> (Run, u64, f64) {
     clients.begin(blast.base);
-    let clocks = Clocks::start(target);
+    let clocks = target.clocks();
     let started = Instant::now();
     let payload = "x".repeat(100);
     // Requests run as tasks, at most 8 at once, so that they go out when due (a paced run
@@ -472,15 +462,16 @@ async fn blast(target: &Target, clients: &Clients, blast: Blast<'_>) -> (Run, u6
                 .expect("the semaphore stays open");
             let (target, chunk) = (target.clone(), chunk.to_vec());
             requests.push(tokio::spawn(async move {
-                target.trigger_batch(chunk).await;
+                target.trigger_batch(i as usize, chunk).await;
                 drop(permit);
             }));
         }
     }
     futures::future::join_all(requests).await;
-    let expected = blast.events as u64 * blast.per_event;
+    let expected = blast.fanout.expected(blast.events as u64);
     clients.wait(expected, PATIENCE).await;
-    let run = clocks.stop(target, clients.tally());
+    let events = (blast.events * blast.channels.len()) as u64;
+    let run = finish(&clocks, clients.tally(), events);
     let event_rate = blast.events as f64 / run.seconds;
     (run, expected, event_rate)
 }
@@ -491,7 +482,7 @@ struct Plan<'a> {
     n: usize,
     channels: &'a [String],
     events: usize,
-    per_event: u64,
+    fanout: Fanout,
     /// A fixed event rate; `None` runs at saturation, then at half and at a tenth of the
     /// saturated rate (the latency of a loaded server, and of a lightly loaded one).
     pace: Option<f64>,
@@ -501,22 +492,24 @@ async fn runs(target: &Target, clients: &Clients, plan: Plan<'_>) -> Vec<Report>
     let blast_at = |pace, base| Blast {
         channels: plan.channels,
         events: plan.events,
-        per_event: plan.per_event,
+        fanout: plan.fanout,
         pace,
         base,
     };
+    let note = |note: &str| plan.fanout.note(note);
     if let Some(rate) = plan.pace {
         let (run, expected, _) = blast(target, clients, blast_at(Some(rate), 0)).await;
-        return vec![report(
-            plan.scenario,
-            plan.n,
-            expected,
-            run,
-            &format!("paced at {rate} events/s"),
-        )];
+        let note = note(&format!("paced at {rate} events/s"));
+        return vec![Report::new(plan.scenario, plan.n, expected, run, &note)];
     }
     let (run, expected, rate) = blast(target, clients, blast_at(None, 0)).await;
-    let mut reports = vec![report(plan.scenario, plan.n, expected, run, "saturation")];
+    let mut reports = vec![Report::new(
+        plan.scenario,
+        plan.n,
+        expected,
+        run,
+        &note("saturation"),
+    )];
     for (share, name) in [(0.5, "50%"), (0.1, "10%")] {
         let paced = rate * share;
         let base = reports.len() as u64 * plan.events as u64;
@@ -525,19 +518,25 @@ async fn runs(target: &Target, clients: &Clients, plan: Plan<'_>) -> Vec<Report>
         let mut paced_blast = blast_at(Some(paced), base);
         paced_blast.events = (events as usize).max(MIN_PACED_EVENTS);
         let (run, expected, _) = blast(target, clients, paced_blast).await;
-        let note = format!("paced at {name} ({paced:.0} events/s)");
-        reports.push(report(plan.scenario, plan.n, expected, run, &note));
+        let note = note(&format!("paced at {name} ({paced:.0} events/s)"));
+        reports.push(Report::new(plan.scenario, plan.n, expected, run, &note));
     }
     reports
 }
 
-async fn broadcast(target: &Target, n: usize, events: usize, pace: Option<f64>) -> Vec<Report> {
+async fn broadcast(
+    target: &Target,
+    n: usize,
+    events: usize,
+    pace: Option<f64>,
+) -> Result<Vec<Report>, String> {
+    let fanout = fanout(target, n).await?;
     let clients = sockets(
         target,
         n,
         |_| vec!["broadcast".into()],
         |_, _| None,
-        once,
+        |i| fanout.expect(i),
         None,
     )
     .await;
@@ -547,20 +546,26 @@ async fn broadcast(target: &Target, n: usize, events: usize, pace: Option<f64>) 
         n,
         channels: &channels,
         events,
-        per_event: n as u64,
+        fanout,
         pace,
     };
-    runs(target, &clients, plan).await
+    Ok(runs(target, &clients, plan).await)
 }
 
-async fn channels(target: &Target, n: usize, events: usize, pace: Option<f64>) -> Vec<Report> {
+async fn channels(
+    target: &Target,
+    n: usize,
+    events: usize,
+    pace: Option<f64>,
+) -> Result<Vec<Report>, String> {
+    let fanout = fanout(target, n).await?;
     let names: Vec<String> = (0..n).map(|i| format!("room-{i}")).collect();
     let clients = sockets(
         target,
         n,
         |i| vec![names[i].clone()],
         |_, _| None,
-        once,
+        |i| fanout.expect(i),
         None,
     )
     .await;
@@ -569,10 +574,10 @@ async fn channels(target: &Target, n: usize, events: usize, pace: Option<f64>) -
         n,
         channels: &names,
         events: events.min(50),
-        per_event: n as u64,
+        fanout,
         pace,
     };
-    runs(target, &clients, plan).await
+    Ok(runs(target, &clients, plan).await)
 }
 
 /// Subscriptions each velo user holds (one socket per user holds them all).
@@ -581,7 +586,7 @@ const SUBSCRIPTIONS_PER_USER: usize = 10;
 /// `users` users with 10 owner-filtered private subscriptions each (one socket per user holds
 /// them), record writes each reaching its owner's 10 subscriptions and nobody else: on `tasks`,
 /// or `encrypted` on `vault`, whose deliveries are sealed per subscription and opened by the
-/// sockets.
+/// sockets. Subscribes and writes go round-robin to the nodes.
 async fn velo(
     target: &Target,
     options: &Options,
@@ -609,9 +614,10 @@ async fn velo(
     let mut channels: Vec<Vec<String>> = vec![Vec::new(); users];
     for round in 0..SUBSCRIPTIONS_PER_USER {
         for (u, token) in tokens.iter().enumerate() {
+            let node = target.node(round * users + u);
             let reply: Value = target
                 .http
-                .post(format!("{}/api/realtime/subscribe", target.base))
+                .post(format!("{}/api/realtime/subscribe", node.base))
                 .bearer_auth(token)
                 .json(
                     &json!({ "collection": collection, "filter": format!("kind != 'noise{round}'") }),
@@ -647,51 +653,142 @@ async fn velo(
     )
     .await;
     clients.begin(0);
-    let clocks = Clocks::start(target);
-    for seq in 0..writes as u64 {
-        let owner = format!("user{}", seq as usize % users);
+    let clocks = target.clocks();
+    let started = Instant::now();
+    let mut acknowledged = 0;
+    for seq in 0..writes {
+        let owner = format!("user{}", seq % users);
         let record = json!({ "seq": seq, "sent_ns": now_ns(), "owner": owner, "kind": "task" });
         let response = target
             .http
             .post(format!(
                 "{}/api/collections/{collection}/records",
-                target.base
+                target.node(seq).base
             ))
             .json(&record)
             .send()
             .await;
-        if !matches!(&response, Ok(r) if r.status().is_success()) {
+        if matches!(&response, Ok(r) if r.status().is_success()) {
+            acknowledged += 1;
+        } else {
             eprintln!("a write failed");
         }
     }
+    let writing = started.elapsed().as_secs_f64();
     let expected = (writes * SUBSCRIPTIONS_PER_USER) as u64;
     clients.wait(expected, PATIENCE).await;
-    let run = clocks.stop(target, clients.tally());
-    report(
+    let run = finish(&clocks, clients.tally(), acknowledged);
+    let mut report = Report::new(
         scenario,
         users * SUBSCRIPTIONS_PER_USER,
         expected,
         run,
         "writes one at a time, durable",
-    )
+    );
+    report.durable_writes_per_sec = Some(acknowledged as f64 / writing);
+    report
+}
+
+/// Concurrent writers of the `writes` scenario (as `wrk -c64` was run before it existed).
+const WRITERS: usize = 64;
+
+/// The longest a `writes` run takes; it stops early past it.
+const WRITE_RUN: Duration = Duration::from_secs(20);
+
+/// `total` record creates on `posts` (no subscriber) by 64 concurrent writers, round-robin
+/// over the nodes: acknowledged (durable) writes/s, and the acknowledgement's latency.
+async fn durable_writes(target: &Target, total: usize) -> Report {
+    let next = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let latencies_us = Arc::new(Mutex::new(Vec::with_capacity(total)));
+    let clocks = target.clocks();
+    let started = Instant::now();
+    let workers: Vec<_> = (0..WRITERS)
+        .map(|_| {
+            let (target, next, failed, latencies_us) = (
+                target.clone(),
+                next.clone(),
+                failed.clone(),
+                latencies_us.clone(),
+            );
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    if k >= total || started.elapsed() > WRITE_RUN {
+                        break;
+                    }
+                    let record = json!({ "title": format!("write {k}"), "n": k });
+                    let sent = Instant::now();
+                    let response = target
+                        .http
+                        .post(format!(
+                            "{}/api/collections/posts/records",
+                            target.node(k).base
+                        ))
+                        .json(&record)
+                        .send()
+                        .await;
+                    if matches!(&response, Ok(r) if r.status().is_success()) {
+                        mine.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                latencies_us
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(mine);
+            })
+        })
+        .collect();
+    futures::future::join_all(workers).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let latencies_us = std::mem::take(&mut *latencies_us.lock().unwrap_or_else(|e| e.into_inner()));
+    let acknowledged = latencies_us.len() as u64;
+    let tally = Tally {
+        errors: failed.load(Ordering::Relaxed),
+        ..Tally::default()
+    };
+    let run = Run {
+        tally,
+        seconds,
+        events: acknowledged,
+        usage: clocks.stop(),
+    };
+    let cut = (acknowledged + run.tally.errors) < total as u64;
+    let mut report = Report::new("writes", total, 0, run, "");
+    [report.p50_ms, report.p90_ms, report.p99_ms, report.p999_ms] = percentiles(latencies_us);
+    report.durable_writes_per_sec = Some(acknowledged as f64 / seconds);
+    report.note = format!(
+        "{WRITERS} concurrent writers, latency = acknowledgement{}",
+        if cut {
+            format!(", stopped at {WRITE_RUN:?}")
+        } else {
+            String::new()
+        }
+    );
+    report
 }
 
 async fn idle(target: &Target, n: usize) -> Report {
-    let before = process_usage(target.pid);
+    let before = nodes_rss(&target.nodes);
     let clients = sockets(target, n, |_| Vec::new(), |_, _| None, once, None).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = process_usage(target.pid);
+    let after = nodes_rss(&target.nodes);
     let per = before
         .zip(after)
-        .map(|(b, a)| (a.1.saturating_sub(b.1)) as f64 / clients.len() as f64);
+        .map(|(b, a)| a.saturating_sub(b) as f64 / clients.len() as f64);
     let run = Run {
         tally: Tally::default(),
         seconds: 1.0,
-        cpu: None,
-        own_cpu: None,
-        rss: after.map(|a| a.1),
+        events: 0,
+        usage: deployment::Usage {
+            rss: after,
+            ..Default::default()
+        },
     };
-    let mut report = report("idle", n, 0, run, "");
+    let mut report = Report::new("idle", n, 0, run, "");
     report.note = per.map_or("give --pid for RSS".into(), |kib| {
         format!("{kib:.1} KiB per connection")
     });
@@ -703,11 +800,12 @@ async fn subscribe_rate(target: &Target, total: usize) -> Report {
     let started = Instant::now();
     let workers: Vec<_> = (0..64)
         .map(|w| {
-            let (http, base, done) = (target.http.clone(), target.base.clone(), done.clone());
+            let (target, done) = (target.clone(), done.clone());
             tokio::spawn(async move {
                 for i in (w..total).step_by(64) {
                     let body = json!({ "collection": "posts", "filter": format!("author = 'u{}'", i % 10_000) });
-                    if let Ok(response) = http.post(format!("{base}/api/realtime/subscribe")).json(&body).send().await
+                    let url = format!("{}/api/realtime/subscribe", target.node(i).base);
+                    if let Ok(response) = target.http.post(url).json(&body).send().await
                         && response.status().is_success()
                     {
                         done.fetch_add(1, Ordering::Relaxed);
@@ -722,11 +820,10 @@ async fn subscribe_rate(target: &Target, total: usize) -> Report {
     let run = Run {
         tally: Tally::default(),
         seconds,
-        cpu: None,
-        own_cpu: None,
-        rss: None,
+        events: 0,
+        usage: deployment::Usage::default(),
     };
-    let mut report = report("subscribe", total, total as u64, run, "");
+    let mut report = Report::new("subscribe", total, total as u64, run, "");
     report.delivered = ok;
     report.missing = total as u64 - ok;
     report.deliveries_per_sec = ok as f64 / seconds;
@@ -734,193 +831,215 @@ async fn subscribe_rate(target: &Target, total: usize) -> Report {
     report
 }
 
-const HEADER: &str = "scenario             n  deliveries/s   p50 ms   p90 ms   p99 ms p99.9 ms  server µs/delivery (sys)  generator µs  run";
-
-/// One report as a row of the summary table; anything lost or wrong is shouted.
-fn line(report: &Report) -> String {
-    let mut faults = String::new();
-    for (count, what) in [
-        (report.missing, "MISSING"),
-        (report.duplicates, "DUPLICATED"),
-        (report.misdelivered, "MISDELIVERED"),
-        (report.errors, "ERRORS"),
-    ] {
-        if count > 0 {
-            faults.push_str(&format!("  !!! {count} {what}"));
-        }
-    }
-    let server = report
-        .server_cpu_us_per_delivery
-        .zip(report.server_system_us_per_delivery)
-        .map_or("-".into(), |(cpu, system)| {
-            format!("{cpu:.2} ({system:.2})")
-        });
-    let generator = report
-        .generator_cpu_us_per_delivery
-        .map_or("-".into(), |cpu| format!("{cpu:.2}"));
-    format!(
-        "{:<14} {:>7} {:>13.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {:>24}  {:>12}  {}{faults}",
-        report.scenario,
-        report.n,
-        report.deliveries_per_sec,
-        report.p50_ms,
-        report.p90_ms,
-        report.p99_ms,
-        report.p999_ms,
-        server,
-        generator,
-        report.note,
-    )
+/// Every report of an invocation, and each later deployment's runs against the first's.
+#[derive(Default)]
+struct Results {
+    reports: Vec<Report>,
+    ratios: Vec<String>,
 }
 
-fn main() {
-    let options = Options::parse();
-    if !options.bench {
-        // `cargo test` runs this harness-less bench without `--bench`: check the client.
-        client::self_check();
-        println!(
-            "loadgen: client checks passed; run with `cargo bench --bench loadgen [-- options]`"
+const SCENARIOS: [&str; 7] = [
+    "broadcast",
+    "channels",
+    "velo",
+    "velo-encrypted",
+    "idle",
+    "subscribe",
+    "writes",
+];
+
+/// Runs every scenario at every size on every deployment, printing each row (and its ratios
+/// against the first deployment) as it comes.
+async fn run_all(options: &Options, results: &mut Results, file_limit: u64) -> Result<(), String> {
+    let settings = NodeSettings {
+        binary: options
+            .server
+            .as_deref()
+            .unwrap_or(env!("CARGO_BIN_EXE_velo-realtime")),
+        app_id: &options.app_id,
+        key: &options.key,
+        secret: &options.secret,
+        jwt_secret: &options.jwt_secret,
+        encryption_master_key: &options.encryption_master_key,
+    };
+    for scenario in &options.scenario {
+        for &n in &options.n {
+            let sockets = if matches!(scenario.as_str(), "subscribe" | "writes") {
+                0
+            } else {
+                n as u64
+            };
+            if sockets + SPARE_FILES > file_limit {
+                eprintln!(
+                    "!!! {scenario} n={n} skipped: it needs {} open files and this process may \
+                     hold {file_limit} (the hard limit; raise it with `ulimit -Hn` as root)",
+                    sockets + SPARE_FILES
+                );
+                continue;
+            }
+            let mut baseline: Option<Vec<Report>> = None;
+            for &nodes in &options.nodes {
+                // Our own deployment starts fresh for every run, so one run's memory and state
+                // do not colour the next (RSS deltas above all).
+                let deployment = match &options.target {
+                    Some(base) => Deployment::running(base, options.pid)?,
+                    None => Deployment::start(&settings, nodes)?,
+                };
+                let target = Target {
+                    nodes: deployment.nodes.clone().into(),
+                    redis: deployment.redis.clone(),
+                    app: AppCredentials::new(&options.app_id, &options.key, &options.secret),
+                    key: options.key.clone(),
+                    http: reqwest::Client::builder()
+                        .timeout(Duration::from_secs(30))
+                        .build()
+                        .map_err(|error| format!("no HTTP client: {error}"))?,
+                };
+                let mut reports = match scenario.as_str() {
+                    "broadcast" => broadcast(&target, n, options.events, options.pace).await?,
+                    "channels" => channels(&target, n, options.events, options.pace).await?,
+                    "velo" => vec![velo(&target, options, n, options.writes, false).await],
+                    "velo-encrypted" => vec![velo(&target, options, n, options.writes, true).await],
+                    "idle" => vec![idle(&target, n).await],
+                    "subscribe" => vec![subscribe_rate(&target, n * 10).await],
+                    "writes" => vec![durable_writes(&target, n * 10).await],
+                    other => unreachable!("scenarios are checked before a run: {other}"),
+                };
+                for report in &mut reports {
+                    report.nodes = match &options.target {
+                        Some(_) => "target".into(),
+                        None => nodes.to_string(),
+                    };
+                    println!("{}", line(report));
+                }
+                match &baseline {
+                    None => baseline = Some(reports.clone()),
+                    Some(first) => {
+                        for (report, first) in reports.iter().zip(first) {
+                            let ratio = ratios(report, first);
+                            println!("  {ratio}");
+                            results.ratios.push(ratio);
+                        }
+                    }
+                }
+                results.reports.extend(reports);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A whole invocation: every run, then the summary, the ratios, the JSON and the plot (also
+/// of the runs done when one fails or Ctrl-C stops it; what it started is stopped either way).
+fn measure(options: &Options) -> Result<Vec<Report>, String> {
+    if let Some(unknown) = options
+        .scenario
+        .iter()
+        .find(|scenario| !SCENARIOS.contains(&scenario.as_str()))
+    {
+        return Err(format!(
+            "unknown scenario `{unknown}`; the scenarios are {}",
+            SCENARIOS.join(", ")
+        ));
+    }
+    if options.target.is_some() && options.nodes != [Nodes::Single] {
+        return Err(
+            "--nodes starts nodes of our own; with --target the generator measures the \
+                    server that runs there"
+                .into(),
         );
-        return;
+    }
+    if options.nodes.iter().any(|nodes| *nodes != Nodes::Single) {
+        println!(
+            "cluster runs: for each run a fresh redis-server (temp dir, unix socket, appendonly \
+             yes, appendfsync always: the zero-loss settings we recommend) and its nodes, each \
+             with its own data dir and VELO_NODE_ID, all on 127.0.0.1"
+        );
     }
     let file_limit = raise_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(options.threads)
         .enable_all()
         .build()
-        .unwrap();
-    let mut reports = Vec::new();
+        .map_err(|error| format!("no runtime: {error}"))?;
+    let mut results = Results::default();
     println!("{HEADER}");
-    runtime.block_on(async {
-        for scenario in &options.scenario {
-            for &n in &options.n {
-                let sockets = if matches!(scenario.as_str(), "subscribe") {
-                    0
-                } else {
-                    n as u64
-                };
-                if sockets + SPARE_FILES > file_limit {
-                    eprintln!(
-                        "!!! {scenario} n={n} skipped: it needs {} open files and this process may \
-                         hold {file_limit} (the hard limit; raise it with `ulimit -Hn` as root)",
-                        sockets + SPARE_FILES
-                    );
-                    continue;
-                }
-                // Our own server starts fresh for every run, so one run's memory and state do
-                // not colour the next (RSS deltas above all).
-                let own = options.target.is_none().then(|| OwnServer::start(&options));
-                let base = options.target.clone().unwrap_or_else(|| {
-                    own.as_ref()
-                        .map(|server| server.base.clone())
-                        .unwrap_or_default()
-                });
-                assert!(
-                    base.starts_with("http://127."),
-                    "targets must be on 127.0.0.0/8"
-                );
-                let target = Target {
-                    app: AppCredentials::new(&options.app_id, &options.key, &options.secret),
-                    key: options.key.clone(),
-                    pid: options.pid.or(own.as_ref().map(|server| server.child.id())),
-                    http: reqwest::Client::builder()
-                        .timeout(Duration::from_secs(30))
-                        .build()
-                        .expect("an HTTP client"),
-                    base,
-                };
-                let results = match scenario.as_str() {
-                    "broadcast" => broadcast(&target, n, options.events, options.pace).await,
-                    "channels" => channels(&target, n, options.events, options.pace).await,
-                    "velo" => vec![velo(&target, &options, n, options.writes, false).await],
-                    "velo-encrypted" => {
-                        vec![velo(&target, &options, n, options.writes, true).await]
-                    }
-                    "idle" => vec![idle(&target, n).await],
-                    "subscribe" => vec![subscribe_rate(&target, n * 10).await],
-                    other => panic!("unknown scenario {other}"),
-                };
-                for result in results {
-                    println!("{}", line(&result));
-                    reports.push(result);
-                }
-            }
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            biased;
+            _ = tokio::signal::ctrl_c() => Err("interrupted; what it started is stopped".to_owned()),
+            outcome = run_all(options, &mut results, file_limit) => outcome,
         }
     });
     println!("\nsummary\n{HEADER}");
-    reports
+    results
+        .reports
         .iter()
         .for_each(|report| println!("{}", line(report)));
-    plot(&reports, &options.plot);
-    std::fs::write(
-        &options.json,
-        serde_json::to_string_pretty(&reports).unwrap(),
-    )
-    .expect("JSON results written");
+    if !results.ratios.is_empty() {
+        println!("\nratios against {}", options.nodes[0]);
+        results.ratios.iter().for_each(|ratio| println!("{ratio}"));
+    }
+    plot(&results.reports, &options.plot);
+    let json = serde_json::to_string_pretty(&results.reports).expect("reports serialize");
+    std::fs::write(&options.json, json)
+        .map_err(|error| format!("results not written to {}: {error}", options.json))?;
     println!("results: {}", options.json);
+    outcome.map(|()| results.reports)
 }
 
-/// Deliveries/s at saturation and p99 latency at half that rate, against N, as SVG.
-fn plot(reports: &[Report], path: &str) {
-    use plotters::prelude::*;
-    let saturated: Vec<&Report> = reports.iter().filter(|r| r.note == "saturation").collect();
-    let half: Vec<&Report> = reports
-        .iter()
-        .filter(|r| r.note.starts_with("paced at 50%"))
-        .collect();
-    if saturated.is_empty() {
-        return;
+/// `cargo test`'s check of the multi-node path: a few sockets, triggers and writes on one node
+/// and on two nodes sharing a redis-server, every count exact.
+fn check_nodes() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let json = dir.path().join("loadgen.json");
+    let svg = dir.path().join("loadgen.svg");
+    let options = Options::parse_from([
+        "loadgen",
+        "--scenario=broadcast,velo,writes",
+        "--n=6",
+        "--events=10",
+        "--pace=200",
+        "--writes=12",
+        "--nodes=1,2",
+        &format!("--json={}", json.display()),
+        &format!("--plot={}", svg.display()),
+    ]);
+    let reports = measure(&options).unwrap_or_else(|error| panic!("loadgen --nodes 1,2: {error}"));
+    assert_eq!(reports.len(), 6, "three scenarios on two deployments");
+    for report in &reports {
+        let faults = report.missing + report.duplicates + report.misdelivered + report.errors;
+        assert_eq!(faults, 0, "{}", line(report));
+        assert_eq!(
+            report.redis_cpu_us_per_event.is_some(),
+            report.nodes == "2 redis",
+            "{}",
+            line(report)
+        );
     }
-    let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
-    let _ = root.fill(&WHITE);
-    let (left, right) = root.split_horizontally(450);
-    let max_n = saturated.iter().map(|r| r.n).max().unwrap_or(1) as f64;
-    let scenarios = ["broadcast", "channels"];
-    let colors = [RED, BLUE];
-    let draw = |area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
-                title: &str,
-                runs: &[&Report],
-                value: &dyn Fn(&Report) -> f64| {
-        let top = runs
-            .iter()
-            .map(|r| value(r))
-            .filter(|v| v.is_finite())
-            .fold(1.0, f64::max);
-        let Ok(mut chart) = ChartBuilder::on(area)
-            .caption(title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..max_n * 1.05, 0.0..top * 1.1)
-        else {
-            return;
-        };
-        let _ = chart.configure_mesh().x_desc("N (sockets)").draw();
-        for (scenario, color) in scenarios.iter().zip(colors) {
-            let points: Vec<(f64, f64)> = runs
-                .iter()
-                .filter(|r| r.scenario == *scenario)
-                .map(|r| (r.n as f64, value(r)))
-                .collect();
-            if let Ok(series) = chart.draw_series(LineSeries::new(points.clone(), color)) {
-                series
-                    .label(*scenario)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
-            }
-            let _ = chart.draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 3, color.filled())),
-            );
+    let writes = reports
+        .iter()
+        .filter(|r| r.durable_writes_per_sec.is_some());
+    assert_eq!(writes.count(), 4, "velo and writes on both deployments");
+}
+
+fn main() -> ExitCode {
+    let options = Options::parse();
+    if !options.bench {
+        // `cargo test` runs this harness-less bench without `--bench`: check the client and
+        // the multi-node path.
+        client::self_check();
+        check_nodes();
+        println!(
+            "loadgen: client and multi-node checks passed; run with `cargo bench --bench loadgen [-- options]`"
+        );
+        return ExitCode::SUCCESS;
+    }
+    match measure(&options) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("loadgen: {error}");
+            ExitCode::FAILURE
         }
-        let _ = chart.configure_series_labels().border_style(BLACK).draw();
-    };
-    draw(&left, "deliveries/s at saturation", &saturated, &|r| {
-        r.deliveries_per_sec
-    });
-    draw(&right, "p99 latency (ms) at 50% of it", &half, &|r| {
-        r.p99_ms
-    });
-    let _ = root.present();
-    println!("plot: {path}");
+    }
 }

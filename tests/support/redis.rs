@@ -1,6 +1,7 @@
-//! A real `redis-server` for cluster tests: in a temp dir, on a unix socket there (no port to
-//! race for), with `appendonly yes` and `appendfsync always` so that a `kill -9` loses nothing
-//! it acknowledged.
+//! A real `redis-server` in a temp dir, on a unix socket there (no port to race for), with
+//! `appendonly yes` and `appendfsync always` (the settings we recommend) so that a `kill -9`
+//! loses nothing it acknowledged: for the cluster tests, and for the load generator's
+//! multi-node runs, which include this file with `#[path]`.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -43,10 +44,21 @@ impl RedisServer {
     /// Starts `redis-server` and waits (up to 10 s) until it answers.
     pub fn start() -> RedisServer {
         ensure_installed();
-        let dir = tempfile::tempdir().expect("a temp dir");
+        Self::try_start().unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// [`RedisServer::start`], saying what went wrong (`redis-server` not installed, or not
+    /// answering) instead of panicking.
+    pub fn try_start() -> Result<RedisServer, String> {
+        let dir = tempfile::tempdir().map_err(|error| format!("no temp dir for Redis: {error}"))?;
         let mut redis = RedisServer { child: None, dir };
-        redis.run();
-        redis
+        redis.run()?;
+        Ok(redis)
+    }
+
+    /// Its process id while it runs (for its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     fn socket(&self) -> PathBuf {
@@ -58,8 +70,8 @@ impl RedisServer {
         format!("unix://{}", self.socket().display())
     }
 
-    fn run(&mut self) {
-        let child = Command::new("redis-server")
+    fn run(&mut self) -> Result<(), String> {
+        let spawned = Command::new("redis-server")
             .args(["--port", "0", "--unixsocket"])
             .arg(self.socket())
             .args(["--unixsocketperm", "700", "--dir"])
@@ -74,17 +86,29 @@ impl RedisServer {
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
-            .spawn()
-            .expect("redis-server runs (Debian package redis-server)");
-        self.child = Some(child);
+            .spawn();
+        match spawned {
+            Ok(child) => self.child = Some(child),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err("redis-server is not installed: `apt-get install redis-server`".into());
+            }
+            Err(error) => return Err(format!("redis-server did not start: {error}")),
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.answers() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer within 10 s"
-            );
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                return Err(format!("redis-server exited at once ({status})"));
+            }
+            if Instant::now() > deadline {
+                return Err("redis-server did not answer within 10 s".into());
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     /// Whether it answers PING.
@@ -123,14 +147,14 @@ impl RedisServer {
     /// Starts it again on the same directory (after `kill`): it replays its append-only file.
     pub fn restart(&mut self) {
         self.kill();
-        self.run();
+        self.run().unwrap_or_else(|error| panic!("{error}"));
     }
 
     /// Kills it and starts it again with nothing: what a Redis that lost its data looks like.
     pub fn restart_empty(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(self.dir.path().join("appendonlydir"));
-        self.run();
+        self.run().unwrap_or_else(|error| panic!("{error}"));
     }
 }
 
