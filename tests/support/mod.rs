@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the helpers
 
+pub mod redis;
+pub mod webhooks;
 pub mod ws;
 
 use std::io::{BufRead, BufReader};
