@@ -19,7 +19,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::hub::{Connection, Outbound, Refusal};
-use super::presence::Member;
+use super::peers::{ChannelFrame, PeerMessage, Unavailable};
+use super::presence::{JoinError, Member};
 use super::protocol::{
     ChannelKind, ClientFrame, Code, SocketId, SubscribeData, USER_CHANNEL_PREFIX, channel_kind,
     frames,
@@ -272,8 +273,13 @@ impl Session<'_> {
             // Already subscribed: confirmed again, with the members on a presence channel
             // (pusher-js reads them from every confirmation).
             let again = if kind == ChannelKind::Presence {
-                let members = self.driver.presence.members(channel).await;
-                frames::presence_succeeded(channel, &members)
+                match self.driver.presence.members(channel).await {
+                    Ok(members) => frames::presence_succeeded(channel, &members),
+                    Err(unavailable) => {
+                        self.refuse_unavailable(channel, &unavailable);
+                        return;
+                    }
+                }
             } else {
                 frames::subscription_succeeded(channel)
             };
@@ -341,9 +347,7 @@ impl Session<'_> {
             self.send(succeeded);
             (first, false)
         };
-        if first {
-            self.driver.node_occupancy(channel, true).await;
-        }
+        self.driver.node_occupancy(channel, true, first).await;
         if missed {
             self.driver.webhooks.cache_miss(channel);
         }
@@ -410,6 +414,24 @@ impl Session<'_> {
         self.driver
             .hub
             .publish(channel, &relayed, Some(&self.connection.id));
+        self.driver.forward(|| PeerMessage::Frames {
+            frames: vec![ChannelFrame {
+                channel: channel.to_owned(),
+                frame: relayed,
+                except: Some(self.connection.id.clone()),
+            }],
+            keep: false,
+        });
+    }
+
+    /// Refuses a subscription the cluster could not decide in time (503: try again).
+    fn refuse_unavailable(&self, channel: &str, unavailable: &Unavailable) {
+        self.refuse(
+            channel,
+            "ServiceUnavailable",
+            503,
+            &format!("{unavailable}; try again"),
+        );
     }
 }
 
@@ -489,16 +511,24 @@ impl Session<'_> {
                 self.driver.limits.presence_max_members,
             )
             .await;
-        let Ok(joined) = joined else {
-            self.channels.retain(|known| known != channel);
-            self.memberships.retain(|(joined, _)| joined != channel);
-            self.refuse(
-                channel,
-                "LimitReached",
-                Code::OverCapacity.as_u16(),
-                "The presence channel is full",
-            );
-            return;
+        let joined = match joined {
+            Ok(joined) => joined,
+            Err(refusal) => {
+                self.channels.retain(|known| known != channel);
+                self.memberships.retain(|(joined, _)| joined != channel);
+                match refusal {
+                    JoinError::LimitReached => self.refuse(
+                        channel,
+                        "LimitReached",
+                        Code::OverCapacity.as_u16(),
+                        &refusal.to_string(),
+                    ),
+                    JoinError::Unavailable(unavailable) => {
+                        self.refuse_unavailable(channel, &unavailable)
+                    }
+                }
+                return;
+            }
         };
         let succeeded = frames::presence_succeeded(channel, &joined.members);
         self.enter(channel, succeeded).await;
@@ -507,6 +537,14 @@ impl Session<'_> {
             self.driver
                 .hub
                 .publish(channel, &added, Some(&self.connection.id));
+            self.driver.forward(|| PeerMessage::Frames {
+                frames: vec![ChannelFrame {
+                    channel: channel.to_owned(),
+                    frame: added,
+                    except: Some(self.connection.id.clone()),
+                }],
+                keep: false,
+            });
             self.driver.webhooks.member_added(channel, &user_id);
         }
     }
@@ -534,13 +572,19 @@ impl Session<'_> {
             if last {
                 let removed = Utf8Bytes::from(frames::member_removed(channel, user_id));
                 driver.hub.publish(channel, &removed, None);
+                driver.forward(|| PeerMessage::Frames {
+                    frames: vec![ChannelFrame {
+                        channel: channel.to_owned(),
+                        frame: removed,
+                        except: None,
+                    }],
+                    keep: false,
+                });
                 driver.webhooks.member_removed(channel, user_id);
             }
             self.memberships.swap_remove(index);
         }
-        if last_here {
-            driver.node_occupancy(channel, false).await;
-        }
+        driver.node_occupancy(channel, false, last_here).await;
         self.channels.retain(|known| known != channel);
     }
 
