@@ -327,7 +327,7 @@ impl Session<'_> {
         let _turn = driver.turn(channel).await;
         self.channels.push(channel.to_owned());
         let succeeded = frames::subscription_succeeded(channel);
-        self.enter(channel, succeeded).await;
+        self.enter(channel, succeeded, 0).await;
     }
 
     /// Puts this socket on `channel` (in the channel's turn) and confirms with `succeeded`:
@@ -335,15 +335,17 @@ impl Session<'_> {
     /// last event (or `pusher:cache_miss`) follows the confirmation with no trigger between.
     /// The channel is in the session's list already (so that a reader cut off in here still
     /// leaves it when the connection ends).
-    async fn enter(&mut self, channel: &str, succeeded: String) {
+    /// On a presence channel in cluster mode, `since` is where its member list was read.
+    async fn enter(&mut self, channel: &str, succeeded: String, since: u64) {
+        let hub = &self.driver.hub;
         let (first, missed) = if cache::is_cache_channel(channel) {
             self.driver.cache.join(channel, Instant::now(), |last| {
-                let first = self.driver.hub.subscribe(channel, self.connection);
+                let first = hub.subscribe_since(channel, self.connection, since);
                 self.send(succeeded);
                 (first, !self.replay(channel, last))
             })
         } else {
-            let first = self.driver.hub.subscribe(channel, self.connection);
+            let first = hub.subscribe_since(channel, self.connection, since);
             self.send(succeeded);
             (first, false)
         };
@@ -419,6 +421,7 @@ impl Session<'_> {
                 channel: channel.to_owned(),
                 frame: relayed,
                 except: Some(self.connection.id.clone()),
+                seq: None,
             }],
             keep: false,
         });
@@ -531,7 +534,8 @@ impl Session<'_> {
             }
         };
         let succeeded = frames::presence_succeeded(channel, &joined.members);
-        self.enter(channel, succeeded).await;
+        self.enter(channel, succeeded, joined.seq.unwrap_or(0))
+            .await;
         if joined.first {
             let added = Utf8Bytes::from(frames::member_added(channel, &user_id, &user_info));
             self.driver
@@ -542,6 +546,7 @@ impl Session<'_> {
                     channel: channel.to_owned(),
                     frame: added,
                     except: Some(self.connection.id.clone()),
+                    seq: joined.seq,
                 }],
                 keep: false,
             });
@@ -565,11 +570,11 @@ impl Session<'_> {
             .position(|(joined, _)| joined == channel)
         {
             let user_id = &self.memberships[index].1;
-            let last = driver
+            let removal = driver
                 .presence
                 .leave(channel, user_id, &self.connection.id)
                 .await;
-            if last {
+            if let Some(removal) = removal {
                 let removed = Utf8Bytes::from(frames::member_removed(channel, user_id));
                 driver.hub.publish(channel, &removed, None);
                 driver.forward(|| PeerMessage::Frames {
@@ -577,6 +582,7 @@ impl Session<'_> {
                         channel: channel.to_owned(),
                         frame: removed,
                         except: None,
+                        seq: removal.seq,
                     }],
                     keep: false,
                 });

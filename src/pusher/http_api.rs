@@ -198,6 +198,7 @@ async fn trigger(driver: &Driver, events: &[Checked]) -> Result<(), HttpApiError
                 channel: channel.clone(),
                 frame: Utf8Bytes::from(frames::event(&event.name, channel, &event.data)),
                 except: event.except.clone(),
+                seq: None,
             })
         })
         .collect();

@@ -193,8 +193,11 @@ impl Driver {
     pub fn publish_frame(&self, frame: &ChannelFrame, keep: bool) {
         let channel = frame.channel.as_str();
         let send = || {
-            self.hub
-                .publish(channel, &frame.frame, frame.except.as_ref());
+            let except = frame.except.as_ref();
+            match frame.seq {
+                None => self.hub.publish(channel, &frame.frame, except),
+                Some(seq) => self.hub.publish_after(channel, &frame.frame, except, seq),
+            };
         };
         if keep && cache::is_cache_channel(channel) {
             self.cache

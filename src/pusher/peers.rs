@@ -32,6 +32,9 @@ pub struct ChannelFrame {
     pub channel: String,
     pub frame: Utf8Bytes,
     pub except: Option<SocketId>,
+    /// A member event's point in the channel's member history: sockets whose member list
+    /// was read at it or later skip it ([`super::hub::Hub::publish_after`]).
+    pub seq: Option<u64>,
 }
 
 /// The cluster's shared state could not be reached in time (Redis down, or slower than the

@@ -35,6 +35,18 @@ pub struct Member {
 pub struct Joined {
     pub first: bool,
     pub members: Vec<Member>,
+    /// Cluster mode: the point of the channel's member history `members` was read at (when
+    /// `first`, also where the user's `member_added` is). Other nodes' member events up to it
+    /// are skipped for this socket ([`super::hub::Hub::subscribe_since`]). `None` in one node,
+    /// where the channel's turn orders everything.
+    pub seq: Option<u64>,
+}
+
+/// A user's last socket left the channel: they are no longer a member.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Removed {
+    /// Cluster mode: where the user's `member_removed` is in the channel's member history.
+    pub seq: Option<u64>,
 }
 
 /// Why a join is refused.
@@ -63,15 +75,15 @@ pub trait Presence: Send + Sync {
         max_members: usize,
     ) -> BoxFuture<'a, Result<Joined, JoinError>>;
 
-    /// `socket` leaves `channel`; true when it was the user's last socket there (the user is
-    /// no longer a member). A leave the cluster could not take answers false (and is
+    /// `socket` leaves `channel`; `Some` when it was the user's last socket there (the user
+    /// is no longer a member). A leave the cluster could not take answers `None` (and is
     /// finished later by the implementation: a node's sockets never outlive it).
     fn leave<'a>(
         &'a self,
         channel: &'a str,
         user_id: &'a str,
         socket: &'a SocketId,
-    ) -> BoxFuture<'a, bool>;
+    ) -> BoxFuture<'a, Option<Removed>>;
 
     /// The members of `channel`.
     fn members<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<Member>, Unavailable>>;
@@ -188,6 +200,7 @@ impl Presence for LocalPresence {
             Ok(Joined {
                 first,
                 members: listed(members),
+                seq: None,
             })
         })
     }
@@ -197,23 +210,19 @@ impl Presence for LocalPresence {
         channel: &'a str,
         user_id: &'a str,
         socket: &'a SocketId,
-    ) -> BoxFuture<'a, bool> {
+    ) -> BoxFuture<'a, Option<Removed>> {
         Box::pin(async move {
             let mut channels = self.channels();
-            let Some(members) = channels.get_mut(channel) else {
-                return false;
-            };
-            let Some(present) = members.get_mut(user_id) else {
-                return false;
-            };
+            let members = channels.get_mut(channel)?;
+            let present = members.get_mut(user_id)?;
             if !present.sockets.remove(socket) || !present.sockets.is_empty() {
-                return false;
+                return None;
             }
             members.remove(user_id);
             if members.is_empty() {
                 channels.remove(channel);
             }
-            true
+            Some(Removed { seq: None })
         })
     }
 
@@ -265,23 +274,26 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(presence.members("presence-a").await.unwrap().len(), 2);
-        assert!(
-            !presence.leave("presence-a", "alice", &tab1).await,
+        assert_eq!(
+            presence.leave("presence-a", "alice", &tab1).await,
+            None,
             "one tab left"
         );
-        assert!(
+        assert_eq!(
             presence.leave("presence-a", "alice", &tab2).await,
+            Some(Removed { seq: None }),
             "the last one"
         );
-        assert!(
-            !presence.leave("presence-a", "alice", &tab2).await,
+        assert_eq!(
+            presence.leave("presence-a", "alice", &tab2).await,
+            None,
             "already gone"
         );
         assert_eq!(
             presence.members("presence-a").await.unwrap(),
             [member("bob")]
         );
-        assert!(presence.leave("presence-a", "bob", &other).await);
+        assert!(presence.leave("presence-a", "bob", &other).await.is_some());
         assert!(
             presence.channels().is_empty(),
             "empty channels are forgotten"
