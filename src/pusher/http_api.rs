@@ -50,8 +50,9 @@ pub enum HttpApiError {
     BadRequest(String),
     #[error("{0}")]
     TooLarge(String),
-    /// Cluster mode: Redis did not answer in time; nothing was sent.
-    #[error("The cluster is unavailable ({0}); nothing was done, retry later")]
+    /// Cluster mode: Redis did not answer in time; nothing was sent (unless Redis took it just
+    /// as the wait ran out).
+    #[error("The cluster is unavailable ({0}); retry later")]
     Unavailable(#[from] Unavailable),
 }
 
