@@ -562,3 +562,79 @@ async fn a_node_stopping_leaves_the_cluster_at_once() {
     let users = query(&nodes[1], &format!("/channels/{room}/users")).await;
     assert_eq!(users, json!({"users": [{"id": "alice"}]}));
 }
+
+#[tokio::test]
+async fn deployments_sharing_a_redis_never_hear_each_other() {
+    let redis = RedisServer::start();
+    let blue = [("VELO_REDIS_PREFIX", "blue:")];
+    let green = [("VELO_REDIS_PREFIX", "green:")];
+    let blue_nodes = [
+        redis.start_node(0, "", &blue),
+        redis.start_node(1, "", &blue),
+    ];
+    // The same node id in another deployment is another node.
+    let green_node = redis.start_node(0, "", &green);
+    let (mut blue_socket, _) = listen(&blue_nodes[1], "news").await;
+    let (mut green_socket, _) = listen(&green_node, "news").await;
+    let reply = trigger(&blue_nodes[0], &["news"], "blue", "{}", None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    expect(&mut blue_socket, "blue").await;
+    nothing_more(&mut green_socket).await;
+    for (node, deployment) in [(&blue_nodes[0], "blue"), (&green_node, "green")] {
+        assert_eq!(
+            query(node, "/channels?info=subscription_count").await,
+            json!({"channels": {"news": {"subscription_count": 1}}}),
+            "{deployment} counts its own socket only"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_leave_made_while_redis_is_down_is_finished_when_it_is_back() {
+    let mut redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let nodes = redis.start_nodes(
+        2,
+        "",
+        &[
+            ("VELO_REDIS_TIMEOUT_MS", "300"),
+            ("VELO_WEBHOOK_URLS", receiver.url.as_str()),
+        ],
+    );
+    let room = "presence-outage";
+    let (mut alice, _, _) = join(&nodes[0], room, "alice").await;
+    let (mut bob, _, _) = join(&nodes[1], room, "bob").await;
+    expect(&mut alice, "pusher_internal:member_added").await;
+    receiver.wait_for(3).await;
+
+    redis.kill();
+    // Bob leaves while Redis is away: node 1 cannot tell it yet.
+    ws::send(
+        &mut bob,
+        json!({"event": "pusher:unsubscribe", "data": {"channel": room}}),
+    )
+    .await;
+    ws::send(&mut bob, json!({"event": "pusher:ping", "data": {}})).await;
+    expect(&mut bob, "pusher:pong").await;
+    redis.restart();
+
+    let users = format!("/channels/{room}/users");
+    let gone = eventually(Duration::from_secs(20), || async {
+        let reply = nodes[0]
+            .pusher_api(Method::GET, &format!("/apps/{APP_ID}{users}"), None)
+            .await;
+        reply.status == StatusCode::OK && reply.body == json!({"users": [{"id": "alice"}]})
+    })
+    .await;
+    assert!(gone, "bob's leave was retried once Redis was back");
+    receiver.wait_for(4).await;
+    assert_same(
+        events_on(&receiver, room),
+        &[
+            "channel_occupied presence-outage",
+            "member_added presence-outage alice",
+            "member_added presence-outage bob",
+            "member_removed presence-outage bob",
+        ],
+    );
+}
