@@ -8,7 +8,7 @@
 //! * [`nodes`]: heartbeats, the sweeper lease, dead nodes' sockets cleaned up, repairs.
 //!
 //! [`Node`] ties them to a driver. The store's half (collections, subscriptions and records,
-//! and the change log every node tails) is the store's (`crate::store`).
+//! and the change log every node tails) is `crate::store::redis_store`.
 
 pub mod bus;
 pub mod commands;

@@ -501,3 +501,36 @@ impl Presence for RedisPresence {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn members_read_back_what_joins_wrote() {
+        let listed = vec![
+            ("alice".to_owned(), json!({"name": "Alice"}).to_string()),
+            ("bob".to_owned(), "null".to_owned()),
+            ("eve".to_owned(), "{not json".to_owned()),
+        ];
+        assert_eq!(
+            members(listed),
+            [
+                Member {
+                    user_id: "alice".into(),
+                    user_info: Some(json!({"name": "Alice"})),
+                },
+                Member {
+                    user_id: "bob".into(),
+                    user_info: None,
+                },
+                Member {
+                    user_id: "eve".into(),
+                    user_info: None,
+                },
+            ]
+        );
+    }
+}
