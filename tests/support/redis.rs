@@ -1,6 +1,6 @@
-//! A real `redis-server` for cluster tests: its own temp dir, listening only on a unix socket in
-//! it (no port to race for), persisting every write (`appendonly yes`, `appendfsync always`),
-//! killed when dropped. And the nodes of a cluster sharing it.
+//! A real `redis-server` for cluster tests: in a temp dir, on a unix socket there (no port to
+//! race for), with `appendonly yes` and `appendfsync always` so that a `kill -9` loses nothing
+//! it acknowledged.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -8,30 +8,44 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::Server;
-
-/// How long `redis-server` may take to answer its first PING.
-const READY_WITHIN: Duration = Duration::from_secs(10);
-
-/// A running `redis-server`.
 pub struct RedisServer {
     child: Option<Child>,
     dir: TempDir,
 }
 
-impl RedisServer {
-    /// Starts `redis-server` in a fresh temp dir and waits until it answers PING.
-    pub fn start() -> RedisServer {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let config = format!(
-            "port 0\nunixsocket {socket}\nunixsocketperm 700\ndir {dir}\n\
-             appendonly yes\nappendfsync always\nsave \"\"\nlogfile {dir}/redis.log\n",
-            socket = dir.path().join("redis.sock").display(),
-            dir = dir.path().display(),
+/// Installs Debian's `redis-server` when the machine has none (once per test binary), as the
+/// real-client tests install their packages: the README's test command needs nothing more.
+fn ensure_installed() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let present = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if present {
+            return;
+        }
+        eprintln!("redis-server is missing: installing the Debian package redis-server");
+        let installed = Command::new("apt-get")
+            .args(["install", "-y", "-q", "redis-server"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|status| status.success());
+        assert!(
+            installed,
+            "the cluster tests need redis-server: `apt-get install redis-server` (it could not be installed here)"
         );
-        std::fs::write(dir.path().join("redis.conf"), config).expect("writing redis.conf");
+    });
+}
+
+impl RedisServer {
+    /// Starts `redis-server` and waits (up to 10 s) until it answers.
+    pub fn start() -> RedisServer {
+        ensure_installed();
+        let dir = tempfile::tempdir().expect("a temp dir");
         let mut redis = RedisServer { child: None, dir };
-        redis.restart();
+        redis.run();
         redis
     }
 
@@ -39,80 +53,75 @@ impl RedisServer {
         self.dir.path().join("redis.sock")
     }
 
-    /// `unix:///…/redis.sock`, for `VELO_REDIS_URL`.
+    /// `VELO_REDIS_URL` for it.
     pub fn url(&self) -> String {
         format!("unix://{}", self.socket().display())
     }
 
-    /// SIGKILL, and waits for the process to be gone.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it again in the same dir on the same socket (after `kill`): the append-only file
-    /// is replayed. Waits until it answers PING.
-    pub fn restart(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_file(self.socket());
+    fn run(&mut self) {
         let child = Command::new("redis-server")
-            .arg(self.dir.path().join("redis.conf"))
-            .stdin(Stdio::null())
+            .args(["--port", "0", "--unixsocket"])
+            .arg(self.socket())
+            .args(["--unixsocketperm", "700", "--dir"])
+            .arg(self.dir.path())
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("redis-server runs (Debian package redis-server)");
         self.child = Some(child);
-        let deadline = Instant::now() + READY_WITHIN;
-        while !self.answers_ping() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.answers() {
             assert!(
                 Instant::now() < deadline,
-                "redis-server did not answer PING within {READY_WITHIN:?}"
+                "redis-server did not answer within 10 s"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// Whether it answers PING on its socket (a raw RESP exchange: no client needed).
-    fn answers_ping(&self) -> bool {
+    /// Whether it answers PING.
+    fn answers(&self) -> bool {
         use std::io::{Read, Write};
         let Ok(mut stream) = std::os::unix::net::UnixStream::connect(self.socket()) else {
             return false;
         };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        if stream.write_all(b"PING\r\n").is_err() {
-            return false;
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+
+    /// SIGKILL: Redis ends at once (what it acknowledged is in its append-only file).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        let mut answer = [0; 7];
-        stream.read_exact(&mut answer).is_ok() && &answer == b"+PONG\r\n"
+        let _ = std::fs::remove_file(self.socket());
     }
 
-    /// Starts `count` nodes sharing this Redis: `node-0`, `node-1`, …, with a heartbeat of
-    /// [`TEST_HEARTBEAT_MS`] so that dead nodes are found fast, and `env` besides.
-    pub fn start_nodes(&self, count: usize, toml: &str, env: &[(&str, &str)]) -> Vec<Server> {
-        (0..count)
-            .map(|index| self.start_node(index, toml, env))
-            .collect()
+    /// Starts it again on the same directory (after `kill`): it replays its append-only file.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.run();
     }
 
-    /// One node, `node-{index}`, sharing this Redis.
-    pub fn start_node(&self, index: usize, toml: &str, env: &[(&str, &str)]) -> Server {
-        let url = self.url();
-        let node_id = format!("node-{index}");
-        let mut all = vec![
-            ("VELO_REDIS_URL", url.as_str()),
-            ("VELO_NODE_ID", node_id.as_str()),
-            ("VELO_NODE_HEARTBEAT_MS", TEST_HEARTBEAT_MS),
-        ];
-        all.extend_from_slice(env);
-        Server::start_with_env(toml, 300, &all)
+    /// Kills it and starts it again with nothing: what a Redis that lost its data looks like.
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(self.dir.path().join("appendonlydir"));
+        self.run();
     }
 }
-
-/// The nodes' heartbeat in tests: a node silent for three (1.5 s) is dead.
-pub const TEST_HEARTBEAT_MS: &str = "500";
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
