@@ -476,6 +476,21 @@ async fn with_redis_down_triggers_answer_503_in_time_and_sockets_stay_then_recov
     // Nothing was sent, and the sockets are still open.
     nothing_more(&mut here).await;
     nothing_more(&mut there).await;
+    // Public subscriptions go on, and do not each wait out the timeout: once Redis has failed,
+    // only one command per half second tries it.
+    let started = Instant::now();
+    for index in 0..5 {
+        let reply = ws::subscribe(&mut here, &format!("outage-{index}"), None).await;
+        assert_eq!(reply["event"], "pusher_internal:subscription_succeeded");
+    }
+    for index in 0..5 {
+        unsubscribe(&mut here, &format!("outage-{index}")).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     // A presence join is refused, not left hanging.
     let (mut joiner, joiner_id) = ws::connect(&nodes[1]).await;
     let refused = join_on(&mut joiner, &joiner_id, "presence-x", "dora").await;

@@ -10,14 +10,19 @@
 //! answered 503 is not published later behind the caller's back (only one that was already
 //! on its way when the wait ran out may still arrive). Blocking reads and pub/sub have their
 //! own connections elsewhere.
+//!
+//! Once Redis has failed, commands are refused at once ([`Health`]) except one every
+//! [`PROBE_EVERY`], which finds out whether it is back: during an outage a socket's subscribes
+//! and leaves (each in its channel's turn) do not wait out the timeout one after the other.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-use tokio::time::Instant;
 
 use redis::aio::ConnectionManager;
 use redis::{Cmd, FromRedisValue, Value};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::pusher::peers::Unavailable;
 
@@ -26,6 +31,67 @@ use crate::pusher::peers::Unavailable;
 const QUEUE: usize = 16 * 1024;
 /// Most commands in one pipeline.
 const PIPELINE: usize = 256;
+/// While Redis is failing, one command may try it this often; the others are refused at once.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// Whether Redis answered the last pipeline; if not, when the next command may try it.
+struct Health {
+    /// Milliseconds since `epoch` from which the next command may try a failing Redis;
+    /// [`Health::UP`] while it answers.
+    probe_at: AtomicU64,
+    epoch: Instant,
+}
+
+impl Health {
+    const UP: u64 = 0;
+
+    fn new() -> Self {
+        Self {
+            probe_at: AtomicU64::new(Self::UP),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        // At least 1, so that it is never taken for `UP`.
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Whether a command may go to Redis now: always while it answers; while it fails, the
+    /// first command after each [`PROBE_EVERY`].
+    fn admit(&self) -> bool {
+        self.admit_at(self.now())
+    }
+
+    fn admit_at(&self, now: u64) -> bool {
+        let probe_at = self.probe_at.load(Ordering::Relaxed);
+        if probe_at == Self::UP {
+            return true;
+        }
+        now >= probe_at
+            && self
+                .probe_at
+                .compare_exchange(
+                    probe_at,
+                    now + PROBE_EVERY.as_millis() as u64,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    fn answered(&self, answered: bool) {
+        self.answered_at(answered, self.now());
+    }
+
+    fn answered_at(&self, answered: bool, now: u64) {
+        let next = match answered {
+            true => Self::UP,
+            false => now + PROBE_EVERY.as_millis() as u64,
+        };
+        self.probe_at.store(next, Ordering::Relaxed);
+    }
+}
 
 /// What the writer does with a command's answer.
 enum Reply {
@@ -51,14 +117,20 @@ struct Job {
 pub struct Commands {
     queue: mpsc::Sender<Job>,
     timeout: Duration,
+    health: Arc<Health>,
 }
 
 impl Commands {
     /// Starts the writer on `connection`; each pipeline waits at most `timeout`.
     pub fn start(connection: ConnectionManager, timeout: Duration) -> Commands {
         let (queue, jobs) = mpsc::channel(QUEUE);
-        tokio::spawn(write(connection, jobs, timeout));
-        Commands { queue, timeout }
+        let health = Arc::new(Health::new());
+        tokio::spawn(write(connection, jobs, timeout, health.clone()));
+        Commands {
+            queue,
+            timeout,
+            health,
+        }
     }
 
     /// Runs `command` and waits for its answer, within the timeout (queue included).
@@ -103,6 +175,10 @@ impl Commands {
         command: Cmd,
         repair: impl FnOnce() + Send + 'static,
     ) {
+        if !self.health.admit() {
+            repair();
+            return;
+        }
         let job = Job {
             what,
             command,
@@ -119,6 +195,9 @@ impl Commands {
 
     fn enqueue(&self, job: Job) -> Result<(), Unavailable> {
         let what = job.what;
+        if !self.health.admit() {
+            return Err(unavailable(what, "Redis is failing; retried shortly"));
+        }
         self.queue.try_send(job).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => {
                 unavailable(what, "too many Redis commands are waiting")
@@ -145,6 +224,7 @@ async fn write(
     mut connection: ConnectionManager,
     mut jobs: mpsc::Receiver<Job>,
     timeout: Duration,
+    health: Arc<Health>,
 ) {
     let mut batch = Vec::with_capacity(PIPELINE);
     while jobs.recv_many(&mut batch, PIPELINE).await > 0 {
@@ -170,6 +250,7 @@ async fn write(
                     timeout.as_millis()
                 ))),
             };
+        health.answered(answers.is_ok());
         match answers {
             Ok(answers) if answers.len() == batch.len() => {
                 for (job, answer) in batch.drain(..).zip(answers) {
@@ -211,5 +292,33 @@ fn finish(job: Job, answer: Result<Value, Unavailable>) {
             tracing::warn!(%error, "a Redis command failed; it will be repaired");
             repair();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_redis_is_tried_once_per_probe_interval() {
+        let health = Health::new();
+        let every = PROBE_EVERY.as_millis() as u64;
+        assert!(
+            health.admit_at(10) && health.admit_at(10),
+            "up: everything goes"
+        );
+        health.answered_at(false, 10);
+        assert!(!health.admit_at(11), "down: refused at once");
+        assert!(
+            !health.admit_at(9 + every),
+            "until the probe interval is over"
+        );
+        assert!(health.admit_at(10 + every), "the probe");
+        assert!(!health.admit_at(11 + every), "one probe per interval");
+        health.answered_at(true, 12 + every);
+        assert!(
+            health.admit_at(13 + every) && health.admit_at(13 + every),
+            "back up"
+        );
     }
 }
