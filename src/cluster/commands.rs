@@ -11,8 +11,8 @@
 //! on its way when the wait ran out may still arrive). Blocking reads and pub/sub have their
 //! own connections elsewhere.
 //!
-//! Once Redis has failed, commands are refused at once ([`Health`]) except one every
-//! [`PROBE_EVERY`], which finds out whether it is back: during an outage a socket's subscribes
+//! Once Redis has failed, commands are refused at once (`Health`) except one every
+//! `PROBE_EVERY`, which finds out whether it is back: during an outage a socket's subscribes
 //! and leaves (each in its channel's turn) do not wait out the timeout one after the other.
 
 use std::sync::Arc;
