@@ -11,8 +11,8 @@
 //!    does not read as every node dead), removes its sockets from presence and occupancy,
 //!    sending `member_removed` to every node's sockets and the webhooks once.
 //!
-//! A node that finds it was swept while alive (Redis was away for longer than the expiry)
-//! writes its counts again and tells its presence sockets to reconnect (4200).
+//! A node that finds it was swept while alive (paused, or cut off from Redis, for longer than
+//! the expiry) writes its counts again and tells its presence sockets to reconnect (4200).
 //!
 //! At the default 5 s heartbeat a dead node's sockets are gone within 3 intervals (expiry) and
 //! 2 more (two sightings): 25 s. A node starting clears its earlier runs at once.
