@@ -21,8 +21,9 @@
 //! * [`metrics`]: the server's counters, as Prometheus text.
 //! * [`http_server`]: HTTP/1.1 on each accepted connection, with the timeouts that keep a
 //!   slow or silent client from holding a connection.
-//! * [`cluster`]: cluster mode's settings and Redis connections (the store's half is in
-//!   [`store`]).
+//! * [`cluster`]: cluster mode's settings and Redis connections, and its Pusher side: pub/sub
+//!   between nodes, presence and occupancy in Redis, heartbeats and dead nodes (the store's
+//!   half is in [`store`]).
 //! * [`config`] and [`server`]: configuration, and the wiring that serves it all.
 
 pub mod api;

@@ -1,5 +1,6 @@
-//! Wires the parts together and serves: store, driver -> engine -> API, on an already bound listener
-//! (so tests bind port 0), until `shutdown` resolves.
+//! Wires the parts together and serves: store, driver (with its cluster seams when Redis is
+//! configured) -> engine -> API, on an already bound listener (so tests bind port 0), until
+//! `shutdown` resolves.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::api::{self, App};
+use crate::cluster;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::http_server;
@@ -26,6 +28,8 @@ pub enum ServeError {
     Engine(#[from] crate::engine::EngineError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error("cluster mode: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Serves on `listener` until `shutdown` completes, then lets requests in flight finish.
@@ -59,7 +63,7 @@ pub async fn run(
         config.webhook_retry_window,
         metrics.clone(),
     );
-    let driver = Arc::new(Driver::new(
+    let driver = Driver::new(
         app,
         config.pusher.clone(),
         config.cors_origins.clone(),
@@ -67,7 +71,17 @@ pub async fn run(
         metrics.clone(),
         outbound,
         webhooks,
-    ));
+    );
+    let (driver, node) = match &config.cluster {
+        None => (Arc::new(driver), None),
+        Some(settings) => {
+            let node = cluster::Node::connect(settings).await?;
+            let (presence, peers) = node.seams();
+            let driver = Arc::new(driver.with_cluster(presence, peers));
+            let running = node.start(driver.clone()).await?;
+            (driver, Some(running))
+        }
+    };
     let engine = Engine::start(&config.engine(), store.clone(), driver.clone()).await?;
     let routes = api::routes(App::new(engine, driver.clone(), &config), &config);
     tracing::info!("listening on http://{}", listener.local_addr()?);
@@ -86,6 +100,10 @@ pub async fn run(
     let deadline = tokio::time::Instant::now() + SOCKETS_CLOSE_GRACE;
     while driver.hub.connection_count() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The closes' leaves are made: what this node's run still holds in Redis goes.
+    if let Some(node) = node {
+        node.stop(&driver).await;
     }
     // The webhooks those closes made (channel_vacated, member_removed) get a bounded time.
     if !driver.webhooks.drain(WEBHOOKS_DRAIN_GRACE).await {

@@ -19,7 +19,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::hub::{Connection, Outbound, Refusal};
-use super::presence::Member;
+use super::peers::{ChannelFrame, PeerMessage, Unavailable};
+use super::presence::{JoinError, Member};
 use super::protocol::{
     ChannelKind, ClientFrame, Code, SocketId, SubscribeData, USER_CHANNEL_PREFIX, channel_kind,
     frames,
@@ -272,8 +273,13 @@ impl Session<'_> {
             // Already subscribed: confirmed again, with the members on a presence channel
             // (pusher-js reads them from every confirmation).
             let again = if kind == ChannelKind::Presence {
-                let members = self.driver.presence.members(channel).await;
-                frames::presence_succeeded(channel, &members)
+                match self.driver.presence.members(channel).await {
+                    Ok(members) => frames::presence_succeeded(channel, &members),
+                    Err(unavailable) => {
+                        self.refuse_unavailable(channel, &unavailable);
+                        return;
+                    }
+                }
             } else {
                 frames::subscription_succeeded(channel)
             };
@@ -321,7 +327,7 @@ impl Session<'_> {
         let _turn = driver.turn(channel).await;
         self.channels.push(channel.to_owned());
         let succeeded = frames::subscription_succeeded(channel);
-        self.enter(channel, succeeded).await;
+        self.enter(channel, succeeded, 0).await;
     }
 
     /// Puts this socket on `channel` (in the channel's turn) and confirms with `succeeded`:
@@ -329,21 +335,21 @@ impl Session<'_> {
     /// last event (or `pusher:cache_miss`) follows the confirmation with no trigger between.
     /// The channel is in the session's list already (so that a reader cut off in here still
     /// leaves it when the connection ends).
-    async fn enter(&mut self, channel: &str, succeeded: String) {
+    /// On a presence channel in cluster mode, `since` is where its member list was read.
+    async fn enter(&mut self, channel: &str, succeeded: String, since: u64) {
+        let hub = &self.driver.hub;
         let (first, missed) = if cache::is_cache_channel(channel) {
             self.driver.cache.join(channel, Instant::now(), |last| {
-                let first = self.driver.hub.subscribe(channel, self.connection);
+                let first = hub.subscribe_since(channel, self.connection, since);
                 self.send(succeeded);
                 (first, !self.replay(channel, last))
             })
         } else {
-            let first = self.driver.hub.subscribe(channel, self.connection);
+            let first = hub.subscribe_since(channel, self.connection, since);
             self.send(succeeded);
             (first, false)
         };
-        if first {
-            self.driver.node_occupancy(channel, true).await;
-        }
+        self.driver.node_occupancy(channel, true, first).await;
         if missed {
             self.driver.webhooks.cache_miss(channel);
         }
@@ -410,6 +416,25 @@ impl Session<'_> {
         self.driver
             .hub
             .publish(channel, &relayed, Some(&self.connection.id));
+        self.driver.forward(|| PeerMessage::Frames {
+            frames: vec![ChannelFrame {
+                channel: channel.to_owned(),
+                frame: relayed,
+                except: Some(self.connection.id.clone()),
+                seq: None,
+            }],
+            keep: false,
+        });
+    }
+
+    /// Refuses a subscription the cluster could not decide in time (503: try again).
+    fn refuse_unavailable(&self, channel: &str, unavailable: &Unavailable) {
+        self.refuse(
+            channel,
+            "ServiceUnavailable",
+            503,
+            &format!("{unavailable}; try again"),
+        );
     }
 }
 
@@ -489,24 +514,42 @@ impl Session<'_> {
                 self.driver.limits.presence_max_members,
             )
             .await;
-        let Ok(joined) = joined else {
-            self.channels.retain(|known| known != channel);
-            self.memberships.retain(|(joined, _)| joined != channel);
-            self.refuse(
-                channel,
-                "LimitReached",
-                Code::OverCapacity.as_u16(),
-                "The presence channel is full",
-            );
-            return;
+        let joined = match joined {
+            Ok(joined) => joined,
+            Err(refusal) => {
+                self.channels.retain(|known| known != channel);
+                self.memberships.retain(|(joined, _)| joined != channel);
+                match refusal {
+                    JoinError::LimitReached => self.refuse(
+                        channel,
+                        "LimitReached",
+                        Code::OverCapacity.as_u16(),
+                        &refusal.to_string(),
+                    ),
+                    JoinError::Unavailable(unavailable) => {
+                        self.refuse_unavailable(channel, &unavailable)
+                    }
+                }
+                return;
+            }
         };
         let succeeded = frames::presence_succeeded(channel, &joined.members);
-        self.enter(channel, succeeded).await;
+        self.enter(channel, succeeded, joined.seq.unwrap_or(0))
+            .await;
         if joined.first {
             let added = Utf8Bytes::from(frames::member_added(channel, &user_id, &user_info));
             self.driver
                 .hub
                 .publish(channel, &added, Some(&self.connection.id));
+            self.driver.forward(|| PeerMessage::Frames {
+                frames: vec![ChannelFrame {
+                    channel: channel.to_owned(),
+                    frame: added,
+                    except: Some(self.connection.id.clone()),
+                    seq: joined.seq,
+                }],
+                keep: false,
+            });
             self.driver.webhooks.member_added(channel, &user_id);
         }
     }
@@ -527,20 +570,27 @@ impl Session<'_> {
             .position(|(joined, _)| joined == channel)
         {
             let user_id = &self.memberships[index].1;
-            let last = driver
+            let removal = driver
                 .presence
                 .leave(channel, user_id, &self.connection.id)
                 .await;
-            if last {
+            if let Some(removal) = removal {
                 let removed = Utf8Bytes::from(frames::member_removed(channel, user_id));
                 driver.hub.publish(channel, &removed, None);
+                driver.forward(|| PeerMessage::Frames {
+                    frames: vec![ChannelFrame {
+                        channel: channel.to_owned(),
+                        frame: removed,
+                        except: None,
+                        seq: removal.seq,
+                    }],
+                    keep: false,
+                });
                 driver.webhooks.member_removed(channel, user_id);
             }
             self.memberships.swap_remove(index);
         }
-        if last_here {
-            driver.node_occupancy(channel, false).await;
-        }
+        driver.node_occupancy(channel, false, last_here).await;
         self.channels.retain(|known| known != channel);
     }
 

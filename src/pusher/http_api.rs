@@ -6,7 +6,6 @@
 //! Every reply, errors included, is a JSON object (PHP decodes every body).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use poem::http::StatusCode;
@@ -16,11 +15,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::Driver;
+use super::peers::{ChannelFrame, PeerMessage, Unavailable};
 use super::protocol::{
-    ChannelKind, Code, MAX_EVENT_NAME, SocketId, USER_CHANNEL_PREFIX, channel_kind, frames,
+    ChannelKind, MAX_EVENT_NAME, SocketId, USER_CHANNEL_PREFIX, channel_kind, frames,
 };
 use super::signature::body_md5;
-use super::{Driver, cache};
 use crate::auth::now_secs;
 
 /// Largest `data` of one event, in bytes.
@@ -50,6 +50,10 @@ pub enum HttpApiError {
     BadRequest(String),
     #[error("{0}")]
     TooLarge(String),
+    /// Cluster mode: Redis did not answer in time; nothing was sent (unless Redis took it just
+    /// as the wait ran out).
+    #[error("The cluster is unavailable ({0}); retry later")]
+    Unavailable(#[from] Unavailable),
 }
 
 impl HttpApiError {
@@ -59,6 +63,7 @@ impl HttpApiError {
             HttpApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             HttpApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -184,49 +189,68 @@ fn check(event: Event) -> Result<Checked, HttpApiError> {
     })
 }
 
-/// Sends one checked event; its `info` reply, if asked for.
-async fn trigger(driver: &Driver, event: &Checked) -> Option<Value> {
-    for channel in &event.channels {
-        let frame = Utf8Bytes::from(frames::event(&event.name, channel, &event.data));
-        let send = || {
-            driver.hub.publish(channel, &frame, event.except.as_ref());
-        };
-        if cache::is_cache_channel(channel) {
-            driver.cache.publish(channel, &frame, Instant::now(), send);
-        } else {
-            send();
+/// Sends checked events (a batch all at once): each frame is built once; in cluster mode the
+/// other nodes get them first, in one message, and when that fails nothing is sent (503).
+async fn trigger(driver: &Driver, events: &[Checked]) -> Result<(), HttpApiError> {
+    let frames: Vec<ChannelFrame> = events
+        .iter()
+        .flat_map(|event| {
+            event.channels.iter().map(|channel| ChannelFrame {
+                channel: channel.clone(),
+                frame: Utf8Bytes::from(frames::event(&event.name, channel, &event.data)),
+                except: event.except.clone(),
+                seq: None,
+            })
+        })
+        .collect();
+    let message = PeerMessage::Frames { frames, keep: true };
+    if let Some(peers) = &driver.peers {
+        peers.publish(&message).await?;
+    }
+    if let PeerMessage::Frames { frames, keep } = &message {
+        for frame in frames {
+            driver.publish_frame(frame, *keep);
         }
     }
+    Ok(())
+}
+
+/// One event's `info` reply, if asked for.
+async fn event_info(driver: &Driver, event: &Checked) -> Result<Option<Value>, HttpApiError> {
     if event.info.is_empty() {
-        return None;
+        return Ok(None);
     }
     let mut channels = Map::new();
     for channel in &event.channels {
         channels.insert(
             channel.clone(),
-            channel_info(driver, channel, &event.info).await,
+            channel_info(driver, channel, &event.info).await?,
         );
     }
-    Some(json!({ "channels": channels }))
+    Ok(Some(json!({ "channels": channels })))
 }
 
 /// The attributes `info` asks for: `subscription_count` (sockets), and `user_count` (members)
-/// on presence channels.
-async fn channel_info(driver: &Driver, channel: &str, info: &[String]) -> Value {
+/// on presence channels; on every node in cluster mode.
+async fn channel_info(
+    driver: &Driver,
+    channel: &str,
+    info: &[String],
+) -> Result<Value, HttpApiError> {
     let mut attributes = Map::new();
     if info.iter().any(|item| item == "subscription_count") {
         attributes.insert(
             "subscription_count".into(),
-            driver.hub.subscription_count(channel).into(),
+            driver.subscription_count(channel).await?.into(),
         );
     }
     if info.iter().any(|item| item == "user_count")
         && channel_kind(channel) == Some(ChannelKind::Presence)
     {
-        let members = driver.presence.members(channel).await.len();
+        let members = driver.presence.members(channel).await?.len();
         attributes.insert("user_count".into(), members.into());
     }
-    Value::Object(attributes)
+    Ok(Value::Object(attributes))
 }
 
 fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, HttpApiError> {
@@ -259,7 +283,10 @@ pub async fn post_events(
         async {
             authenticate(&driver, request, &app_id, &body)?;
             let event = check(parse_json::<Event>(&body)?)?;
-            Ok(trigger(&driver, &event).await.unwrap_or_else(|| json!({})))
+            trigger(&driver, std::slice::from_ref(&event)).await?;
+            Ok(event_info(&driver, &event)
+                .await?
+                .unwrap_or_else(|| json!({})))
         }
         .await,
     )
@@ -291,9 +318,10 @@ pub async fn post_batch_events(
                 .into_iter()
                 .map(check)
                 .collect::<Result<Vec<_>, _>>()?;
+            trigger(&driver, &checked).await?;
             let mut infos: Vec<Option<Value>> = Vec::with_capacity(checked.len());
             for event in &checked {
-                infos.push(trigger(&driver, event).await);
+                infos.push(event_info(&driver, event).await?);
             }
             if infos.iter().all(Option::is_none) {
                 return Ok(json!({}));
@@ -342,11 +370,11 @@ pub async fn get_channels(
             }
             let mut channels = Map::new();
             // Users' own channels are theirs, not the app's: they are not listed.
-            for (name, _) in driver.hub.channels(&prefix) {
+            for (name, _) in driver.channels(&prefix).await? {
                 if channel_kind(&name) == Some(ChannelKind::User) {
                     continue;
                 }
-                let attributes = channel_info(&driver, &name, &info).await;
+                let attributes = channel_info(&driver, &name, &info).await?;
                 channels.insert(name, attributes);
             }
             Ok(json!({ "channels": channels }))
@@ -377,9 +405,9 @@ pub async fn get_channel(
             let mut body = Map::new();
             body.insert(
                 "occupied".into(),
-                (driver.hub.subscription_count(&name) > 0).into(),
+                (driver.subscription_count(&name).await? > 0).into(),
             );
-            if let Value::Object(attributes) = channel_info(&driver, &name, &info).await {
+            if let Value::Object(attributes) = channel_info(&driver, &name, &info).await? {
                 body.extend(attributes);
             }
             Ok(Value::Object(body))
@@ -407,14 +435,14 @@ pub async fn terminate_connections(
                     "invalid user id `{user_id}`"
                 )));
             }
-            for connection in driver.hub.listeners(&channel) {
-                // Each close waits for room in its queue: none waits for another.
-                tokio::spawn(async move {
-                    connection
-                        .close(Code::Unauthorized, "Connection terminated by the server")
-                        .await;
-                });
+            if let Some(peers) = &driver.peers {
+                peers
+                    .publish(&PeerMessage::Terminate {
+                        user_id: user_id.clone(),
+                    })
+                    .await?;
             }
+            driver.terminate(&user_id);
             Ok(json!({}))
         }
         .await,
@@ -439,7 +467,7 @@ pub async fn get_users(
             let users: Vec<Value> = driver
                 .presence
                 .members(&name)
-                .await
+                .await?
                 .into_iter()
                 .map(|member| json!({ "id": member.user_id }))
                 .collect();

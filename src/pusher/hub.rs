@@ -79,7 +79,17 @@ impl Connection {
 }
 
 /// Channel -> its listeners, by socket id (joining and leaving are O(1) however crowded).
-type Shard = RwLock<HashMap<Arc<str>, HashMap<SocketId, Arc<Connection>>>>;
+type Shard = RwLock<HashMap<Arc<str>, HashMap<SocketId, Listener>>>;
+
+/// A connection listening on a channel.
+struct Listener {
+    connection: Arc<Connection>,
+    /// Cluster mode, presence channels: the point of the channel's member history the
+    /// connection's member list was read at. Member events from other nodes up to it are
+    /// already in the list and skipped (pub/sub may bring them after the list was read). 0
+    /// elsewhere.
+    since: u64,
+}
 
 const SHARDS: usize = 64;
 
@@ -170,17 +180,26 @@ impl Hub {
 
     /// Adds a listener; subscribing twice is harmless. True when the channel had none.
     pub fn subscribe(&self, channel: &str, connection: &Arc<Connection>) -> bool {
+        self.subscribe_since(channel, connection, 0)
+    }
+
+    /// Adds a listener that skips member events up to `since` ([`Hub::publish_after`]).
+    pub fn subscribe_since(&self, channel: &str, connection: &Arc<Connection>, since: u64) -> bool {
+        let listener = Listener {
+            connection: connection.clone(),
+            since,
+        };
         let mut shard = self
             .shard(channel)
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(listeners) = shard.get_mut(channel) {
-            listeners.insert(connection.id.clone(), connection.clone());
+            listeners.insert(connection.id.clone(), listener);
             return false;
         }
         shard.insert(
             Arc::from(channel),
-            HashMap::from([(connection.id.clone(), connection.clone())]),
+            HashMap::from([(connection.id.clone(), listener)]),
         );
         true
     }
@@ -212,8 +231,31 @@ impl Hub {
         };
         listeners
             .values()
-            .filter(|connection| Some(&connection.id) != except)
-            .filter(|connection| connection.send(frame.clone()))
+            .filter(|listener| Some(&listener.connection.id) != except)
+            .filter(|listener| listener.connection.send(frame.clone()))
+            .count()
+    }
+
+    /// [`Hub::publish`] for a member event at point `seq` of the channel's member history:
+    /// listeners whose member list was read at `seq` or later skip it.
+    pub fn publish_after(
+        &self,
+        channel: &str,
+        frame: &Utf8Bytes,
+        except: Option<&SocketId>,
+        seq: u64,
+    ) -> usize {
+        let shard = self
+            .shard(channel)
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(listeners) = shard.get(channel) else {
+            return 0;
+        };
+        listeners
+            .values()
+            .filter(|listener| listener.since < seq && Some(&listener.connection.id) != except)
+            .filter(|listener| listener.connection.send(frame.clone()))
             .count()
     }
 
@@ -235,8 +277,8 @@ impl Hub {
         let frame = frame();
         listeners
             .values()
-            .filter(|connection| Some(&connection.id) != except)
-            .filter(|connection| connection.send(frame.clone()))
+            .filter(|listener| Some(&listener.connection.id) != except)
+            .filter(|listener| listener.connection.send(frame.clone()))
             .count()
     }
 
@@ -248,7 +290,12 @@ impl Hub {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         shard
             .get(channel)
-            .map(|listeners| listeners.values().cloned().collect())
+            .map(|listeners| {
+                listeners
+                    .values()
+                    .map(|listener| listener.connection.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -310,6 +357,25 @@ mod tests {
         assert!(!hub.unsubscribe("c", &b.id), "the channel is gone");
         assert_eq!(hub.subscription_count("c"), 0);
         assert!(hub.channels("").is_empty());
+    }
+
+    #[tokio::test]
+    async fn member_events_skip_listeners_whose_list_is_newer() {
+        let hub = Hub::new(10, 0);
+        let (old, mut old_rx) = connection(4);
+        let (new, mut new_rx) = connection(4);
+        hub.subscribe_since("presence-a", &old, 3);
+        hub.subscribe_since("presence-a", &new, 5);
+        let frame = Utf8Bytes::from("member_added");
+        assert_eq!(hub.publish_after("presence-a", &frame, None, 5), 1);
+        assert!(
+            old_rx.try_recv().is_ok(),
+            "its list was read before the event"
+        );
+        assert!(new_rx.try_recv().is_err(), "its list has the event already");
+        assert_eq!(hub.publish_after("presence-a", &frame, Some(&old.id), 6), 1);
+        assert!(new_rx.try_recv().is_ok());
+        assert!(old_rx.try_recv().is_err(), "left out");
     }
 
     #[tokio::test]

@@ -7,7 +7,9 @@
 //! * [`cache`]: the last event of each cache channel, replayed to new subscribers.
 //! * [`encryption`]: encrypted channels' keys and sealed event data.
 //! * [`presence`]: who is on each presence channel and which channels are occupied, behind the
-//!   seam cluster mode will fill.
+//!   seam cluster mode fills.
+//! * [`peers`]: the other nodes (cluster mode): what this node tells them, and the
+//!   cluster-wide channel counts.
 //! * [`webhooks`]: what happened on channels, posted to the app's URLs.
 //! * `connection`: one socket's reader and writer.
 //! * [`http_api`]: `/apps/{id}/events`, `batch_events`, `channels`.
@@ -20,6 +22,7 @@ pub mod encryption;
 pub mod http_api;
 pub mod hub;
 pub mod outbound;
+pub mod peers;
 pub mod presence;
 pub mod protocol;
 pub mod signature;
@@ -39,6 +42,7 @@ use cache::EventCache;
 use connection::Handshake;
 use hub::Hub;
 use outbound::Outbound;
+use peers::{ChannelFrame, PeerMessage, Peers, Unavailable};
 use presence::{LocalPresence, Presence};
 use protocol::Code;
 use signature::AppCredentials;
@@ -111,6 +115,8 @@ pub struct Driver {
     pub cache: EventCache,
     /// Who is on each presence channel; which channels are occupied.
     pub presence: Box<dyn Presence>,
+    /// The other nodes, in cluster mode.
+    pub peers: Option<Box<dyn Peers>>,
     /// One subscribe, join or leave at a time per channel.
     pub turns: presence::Turns,
     /// Where channel events are posted (none configured: nothing is built or sent).
@@ -143,6 +149,7 @@ impl Driver {
             hub: Hub::new(limits.max_connections, limits.max_connections_per_address),
             cache: EventCache::new(limits.cache_ttl, limits.cache_max_channels),
             presence: Box::new(LocalPresence::default()),
+            peers: None,
             turns: presence::Turns::default(),
             webhooks,
             trusted_proxies,
@@ -152,6 +159,81 @@ impl Driver {
             app,
             limits,
             allowed_origins,
+        }
+    }
+
+    /// Cluster mode: presence and occupancy decided across nodes, and the other nodes to tell.
+    pub fn with_cluster(mut self, presence: Box<dyn Presence>, peers: Box<dyn Peers>) -> Self {
+        self.presence = presence;
+        self.peers = Some(peers);
+        self
+    }
+
+    /// Tells the other nodes, best effort, if there are any.
+    pub fn forward(&self, message: impl FnOnce() -> PeerMessage) {
+        if let Some(peers) = &self.peers {
+            peers.forward(message());
+        }
+    }
+
+    /// Delivers what another node sent to this node's sockets.
+    pub fn receive(&self, message: PeerMessage) {
+        match message {
+            PeerMessage::Frames { frames, keep } => {
+                for frame in &frames {
+                    self.publish_frame(frame, keep);
+                }
+            }
+            PeerMessage::Terminate { user_id } => self.terminate(&user_id),
+        }
+    }
+
+    /// Queues `frame` to this node's sockets on its channel; `keep`: a cache channel keeps it
+    /// as its last event (HTTP API triggers).
+    pub fn publish_frame(&self, frame: &ChannelFrame, keep: bool) {
+        let channel = frame.channel.as_str();
+        let send = || {
+            let except = frame.except.as_ref();
+            match frame.seq {
+                None => self.hub.publish(channel, &frame.frame, except),
+                Some(seq) => self.hub.publish_after(channel, &frame.frame, except, seq),
+            };
+        };
+        if keep && cache::is_cache_channel(channel) {
+            self.cache
+                .publish(channel, &frame.frame, std::time::Instant::now(), send);
+        } else {
+            send();
+        }
+    }
+
+    /// Closes this node's connections signed in as `user_id` with 4009.
+    pub fn terminate(&self, user_id: &str) {
+        let channel = format!("{}{user_id}", protocol::USER_CHANNEL_PREFIX);
+        for connection in self.hub.listeners(&channel) {
+            // Each close waits for room in its queue: none waits for another.
+            tokio::spawn(async move {
+                connection
+                    .close(Code::Unauthorized, "Connection terminated by the server")
+                    .await;
+            });
+        }
+    }
+
+    /// `channel`'s subscriptions: this node's, or every node's in cluster mode.
+    pub async fn subscription_count(&self, channel: &str) -> Result<usize, Unavailable> {
+        match &self.peers {
+            None => Ok(self.hub.subscription_count(channel)),
+            Some(peers) => peers.subscription_count(channel).await,
+        }
+    }
+
+    /// Occupied channels whose name starts with `prefix`, with their subscription counts
+    /// (every node's in cluster mode), sorted by name.
+    pub async fn channels(&self, prefix: &str) -> Result<Vec<(String, usize)>, Unavailable> {
+        match &self.peers {
+            None => Ok(self.hub.channels(prefix)),
+            Some(peers) => peers.channels(prefix).await,
         }
     }
 
@@ -190,16 +272,25 @@ impl Driver {
         }
     }
 
-    /// This node's first socket came to `channel` (`occupied`), or its last one left: when the
-    /// seam says that makes the channel occupied or vacant everywhere, the webhooks hear of
-    /// it. Users' own channels are not the app's: they report nothing. In the channel's turn.
-    pub async fn node_occupancy(&self, channel: &str, occupied: bool) {
+    /// A socket came to `channel` on this node (`came`) or left it; `edge` when it was the
+    /// node's first or last there (the hub says). When the seam says that makes the channel
+    /// occupied or vacant everywhere, the webhooks hear of it. Users' own channels are not the
+    /// app's: they report nothing. In the channel's turn.
+    pub async fn node_occupancy(&self, channel: &str, came: bool, edge: bool) {
         if channel.starts_with(protocol::USER_CHANNEL_PREFIX)
-            || !self.presence.node_occupancy(channel, occupied).await
+            || !(edge || self.presence.counts_subscribers())
         {
             return;
         }
-        if occupied {
+        let subscribers = self.hub.subscription_count(channel);
+        if !self
+            .presence
+            .node_occupancy(channel, subscribers, came)
+            .await
+        {
+            return;
+        }
+        if came {
             self.webhooks.channel_occupied(channel);
         } else {
             self.webhooks.channel_vacated(channel);
@@ -239,9 +330,12 @@ impl Driver {
 
     /// `channel`'s turn, when its subscribes and leaves must be taken one at a time: always on
     /// a presence channel (member events), elsewhere when webhooks report occupancy (their
-    /// order). Other subscribes skip the wait (measured: `cargo bench --bench presence`).
+    /// order) or the seam counts every subscriber (cluster mode: the counts sent to Redis in
+    /// the hub's order). Other subscribes skip the wait (measured: `cargo bench --bench
+    /// presence`).
     pub async fn turn(&self, channel: &str) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         let ordered = channel.starts_with("presence-")
+            || self.presence.counts_subscribers()
             || self.webhooks.wants(webhooks::Kind::ChannelOccupied)
             || self.webhooks.wants(webhooks::Kind::ChannelVacated);
         match ordered {

@@ -4,8 +4,8 @@
 //! `member_removed` follow users.
 //!
 //! [`Presence`] is the seam: asynchronous from the start, because in cluster mode the first
-//! join and the last leave (of a member, of a channel's subscribers) must be decided across
-//! nodes (a store answers them). The only implementation today is [`LocalPresence`], in this
+//! join and the last leave (of a member, of a channel's subscribers) are decided across nodes
+//! (Redis answers them: `crate::cluster::presence`). [`LocalPresence`] is one node's, in this
 //! process. This module decides; it sends nothing (the connection tells the channel and the
 //! webhooks), and [`Turns`] keeps each channel's decisions and what they send in one order.
 
@@ -16,6 +16,7 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 
+use super::peers::Unavailable;
 use super::protocol::SocketId;
 
 /// A boxed future, so that [`Presence`] can be used as a trait object.
@@ -34,11 +35,30 @@ pub struct Member {
 pub struct Joined {
     pub first: bool,
     pub members: Vec<Member>,
+    /// Cluster mode: the point of the channel's member history `members` was read at (when
+    /// `first`, also where the user's `member_added` is). Other nodes' member events up to it
+    /// are skipped for this socket ([`super::hub::Hub::subscribe_since`]). `None` in one node,
+    /// where the channel's turn orders everything.
+    pub seq: Option<u64>,
 }
 
-/// The channel holds its most members, and the user is not one of them.
+/// A user's last socket left the channel: they are no longer a member.
 #[derive(Debug, PartialEq, Eq)]
-pub struct LimitReached;
+pub struct Removed {
+    /// Cluster mode: where the user's `member_removed` is in the channel's member history.
+    pub seq: Option<u64>,
+}
+
+/// Why a join is refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// The channel holds its most members, and the user is not one of them.
+    #[error("The presence channel is full")]
+    LimitReached,
+    /// The cluster could not decide in time.
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
 
 /// Who is on which presence channel.
 pub trait Presence: Send + Sync {
@@ -53,27 +73,41 @@ pub trait Presence: Send + Sync {
         member: Member,
         socket: &'a SocketId,
         max_members: usize,
-    ) -> BoxFuture<'a, Result<Joined, LimitReached>>;
+    ) -> BoxFuture<'a, Result<Joined, JoinError>>;
 
-    /// `socket` leaves `channel`; true when it was the user's last socket there (the user is
-    /// no longer a member).
+    /// `socket` leaves `channel`; `Some` when it was the user's last socket there (the user
+    /// is no longer a member). A leave the cluster could not take answers `None` (and is
+    /// finished later by the implementation: a node's sockets never outlive it).
     fn leave<'a>(
         &'a self,
         channel: &'a str,
         user_id: &'a str,
         socket: &'a SocketId,
-    ) -> BoxFuture<'a, bool>;
+    ) -> BoxFuture<'a, Option<Removed>>;
 
     /// The members of `channel`.
-    fn members<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Vec<Member>>;
+    fn members<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<Member>, Unavailable>>;
 
-    /// This node's first subscriber of `channel` came (`occupied`), or its last one left
-    /// (not `occupied`): true when that makes the channel occupied, or vacant, everywhere
-    /// (`channel_occupied` / `channel_vacated`). This node's own sockets are counted by its
-    /// hub, which says when they become its first or its last. An implementation that
-    /// awaits a store must answer true once per change, even when a caller cut off midway
-    /// asks again (in cluster mode: a set of nodes per channel).
-    fn node_occupancy<'a>(&'a self, channel: &'a str, occupied: bool) -> BoxFuture<'a, bool>;
+    /// A subscriber of `channel` came to this node (`came`) or left it, which now has
+    /// `subscribers` there: true when that makes the channel occupied (`came`), or vacant,
+    /// everywhere (`channel_occupied` / `channel_vacated`). Asked in the channel's turn, on
+    /// this node's first and last subscriber only unless [`Presence::counts_subscribers`].
+    /// This node's own sockets are counted by its hub. An implementation that awaits a store
+    /// must answer true once per change, even when a caller cut off midway asks again (in
+    /// cluster mode: per-node counts per channel).
+    fn node_occupancy<'a>(
+        &'a self,
+        channel: &'a str,
+        subscribers: usize,
+        came: bool,
+    ) -> BoxFuture<'a, bool>;
+
+    /// Whether [`Presence::node_occupancy`] wants every subscriber that comes and goes (it
+    /// keeps counts for other nodes), not only this node's first and last. Then every
+    /// subscribe and leave takes its channel's turn.
+    fn counts_subscribers(&self) -> bool {
+        false
+    }
 }
 
 /// Turns on channels: a join or leave of a presence channel, and any subscribe or leave while
@@ -144,7 +178,7 @@ impl Presence for LocalPresence {
         member: Member,
         socket: &'a SocketId,
         max_members: usize,
-    ) -> BoxFuture<'a, Result<Joined, LimitReached>> {
+    ) -> BoxFuture<'a, Result<Joined, JoinError>> {
         Box::pin(async move {
             let mut channels = self.channels();
             let members = channels.entry(channel.to_owned()).or_default();
@@ -153,7 +187,7 @@ impl Presence for LocalPresence {
                 if members.is_empty() {
                     channels.remove(channel);
                 }
-                return Err(LimitReached);
+                return Err(JoinError::LimitReached);
             }
             members
                 .entry(member.user_id)
@@ -166,6 +200,7 @@ impl Presence for LocalPresence {
             Ok(Joined {
                 first,
                 members: listed(members),
+                seq: None,
             })
         })
     }
@@ -175,32 +210,33 @@ impl Presence for LocalPresence {
         channel: &'a str,
         user_id: &'a str,
         socket: &'a SocketId,
-    ) -> BoxFuture<'a, bool> {
+    ) -> BoxFuture<'a, Option<Removed>> {
         Box::pin(async move {
             let mut channels = self.channels();
-            let Some(members) = channels.get_mut(channel) else {
-                return false;
-            };
-            let Some(present) = members.get_mut(user_id) else {
-                return false;
-            };
+            let members = channels.get_mut(channel)?;
+            let present = members.get_mut(user_id)?;
             if !present.sockets.remove(socket) || !present.sockets.is_empty() {
-                return false;
+                return None;
             }
             members.remove(user_id);
             if members.is_empty() {
                 channels.remove(channel);
             }
-            true
+            Some(Removed { seq: None })
         })
     }
 
-    fn members<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Vec<Member>> {
-        Box::pin(async move { self.channels().get(channel).map(listed).unwrap_or_default() })
+    fn members<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<Member>, Unavailable>> {
+        Box::pin(async move { Ok(self.channels().get(channel).map(listed).unwrap_or_default()) })
     }
 
     /// One node is everywhere: its first subscriber occupies the channel, its last vacates it.
-    fn node_occupancy<'a>(&'a self, _channel: &'a str, _occupied: bool) -> BoxFuture<'a, bool> {
+    fn node_occupancy<'a>(
+        &'a self,
+        _channel: &'a str,
+        _subscribers: usize,
+        _came: bool,
+    ) -> BoxFuture<'a, bool> {
         Box::pin(std::future::ready(true))
     }
 }
@@ -237,21 +273,27 @@ mod tests {
             .join("presence-a", member("bob"), &other, 0)
             .await
             .unwrap();
-        assert_eq!(presence.members("presence-a").await.len(), 2);
-        assert!(
-            !presence.leave("presence-a", "alice", &tab1).await,
+        assert_eq!(presence.members("presence-a").await.unwrap().len(), 2);
+        assert_eq!(
+            presence.leave("presence-a", "alice", &tab1).await,
+            None,
             "one tab left"
         );
-        assert!(
+        assert_eq!(
             presence.leave("presence-a", "alice", &tab2).await,
+            Some(Removed { seq: None }),
             "the last one"
         );
-        assert!(
-            !presence.leave("presence-a", "alice", &tab2).await,
+        assert_eq!(
+            presence.leave("presence-a", "alice", &tab2).await,
+            None,
             "already gone"
         );
-        assert_eq!(presence.members("presence-a").await, [member("bob")]);
-        assert!(presence.leave("presence-a", "bob", &other).await);
+        assert_eq!(
+            presence.members("presence-a").await.unwrap(),
+            [member("bob")]
+        );
+        assert!(presence.leave("presence-a", "bob", &other).await.is_some());
         assert!(
             presence.channels().is_empty(),
             "empty channels are forgotten"
@@ -278,7 +320,7 @@ mod tests {
                 .join("presence-x", member("bob"), &b, 1)
                 .await
                 .err(),
-            Some(LimitReached)
+            Some(JoinError::LimitReached)
         );
     }
 }

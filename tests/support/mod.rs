@@ -3,7 +3,9 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the helpers
 
+pub mod cluster;
 pub mod redis;
+pub mod webhooks;
 pub mod ws;
 
 use std::io::{BufRead, BufReader};
