@@ -20,14 +20,12 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use tokio_tungstenite::tungstenite::Utf8Bytes;
-
 use super::commands::Commands;
 use super::presence::{PendingLeave, RedisPresence, Swept};
 use super::{ClusterSettings, Life};
 use crate::pusher::Driver;
-use crate::pusher::peers::{ChannelFrame, PeerMessage, Unavailable};
-use crate::pusher::protocol::{Code, USER_CHANNEL_PREFIX, frames};
+use crate::pusher::peers::Unavailable;
+use crate::pusher::protocol::{Code, USER_CHANNEL_PREFIX};
 
 /// Heartbeats a key outlives: three missed and the node is dead.
 const MISSED_BEATS: u32 = 3;
@@ -268,7 +266,7 @@ impl Nodes {
                 .await
             {
                 Ok(Some(removal)) => {
-                    member_removed(driver, &leave.channel, &leave.user_id, removal.seq)
+                    driver.member_removed(&leave.channel, &leave.user_id, removal.seq)
                 }
                 Ok(None) => {}
                 Err(_) => self.presence.retry_leave(PendingLeave { ..leave.clone() }),
@@ -295,25 +293,9 @@ impl Nodes {
 /// Sends what a sweep decided: `member_removed` to every node's sockets and the webhooks.
 fn send_swept(driver: &Driver, channel: &str, swept: &Swept) {
     for (user_id, seq) in &swept.removed {
-        member_removed(driver, channel, user_id, Some(*seq));
+        driver.member_removed(channel, user_id, Some(*seq));
     }
     if swept.vacated {
         driver.webhooks.channel_vacated(channel);
     }
-}
-
-/// `user_id` is no longer on `channel`: every node's sockets there and the webhooks hear it.
-fn member_removed(driver: &Driver, channel: &str, user_id: &str, seq: Option<u64>) {
-    let removed = Utf8Bytes::from(frames::member_removed(channel, user_id));
-    driver.hub.publish(channel, &removed, None);
-    driver.forward(|| PeerMessage::Frames {
-        frames: vec![ChannelFrame {
-            channel: channel.to_owned(),
-            frame: removed,
-            except: None,
-            seq,
-        }],
-        keep: false,
-    });
-    driver.webhooks.member_removed(channel, user_id);
 }

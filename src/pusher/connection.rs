@@ -575,18 +575,7 @@ impl Session<'_> {
                 .leave(channel, user_id, &self.connection.id)
                 .await;
             if let Some(removal) = removal {
-                let removed = Utf8Bytes::from(frames::member_removed(channel, user_id));
-                driver.hub.publish(channel, &removed, None);
-                driver.forward(|| PeerMessage::Frames {
-                    frames: vec![ChannelFrame {
-                        channel: channel.to_owned(),
-                        frame: removed,
-                        except: None,
-                        seq: removal.seq,
-                    }],
-                    keep: false,
-                });
-                driver.webhooks.member_removed(channel, user_id);
+                driver.member_removed(channel, user_id, removal.seq);
             }
             self.memberships.swap_remove(index);
         }

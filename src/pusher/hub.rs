@@ -222,18 +222,7 @@ impl Hub {
 
     /// Queues `frame` to every listener of `channel` but `except`; returns how many got it.
     pub fn publish(&self, channel: &str, frame: &Utf8Bytes, except: Option<&SocketId>) -> usize {
-        let shard = self
-            .shard(channel)
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(listeners) = shard.get(channel) else {
-            return 0;
-        };
-        listeners
-            .values()
-            .filter(|listener| Some(&listener.connection.id) != except)
-            .filter(|listener| listener.connection.send(frame.clone()))
-            .count()
+        self.publish_with(channel, || frame.clone(), except)
     }
 
     /// [`Hub::publish`] for a member event at point `seq` of the channel's member history:

@@ -169,6 +169,25 @@ impl Driver {
         self
     }
 
+    /// `user_id` is no longer a member of `channel` (decided here): every node's sockets there
+    /// and the webhooks hear it; `seq` is its place in the channel's member history.
+    pub fn member_removed(&self, channel: &str, user_id: &str, seq: Option<u64>) {
+        let removed = tokio_tungstenite::tungstenite::Utf8Bytes::from(
+            protocol::frames::member_removed(channel, user_id),
+        );
+        self.hub.publish(channel, &removed, None);
+        self.forward(|| PeerMessage::Frames {
+            frames: vec![ChannelFrame {
+                channel: channel.to_owned(),
+                frame: removed,
+                except: None,
+                seq,
+            }],
+            keep: false,
+        });
+        self.webhooks.member_removed(channel, user_id);
+    }
+
     /// Tells the other nodes, best effort, if there are any.
     pub fn forward(&self, message: impl FnOnce() -> PeerMessage) {
         if let Some(peers) = &self.peers {
