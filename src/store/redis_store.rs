@@ -3,18 +3,23 @@
 //!
 //! Keys (all under the deployment's prefix):
 //! * `collections` (hash: id -> row), `names` (hash: name -> id);
-//! * per collection `c:{id}:v` (its [`Version`]), `c:{id}:name`, `c:{id}:subs` (hash: UUID ->
-//!   row) and `c:{id}:records` (hash: record id -> JSON);
+//! * per collection `c:{id}:v` (its [`Version`]), `c:{id}:rules` (the version its rules were
+//!   set at), `c:{id}:name`, `c:{id}:subs` (hash: UUID -> row), `c:{id}:seen` (hash: UUID ->
+//!   when a node last saw it alive), `c:{id}:records` (hash: record id -> JSON) and
+//!   `c:{id}:rseq` (hash: record id -> its last change);
 //! * `seq` (the number of the last change) and `log`, a stream whose entry `{seq}-0` is that
 //!   change ([`LogEntry`]);
 //! * `lease`: which node runs the jobs one node runs for all (pruning).
 //!
-//! A change is one Lua script: it checks that its collection is at the version the change was
-//! decided at (else `CONFLICT`), changes the rows, moves the version on and appends the change
-//! to the log, in one step. A node applies its own changes at once and every other node's from
-//! the log, in order ([`Storage::replicas`]); versions let the engine skip what it applied
-//! already. The connection table is mirrored in memory, so channel authorization needs no
-//! round trip (and works while Redis is away).
+//! A change is one Lua script: it checks that what the change was decided on is unchanged
+//! (else `CONFLICT`): the collection's version for subscriptions, rules and publishes; for a
+//! record write only the record's last change (`c:{id}:rseq`) and the rules' version
+//! (`c:{id}:rules`), so that writes to different records never conflict. It then appends the
+//! change to the log, changes the rows and moves the versions on, in one step. Every node
+//! applies the log in order ([`Storage::replicas`]): record writes only from there, the node
+//! that made them included; a node's own other changes at once, skipped by version when the
+//! log brings them. The connection table is mirrored in memory, so channel authorization needs
+//! no round trip (and works while Redis is away).
 //!
 //! A write is acknowledged once Redis has it; Redis's own persistence decides the rest
 //! (`appendonly yes` with `appendfsync always` loses nothing acknowledged).
