@@ -4,9 +4,10 @@
 //! mode's store sits beside it.
 //!
 //! Every write is one [`Change`] through [`Store::commit`], numbered ([`Epoch`]) and, within
-//! its collection, versioned ([`Version`]): a change is made only if the collection is still
-//! at the version it was decided at ([`Expect`]), so that nodes sharing a store never apply
-//! two changes decided on the same state. [`Store::sync`] makes what was committed durable,
+//! its collection, versioned ([`Version`]): a change is made only if what it was decided on
+//! is unchanged ([`Expect`]: the collection's version, or for a record write the record and
+//! the rules), so that nodes sharing a store never apply two changes decided on the same
+//! state. [`Store::sync`] makes what was committed durable,
 //! and [`Store::durable`] waits until one change is: events (a record change, or `ended`) are
 //! delivered only then, so no client ever sees something a crash could take back.
 //!
