@@ -35,217 +35,237 @@ pub const DEV_APP_SECRET: &str = "velo-secret-change-me";
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// TOML configuration file [default: ./velo.toml when it exists]
-    #[arg(long, env = "VELO_CONFIG")]
+    #[arg(long, global = true, env = "VELO_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
     /// Address to listen on; port 0 picks a free port (the log says which) [default: 127.0.0.1:8080]
-    #[arg(long, env = "VELO_BIND")]
+    #[arg(long, global = true, env = "VELO_BIND")]
     pub bind: Option<SocketAddr>,
 
     /// Directory for the sled database and snapshots [default: ./snapshots]
-    #[arg(long, env = "VELO_DATA_DIR")]
+    #[arg(long, global = true, env = "VELO_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
     /// Bearer token of the superuser (manages collections, passes SUPERUSER_ONLY)
-    #[arg(long, env = "VELO_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "VELO_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
     /// HS256 secret that user JWTs are signed with
-    #[arg(long, env = "VELO_JWT_SECRET", hide_env_values = true)]
+    #[arg(long, global = true, env = "VELO_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
     /// Pusher app id served by the built-in driver
-    #[arg(long, env = "VELO_APP_ID")]
+    #[arg(long, global = true, env = "VELO_APP_ID")]
     pub app_id: Option<String>,
 
     /// Pusher app key (clients connect to /app/{key})
-    #[arg(long, env = "VELO_APP_KEY")]
+    #[arg(long, global = true, env = "VELO_APP_KEY")]
     pub app_key: Option<String>,
 
     /// Pusher app secret (signs channel authorizations and HTTP API calls)
-    #[arg(long, env = "VELO_APP_SECRET", hide_env_values = true)]
+    #[arg(long, global = true, env = "VELO_APP_SECRET", hide_env_values = true)]
     pub app_secret: Option<String>,
 
     /// Prefix of realtime channel names [default: velo.realtime.]
-    #[arg(long, env = "VELO_CHANNEL_PREFIX")]
+    #[arg(long, global = true, env = "VELO_CHANNEL_PREFIX")]
     pub channel_prefix: Option<String>,
 
     /// Seconds a subscription lives without a ping or a connected socket [default: 300]
-    #[arg(long, env = "VELO_CONNECTION_THRESHOLD_SECS")]
+    #[arg(long, global = true, env = "VELO_CONNECTION_THRESHOLD_SECS")]
     pub connection_threshold_secs: Option<u64>,
 
     /// Origins allowed for browsers, comma-separated, or * [default: *]
-    #[arg(long, env = "VELO_CORS_ORIGINS", value_delimiter = ',')]
+    #[arg(long, global = true, env = "VELO_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Option<Vec<String>>,
 
     /// Most WebSocket connections at once; more are refused with 4004. 0: unlimited [default: 100000]
-    #[arg(long, env = "VELO_MAX_CONNECTIONS")]
+    #[arg(long, global = true, env = "VELO_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 
     /// Largest frame a client may send, in bytes; larger ones get pusher:error 4301. 0: up to
     /// the 256 KiB that can be read at all [default: 10240]
-    #[arg(long, env = "VELO_MAX_MESSAGE_BYTES")]
+    #[arg(long, global = true, env = "VELO_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
 
     /// Most channels one connection may subscribe to. 0: unlimited [default: 100]
-    #[arg(long, env = "VELO_MAX_CHANNELS_PER_SOCKET")]
+    #[arg(long, global = true, env = "VELO_MAX_CHANNELS_PER_SOCKET")]
     pub max_channels_per_socket: Option<usize>,
 
     /// Frames queued for a slow client before it is disconnected with 4100. 0: unbounded (a
     /// client that stops reading then holds memory until it is dropped) [default: 1024]
-    #[arg(long, env = "VELO_SOCKET_QUEUE_FRAMES")]
+    #[arg(long, global = true, env = "VELO_SOCKET_QUEUE_FRAMES")]
     pub socket_queue_frames: Option<usize>,
 
     /// Seconds of client silence before the server pings [default: 120]
-    #[arg(long, env = "VELO_ACTIVITY_TIMEOUT_SECS")]
+    #[arg(long, global = true, env = "VELO_ACTIVITY_TIMEOUT_SECS")]
     pub activity_timeout_secs: Option<u64>,
 
     /// Seconds a pinged client has to answer (anything will do) before it is closed with 4201 [default: 30]
-    #[arg(long, env = "VELO_PONG_TIMEOUT_SECS")]
+    #[arg(long, global = true, env = "VELO_PONG_TIMEOUT_SECS")]
     pub pong_timeout_secs: Option<u64>,
 
     /// Seconds a client may take to send a request's headers. Also how long an idle kept-alive
     /// connection stays open, and how long a WebSocket upgrade may take to be handed over after
     /// its 101; 0 = no limit [default: 10]
-    #[arg(long, env = "VELO_HEADER_READ_TIMEOUT_SECS")]
+    #[arg(long, global = true, env = "VELO_HEADER_READ_TIMEOUT_SECS")]
     pub header_read_timeout_secs: Option<u64>,
 
     /// Seconds a request's body may take to arrive after its headers; slower gets 408 and the
     /// connection is closed; 0 = no limit [default: 30]
-    #[arg(long, env = "VELO_BODY_READ_TIMEOUT_SECS")]
+    #[arg(long, global = true, env = "VELO_BODY_READ_TIMEOUT_SECS")]
     pub body_read_timeout_secs: Option<u64>,
 
     /// Seconds a write to a client may stay blocked (the client not reading) before its
     /// connection is dropped: HTTP responses and WebSockets alike; 0 = no limit [default: 30]
-    #[arg(long, env = "VELO_WRITE_STALL_TIMEOUT_SECS")]
+    #[arg(long, global = true, env = "VELO_WRITE_STALL_TIMEOUT_SECS")]
     pub write_stall_timeout_secs: Option<u64>,
 
     /// Seconds a cache channel's last event is kept for new subscribers; 0 = until replaced
     /// [default: 1800]
-    #[arg(long, env = "VELO_CACHE_TTL_SECS")]
+    #[arg(long, global = true, env = "VELO_CACHE_TTL_SECS")]
     pub cache_ttl_secs: Option<u64>,
 
     /// Cache channels whose last event is kept, at most (the one written least recently makes
     /// room); 0 = unlimited [default: 10000]
-    #[arg(long, env = "VELO_CACHE_MAX_CHANNELS")]
+    #[arg(long, global = true, env = "VELO_CACHE_MAX_CHANNELS")]
     pub cache_max_channels: Option<usize>,
 
     /// Members (users, not sockets) of one presence channel, at most; more get
     /// LimitReached 4100; 0 = unlimited [default: 100]
-    #[arg(long, env = "VELO_PRESENCE_MAX_MEMBERS")]
+    #[arg(long, global = true, env = "VELO_PRESENCE_MAX_MEMBERS")]
     pub presence_max_members: Option<usize>,
 
     /// Largest user_info of a presence member, in bytes of JSON; larger gets 4301;
     /// 0 = unlimited [default: 1024]
-    #[arg(long, env = "VELO_PRESENCE_MAX_USER_INFO_BYTES")]
+    #[arg(long, global = true, env = "VELO_PRESENCE_MAX_USER_INFO_BYTES")]
     pub presence_max_user_info_bytes: Option<usize>,
 
     /// Base64 of 32 random bytes: with it, authorizing a private-encrypted- channel answers the
     /// channel's shared_secret (SHA-256 of the channel name and this key, as the server
     /// libraries derive it) [default: none: encrypted channels are not authorized here]
-    #[arg(long, env = "VELO_ENCRYPTION_MASTER_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "VELO_ENCRYPTION_MASTER_KEY",
+        hide_env_values = true
+    )]
     pub encryption_master_key: Option<String>,
 
     /// Token claims copied into a signed-in user's user_data besides `id`, comma-separated
     /// (e.g. name,email) [default: none]
-    #[arg(long, env = "VELO_USER_DATA_CLAIMS", value_delimiter = ',')]
+    #[arg(
+        long,
+        global = true,
+        env = "VELO_USER_DATA_CLAIMS",
+        value_delimiter = ','
+    )]
     pub user_data_claims: Option<Vec<String>>,
 
     /// Relay client-* events between subscribers of private channels [default: false]
-    #[arg(long, env = "VELO_CLIENT_EVENTS")]
+    #[arg(long, global = true, env = "VELO_CLIENT_EVENTS")]
     pub client_events: Option<bool>,
 
     /// Most live subscriptions one client may hold (a user by id, a guest by address); more
     /// get 429. 0: unlimited [default: 1000]
-    #[arg(long, env = "VELO_MAX_SUBSCRIPTIONS_PER_CLIENT")]
+    #[arg(long, global = true, env = "VELO_MAX_SUBSCRIPTIONS_PER_CLIENT")]
     pub max_subscriptions_per_client: Option<usize>,
 
     /// Subscribe requests per second one client may make (bursts of as many pass at once);
     /// more get 429 with Retry-After. 0: unlimited [default: 20]
-    #[arg(long, env = "VELO_SUBSCRIBE_RATE")]
+    #[arg(long, global = true, env = "VELO_SUBSCRIBE_RATE")]
     pub subscribe_rate: Option<u32>,
 
     /// Most WebSocket connections from one address; more are refused with 4100 (clients
     /// retry later). 0: unlimited [default: 1000]
-    #[arg(long, env = "VELO_MAX_CONNECTIONS_PER_ADDRESS")]
+    #[arg(long, global = true, env = "VELO_MAX_CONNECTIONS_PER_ADDRESS")]
     pub max_connections_per_address: Option<usize>,
 
     /// Proxies whose X-Forwarded-For is believed, comma-separated addresses or networks
     /// (10.0.0.0/8); a client's address is then the last one they forwarded [default: none]
-    #[arg(long, env = "VELO_TRUSTED_PROXIES", value_delimiter = ',')]
+    #[arg(
+        long,
+        global = true,
+        env = "VELO_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
     pub trusted_proxies: Option<Vec<String>>,
 
     /// What events are called on the wire: `actions` (`created`, `updated`, `deleted`, `ended`)
     /// or `server.message` (every event, as Velo's own code broadcasts; the payload's `action`
     /// says which) [default: actions]
-    #[arg(long, env = "VELO_EVENT_NAMES")]
+    #[arg(long, global = true, env = "VELO_EVENT_NAMES")]
     pub event_names: Option<EventNames>,
 
     /// Where events go: `builtin` (this server's WebSockets) or `pusher` (an external
     /// Pusher-compatible service) [default: builtin]
-    #[arg(long, env = "VELO_DRIVER")]
+    #[arg(long, global = true, env = "VELO_DRIVER")]
     pub driver: Option<DriverKind>,
 
     /// The external service's host (driver `pusher`), e.g. api-eu.pusher.com
-    #[arg(long, env = "VELO_PUSHER_HOST")]
+    #[arg(long, global = true, env = "VELO_PUSHER_HOST")]
     pub pusher_host: Option<String>,
 
     /// The external service's port [default: 443 for https, 80 for http]
-    #[arg(long, env = "VELO_PUSHER_PORT")]
+    #[arg(long, global = true, env = "VELO_PUSHER_PORT")]
     pub pusher_port: Option<u16>,
 
     /// `https` or `http` [default: https]
-    #[arg(long, env = "VELO_PUSHER_SCHEME")]
+    #[arg(long, global = true, env = "VELO_PUSHER_SCHEME")]
     pub pusher_scheme: Option<String>,
 
     /// The external app's id
-    #[arg(long, env = "VELO_PUSHER_APP_ID")]
+    #[arg(long, global = true, env = "VELO_PUSHER_APP_ID")]
     pub pusher_app_id: Option<String>,
 
     /// The external app's key (clients connect with it)
-    #[arg(long, env = "VELO_PUSHER_KEY")]
+    #[arg(long, global = true, env = "VELO_PUSHER_KEY")]
     pub pusher_key: Option<String>,
 
     /// The external app's secret (signs triggers and channel authorizations)
-    #[arg(long, env = "VELO_PUSHER_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "VELO_PUSHER_SECRET",
+        hide_env_values = true
+    )]
     pub pusher_secret: Option<String>,
 
     /// Seconds an event is retried while the external service fails, before it is dropped [default: 30]
-    #[arg(long, env = "VELO_PUSHER_RETRY_WINDOW_SECS")]
+    #[arg(long, global = true, env = "VELO_PUSHER_RETRY_WINDOW_SECS")]
     pub pusher_retry_window_secs: Option<u64>,
 
     /// URLs every webhook event is POSTed to, comma-separated (`[[webhooks]]` in the TOML
     /// file chooses events per URL) [default: none]
-    #[arg(long, env = "VELO_WEBHOOK_URLS", value_delimiter = ',')]
+    #[arg(long, global = true, env = "VELO_WEBHOOK_URLS", value_delimiter = ',')]
     pub webhook_urls: Option<Vec<String>>,
 
     /// Seconds a webhook event is retried while its URL fails, counted from when it happened,
     /// before it is dropped; 1 to 86400 [default: 60]
-    #[arg(long, env = "VELO_WEBHOOK_RETRY_WINDOW_SECS")]
+    #[arg(long, global = true, env = "VELO_WEBHOOK_RETRY_WINDOW_SECS")]
     pub webhook_retry_window_secs: Option<u64>,
 
     /// Cluster mode: the Redis every node shares (`redis://host:port/db`, `rediss://` for
     /// TLS) [default: none, one node on sled]
-    #[arg(long, env = "VELO_REDIS_URL", hide_env_values = true)]
+    #[arg(long, global = true, env = "VELO_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
     /// In front of every Redis key, so several deployments share one Redis [default: velo:]
-    #[arg(long, env = "VELO_REDIS_PREFIX")]
+    #[arg(long, global = true, env = "VELO_REDIS_PREFIX")]
     pub redis_prefix: Option<String>,
 
     /// This node's name in the cluster [default: random]
-    #[arg(long, env = "VELO_NODE_ID")]
+    #[arg(long, global = true, env = "VELO_NODE_ID")]
     pub node_id: Option<String>,
 
     /// Milliseconds a request waits for Redis before it is answered 503; 1 to 60000
     /// [default: 2000]
-    #[arg(long, env = "VELO_REDIS_TIMEOUT_MS")]
+    #[arg(long, global = true, env = "VELO_REDIS_TIMEOUT_MS")]
     pub redis_timeout_ms: Option<u64>,
 
     /// Milliseconds between a node's heartbeats; a node silent for three is dead and its
     /// sockets leave presence and occupancy; 100 to 10000 [default: 5000]
-    #[arg(long, env = "VELO_NODE_HEARTBEAT_MS")]
+    #[arg(long, global = true, env = "VELO_NODE_HEARTBEAT_MS")]
     pub node_heartbeat_ms: Option<u64>,
 
     /// Webhook URLs with the events each gets (TOML only).

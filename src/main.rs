@@ -70,18 +70,26 @@ fn parse_claims(claims: &[String]) -> anyhow::Result<Map<String, Value>> {
         .collect()
 }
 
+/// Prints a line on stdout; a reader that went away (`| head`) ends the output quietly.
+fn print_line(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = cli.settings.with_file()?.resolve()?;
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Openapi => println!("{}", velo_realtime::api::spec()),
+        Command::Openapi => print_line(&velo_realtime::api::spec().to_string())?,
         Command::Token { sub, claims, ttl } => {
             let authenticator = Authenticator::new(&config.admin_token, &config.jwt_secret);
-            println!(
-                "{}",
-                authenticator.mint(&sub, parse_claims(&claims)?, parse_ttl(&ttl)?)
-            );
+            let token = authenticator.mint(&sub, parse_claims(&claims)?, parse_ttl(&ttl)?);
+            print_line(&token)?;
         }
         Command::Serve => {
             tracing_subscriber::fmt()
