@@ -523,6 +523,11 @@ impl Engine {
         socket_id: Option<String>,
     ) -> Result<Subscribed, EngineError> {
         let handle = self.resolve_named_in_body(collection)?;
+        if let Some(applied) = &self.applied {
+            return self
+                .subscribe_shared(&handle, identity, client, filter_text, socket_id, applied)
+                .await;
+        }
         let subscribed = self
             .ask_to_change(&handle, |reply| CollectionMsg::Subscribe {
                 identity: identity.clone(),
@@ -642,6 +647,66 @@ impl Engine {
         Ok(record)
     }
 
+    /// A subscribe where nodes share the store: decided by the collection's actor on the
+    /// rules, committed here, and answered once the actor has filed it from the log, as every
+    /// node does. A rule change on another node first makes it decided again.
+    async fn subscribe_shared(
+        &self,
+        handle: &CollectionHandle,
+        identity: Identity,
+        client: Option<ClientKey>,
+        filter_text: String,
+        socket_id: Option<String>,
+        applied: &tokio::sync::watch::Receiver<crate::store::Epoch>,
+    ) -> Result<Subscribed, EngineError> {
+        let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
+        loop {
+            let decided = self
+                .ask(handle, |reply| CollectionMsg::DecideSubscribe {
+                    identity: identity.clone(),
+                    client: client.clone(),
+                    filter_text: filter_text.clone(),
+                    socket_id: socket_id.clone(),
+                    reply,
+                })
+                .await??;
+            let id = decided.subscribed.id;
+            let change = Change::PutSubscription(id, &decided.doc);
+            match self.store.commit(decided.expect, change, None).await {
+                Ok(committed) => {
+                    self.applied_here(handle, committed.epoch, deadline).await?;
+                    tracing::info!(collection = %handle.info.name, subscription = %id, privacy = ?decided.subscribed.privacy, "subscription created");
+                    return Ok(decided.subscribed);
+                }
+                Err(StoreError::Conflict { head }) if tokio::time::Instant::now() < deadline => {
+                    dispatched(applied, head, deadline).await?;
+                }
+                Err(StoreError::Gone) => {
+                    return Err(EngineError::invalid(
+                        "collection",
+                        format!("collection `{}` does not exist", handle.info.name),
+                    ));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Waits until a collection's actor has applied the change numbered `seq` from the log.
+    async fn applied_here(
+        &self,
+        handle: &CollectionHandle,
+        seq: crate::store::Epoch,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), EngineError> {
+        let mut done = handle.applied.clone();
+        match tokio::time::timeout_at(deadline, done.wait_for(|applied| *applied >= seq)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(EngineError::UnknownCollection(handle.info.name.clone())),
+            Err(_) => Err(EngineError::Unavailable),
+        }
+    }
+
     /// A record write where nodes share the store: decided by the collection's actor on the
     /// record as it has it, committed here (many at once: the actor does not wait for the
     /// store), and answered once the actor has applied it from the log, as every node does.
@@ -694,22 +759,11 @@ impl Engine {
             match committed {
                 Ok(committed) => {
                     // Applied here as on every node, and so answered: read your own writes.
-                    let mut done = handle.applied.clone();
-                    let waited = done.wait_for(|seq| *seq >= committed.epoch);
-                    return match tokio::time::timeout_at(deadline, waited).await {
-                        Ok(Ok(_)) => Ok(decided.record),
-                        Ok(Err(_)) => Err(EngineError::UnknownCollection(handle.info.name.clone())),
-                        Err(_) => Err(EngineError::Unavailable),
-                    };
+                    self.applied_here(handle, committed.epoch, deadline).await?;
+                    return Ok(decided.record);
                 }
                 Err(StoreError::Conflict { head }) if tokio::time::Instant::now() < deadline => {
-                    // Every change up to `head` handed to the actors: the actor's next
-                    // decision comes after those of its collection.
-                    let mut caught_up = applied.clone();
-                    let waited = caught_up.wait_for(|seq| *seq >= head);
-                    if tokio::time::timeout_at(deadline, waited).await.is_err() {
-                        return Err(EngineError::Storage(StoreError::Conflict { head }));
-                    }
+                    dispatched(applied, head, deadline).await?;
                 }
                 Err(StoreError::Gone) => {
                     return Err(EngineError::UnknownCollection(handle.info.name.clone()));
@@ -871,6 +925,20 @@ async fn caught_up(
         // The actor stopped: the collection was deleted.
         Ok(Err(_)) => Err(EngineError::UnknownCollection(handle.info.name.clone())),
         Err(_) => Err(EngineError::Storage(StoreError::Conflict { head })),
+    }
+}
+
+/// Waits until every change of the log up to `head` has been handed to the actors: an
+/// actor's next decision then comes after those of its collection.
+async fn dispatched(
+    applied: &tokio::sync::watch::Receiver<crate::store::Epoch>,
+    head: crate::store::Epoch,
+    deadline: tokio::time::Instant,
+) -> Result<(), EngineError> {
+    let mut caught_up = applied.clone();
+    match tokio::time::timeout_at(deadline, caught_up.wait_for(|seq| *seq >= head)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(_)) | Err(_) => Err(EngineError::Storage(StoreError::Conflict { head })),
     }
 }
 

@@ -333,6 +333,10 @@ pub enum Expect {
     /// conflict. Where nodes share the store, such a change is applied, on every node
     /// including the one that made it, only from the log, in its order.
     Record { seq: Option<Epoch>, rules: Version },
+    /// For a new subscription, decided on the rules alone (set at this version): like a
+    /// record write, it does not move the collection's version, and where nodes share the
+    /// store it is applied only from the log.
+    Rules(Version),
     /// No collection with this id, nor one with its name (a new collection).
     Absent,
     /// Anything (deleting a collection).

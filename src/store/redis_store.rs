@@ -54,8 +54,8 @@ const REPLICA_QUEUE: usize = 4096;
 const RECONNECT_BACKOFF: (Duration, Duration) =
     (Duration::from_millis(100), Duration::from_secs(5));
 
-/// The commit script: `ARGV` = prefix, op, collection id, expectation (`at`, `record`,
-/// `absent`, `any`), expected version (the collection's, or for `record` its rules'), log
+/// The commit script: `ARGV` = prefix, op, collection id, expectation (`at`, `rules`,
+/// `record`, `absent`, `any`), expected version (the collection's, or its rules'), log
 /// entry, log length, the record's expected last change (`record`: `""` for none), then the
 /// op's own arguments.
 const COMMIT: &str = r#"
@@ -73,6 +73,10 @@ elseif not exists then
 elseif expect == 'at' then
   local version = tonumber(redis.call('GET', c .. ':v') or '0')
   if version ~= expected then return {'CONFLICT', version} end
+elseif expect == 'rules' then
+  if tonumber(redis.call('GET', c .. ':rules') or '0') ~= expected then
+    return {'CONFLICT', tonumber(redis.call('GET', p .. 'seq') or '0')}
+  end
 elseif expect == 'record' then
   local rules = tonumber(redis.call('GET', c .. ':rules') or '0')
   local changed = redis.call('HGET', c .. ':rseq', ARGV[9]) or ''
@@ -105,7 +109,7 @@ elseif op == 'delete_collection' then
     c .. ':records', c .. ':rseq')
 elseif op == 'put_subscription' then
   redis.call('HSET', c .. ':subs', ARGV[9], ARGV[10])
-  redis.call('INCR', c .. ':v')
+  if expect ~= 'rules' then redis.call('INCR', c .. ':v') end
 elseif op == 'delete_subscription' then
   redis.call('HDEL', c .. ':subs', ARGV[9])
   redis.call('HDEL', c .. ':seen', ARGV[9])
@@ -147,6 +151,13 @@ impl Mirror {
         if let Replica::DeleteCollection(id) = &entry.change {
             self.rows.retain(|_, doc| doc.collection_id != *id);
             self.versions.remove(id);
+            return;
+        }
+        // A new subscription (made on the rules alone, version 0) is always put: nothing
+        // about it can be older than what the mirror holds (it must exist before anything
+        // else is done to it).
+        if let (Replica::PutSubscription(id, doc), 0) = (&entry.change, entry.version) {
+            self.rows.insert(*id, doc.clone());
             return;
         }
         let applied = self.versions.get(collection).copied().unwrap_or(0);
@@ -302,6 +313,7 @@ impl Storage for RedisStore {
                     0,
                     seq.map(|seq| seq.to_string()).unwrap_or_default(),
                 ),
+                Expect::Rules(rules) => ("rules", rules, 0, String::new()),
                 Expect::Absent => ("absent", 0, 1, String::new()),
                 Expect::Any => ("any", 0, 0, String::new()),
             };

@@ -137,7 +137,7 @@ impl Storage for SledStore {
             version: match expect {
                 Expect::At(version) => version + 1,
                 Expect::Absent => 1,
-                Expect::Record { .. } | Expect::Any => 0,
+                Expect::Record { .. } | Expect::Rules(_) | Expect::Any => 0,
             },
         });
         Box::pin(std::future::ready(committed))

@@ -106,6 +106,15 @@ pub enum CollectionMsg {
         id: String,
         reply: RpcReplyPort<Result<RecordMap, EngineError>>,
     },
+    /// Where nodes share the store: a new subscription, decided and not made
+    /// ([`CollectionState::decide_subscribe`]).
+    DecideSubscribe {
+        identity: Identity,
+        client: Option<ClientKey>,
+        filter_text: String,
+        socket_id: Option<String>,
+        reply: RpcReplyPort<Result<SubscribeDecided, EngineError>>,
+    },
     /// Where nodes share the store: what a record write would change, decided on the record
     /// as this actor has it, changing nothing (the engine commits it, and the actor applies
     /// it from the log, as every node does).
@@ -224,6 +233,13 @@ pub struct CollectionState {
     loaded_seq: Epoch,
     record_seqs: HashMap<String, Epoch>,
     applied_watch: tokio::sync::watch::Sender<Epoch>,
+}
+
+/// A new subscription decided where nodes share the store, to commit.
+pub struct SubscribeDecided {
+    pub subscribed: Subscribed,
+    pub doc: SubscriptionDoc,
+    pub expect: Expect,
 }
 
 /// A subscription the list rule refuses to file, and why.
@@ -557,6 +573,64 @@ impl CollectionState {
         }
     }
 
+    /// Where nodes share the store: a new subscription decided on the rules alone (admitted,
+    /// within the quota as this node counts it, its filter compiled, its channel's key
+    /// derivable), changing nothing: the engine commits it, and every node, this one
+    /// included, files it from the log.
+    fn decide_subscribe(
+        &mut self,
+        identity: Identity,
+        client: Option<ClientKey>,
+        filter_text: String,
+        socket_id: Option<String>,
+    ) -> Result<SubscribeDecided, EngineError> {
+        if self.closed {
+            return Err(EngineError::invalid(
+                "collection",
+                format!("collection `{}` does not exist", self.name),
+            ));
+        }
+        admit(&self.rules.list, &identity)?;
+        let id = Uuid::new_v4();
+        let privacy = if self.rules.list.admits_guest() {
+            ChannelPrivacy::Public
+        } else {
+            self.private_kind()
+        };
+        if let Some(client) = &client {
+            match self.subscription_quota.take(client) {
+                // Counted when the subscription is filed, on every node.
+                Ok(()) => self.subscription_quota.give_back(client),
+                Err(exceeded) => {
+                    Metrics::count(&self.driver.metrics.limited_subscriptions, 1);
+                    return Err(EngineError::Limited {
+                        message: format!(
+                            "{client} already holds {} live subscriptions, the most allowed: end some (DELETE /api/realtime/subscriptions/{{channel}}) or let unused ones expire",
+                            exceeded.max
+                        ),
+                        retry_after_secs: QUOTA_RETRY_AFTER_SECS,
+                    });
+                }
+            }
+        }
+        self.destination(id, privacy)?;
+        self.compiled(&filter_text, identity.is_superuser())?;
+        let subscription = Subscription {
+            identity,
+            filter_text,
+            socket_id,
+            privacy,
+            client,
+            created_at_ms: now_ms(),
+            last_seen: Instant::now(),
+        };
+        Ok(SubscribeDecided {
+            subscribed: Subscribed { id, privacy },
+            doc: subscription.doc(&self.id),
+            expect: Expect::Rules(self.rules_version),
+        })
+    }
+
     async fn subscribe(
         &mut self,
         identity: Identity,
@@ -854,11 +928,41 @@ impl CollectionState {
                 let except = entry.except.as_deref().and_then(SocketId::parse);
                 self.apply(records::RecordChange::Delete(record_id), except, None);
             }
+            // A new subscription (decided on the rules alone): filed from the log only.
+            Replica::PutSubscription(id, doc) if entry.version == 0 => {
+                self.file_replicated(id, doc);
+            }
             _ if entry.version <= self.version => {}
             _ => self.apply_replica(entry),
         }
         self.replaying = false;
         self.applied_watch.send_replace(seq);
+    }
+
+    /// A subscription's row from the log, new or with a fresher token: filed (counted against
+    /// its client when new).
+    fn file_replicated(&mut self, id: Uuid, doc: SubscriptionDoc) {
+        let existing = self.unfile(id);
+        let Some(subscription) = self.restore(doc) else {
+            tracing::warn!(collection = %self.name, subscription = %id, "a replicated subscription does not load");
+            return;
+        };
+        let client = subscription.client.clone();
+        if self.file(id, subscription).is_ok() {
+            if existing.is_none()
+                && let Some(client) = &client
+            {
+                self.subscription_quota.add(client);
+            }
+        } else {
+            // Decided on the rules every node has, so this node differs (its configuration,
+            // or its version): the row stays for the nodes that can serve it.
+            tracing::error!(collection = %self.name, subscription = %id, "a replicated subscription cannot be served by this node (is its configuration, e.g. VELO_ENCRYPTION_MASTER_KEY, the same as the other nodes'?)");
+            if let Some(existing) = existing {
+                let ending = Ending::Announced(EndReason::RuleChanged);
+                self.retired(id, &existing, ending, None);
+            }
+        }
     }
 
     fn apply_replica(&mut self, entry: LogEntry) {
@@ -867,33 +971,7 @@ impl CollectionState {
         }
         let except = entry.except.as_deref().and_then(SocketId::parse);
         match entry.change {
-            Replica::PutSubscription(id, doc) => {
-                let existing = self.unfile(id);
-                match self.restore(doc) {
-                    Some(subscription) => {
-                        let client = subscription.client.clone();
-                        if self.file(id, subscription).is_ok() {
-                            if existing.is_none()
-                                && let Some(client) = &client
-                            {
-                                self.subscription_quota.add(client);
-                            }
-                        } else {
-                            // A change decided on the same version every node has, so this
-                            // node differs (its configuration, or its version): the row stays
-                            // for the nodes that can serve it.
-                            tracing::error!(collection = %self.name, subscription = %id, "a replicated subscription cannot be served by this node (is its configuration, e.g. VELO_ENCRYPTION_MASTER_KEY, the same as the other nodes'?)");
-                            if let Some(existing) = existing {
-                                let ending = Ending::Announced(EndReason::RuleChanged);
-                                self.retired(id, &existing, ending, None);
-                            }
-                        }
-                    }
-                    None => {
-                        tracing::warn!(collection = %self.name, subscription = %id, "a replicated subscription does not load")
-                    }
-                }
-            }
+            Replica::PutSubscription(id, doc) => self.file_replicated(id, doc),
             Replica::DeleteSubscription { id, removal, .. } => {
                 if let Some(subscription) = self.unfile(id) {
                     self.retired(id, &subscription, Ending::from_removal(removal), None);
@@ -1128,6 +1206,16 @@ impl Actor for CollectionActor {
                 reply,
             } => {
                 let _ = reply.send(state.view(&identity, &id));
+            }
+            CollectionMsg::DecideSubscribe {
+                identity,
+                client,
+                filter_text,
+                socket_id,
+                reply,
+            } => {
+                let decided = state.decide_subscribe(identity, client, filter_text, socket_id);
+                let _ = reply.send(decided);
             }
             CollectionMsg::Decide {
                 identity,
