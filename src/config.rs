@@ -47,23 +47,26 @@ pub struct Settings {
     #[arg(long, global = true, env = "VELO_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Bearer token of the superuser (manages collections, passes SUPERUSER_ONLY)
+    /// Bearer token of the superuser (manages collections, passes SUPERUSER_ONLY); the default is
+    /// for development only [default: velo-dev-admin-token]
     #[arg(long, global = true, env = "VELO_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    /// HS256 secret that user JWTs are signed with
+    /// HS256 secret that user JWTs are signed with; the default is for development only
+    /// [default: velo-dev-jwt-secret-change-me]
     #[arg(long, global = true, env = "VELO_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
-    /// Pusher app id served by the built-in driver
+    /// Pusher app id served by the built-in driver [default: 1001]
     #[arg(long, global = true, env = "VELO_APP_ID")]
     pub app_id: Option<String>,
 
-    /// Pusher app key (clients connect to /app/{key})
+    /// Pusher app key (clients connect to /app/{key}) [default: velo-key]
     #[arg(long, global = true, env = "VELO_APP_KEY")]
     pub app_key: Option<String>,
 
-    /// Pusher app secret (signs channel authorizations and HTTP API calls)
+    /// Pusher app secret (signs channel authorizations and HTTP API calls); the default is for
+    /// development only [default: velo-secret-change-me]
     #[arg(long, global = true, env = "VELO_APP_SECRET", hide_env_values = true)]
     pub app_secret: Option<String>,
 
@@ -126,8 +129,8 @@ pub struct Settings {
     #[arg(long, global = true, env = "VELO_CACHE_TTL_SECS")]
     pub cache_ttl_secs: Option<u64>,
 
-    /// Cache channels whose last event is kept, at most (the one written least recently makes
-    /// room); 0 = unlimited [default: 10000]
+    /// Cache channels whose last event is kept, at most (the one used least recently, written
+    /// or replayed, makes room); 0 = unlimited [default: 10000]
     #[arg(long, global = true, env = "VELO_CACHE_MAX_CHANNELS")]
     pub cache_max_channels: Option<usize>,
 
@@ -143,7 +146,7 @@ pub struct Settings {
 
     /// Base64 of 32 random bytes: with it, authorizing a private-encrypted- channel answers the
     /// channel's shared_secret (SHA-256 of the channel name and this key, as the server
-    /// libraries derive it) [default: none: encrypted channels are not authorized here]
+    /// libraries derive it); unset, encrypted channels are not authorized here [default: none]
     #[arg(
         long,
         global = true,
@@ -202,7 +205,8 @@ pub struct Settings {
     #[arg(long, global = true, env = "VELO_DRIVER")]
     pub driver: Option<DriverKind>,
 
-    /// The external service's host (driver `pusher`), e.g. api-eu.pusher.com
+    /// The external service's host (driver `pusher`), e.g. api-eu.pusher.com; needed by driver
+    /// `pusher` [default: none]
     #[arg(long, global = true, env = "VELO_PUSHER_HOST")]
     pub pusher_host: Option<String>,
 
@@ -214,15 +218,16 @@ pub struct Settings {
     #[arg(long, global = true, env = "VELO_PUSHER_SCHEME")]
     pub pusher_scheme: Option<String>,
 
-    /// The external app's id
+    /// The external app's id; needed by driver `pusher` [default: none]
     #[arg(long, global = true, env = "VELO_PUSHER_APP_ID")]
     pub pusher_app_id: Option<String>,
 
-    /// The external app's key (clients connect with it)
+    /// The external app's key (clients connect with it); needed by driver `pusher` [default: none]
     #[arg(long, global = true, env = "VELO_PUSHER_KEY")]
     pub pusher_key: Option<String>,
 
-    /// The external app's secret (signs triggers and channel authorizations)
+    /// The external app's secret (signs triggers and channel authorizations); needed by driver
+    /// `pusher` [default: none]
     #[arg(
         long,
         global = true,
@@ -246,7 +251,7 @@ pub struct Settings {
     pub webhook_retry_window_secs: Option<u64>,
 
     /// Cluster mode: the Redis every node shares (`redis://host:port/db`, `rediss://` for
-    /// TLS) [default: none, one node on sled]
+    /// TLS); unset, one node on sled [default: none]
     #[arg(long, global = true, env = "VELO_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
