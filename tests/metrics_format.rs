@@ -1,0 +1,86 @@
+//! `/metrics` is valid Prometheus text, as Prometheus's own `promtool check metrics` reads it
+//! (Debian's `prometheus` package, installed when missing, as the other tests install theirs),
+//! with every kind of line present: counters, labelled counters, gauges and the histogram.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use support::{ADMIN, Server};
+
+/// `promtool`, installed with Debian's `prometheus` package when the machine has none.
+fn promtool() -> Command {
+    let present = Command::new("promtool")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !present {
+        eprintln!("promtool is missing: installing the Debian package prometheus");
+        let installed = Command::new("apt-get")
+            .args(["install", "-y", "-q", "prometheus"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|status| status.success());
+        assert!(
+            installed,
+            "this test needs promtool: `apt-get install prometheus` (it could not be installed here)"
+        );
+    }
+    Command::new("promtool")
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool() {
+    let server = Server::start(
+        r#"
+[[collections]]
+name = "posts"
+api_rules = { list = "", view = "", create = "", update = "", delete = "" }
+"#,
+    );
+    // Something in every family: a subscription, a matched write.
+    let subscribed = server.subscribe(None, "posts", None).await;
+    assert_eq!(subscribed.status, StatusCode::OK);
+    let written = server
+        .call(
+            Method::POST,
+            "/api/collections/posts/records",
+            Some(ADMIN),
+            Some(json!({"title": "x"})),
+        )
+        .await;
+    assert_eq!(written.status, StatusCode::CREATED);
+    let text = server.metrics().await;
+    for family in [
+        "velo_subscriptions{collection=\"posts\"} 1",
+        "# TYPE velo_match_seconds histogram",
+        "velo_limited_total{limit=\"subscribe_rate\"}",
+    ] {
+        assert!(text.contains(family), "{family} in\n{text}");
+    }
+    let mut check = promtool()
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = check.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
