@@ -30,11 +30,14 @@ pub struct ErrorBody {
 
 impl Example for ErrorBody {
     fn example() -> Self {
+        // What subscribe answers for the filter `status = `.
+        let message = "expected a value, a field or `@request.auth.<field>`, found the end of \
+                       the expression at position 10";
         ErrorBody {
-            message: "filter: unknown field `titel` at position 0".into(),
+            message: message.into(),
             errors: Some(BTreeMap::from([(
                 "filter".to_owned(),
-                vec!["unknown field `titel` at position 0".to_owned()],
+                vec![message.to_owned()],
             )])),
         }
     }
