@@ -255,6 +255,19 @@ fn data(record: RecordMap) -> Json<RecordData> {
     })
 }
 
+/// The collection the default configuration declares, for the examples.
+fn example_collection() -> String {
+    "posts".into()
+}
+
+fn example_filter() -> Option<String> {
+    Some("status = 'active'".into())
+}
+
+fn example_sort() -> Option<String> {
+    Some("-created".into())
+}
+
 pub struct RecordsApi;
 
 #[OpenApi(tag = "ApiTags::Records")]
@@ -273,10 +286,13 @@ impl RecordsApi {
         app: Data<&App>,
         credentials: Credentials,
         /// The collection's name or id.
+        #[oai(example = "example_collection")]
         collection: Path<String>,
         /// An expression, e.g. `status = 'active' && views > 10`.
+        #[oai(example = "example_filter")]
         filter: Query<Option<String>>,
         /// Fields to sort by, `-` for descending: `-created,title`.
+        #[oai(example = "example_sort")]
         sort: Query<Option<String>>,
         /// From 1.
         page: Query<Option<u64>>,
@@ -318,6 +334,7 @@ impl RecordsApi {
         app: Data<&App>,
         credentials: Credentials,
         /// The collection's name or id.
+        #[oai(example = "example_collection")]
         collection: Path<String>,
         /// The writer's Pusher socket id: it is not sent this change.
         #[oai(name = "X-Socket-ID")]
@@ -340,6 +357,7 @@ impl RecordsApi {
         app: Data<&App>,
         credentials: Credentials,
         /// The collection's name or id.
+        #[oai(example = "example_collection")]
         collection: Path<String>,
         id: Path<String>,
     ) -> Result<RecordResponse, Errors<View>> {
@@ -362,6 +380,7 @@ impl RecordsApi {
         app: Data<&App>,
         credentials: Credentials,
         /// The collection's name or id.
+        #[oai(example = "example_collection")]
         collection: Path<String>,
         id: Path<String>,
         /// The writer's Pusher socket id: it is not sent this change.
@@ -385,6 +404,7 @@ impl RecordsApi {
         app: Data<&App>,
         credentials: Credentials,
         /// The collection's name or id.
+        #[oai(example = "example_collection")]
         collection: Path<String>,
         id: Path<String>,
         /// The writer's Pusher socket id: it is not sent this change.
@@ -408,6 +428,7 @@ impl RecordsApi {
         app: Data<&App>,
         credentials: Credentials,
         /// The collection's name or id.
+        #[oai(example = "example_collection")]
         collection: Path<String>,
         id: Path<String>,
         /// The writer's Pusher socket id: it is not sent this change.
