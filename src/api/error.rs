@@ -142,19 +142,29 @@ impl<O> From<Errors<O>> for poem::Error {
     }
 }
 
-impl<O> From<ApiError> for Errors<O> {
+impl<O: OperationErrors> From<ApiError> for Errors<O> {
+    /// In debug builds (the tests' server), an error whose status the operation does not
+    /// document panics: the document must not lie to generated clients.
     fn from(error: ApiError) -> Self {
+        debug_assert!(
+            O::STATUSES
+                .iter()
+                .any(|&(status, _)| status == error.status()),
+            "{} is not documented for {}: {error:?}",
+            error.status(),
+            std::any::type_name::<O>()
+        );
         Errors(error, PhantomData)
     }
 }
 
-impl<O> From<EngineError> for Errors<O> {
+impl<O: OperationErrors> From<EngineError> for Errors<O> {
     fn from(error: EngineError) -> Self {
         ApiError::from(error).into()
     }
 }
 
-impl<O> From<AuthError> for Errors<O> {
+impl<O: OperationErrors> From<AuthError> for Errors<O> {
     fn from(error: AuthError) -> Self {
         ApiError::from(error).into()
     }
@@ -168,6 +178,23 @@ fn body(message: impl Into<String>) -> Json<ErrorBody> {
 }
 
 impl ApiError {
+    /// The status this error is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest(_) => 400,
+            ApiError::Unauthorized(_) => 401,
+            ApiError::Forbidden(_) => 403,
+            ApiError::NotFound(_) => 404,
+            ApiError::Conflict(_) => 409,
+            ApiError::PayloadTooLarge(_) => 413,
+            ApiError::UnsupportedMediaType(_) => 415,
+            ApiError::Unprocessable(_) => 422,
+            ApiError::TooManyRequests(..) => 429,
+            ApiError::Internal(_) => 500,
+            ApiError::Unavailable(_) => 503,
+        }
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::BadRequest(body(message))
     }

@@ -12,7 +12,7 @@ use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi};
 use super::error::{ApiError, Errors, operation_errors};
 use super::payload::{BodyType, FormBody, JsonBody, UnknownKeys};
 use super::records::Record;
-use super::security::{AdminToken, Credentials};
+use super::security::{AdminToken, BearerToken, Credentials};
 use super::{ApiTags, App};
 use crate::auth::Identity;
 use crate::engine::events::Action;
@@ -459,7 +459,7 @@ operation_errors! {
     }
     UserAuth {
         400 => "The body is not a form or JSON.",
-        401 => "No user token was sent, or the token is invalid or expired.",
+        401 => "No token was sent, or the token is invalid or expired.",
         403 => "The admin token has no user id, or the user's id cannot be a channel name.",
         413 => "The body is over its size limit.",
         415 => "The JSON body's charset is not UTF-8.",
@@ -632,10 +632,10 @@ impl RealtimeApi {
     async fn user_auth(
         &self,
         app: Data<&App>,
-        credentials: Credentials,
+        token: BearerToken,
         body: UserAuthRequest,
     ) -> Result<UserAuthResponse, Errors<UserAuth>> {
-        Ok(authenticate_user(&app, &credentials, body)?)
+        Ok(authenticate_user(&app, &Credentials::Bearer(token), body)?)
     }
 
     /// Sign a user in (Laravel Echo's path)
@@ -649,10 +649,10 @@ impl RealtimeApi {
     async fn broadcasting_user_auth(
         &self,
         app: Data<&App>,
-        credentials: Credentials,
+        token: BearerToken,
         body: UserAuthRequest,
     ) -> Result<UserAuthResponse, Errors<UserAuth>> {
-        Ok(authenticate_user(&app, &credentials, body)?)
+        Ok(authenticate_user(&app, &Credentials::Bearer(token), body)?)
     }
 
     /// Sign a user in (Velo's path)
@@ -666,10 +666,10 @@ impl RealtimeApi {
     async fn api_broadcasting_user_auth(
         &self,
         app: Data<&App>,
-        credentials: Credentials,
+        token: BearerToken,
         body: UserAuthRequest,
     ) -> Result<UserAuthResponse, Errors<UserAuth>> {
-        Ok(authenticate_user(&app, &credentials, body)?)
+        Ok(authenticate_user(&app, &Credentials::Bearer(token), body)?)
     }
 
     /// Publish a change made elsewhere (admin)
