@@ -10,11 +10,12 @@
 //! operations callable with a plain client. Operations that need other credentials (the admin
 //! token) keep their own `security`; those that read none get `security: []`.
 //!
-//! Nullable references: poem-openapi writes a nullable `Option<Object>` property as
-//! `{"nullable": true, "allOf": [{"$ref"}, {"nullable": true}]}`, which has no `type` beside
-//! `nullable` (invalid in OpenAPI 3.0, linters refuse it) and makes generators invent a type
-//! per property. It becomes `{"type": <the referenced type>, "nullable": true, "allOf":
-//! [{"$ref"}]}`.
+//! References: poem-openapi writes a documented or nullable property of an object type as
+//! `{"description", "nullable"?, "allOf": [{"$ref"}, {"description", "nullable"?}]}`. The
+//! second part only repeats the first level, yet makes generators invent a type per property
+//! (`PublishRequestRecord` for a `Record`), so it is dropped; and a nullable one has no
+//! `type` beside `nullable` (invalid in OpenAPI 3.0, linters refuse it), so it gets the
+//! referenced schema's type.
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -77,50 +78,126 @@ pub fn edited(spec: &str) -> String {
             })
             .collect();
         for schema in document.values_mut() {
-            type_nullable_references(schema, &types);
+            tidy_references(schema, &types);
         }
     }
     document.insert("security".into(), optional);
     serde_json::to_string_pretty(&document).expect("the document serializes")
 }
 
-/// Gives every nullable schema that is a reference (`allOf: [{"$ref"}, ...]`, no `type`) the
-/// referenced schema's type, from `types` (by schema name), and drops the `allOf` parts that
-/// only repeat `nullable` and the description.
-fn type_nullable_references(value: &mut Ordered, types: &IndexMap<String, Ordered>) {
+/// Tidies every schema that is a reference (`allOf: [{"$ref"}, ...]`): drops the later parts
+/// that only repeat its `description` and `nullable`, and gives it, when nullable and untyped,
+/// the referenced schema's type from `types` (by schema name).
+fn tidy_references(value: &mut Ordered, types: &IndexMap<String, Ordered>) {
     match value {
         Ordered::Object(object) => {
-            let nullable = object.get("nullable") == Some(&Ordered::Scalar(Value::Bool(true)));
             let referenced = match object.get("allOf") {
-                Some(Ordered::Array(parts)) if nullable && !object.contains_key("type") => parts
-                    .first()
-                    .and_then(|part| match part {
-                        Ordered::Object(part) => match part.get("$ref") {
-                            Some(Ordered::Scalar(Value::String(target))) => {
-                                target.rsplit('/').next().and_then(|name| types.get(name))
-                            }
-                            _ => None,
-                        },
+                Some(Ordered::Array(parts)) => parts.first().and_then(|part| match part {
+                    Ordered::Object(part) => match part.get("$ref") {
+                        Some(Ordered::Scalar(Value::String(target))) => {
+                            target.rsplit('/').next().map(str::to_owned)
+                        }
                         _ => None,
-                    })
-                    .cloned(),
+                    },
+                    _ => None,
+                }),
                 _ => None,
             };
-            if let Some(ty) = referenced {
-                object.insert("type".into(), ty);
-                if let Some(Ordered::Array(parts)) = object.get_mut("allOf") {
-                    parts.truncate(1);
+            if let Some(name) = referenced {
+                let repeats = |part: &Ordered| match part {
+                    Ordered::Object(part) => part.iter().all(|(key, value)| {
+                        (key == "description" || key == "nullable")
+                            && object.get(key) == Some(value)
+                    }),
+                    _ => false,
+                };
+                let kept: Vec<Ordered> = match object.get("allOf") {
+                    Some(Ordered::Array(parts)) => parts
+                        .iter()
+                        .enumerate()
+                        .filter(|(at, part)| *at == 0 || !repeats(part))
+                        .map(|(_, part)| part.clone())
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                object.insert("allOf".into(), Ordered::Array(kept));
+                let nullable = object.get("nullable") == Some(&Ordered::Scalar(Value::Bool(true)));
+                if nullable
+                    && !object.contains_key("type")
+                    && let Some(ty) = types.get(&name)
+                {
+                    object.insert("type".into(), ty.clone());
                 }
             }
             for value in object.values_mut() {
-                type_nullable_references(value, types);
+                tidy_references(value, types);
             }
         }
         Ordered::Array(items) => {
             for item in items {
-                type_nullable_references(item, types);
+                tidy_references(item, types);
             }
         }
         Ordered::Scalar(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn states_optional_credentials_once_and_tidies_references() {
+        let optional = json!([{"BearerToken": []}, {}]);
+        let spec = json!({
+            "openapi": "3.0.0",
+            "paths": {
+                "/guest": {"post": {"operationId": "guest", "security": optional}},
+                "/admin": {"get": {"operationId": "admin", "security": [{"AdminToken": []}]}},
+                "/health": {"get": {"operationId": "health"}}
+            },
+            "components": {"schemas": {
+                "Rules": {"type": "object"},
+                "New": {"type": "object", "properties": {
+                    "rules": {"description": "d", "nullable": true,
+                        "allOf": [{"$ref": "#/components/schemas/Rules"},
+                                  {"description": "d", "nullable": true}]},
+                    "other": {"description": "o",
+                        "allOf": [{"$ref": "#/components/schemas/Rules"},
+                                  {"description": "o"}, {"description": "kept"}]}
+                }}
+            }}
+        });
+        let edited: Value = serde_json::from_str(&edited(&spec.to_string())).unwrap();
+        assert_eq!(edited["security"], optional);
+        assert!(edited["paths"]["/guest"]["post"].get("security").is_none());
+        assert_eq!(
+            edited["paths"]["/admin"]["get"]["security"],
+            json!([{"AdminToken": []}])
+        );
+        assert_eq!(edited["paths"]["/health"]["get"]["security"], json!([]));
+        let properties = &edited["components"]["schemas"]["New"]["properties"];
+        assert_eq!(
+            properties["rules"],
+            json!({"description": "d", "nullable": true, "type": "object",
+                   "allOf": [{"$ref": "#/components/schemas/Rules"}]})
+        );
+        assert_eq!(
+            properties["other"]["allOf"],
+            json!([{"$ref": "#/components/schemas/Rules"}, {"description": "kept"}])
+        );
+    }
+
+    #[test]
+    fn keeps_the_order_poem_openapi_wrote() {
+        let spec = r#"{"openapi": "3.0.0", "info": {"title": "t", "version": "1"}, "paths": {}}"#;
+        let keys: Vec<String> = edited(spec)
+            .lines()
+            .filter_map(|line| line.strip_prefix("  \""))
+            .filter_map(|line| line.split('"').next().map(str::to_owned))
+            .collect();
+        assert_eq!(keys, ["openapi", "info", "paths", "security"]);
     }
 }
