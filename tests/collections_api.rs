@@ -337,6 +337,70 @@ async fn the_committed_openapi_document_is_current() {
             "subscribe documents {status}"
         );
     }
+    assert!(
+        subscribe["responses"]["409"].is_null(),
+        "subscribe never answers 409"
+    );
+    assert_eq!(
+        generated["security"],
+        json!([{"BearerToken": []}, {}]),
+        "credentials are optional unless an operation says otherwise"
+    );
+}
+
+/// What makes generated clients pleasant (issue 14): a named function per operation, only the
+/// statuses an operation answers, plain `application/json`, and an example for every body.
+#[test]
+fn the_openapi_document_makes_good_clients() {
+    let document: Value = serde_json::from_str(&velo_realtime::api::spec()).unwrap();
+    let schemas = &document["components"]["schemas"];
+    let example_of = |schema: &Value| {
+        let named = schema["$ref"]
+            .as_str()
+            .and_then(|target| target.rsplit('/').next())
+            .map(|name| &schemas[name]);
+        named.unwrap_or(schema)["example"].clone()
+    };
+    let mut operation_ids = std::collections::BTreeSet::new();
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let name = format!("{method} {path}");
+            let id = operation["operationId"].as_str();
+            assert!(
+                id.is_some_and(|id| operation_ids.insert(id.to_owned())),
+                "{name} has a unique operationId"
+            );
+            let contents = operation["requestBody"]["content"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(media, content)| (format!("{name} request"), media, content));
+            let responses = operation["responses"].as_object().unwrap();
+            if method == "get" {
+                assert!(!responses.contains_key("201"), "{name} lists no 201");
+            }
+            let replies = responses.iter().flat_map(|(status, response)| {
+                let name = format!("{name} {status}");
+                response["content"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(move |(media, content)| (name.clone(), media, content))
+            });
+            for (what, media, content) in contents.chain(replies) {
+                assert!(
+                    media == "application/json" || media == "application/x-www-form-urlencoded",
+                    "{what}: {media}"
+                );
+                assert!(
+                    example_of(&content["schema"]).is_object(),
+                    "{what} has an example"
+                );
+            }
+        }
+    }
+    let subscribe = example_of(&schemas["SubscribeRequest"]);
+    assert_eq!(subscribe["collection"], "posts", "the default collection");
 }
 
 #[tokio::test]

@@ -8,9 +8,9 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 
 use serde_json::json;
+use support::clients::{self, run};
 use support::{APP_ID, APP_KEY, APP_SECRET, Server};
 
 const COLLECTIONS: &str = r#"
@@ -43,44 +43,9 @@ user_info = ["sub"]
 /// library does when it encrypts.
 const ENCRYPTION_MASTER_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
-/// Installs run one at a time.
-static INSTALL: Mutex<()> = Mutex::new(());
-
-fn clients(language: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/clients")
-        .join(language)
-}
-
-/// The Node client folder, its packages installed (`npm ci`) on first use.
+/// The Node client folder, its packages installed on first use.
 fn node_clients() -> PathBuf {
-    let dir = clients("node");
-    let _one_at_a_time = INSTALL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if !dir.join("node_modules").exists() {
-        run(
-            Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir),
-            "npm ci",
-        );
-    }
-    dir
-}
-
-fn run(command: &mut Command, what: &str) -> String {
-    let output = command
-        .output()
-        .unwrap_or_else(|error| panic!("{what} cannot start: {error}"));
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
-    stdout
+    clients::with_npm_packages("node")
 }
 
 /// Runs a client script against a fresh server with alice's and bob's tokens.
@@ -164,29 +129,7 @@ fn every_webhook_is_valid_for_the_node_server_library() {
 
 #[test]
 fn pysher_and_the_python_server_library() {
-    let dir = clients("python");
-    {
-        let _one_at_a_time = INSTALL
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !dir.join(".deps").exists() {
-            run(
-                Command::new("python3")
-                    .args([
-                        "-m",
-                        "pip",
-                        "install",
-                        "--quiet",
-                        "--disable-pip-version-check",
-                        "--target",
-                        ".deps",
-                    ])
-                    .args(["-r", "requirements.txt"])
-                    .current_dir(&dir),
-                "pip install",
-            );
-        }
-    }
+    let dir = clients::with_pip_packages("python");
     let output = against_server("python3", &dir.join("test.py"), &dir);
     assert_eq!(
         output.matches(": ok").count(),

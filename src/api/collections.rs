@@ -4,10 +4,10 @@
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
-use poem_openapi::types::MaybeUndefined;
+use poem_openapi::types::{Example, MaybeUndefined};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::error::ApiError;
+use super::error::{ApiError, Errors, operation_errors};
 use super::payload::{BodyType, JsonBody, UnknownKeys};
 use super::security::AdminToken;
 use super::{ApiTags, App};
@@ -52,6 +52,7 @@ pub struct ApiRulesPatch {
 /// A new collection. Unknown keys, here or in `api_rules`, are refused (422): a misspelt rule
 /// (`lisst`) would otherwise quietly leave that rule `SUPERUSER_ONLY` (DESIGN.md §15).
 #[derive(Object, Debug)]
+#[oai(example)]
 pub struct NewCollection {
     /// 1 to 63 letters, digits or `_`, not starting with a digit.
     pub name: String,
@@ -70,9 +71,10 @@ pub struct NewCollection {
 /// Changes to a collection. Unknown keys, here or in `api_rules`, are refused (422): a misspelt
 /// rule would otherwise quietly stay as it was.
 #[derive(Object, Debug)]
+#[oai(example)]
 pub struct CollectionPatch {
     /// A new name; absent or `null` keeps it.
-    #[oai(nullable)]
+    #[oai(nullable, skip_serializing_if_is_none)]
     pub name: Option<String>,
     /// Rules to change; absent or `null` changes none.
     #[oai(nullable)]
@@ -80,8 +82,69 @@ pub struct CollectionPatch {
     /// A new `encrypted` option; absent or `null` keeps it. A change ends the collection's
     /// non-public subscriptions (event `ended`, reason `rule_changed`): their clients
     /// subscribe again and get a channel of the new kind.
-    #[oai(nullable)]
+    #[oai(nullable, skip_serializing_if_is_none)]
     pub encrypted: Option<bool>,
+}
+
+/// Rules anyone passes to read, a signed-in user to create, and only the author to change.
+fn example_rules() -> ApiRules {
+    ApiRules {
+        list: Some(String::new()),
+        view: Some(String::new()),
+        create: Some("@request.auth.id != ''".into()),
+        update: Some("@request.auth.id = author".into()),
+        delete: Some("@request.auth.id = author".into()),
+    }
+}
+
+impl Example for NewCollection {
+    fn example() -> Self {
+        NewCollection {
+            name: "articles".into(),
+            api_rules: Some(example_rules()),
+            encrypted: Some(false),
+        }
+    }
+}
+
+impl Example for CollectionPatch {
+    fn example() -> Self {
+        CollectionPatch {
+            name: None,
+            api_rules: Some(ApiRulesPatch {
+                list: MaybeUndefined::Value("status = 'published'".into()),
+                ..ApiRulesPatch::default()
+            }),
+            encrypted: None,
+        }
+    }
+}
+
+impl Example for Collection {
+    fn example() -> Self {
+        Collection {
+            id: "pbc_3142635823".into(),
+            name: "articles".into(),
+            api_rules: example_rules(),
+            encrypted: false,
+        }
+    }
+}
+
+impl Example for CollectionData {
+    fn example() -> Self {
+        CollectionData {
+            data: Collection::example(),
+        }
+    }
+}
+
+impl Example for CollectionList {
+    fn example() -> Self {
+        CollectionList {
+            data: vec![Collection::example()],
+        }
+    }
 }
 
 impl BodyType for NewCollection {
@@ -93,6 +156,7 @@ impl BodyType for CollectionPatch {
 }
 
 #[derive(Object, Debug)]
+#[oai(example)]
 pub struct Collection {
     /// 15 characters, assigned at creation.
     pub id: String,
@@ -103,11 +167,13 @@ pub struct Collection {
 }
 
 #[derive(Object, Debug)]
+#[oai(example)]
 pub struct CollectionData {
     pub data: Collection,
 }
 
 #[derive(Object, Debug)]
+#[oai(example)]
 pub struct CollectionList {
     pub data: Vec<Collection>,
 }
@@ -115,17 +181,21 @@ pub struct CollectionList {
 #[derive(ApiResponse)]
 pub enum ListResponse {
     /// Every collection, by name.
-    #[oai(status = 200)]
+    #[oai(status = 200, content_type = "application/json")]
     Ok(Json<CollectionList>),
 }
 
 #[derive(ApiResponse)]
 pub enum CollectionResponse {
     /// The collection.
-    #[oai(status = 200)]
+    #[oai(status = 200, content_type = "application/json")]
     Ok(Json<CollectionData>),
+}
+
+#[derive(ApiResponse)]
+pub enum CreatedResponse {
     /// Created.
-    #[oai(status = 201)]
+    #[oai(status = 201, content_type = "application/json")]
     Created(Json<CollectionData>),
 }
 
@@ -167,13 +237,57 @@ fn name(text: &str) -> Result<CollectionName, ApiError> {
     CollectionName::parse(text).map_err(|message| ApiError::invalid("name", message))
 }
 
+operation_errors! {
+    List {
+        401 => "No admin token was sent, or the token is invalid.",
+        403 => "The token is a user's, not the admin's.",
+    }
+    Create {
+        400 => "The body is not JSON, or not `application/json`.",
+        401 => "No admin token was sent, or the token is invalid.",
+        403 => "The token is a user's, not the admin's.",
+        413 => "The body is over its size limit.",
+        415 => "The body's charset is not UTF-8.",
+        422 => "The name is invalid or taken, a rule does not parse, a key is unknown, or `encrypted` lacks the server's master key; `errors` says which.",
+        500 => "The server could not store the collection; it may not have been created.",
+        503 => "The engine (or the cluster's Redis) is not answering; retry.",
+    }
+    View {
+        401 => "No admin token was sent, or the token is invalid.",
+        403 => "The token is a user's, not the admin's.",
+        404 => "No collection has this name or id.",
+    }
+    Update {
+        400 => "The body is not JSON, or not `application/json`.",
+        401 => "No admin token was sent, or the token is invalid.",
+        403 => "The token is a user's, not the admin's.",
+        404 => "No collection has this name or id.",
+        413 => "The body is over its size limit.",
+        415 => "The body's charset is not UTF-8.",
+        422 => "The new name is invalid or taken, a rule does not parse, a key is unknown, or `encrypted` lacks the server's master key; `errors` says which.",
+        500 => "The server could not store the change; it may not have taken effect.",
+        503 => "The engine (or the cluster's Redis) is not answering; retry.",
+    }
+    Delete {
+        401 => "No admin token was sent, or the token is invalid.",
+        403 => "The token is a user's, not the admin's.",
+        404 => "No collection has this name or id.",
+        500 => "The server could not store the deletion; it may not have taken effect.",
+        503 => "The engine (or the cluster's Redis) is not answering; retry.",
+    }
+}
+
 pub struct CollectionsApi;
 
 #[OpenApi(tag = "ApiTags::Collections")]
 impl CollectionsApi {
     /// List collections
-    #[oai(path = "/api/collections", method = "get")]
-    async fn list(&self, app: Data<&App>, admin: AdminToken) -> Result<ListResponse, ApiError> {
+    #[oai(
+        path = "/api/collections",
+        method = "get",
+        operation_id = "listCollections"
+    )]
+    async fn list(&self, app: Data<&App>, admin: AdminToken) -> Result<ListResponse, Errors<List>> {
         app.require_admin(&admin)?;
         let collections = app.engine.collections();
         Ok(ListResponse::Ok(Json(CollectionList {
@@ -188,13 +302,17 @@ impl CollectionsApi {
     ///
     /// Rules are parsed when saved: a bad rule is a 422 under `errors["api_rules.<rule>"]`;
     /// `encrypted: true` without the server's master key is a 422 under `errors.encrypted`.
-    #[oai(path = "/api/collections", method = "post")]
+    #[oai(
+        path = "/api/collections",
+        method = "post",
+        operation_id = "createCollection"
+    )]
     async fn create(
         &self,
         app: Data<&App>,
         admin: AdminToken,
         body: JsonBody<NewCollection>,
-    ) -> Result<CollectionResponse, ApiError> {
+    ) -> Result<CreatedResponse, Errors<Create>> {
         app.require_admin(&admin)?;
         let request = body.0;
         let rules = request.api_rules.unwrap_or_default();
@@ -213,18 +331,22 @@ impl CollectionsApi {
                 request.encrypted.unwrap_or(false),
             )
             .await?;
-        Ok(CollectionResponse::Created(Json(info.into())))
+        Ok(CreatedResponse::Created(Json(info.into())))
     }
 
     /// View a collection
-    #[oai(path = "/api/collections/:collection", method = "get")]
+    #[oai(
+        path = "/api/collections/:collection",
+        method = "get",
+        operation_id = "viewCollection"
+    )]
     async fn view(
         &self,
         app: Data<&App>,
         admin: AdminToken,
         /// The collection's name or id.
         collection: Path<String>,
-    ) -> Result<CollectionResponse, ApiError> {
+    ) -> Result<CollectionResponse, Errors<View>> {
         app.require_admin(&admin)?;
         let info = app.engine.collection(&collection.0)?;
         Ok(CollectionResponse::Ok(Json(info.into())))
@@ -234,7 +356,11 @@ impl CollectionsApi {
     ///
     /// Subscriptions are matched under the new rules at once; those whose subscriber the new
     /// list rule no longer admits end, and so do the non-public ones when `encrypted` changes.
-    #[oai(path = "/api/collections/:collection", method = "patch")]
+    #[oai(
+        path = "/api/collections/:collection",
+        method = "patch",
+        operation_id = "updateCollection"
+    )]
     async fn update(
         &self,
         app: Data<&App>,
@@ -242,7 +368,7 @@ impl CollectionsApi {
         /// The collection's name or id.
         collection: Path<String>,
         body: JsonBody<CollectionPatch>,
-    ) -> Result<CollectionResponse, ApiError> {
+    ) -> Result<CollectionResponse, Errors<Update>> {
         app.require_admin(&admin)?;
         let request = body.0;
         let new_name = request.name.as_deref().map(name).transpose()?;
@@ -262,14 +388,18 @@ impl CollectionsApi {
     }
 
     /// Delete a collection and end its subscriptions
-    #[oai(path = "/api/collections/:collection", method = "delete")]
+    #[oai(
+        path = "/api/collections/:collection",
+        method = "delete",
+        operation_id = "deleteCollection"
+    )]
     async fn delete(
         &self,
         app: Data<&App>,
         admin: AdminToken,
         /// The collection's name or id.
         collection: Path<String>,
-    ) -> Result<DeletedResponse, ApiError> {
+    ) -> Result<DeletedResponse, Errors<Delete>> {
         app.require_admin(&admin)?;
         app.engine.delete_collection(&collection.0).await?;
         Ok(DeletedResponse::Deleted)

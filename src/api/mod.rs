@@ -4,6 +4,7 @@
 
 mod body_deadline;
 mod collections;
+mod document;
 pub mod error;
 mod payload;
 mod realtime;
@@ -90,15 +91,24 @@ enum ApiTags {
 }
 
 #[derive(poem_openapi::Object)]
+#[oai(example)]
 struct Health {
     /// Always `ok` while the server answers.
     status: String,
 }
 
+impl poem_openapi::types::Example for Health {
+    fn example() -> Self {
+        Health {
+            status: "ok".into(),
+        }
+    }
+}
+
 #[derive(ApiResponse)]
 enum HealthResponse {
     /// The server is up.
-    #[oai(status = 200)]
+    #[oai(status = 200, content_type = "application/json")]
     Ok(Json<Health>),
 }
 
@@ -107,7 +117,7 @@ struct SystemApi;
 #[OpenApi(tag = "ApiTags::System")]
 impl SystemApi {
     /// Liveness check
-    #[oai(path = "/health", method = "get")]
+    #[oai(path = "/health", method = "get", operation_id = "health")]
     async fn health(&self) -> HealthResponse {
         HealthResponse::Ok(Json(Health {
             status: "ok".into(),
@@ -137,11 +147,13 @@ fn service() -> OpenApiService<Apis, ()> {
         "Subscribe to a collection's changes with a filter; receive `created`, `updated` and \
          `deleted` events over the Pusher WebSocket protocol.",
     )
+    // Relative: the server that serves this document (Swagger UI's "Try it out" calls it).
+    .server(poem_openapi::ServerObject::new("/").description("This server"))
 }
 
 /// The OpenAPI document, as served at `/openapi.json` and committed under `openapi/`.
 pub fn spec() -> String {
-    service().spec()
+    document::edited(&service().spec())
 }
 
 /// Which methods each documented path accepts, read from the OpenAPI document itself.
@@ -186,9 +198,15 @@ impl AllowedMethods {
 /// Every route of the server.
 pub fn routes(app: App, config: &Config) -> impl Endpoint + use<> {
     let service = service();
-    let allowed = std::sync::Arc::new(AllowedMethods::from_spec(&service.spec()));
-    let swagger = service.swagger_ui();
-    let spec = service.spec_endpoint();
+    let generated = service.spec();
+    let document = document::edited(&generated);
+    let allowed = std::sync::Arc::new(AllowedMethods::from_spec(&document));
+    // Swagger UI embeds the document it is given: the edited one.
+    let swagger = service.swagger_ui_html().replace(&generated, &document);
+    assert!(
+        swagger.contains(&document),
+        "Swagger UI embeds the edited document"
+    );
     let cors = match &config.cors_origins {
         None => Cors::new(),
         Some(origins) => Cors::new().allow_origins(origins.iter().map(String::as_str)),
@@ -218,8 +236,23 @@ pub fn routes(app: App, config: &Config) -> impl Endpoint + use<> {
         )
         .nest("/apps", pusher::http_api::routes())
         .nest("/", service)
-        .nest("/docs", swagger)
-        .at("/openapi.json", spec)
+        .nest(
+            "/docs",
+            Route::new().at(
+                "/",
+                poem::get(poem::endpoint::make_sync(move |_| {
+                    poem::web::Html(swagger.clone())
+                })),
+            ),
+        )
+        .at(
+            "/openapi.json",
+            poem::get(poem::endpoint::make_sync(move |_| {
+                Response::builder()
+                    .content_type("application/json")
+                    .body(document.clone())
+            })),
+        )
         .around(refuse_malformed_authorization)
         .around(move |next, request| {
             body_deadline::enforce(next, request, body_read_timeout, counters.clone())

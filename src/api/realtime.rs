@@ -6,11 +6,13 @@ use std::time::Instant;
 use poem::web::Data;
 use poem_openapi::param::{Header, Path};
 use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
 use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi};
 
-use super::error::ApiError;
+use super::error::{ApiError, Errors, operation_errors};
 use super::payload::{BodyType, FormBody, JsonBody, UnknownKeys};
-use super::security::{AdminToken, Credentials};
+use super::records::Record;
+use super::security::{AdminToken, BearerToken, Credentials};
 use super::{ApiTags, App};
 use crate::auth::Identity;
 use crate::engine::events::Action;
@@ -26,12 +28,13 @@ use crate::pusher::protocol::{ChannelKind, SocketId, USER_CHANNEL_PREFIX, channe
 /// not know learns so instead of silently going without. Options added later join the schema
 /// and so are accepted.
 #[derive(Object, Debug)]
+#[oai(example)]
 pub struct SubscribeRequest {
     /// The name or id of the collection.
     pub collection: String,
     /// The subscriber's Pusher socket id (`1234.5678`), used to exclude its own writes.
     /// `null` is the same as leaving it out.
-    #[oai(nullable)]
+    #[oai(nullable, skip_serializing_if_is_none)]
     pub socket_id: Option<String>,
     /// Only records matching this expression are sent, e.g. `status = 'active'`. Empty,
     /// `null` or absent: every record the list rule lets through.
@@ -41,6 +44,7 @@ pub struct SubscribeRequest {
 
 /// Where to listen.
 #[derive(Object, Debug)]
+#[oai(example)]
 pub struct Subscription {
     /// The channel to listen on. When `is_public` is false, subscribe to it as a private
     /// channel (`private-` in front, as Laravel Echo's `.private()` does; in an encrypted
@@ -59,6 +63,7 @@ pub struct Subscription {
 /// A subscription to keep alive. Unknown keys are ignored: the one key is required, so a
 /// misspelling is already a 422, and refusing extras would only break clients that send more.
 #[derive(Object, Debug)]
+#[oai(example)]
 pub struct PingRequest {
     /// The channel name subscribe returned; also accepted: its bare UUID (what Velo's own
     /// clients send), and the name with `private-` or `private-encrypted-` in front.
@@ -66,6 +71,7 @@ pub struct PingRequest {
 }
 
 #[derive(Object, Debug)]
+#[oai(example)]
 pub struct Status {
     /// Always `ok`.
     pub status: String,
@@ -75,6 +81,7 @@ pub struct Status {
 /// Laravel Echo; JSON accepted too). Unknown keys are ignored: clients add their own
 /// parameters (pusher-js `channelAuthorization.params`, Echo's `auth.params`).
 #[derive(Object, Debug)]
+#[oai(example)]
 pub struct ChannelAuthBody {
     /// The Pusher connection's socket id, `1234.5678`.
     pub socket_id: String,
@@ -100,6 +107,7 @@ impl BodyType for PublishRequest {
 
 /// What pusher-js sends to sign a user in (`userAuthentication`).
 #[derive(Object, Debug)]
+#[oai(example)]
 pub struct UserAuthBody {
     /// The Pusher connection's socket id, `1234.5678`.
     pub socket_id: String,
@@ -117,6 +125,7 @@ pub enum UserAuthRequest {
 
 /// A Pusher user sign-in, for `pusher:signin`.
 #[derive(Object, Debug)]
+#[oai(example)]
 pub struct UserAuthentication {
     /// `app_key:hex(HMAC-SHA256(secret, socket_id::user::user_data))`.
     pub auth: String,
@@ -127,7 +136,7 @@ pub struct UserAuthentication {
 #[derive(ApiResponse)]
 pub enum UserAuthResponse {
     /// Signed: pusher-js sends it as `pusher:signin`.
-    #[oai(status = 200)]
+    #[oai(status = 200, content_type = "application/json")]
     Ok(Json<UserAuthentication>),
 }
 
@@ -188,6 +197,7 @@ pub enum ChannelAuthRequest {
 
 /// A Pusher channel authorization.
 #[derive(Object, Debug)]
+#[oai(example)]
 pub struct ChannelAuthorization {
     /// `app_key:hex(HMAC-SHA256(secret, socket_id:channel_name))`, with `:channel_data` for a
     /// presence channel.
@@ -203,23 +213,25 @@ pub struct ChannelAuthorization {
 #[derive(ApiResponse)]
 pub enum AuthorizeResponse {
     /// Signed: send it as `auth` in `pusher:subscribe`.
-    #[oai(status = 200)]
+    #[oai(status = 200, content_type = "application/json")]
     Ok(Json<ChannelAuthorization>),
 }
 
 /// A change made outside this server, to deliver as if it had been written here. Unknown keys
 /// are ignored: every key is required, so a misspelling is already a 422.
 #[derive(Object, Debug)]
+#[oai(example)]
 pub struct PublishRequest {
     /// The name or id of the collection.
     pub collection: String,
     /// `created`, `updated` or `deleted`.
     pub action: String,
     /// The record, flat: `{"id", ...fields}`. `deleted` is matched against it as it was.
-    pub record: serde_json::Value,
+    pub record: Record,
 }
 
 #[derive(Object, Debug)]
+#[oai(example)]
 pub struct Published {
     /// How many subscriptions the change matched.
     pub matched: u64,
@@ -228,21 +240,21 @@ pub struct Published {
 #[derive(ApiResponse)]
 pub enum PublishResponse {
     /// Matched and queued for delivery.
-    #[oai(status = 200)]
+    #[oai(status = 200, content_type = "application/json")]
     Ok(Json<Published>),
 }
 
 #[derive(ApiResponse)]
 pub enum SubscribeResponse {
     /// Subscribed; the subscription is stored durably.
-    #[oai(status = 200)]
+    #[oai(status = 200, content_type = "application/json")]
     Ok(Json<Subscription>),
 }
 
 #[derive(ApiResponse)]
 pub enum PingResponse {
     /// The subscription is kept alive for another threshold period.
-    #[oai(status = 200)]
+    #[oai(status = 200, content_type = "application/json")]
     Ok(Json<Status>),
 }
 
@@ -321,6 +333,157 @@ async fn authorize(
     })))
 }
 
+impl Example for SubscribeRequest {
+    fn example() -> Self {
+        SubscribeRequest {
+            collection: "posts".into(),
+            socket_id: None,
+            filter: Some("status = 'active'".into()),
+        }
+    }
+}
+
+impl Example for Subscription {
+    fn example() -> Self {
+        Subscription {
+            channel_name: EXAMPLE_CHANNEL.into(),
+            is_public: true,
+            pusher_channel: EXAMPLE_CHANNEL.into(),
+        }
+    }
+}
+
+impl Example for PingRequest {
+    fn example() -> Self {
+        PingRequest {
+            channel_name: EXAMPLE_CHANNEL.into(),
+        }
+    }
+}
+
+impl Example for Status {
+    fn example() -> Self {
+        Status {
+            status: "ok".into(),
+        }
+    }
+}
+
+impl Example for ChannelAuthBody {
+    fn example() -> Self {
+        ChannelAuthBody {
+            socket_id: "1234.5678".into(),
+            channel_name: format!("private-{EXAMPLE_CHANNEL}"),
+        }
+    }
+}
+
+impl Example for UserAuthBody {
+    fn example() -> Self {
+        UserAuthBody {
+            socket_id: "1234.5678".into(),
+        }
+    }
+}
+
+impl Example for UserAuthentication {
+    fn example() -> Self {
+        UserAuthentication {
+            auth: "app-key:4f0e3b1a9c6d2e8f7a5b3c1d9e7f5a3b1c9d7e5f3a1b9c7d5e3f1a9b7c5d3e1f".into(),
+            user_data: r#"{"id":"alice"}"#.into(),
+        }
+    }
+}
+
+impl Example for ChannelAuthorization {
+    fn example() -> Self {
+        ChannelAuthorization {
+            auth: "app-key:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4".into(),
+            channel_data: None,
+            shared_secret: None,
+        }
+    }
+}
+
+impl Example for PublishRequest {
+    fn example() -> Self {
+        PublishRequest {
+            collection: "posts".into(),
+            action: "created".into(),
+            record: Record::example(),
+        }
+    }
+}
+
+impl Example for Published {
+    fn example() -> Self {
+        Published { matched: 1 }
+    }
+}
+
+/// A channel name as subscribe returns it, for the examples.
+const EXAMPLE_CHANNEL: &str = "velo.realtime.0192f8a4-6b1e-7c3d-9a2f-5e8b7c6d4a31";
+
+operation_errors! {
+    Subscribe {
+        400 => "The body is not JSON, or not `application/json`.",
+        401 => "The list rule admits no guest and no credentials were sent, or the token is invalid or expired.",
+        403 => "The list rule is `SUPERUSER_ONLY` and the caller is not the admin.",
+        413 => "The body is over its size limit.",
+        415 => "The body's charset is not UTF-8.",
+        422 => "No such collection, an invalid filter (with its position) or socket id, or an unknown key; `errors` says which.",
+        429 => "The caller is over its live subscriptions or its subscribe requests per second; `Retry-After` says when to try again.",
+        500 => "The server could not store the subscription; retry.",
+        503 => "The engine (or the cluster's Redis) is not answering; retry.",
+    }
+    Ping {
+        400 => "The body is not JSON, or not `application/json`.",
+        401 => "The subscription is a user's and no credentials were sent, or the token is invalid or expired.",
+        403 => "The subscription belongs to another user.",
+        404 => "No live subscription has this channel name.",
+        413 => "The body is over its size limit.",
+        415 => "The body's charset is not UTF-8.",
+        422 => "`channel_name` is missing or not a string.",
+        500 => "The server could not store the ping; retry.",
+        503 => "The engine (or the cluster's Redis) is not answering; retry.",
+    }
+    Authorize {
+        400 => "The body is not a form or JSON.",
+        401 => "The channel needs a signed-in user and no credentials were sent, or the token is invalid or expired.",
+        403 => "The caller may not join this channel (another user's subscription, a channel rule, or a user's own channel).",
+        404 => "No live subscription or channel rule has this channel.",
+        413 => "The body is over its size limit.",
+        415 => "The JSON body's charset is not UTF-8.",
+        422 => "An invalid socket id or channel name, or a public channel, or an encrypted one without the server's master key; `errors` says which.",
+        503 => "The engine is not answering; retry.",
+    }
+    UserAuth {
+        400 => "The body is not a form or JSON.",
+        401 => "No token was sent, or the token is invalid or expired.",
+        403 => "The admin token has no user id, or the user's id cannot be a channel name.",
+        413 => "The body is over its size limit.",
+        415 => "The JSON body's charset is not UTF-8.",
+        422 => "`socket_id` is missing or not a socket id.",
+    }
+    Publish {
+        400 => "The body is not JSON, or not `application/json`, or `X-Socket-ID` is malformed.",
+        401 => "No admin token was sent, or the token is invalid.",
+        403 => "The token is a user's, not the admin's.",
+        404 => "No collection has this name or id.",
+        413 => "The body is over its size limit.",
+        415 => "The body's charset is not UTF-8.",
+        422 => "A missing field, an unknown `action`, a `record` that is not an object, or an invalid `X-Socket-ID`; `errors` says which.",
+        503 => "The engine is not answering; retry.",
+    }
+    Unsubscribe {
+        401 => "The subscription is a user's and no credentials were sent, or the token is invalid or expired.",
+        403 => "The subscription belongs to another user.",
+        404 => "No live subscription has this channel name.",
+        500 => "The server could not store the ending; retry.",
+        503 => "The engine (or the cluster's Redis) is not answering; retry.",
+    }
+}
+
 pub struct RealtimeApi;
 
 #[OpenApi(tag = "ApiTags::Realtime")]
@@ -329,14 +492,18 @@ impl RealtimeApi {
     ///
     /// The collection's list rule decides who may subscribe; the filter decides which records
     /// are sent. Events `created`, `updated` and `deleted` arrive on the returned channel.
-    #[oai(path = "/api/realtime/subscribe", method = "post")]
+    #[oai(
+        path = "/api/realtime/subscribe",
+        method = "post",
+        operation_id = "subscribe"
+    )]
     async fn subscribe(
         &self,
         app: Data<&App>,
         http: &poem::Request,
         credentials: Credentials,
         body: JsonBody<SubscribeRequest>,
-    ) -> Result<SubscribeResponse, ApiError> {
+    ) -> Result<SubscribeResponse, Errors<Subscribe>> {
         let identity = app.identify(&credentials)?;
         let client = ClientKey::of(&identity, app.trusted_proxies.client_address(http));
         if let Some(client) = &client
@@ -349,7 +516,8 @@ impl RealtimeApi {
                     retry.seconds()
                 ),
                 retry.seconds(),
-            ));
+            )
+            .into());
         }
         let request = body.0;
         if let Some(socket_id) = &request.socket_id
@@ -358,7 +526,8 @@ impl RealtimeApi {
             return Err(ApiError::invalid(
                 "socket_id",
                 format!("`{socket_id}` is not a Pusher socket id such as `1234.5678`"),
-            ));
+            )
+            .into());
         }
         let subscribed = app
             .engine
@@ -383,13 +552,13 @@ impl RealtimeApi {
     /// A subscription without a connected socket ends when it has not been pinged for the
     /// connection threshold. Pinging with a fresh token of the same user also extends a
     /// subscription that would end when its token expires.
-    #[oai(path = "/api/realtime/ping", method = "post")]
+    #[oai(path = "/api/realtime/ping", method = "post", operation_id = "ping")]
     async fn ping(
         &self,
         app: Data<&App>,
         credentials: Credentials,
         body: JsonBody<PingRequest>,
-    ) -> Result<PingResponse, ApiError> {
+    ) -> Result<PingResponse, Errors<Ping>> {
         let identity = app.identify(&credentials)?;
         app.engine.ping(identity, &body.0.channel_name).await?;
         Ok(PingResponse::Ok(Json(Status {
@@ -402,40 +571,52 @@ impl RealtimeApi {
     /// Signs `socket_id:channel_name` for the user who made the subscription behind the
     /// channel (or the admin). Point pusher-js's `channelAuthorization.endpoint` or Laravel
     /// Echo's `authEndpoint` here, with the bearer token in the headers.
-    #[oai(path = "/api/realtime/auth", method = "post")]
+    #[oai(
+        path = "/api/realtime/auth",
+        method = "post",
+        operation_id = "authorizeChannel"
+    )]
     async fn authorize(
         &self,
         app: Data<&App>,
         credentials: Credentials,
         body: ChannelAuthRequest,
-    ) -> Result<AuthorizeResponse, ApiError> {
-        authorize(&app, &credentials, body).await
+    ) -> Result<AuthorizeResponse, Errors<Authorize>> {
+        Ok(authorize(&app, &credentials, body).await?)
     }
 
     /// Authorize a private channel (Laravel Echo's default path)
     ///
     /// The same as `POST /api/realtime/auth`.
-    #[oai(path = "/broadcasting/auth", method = "post")]
+    #[oai(
+        path = "/broadcasting/auth",
+        method = "post",
+        operation_id = "authorizeChannelLaravel"
+    )]
     async fn broadcasting_auth(
         &self,
         app: Data<&App>,
         credentials: Credentials,
         body: ChannelAuthRequest,
-    ) -> Result<AuthorizeResponse, ApiError> {
-        authorize(&app, &credentials, body).await
+    ) -> Result<AuthorizeResponse, Errors<Authorize>> {
+        Ok(authorize(&app, &credentials, body).await?)
     }
 
     /// Authorize a private channel (Velo's path)
     ///
     /// The same as `POST /api/realtime/auth`, at the path Velo's own clients use.
-    #[oai(path = "/api/broadcasting/auth", method = "post")]
+    #[oai(
+        path = "/api/broadcasting/auth",
+        method = "post",
+        operation_id = "authorizeChannelVelo"
+    )]
     async fn api_broadcasting_auth(
         &self,
         app: Data<&App>,
         credentials: Credentials,
         body: ChannelAuthRequest,
-    ) -> Result<AuthorizeResponse, ApiError> {
-        authorize(&app, &credentials, body).await
+    ) -> Result<AuthorizeResponse, Errors<Authorize>> {
+        Ok(authorize(&app, &credentials, body).await?)
     }
 
     /// Sign a user in on a Pusher connection (pusher-js user authentication)
@@ -443,47 +624,63 @@ impl RealtimeApi {
     /// For `pusher:signin`: answers `{auth, user_data}` for the JWT user, whose sockets then
     /// receive the server libraries' `sendToUser` events. Point pusher-js's
     /// `userAuthentication.endpoint` here, with the bearer token in the headers.
-    #[oai(path = "/api/realtime/user-auth", method = "post")]
+    #[oai(
+        path = "/api/realtime/user-auth",
+        method = "post",
+        operation_id = "authenticateUser"
+    )]
     async fn user_auth(
         &self,
         app: Data<&App>,
-        credentials: Credentials,
+        token: BearerToken,
         body: UserAuthRequest,
-    ) -> Result<UserAuthResponse, ApiError> {
-        authenticate_user(&app, &credentials, body)
+    ) -> Result<UserAuthResponse, Errors<UserAuth>> {
+        Ok(authenticate_user(&app, &Credentials::Bearer(token), body)?)
     }
 
     /// Sign a user in (Laravel Echo's path)
     ///
     /// The same as `POST /api/realtime/user-auth`.
-    #[oai(path = "/broadcasting/user-auth", method = "post")]
+    #[oai(
+        path = "/broadcasting/user-auth",
+        method = "post",
+        operation_id = "authenticateUserLaravel"
+    )]
     async fn broadcasting_user_auth(
         &self,
         app: Data<&App>,
-        credentials: Credentials,
+        token: BearerToken,
         body: UserAuthRequest,
-    ) -> Result<UserAuthResponse, ApiError> {
-        authenticate_user(&app, &credentials, body)
+    ) -> Result<UserAuthResponse, Errors<UserAuth>> {
+        Ok(authenticate_user(&app, &Credentials::Bearer(token), body)?)
     }
 
     /// Sign a user in (Velo's path)
     ///
     /// The same as `POST /api/realtime/user-auth`.
-    #[oai(path = "/api/broadcasting/user-auth", method = "post")]
+    #[oai(
+        path = "/api/broadcasting/user-auth",
+        method = "post",
+        operation_id = "authenticateUserVelo"
+    )]
     async fn api_broadcasting_user_auth(
         &self,
         app: Data<&App>,
-        credentials: Credentials,
+        token: BearerToken,
         body: UserAuthRequest,
-    ) -> Result<UserAuthResponse, ApiError> {
-        authenticate_user(&app, &credentials, body)
+    ) -> Result<UserAuthResponse, Errors<UserAuth>> {
+        Ok(authenticate_user(&app, &Credentials::Bearer(token), body)?)
     }
 
     /// Publish a change made elsewhere (admin)
     ///
     /// For apps whose data lives in their own database: the change is matched against the
     /// collection's subscriptions and delivered, and nothing is stored.
-    #[oai(path = "/api/realtime/publish", method = "post")]
+    #[oai(
+        path = "/api/realtime/publish",
+        method = "post",
+        operation_id = "publish"
+    )]
     async fn publish(
         &self,
         app: Data<&App>,
@@ -492,18 +689,17 @@ impl RealtimeApi {
         #[oai(name = "X-Socket-ID")]
         socket_id: Header<Option<String>>,
         body: JsonBody<PublishRequest>,
-    ) -> Result<PublishResponse, ApiError> {
+    ) -> Result<PublishResponse, Errors<Publish>> {
         app.require_admin(&admin)?;
         let request = body.0;
         let Some(action) = Action::parse(&request.action) else {
             return Err(ApiError::invalid(
                 "action",
                 "`action` is `created`, `updated` or `deleted`",
-            ));
+            )
+            .into());
         };
-        let serde_json::Value::Object(record) = request.record else {
-            return Err(ApiError::invalid("record", "`record` is a JSON object"));
-        };
+        let record = request.record.0;
         let except = super::records::except(socket_id.0)?;
         let matched = app
             .engine
@@ -518,7 +714,11 @@ impl RealtimeApi {
     ///
     /// Its owner or the admin may end it; a guest's subscription may be ended by whoever holds
     /// its channel name.
-    #[oai(path = "/api/realtime/subscriptions/:channel_name", method = "delete")]
+    #[oai(
+        path = "/api/realtime/subscriptions/:channel_name",
+        method = "delete",
+        operation_id = "unsubscribe"
+    )]
     async fn unsubscribe(
         &self,
         app: Data<&App>,
@@ -526,7 +726,7 @@ impl RealtimeApi {
         /// The channel name subscribe returned; also accepted: its bare UUID (what Velo's own
         /// clients send), and the name with `private-` or `private-encrypted-` in front.
         channel_name: Path<String>,
-    ) -> Result<UnsubscribeResponse, ApiError> {
+    ) -> Result<UnsubscribeResponse, Errors<Unsubscribe>> {
         let identity = app.identify(&credentials)?;
         app.engine.unsubscribe(identity, &channel_name.0).await?;
         Ok(UnsubscribeResponse::Ended)

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the helpers
 
+pub mod clients;
 pub mod cluster;
 pub mod redis;
 pub mod webhooks;
