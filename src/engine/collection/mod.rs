@@ -573,6 +573,36 @@ impl CollectionState {
         }
     }
 
+    /// What a subscription made now needs before anything else: the collection still there,
+    /// and the channel kind it gets (public when a guest could have made it).
+    fn new_subscription_privacy(&self) -> Result<ChannelPrivacy, EngineError> {
+        if self.closed {
+            return Err(EngineError::invalid(
+                "collection",
+                format!("collection `{}` does not exist", self.name),
+            ));
+        }
+        Ok(if self.rules.list.admits_guest() {
+            ChannelPrivacy::Public
+        } else {
+            self.private_kind()
+        })
+    }
+
+    /// Takes one of `client`'s live subscriptions from its quota; at its maximum, the 429.
+    fn take_quota(&self, client: &ClientKey) -> Result<(), EngineError> {
+        self.subscription_quota.take(client).map_err(|exceeded| {
+            Metrics::count(&self.driver.metrics.limited_subscriptions, 1);
+            EngineError::Limited {
+                message: format!(
+                    "{client} already holds {} live subscriptions, the most allowed: end some (DELETE /api/realtime/subscriptions/{{channel}}) or let unused ones expire",
+                    exceeded.max
+                ),
+                retry_after_secs: QUOTA_RETRY_AFTER_SECS,
+            }
+        })
+    }
+
     /// Where nodes share the store: a new subscription decided on the rules alone (admitted,
     /// within the quota as this node counts it, its filter compiled, its channel's key
     /// derivable), changing nothing: the engine commits it, and every node, this one
@@ -584,34 +614,13 @@ impl CollectionState {
         filter_text: String,
         socket_id: Option<String>,
     ) -> Result<SubscribeDecided, EngineError> {
-        if self.closed {
-            return Err(EngineError::invalid(
-                "collection",
-                format!("collection `{}` does not exist", self.name),
-            ));
-        }
+        let privacy = self.new_subscription_privacy()?;
         admit(&self.rules.list, &identity)?;
         let id = Uuid::new_v4();
-        let privacy = if self.rules.list.admits_guest() {
-            ChannelPrivacy::Public
-        } else {
-            self.private_kind()
-        };
         if let Some(client) = &client {
-            match self.subscription_quota.take(client) {
-                // Counted when the subscription is filed, on every node.
-                Ok(()) => self.subscription_quota.give_back(client),
-                Err(exceeded) => {
-                    Metrics::count(&self.driver.metrics.limited_subscriptions, 1);
-                    return Err(EngineError::Limited {
-                        message: format!(
-                            "{client} already holds {} live subscriptions, the most allowed: end some (DELETE /api/realtime/subscriptions/{{channel}}) or let unused ones expire",
-                            exceeded.max
-                        ),
-                        retry_after_secs: QUOTA_RETRY_AFTER_SECS,
-                    });
-                }
-            }
+            self.take_quota(client)?;
+            // Counted when the subscription is filed, on every node.
+            self.subscription_quota.give_back(client);
         }
         self.destination(id, privacy)?;
         self.compiled(&filter_text, identity.is_superuser())?;
@@ -638,18 +647,8 @@ impl CollectionState {
         filter_text: String,
         socket_id: Option<String>,
     ) -> Result<Subscribed, EngineError> {
-        if self.closed {
-            return Err(EngineError::invalid(
-                "collection",
-                format!("collection `{}` does not exist", self.name),
-            ));
-        }
+        let privacy = self.new_subscription_privacy()?;
         let id = Uuid::new_v4();
-        let privacy = if self.rules.list.admits_guest() {
-            ChannelPrivacy::Public
-        } else {
-            self.private_kind()
-        };
         let subscription = Subscription {
             identity,
             filter_text,
@@ -660,17 +659,8 @@ impl CollectionState {
             last_seen: Instant::now(),
         };
         admit(&self.rules.list, &subscription.identity)?;
-        if let Some(client) = &client
-            && let Err(exceeded) = self.subscription_quota.take(client)
-        {
-            Metrics::count(&self.driver.metrics.limited_subscriptions, 1);
-            return Err(EngineError::Limited {
-                message: format!(
-                    "{client} already holds {} live subscriptions, the most allowed: end some (DELETE /api/realtime/subscriptions/{{channel}}) or let unused ones expire",
-                    exceeded.max
-                ),
-                retry_after_secs: QUOTA_RETRY_AFTER_SECS,
-            });
+        if let Some(client) = &client {
+            self.take_quota(client)?;
         }
         let give_back = |state: &Self| {
             if let Some(client) = &client {
