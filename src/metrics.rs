@@ -59,10 +59,14 @@ impl Metrics {
     /// Records how long matching one change took.
     pub fn observe_match(&self, took: Duration) {
         let seconds = took.as_secs_f64();
-        for (bound, bucket) in MATCH_BUCKETS.iter().zip(&self.match_buckets) {
-            if seconds <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
+        // One bucket per observation (the smallest bound it fits under); rendering sums them
+        // into Prometheus's cumulative buckets. Beyond the last bound, only the count has it.
+        if let Some(bucket) = MATCH_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .map(|at| &self.match_buckets[at])
+        {
+            bucket.fetch_add(1, Ordering::Relaxed);
         }
         self.match_count.fetch_add(1, Ordering::Relaxed);
         self.match_nanos.fetch_add(
@@ -193,14 +197,13 @@ impl Metrics {
             "Filter evaluations that failed (and did not match).",
             &plain(gauges.eval_errors),
         );
+        let mut cumulative = 0;
         let mut histogram: Vec<(String, String)> = MATCH_BUCKETS
             .iter()
             .zip(&self.match_buckets)
             .map(|(bound, bucket)| {
-                (
-                    format!("_bucket{{le=\"{bound}\"}}"),
-                    load(bucket).to_string(),
-                )
+                cumulative += load(bucket);
+                (format!("_bucket{{le=\"{bound}\"}}"), cumulative.to_string())
             })
             .collect();
         histogram.push((
@@ -231,6 +234,8 @@ mod tests {
         let metrics = Metrics::default();
         Metrics::count(&metrics.events, 2);
         metrics.observe_match(Duration::from_micros(3));
+        metrics.observe_match(Duration::from_micros(50));
+        metrics.observe_match(Duration::from_secs(2));
         let text = metrics.render(&Gauges {
             connections: 4,
             subscriptions: vec![("posts".into(), 7)],
@@ -244,7 +249,11 @@ mod tests {
             "velo_limited_total{limit=\"subscribe_rate\"} 0",
             "velo_match_seconds_bucket{le=\"0.000005\"} 1",
             "velo_match_seconds_bucket{le=\"0.000001\"} 0",
-            "velo_match_seconds_count 1",
+            // Buckets are cumulative: 3 µs and 50 µs are both under 100 µs; 2 s is under none.
+            "velo_match_seconds_bucket{le=\"0.0001\"} 2",
+            "velo_match_seconds_bucket{le=\"1\"} 2",
+            "velo_match_seconds_bucket{le=\"+Inf\"} 3",
+            "velo_match_seconds_count 3",
             "# TYPE velo_match_seconds histogram",
         ] {
             assert!(
