@@ -206,15 +206,15 @@ impl Metrics {
                 (format!("_bucket{{le=\"{bound}\"}}"), cumulative.to_string())
             })
             .collect();
-        histogram.push((
-            "_bucket{le=\"+Inf\"}".into(),
-            load(&self.match_count).to_string(),
-        ));
+        // Read after the buckets, and never below them (an observation between the reads has
+        // its bucket counted already), so the buckets never decrease.
+        let count = load(&self.match_count).max(cumulative);
+        histogram.push(("_bucket{le=\"+Inf\"}".into(), count.to_string()));
         histogram.push((
             "_sum".into(),
             (load(&self.match_nanos) as f64 / 1e9).to_string(),
         ));
-        histogram.push(("_count".into(), load(&self.match_count).to_string()));
+        histogram.push(("_count".into(), count.to_string()));
         metric(
             "velo_match_seconds",
             "histogram",
