@@ -32,8 +32,9 @@ use crate::pusher::protocol::{ChannelKind, SocketId, USER_CHANNEL_PREFIX, channe
 pub struct SubscribeRequest {
     /// The name or id of the collection.
     pub collection: String,
-    /// The subscriber's Pusher socket id (`1234.5678`), used to exclude its own writes.
-    /// `null` is the same as leaving it out.
+    /// The subscriber's Pusher socket id (`1234.5678`), kept with the subscription (Velo's
+    /// clients send it). It excludes nothing: a writer leaves its own socket out of a write's
+    /// event with the `X-Socket-ID` header on the write. `null` is the same as leaving it out.
     #[oai(nullable, skip_serializing_if_is_none)]
     pub socket_id: Option<String>,
     /// Only records matching this expression are sent, e.g. `status = 'active'`. Empty,
