@@ -234,18 +234,12 @@ impl Hub {
         except: Option<&SocketId>,
         seq: u64,
     ) -> usize {
-        let shard = self
-            .shard(channel)
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(listeners) = shard.get(channel) else {
-            return 0;
-        };
-        listeners
-            .values()
-            .filter(|listener| listener.since < seq && Some(&listener.connection.id) != except)
-            .filter(|listener| listener.connection.send(frame.clone()))
-            .count()
+        self.send(
+            channel,
+            || frame.clone(),
+            except,
+            |listener| listener.since < seq,
+        )
     }
 
     /// As [`Hub::publish`], with the frame made only when `channel` has a listener here: in
@@ -255,6 +249,18 @@ impl Hub {
         channel: &str,
         frame: impl FnOnce() -> Utf8Bytes,
         except: Option<&SocketId>,
+    ) -> usize {
+        self.send(channel, frame, except, |_| true)
+    }
+
+    /// Queues the frame (made once, and only when `channel` has a listener) to every listener
+    /// of `channel` but `except` that `wants` it; returns how many got it.
+    fn send(
+        &self,
+        channel: &str,
+        frame: impl FnOnce() -> Utf8Bytes,
+        except: Option<&SocketId>,
+        wants: impl Fn(&Listener) -> bool,
     ) -> usize {
         let shard = self
             .shard(channel)
@@ -266,7 +272,7 @@ impl Hub {
         let frame = frame();
         listeners
             .values()
-            .filter(|listener| Some(&listener.connection.id) != except)
+            .filter(|listener| Some(&listener.connection.id) != except && wants(listener))
             .filter(|listener| listener.connection.send(frame.clone()))
             .count()
     }

@@ -300,6 +300,25 @@ struct Subscription {
 }
 
 impl Subscription {
+    /// A subscription made now.
+    fn new(
+        identity: Identity,
+        filter_text: String,
+        socket_id: Option<String>,
+        privacy: ChannelPrivacy,
+        client: Option<ClientKey>,
+    ) -> Self {
+        Self {
+            identity,
+            filter_text,
+            socket_id,
+            privacy,
+            client,
+            created_at_ms: now_ms(),
+            last_seen: Instant::now(),
+        }
+    }
+
     fn expires_at(&self) -> Option<u64> {
         match &self.identity {
             Identity::User(user) => user.expires_at,
@@ -624,15 +643,7 @@ impl CollectionState {
         }
         self.destination(id, privacy)?;
         self.compiled(&filter_text, identity.is_superuser())?;
-        let subscription = Subscription {
-            identity,
-            filter_text,
-            socket_id,
-            privacy,
-            client,
-            created_at_ms: now_ms(),
-            last_seen: Instant::now(),
-        };
+        let subscription = Subscription::new(identity, filter_text, socket_id, privacy, client);
         Ok(SubscribeDecided {
             subscribed: Subscribed { id, privacy },
             doc: subscription.doc(&self.id),
@@ -649,15 +660,8 @@ impl CollectionState {
     ) -> Result<Subscribed, EngineError> {
         let privacy = self.new_subscription_privacy()?;
         let id = Uuid::new_v4();
-        let subscription = Subscription {
-            identity,
-            filter_text,
-            socket_id,
-            privacy,
-            client: client.clone(),
-            created_at_ms: now_ms(),
-            last_seen: Instant::now(),
-        };
+        let subscription =
+            Subscription::new(identity, filter_text, socket_id, privacy, client.clone());
         admit(&self.rules.list, &subscription.identity)?;
         if let Some(client) = &client {
             self.take_quota(client)?;
