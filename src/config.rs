@@ -16,6 +16,7 @@ use crate::cluster::ClusterSettings;
 pub use crate::engine::CollectionSeed;
 use crate::engine::channel_rules::{ChannelRuleSeed, ChannelRules};
 use crate::engine::events::EventNames;
+use crate::engine::live::HistoryLimits;
 use crate::engine::{CollectionName, EngineError, EngineSettings};
 use crate::filter::FilterEngine;
 use crate::limits::{ClientLimits, TrustedProxies, TrustedProxy};
@@ -200,6 +201,21 @@ pub struct Settings {
     #[arg(long, global = true, env = "VELO_EVENT_NAMES")]
     pub event_names: Option<EventNames>,
 
+    /// Seconds a collection keeps its live subscriptions' events for recovery
+    /// (`GET /api/realtime/subscriptions/{channel}/events`); 0 = no age limit [default: 120]
+    #[arg(long, global = true, env = "VELO_HISTORY_SECS")]
+    pub history_secs: Option<u64>,
+
+    /// Live events a collection keeps for recovery, at most (the oldest go first);
+    /// 0 = unlimited [default: 10000]
+    #[arg(long, global = true, env = "VELO_HISTORY_EVENTS")]
+    pub history_events: Option<usize>,
+
+    /// Bytes of live events a collection keeps for recovery, at most (their JSON and their
+    /// numbers); 0 = unlimited [default: 67108864]
+    #[arg(long, global = true, env = "VELO_HISTORY_BYTES")]
+    pub history_bytes: Option<usize>,
+
     /// Where events go: `builtin` (this server's WebSockets) or `pusher` (an external
     /// Pusher-compatible service) [default: builtin]
     #[arg(long, global = true, env = "VELO_DRIVER")]
@@ -316,6 +332,8 @@ pub struct Config {
     /// What one client may use of the API.
     pub clients: ClientLimits,
     pub event_names: EventNames,
+    /// How much of its live subscriptions' events each collection keeps.
+    pub history: HistoryLimits,
     /// Claims copied into a signed-in user's `user_data`, besides `id`.
     pub user_data_claims: Vec<String>,
     /// The master key encrypted channels' shared secrets derive from.
@@ -447,6 +465,9 @@ impl Settings {
                 .or(lower.max_connections_per_address),
             trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
             event_names: self.event_names.or(lower.event_names),
+            history_secs: self.history_secs.or(lower.history_secs),
+            history_events: self.history_events.or(lower.history_events),
+            history_bytes: self.history_bytes.or(lower.history_bytes),
             driver: self.driver.or(lower.driver),
             pusher_host: self.pusher_host.or(lower.pusher_host),
             pusher_port: self.pusher_port.or(lower.pusher_port),
@@ -693,6 +714,11 @@ impl Settings {
             },
             trusted_proxies,
             event_names: self.event_names.unwrap_or_default(),
+            history: HistoryLimits {
+                max_age: limit(self.history_secs.unwrap_or(120)).unwrap_or(Duration::MAX),
+                max_events: unlimited(self.history_events.unwrap_or(10_000), usize::MAX),
+                max_bytes: unlimited(self.history_bytes.unwrap_or(64 << 20), usize::MAX),
+            },
             encryption_master_key,
             user_data_claims: self
                 .user_data_claims
@@ -768,6 +794,7 @@ impl Config {
             connection_threshold: self.connection_threshold,
             max_subscriptions_per_client: self.clients.max_subscriptions,
             event_names: self.event_names,
+            history: self.history,
             encryption_master_key: self.encryption_master_key,
             collections: self.collections.clone(),
             channels: self.channels.clone(),

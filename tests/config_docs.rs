@@ -209,6 +209,9 @@ fn resolved_default(env: &str) -> Option<String> {
             );
             "actions".into()
         }
+        "VELO_HISTORY_SECS" => secs(config.history.max_age),
+        "VELO_HISTORY_EVENTS" => config.history.max_events.to_string(),
+        "VELO_HISTORY_BYTES" => config.history.max_bytes.to_string(),
         "VELO_DRIVER" => {
             assert!(config.external.is_none(), "the default driver is builtin");
             "builtin".into()

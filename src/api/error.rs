@@ -60,6 +60,9 @@ pub enum ApiError {
     /// A record with this id exists already.
     #[oai(status = 409, content_type = "application/json")]
     Conflict(Json<ErrorBody>),
+    /// What was asked for is no longer kept (a live subscription's events past its history).
+    #[oai(status = 410, content_type = "application/json")]
+    Gone(Json<ErrorBody>),
     /// The body, or the record, is over its size limit.
     #[oai(status = 413, content_type = "application/json")]
     PayloadTooLarge(Json<ErrorBody>),
@@ -186,6 +189,7 @@ impl ApiError {
             ApiError::Forbidden(_) => 403,
             ApiError::NotFound(_) => 404,
             ApiError::Conflict(_) => 409,
+            ApiError::Gone(_) => 410,
             ApiError::PayloadTooLarge(_) => 413,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Unprocessable(_) => 422,
@@ -209,6 +213,10 @@ impl ApiError {
 
     pub fn not_found(message: impl Into<String>) -> Self {
         ApiError::NotFound(body(message))
+    }
+
+    pub fn gone(message: impl Into<String>) -> Self {
+        ApiError::Gone(body(message))
     }
 
     pub fn too_large(message: impl Into<String>) -> Self {

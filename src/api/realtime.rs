@@ -1,10 +1,12 @@
 //! `POST /api/realtime/subscribe`, `POST /api/realtime/ping`,
-//! `DELETE /api/realtime/subscriptions/{channel_name}` (DESIGN.md §3).
+//! `DELETE /api/realtime/subscriptions/{channel_name}` (DESIGN.md §3), a live subscription's
+//! `GET /api/realtime/subscriptions/{channel_name}/events` (§13), channel and user
+//! authorization, and the admin's publish.
 
 use std::time::Instant;
 
 use poem::web::Data;
-use poem_openapi::param::{Header, Path};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi};
@@ -16,6 +18,8 @@ use super::security::{AdminToken, BearerToken, Credentials};
 use super::{ApiTags, App};
 use crate::auth::Identity;
 use crate::engine::events::Action;
+use crate::engine::live::RecoveryError;
+use crate::engine::{LiveRequest, SnapshotQuery};
 use crate::limits::ClientKey;
 use crate::metrics::Metrics;
 use crate::pusher::encryption::ChannelKey;
@@ -41,6 +45,25 @@ pub struct SubscribeRequest {
     /// `null` or absent: every record the list rule lets through.
     #[oai(nullable)]
     pub filter: Option<String>,
+    /// A live subscription with a snapshot: the reply carries `records`, the first page of
+    /// what the subscription matches now (list rule and filter, ordered by `sort`, `per_page`
+    /// of them), taken at the same point of the collection's changes as the subscription;
+    /// every later change is one of its events, numbered by `seq` from 1. Events sent before
+    /// a socket joins the channel are held for it (up to 1,000, for 60 s).
+    #[oai(skip_serializing_if_is_none)]
+    pub snapshot: Option<bool>,
+    /// A live subscription that is sent `left` (`{"action":"left","record":{"id",
+    /// "collection_id"},"seq"}`) when an update takes a record out of its view (its filter or
+    /// the list rule no longer matches). A record an update brings into view arrives as
+    /// `updated`.
+    #[oai(skip_serializing_if_is_none)]
+    pub leave_events: Option<bool>,
+    /// The snapshot's order, as the list API's `sort` (`-created,title`); needs `snapshot`.
+    #[oai(skip_serializing_if_is_none)]
+    pub sort: Option<String>,
+    /// The snapshot's size, 1 to 500 [default: 15]; needs `snapshot`.
+    #[oai(skip_serializing_if_is_none)]
+    pub per_page: Option<u64>,
 }
 
 /// Where to listen.
@@ -59,6 +82,40 @@ pub struct Subscription {
     /// `private-` in front, or `private-encrypted-` when the collection is encrypted (its
     /// events' data is then sealed with the `shared_secret` the channel authorization answers).
     pub pusher_channel: String,
+    /// A live subscription (`snapshot` or `leave_events`): its position, 0. Each of its
+    /// events' data carries the next `seq`; after a reconnect, fetch what was missed from
+    /// `GET /api/realtime/subscriptions/{channel_name}/events?after={the last seq received}`.
+    #[oai(skip_serializing_if_is_none)]
+    pub seq: Option<u64>,
+    /// With `snapshot`: the first page of the records the subscription matches now.
+    #[oai(skip_serializing_if_is_none)]
+    pub records: Option<Vec<Record>>,
+}
+
+/// A live subscription's missed events.
+#[derive(Object, Debug)]
+#[oai(example)]
+pub struct RecoveredEvents {
+    /// The subscription's events after `after`, in order: what its channel sent (or would
+    /// have sent), with `data` as the object pusher-js hands to its handlers.
+    pub events: Vec<RecoveredEvent>,
+}
+
+/// One recovered event.
+#[derive(Object, Debug)]
+pub struct RecoveredEvent {
+    /// The event's name on the wire (`created`, `updated`, `deleted`, `left`, `ended`, or
+    /// `server.message` with `VELO_EVENT_NAMES=server.message`).
+    pub event: String,
+    /// `{"action", "record", "seq"}` (`ended`: `{"action", "reason", "seq"}`).
+    pub data: serde_json::Value,
+}
+
+#[derive(ApiResponse)]
+pub enum RecoverResponse {
+    /// The events after `after` (none when `after` is the last `seq`).
+    #[oai(status = 200, content_type = "application/json")]
+    Ok(Json<RecoveredEvents>),
 }
 
 /// A subscription to keep alive. Unknown keys are ignored: the one key is required, so a
@@ -340,6 +397,10 @@ impl Example for SubscribeRequest {
             collection: "posts".into(),
             socket_id: None,
             filter: Some("status = 'active'".into()),
+            snapshot: None,
+            leave_events: None,
+            sort: None,
+            per_page: None,
         }
     }
 }
@@ -350,7 +411,51 @@ impl Example for Subscription {
             channel_name: EXAMPLE_CHANNEL.into(),
             is_public: true,
             pusher_channel: EXAMPLE_CHANNEL.into(),
+            seq: None,
+            records: None,
         }
+    }
+}
+
+impl Example for RecoveredEvents {
+    fn example() -> Self {
+        RecoveredEvents {
+            events: vec![RecoveredEvent {
+                event: "updated".into(),
+                data: serde_json::json!({
+                    "action": "updated",
+                    "record": Record::example().0,
+                    "seq": 4,
+                }),
+            }],
+        }
+    }
+}
+
+impl SubscribeRequest {
+    /// What makes the subscription live, if anything; `sort` and `per_page` only shape a
+    /// snapshot.
+    fn live(&self) -> Result<Option<LiveRequest>, ApiError> {
+        let snapshot = self.snapshot.unwrap_or(false);
+        for (field, given) in [
+            ("sort", self.sort.is_some()),
+            ("per_page", self.per_page.is_some()),
+        ] {
+            if given && !snapshot {
+                return Err(ApiError::invalid(
+                    field,
+                    format!("`{field}` shapes the snapshot: it needs `\"snapshot\": true`"),
+                ));
+            }
+        }
+        let leave_events = self.leave_events.unwrap_or(false);
+        Ok((snapshot || leave_events).then(|| LiveRequest {
+            snapshot: snapshot.then(|| SnapshotQuery {
+                sort: self.sort.clone().unwrap_or_default(),
+                per_page: self.per_page,
+            }),
+            leave_events,
+        }))
     }
 }
 
@@ -476,6 +581,15 @@ operation_errors! {
         422 => "A missing field, an unknown `action`, a `record` that is not an object, or an invalid `X-Socket-ID`; `errors` says which.",
         503 => "The engine is not answering; retry.",
     }
+    Recover {
+        400 => "`after` is missing or not a number.",
+        401 => "The subscription is a user's and no credentials were sent, or the token is invalid or expired.",
+        403 => "The subscription belongs to another user.",
+        404 => "No live subscription has this channel name: it ended (its client subscribes again, with a snapshot).",
+        410 => "Some events after `after` are no longer kept (VELO_HISTORY_SECS and its limits), or were numbered while this node was not running: subscribe again with a snapshot.",
+        422 => "`after` is beyond the subscription's last `seq`, or the subscription is not live.",
+        503 => "The engine is not answering; retry.",
+    }
     Unsubscribe {
         401 => "The subscription is a user's and no credentials were sent, or the token is invalid or expired.",
         403 => "The subscription belongs to another user.",
@@ -530,14 +644,18 @@ impl RealtimeApi {
             )
             .into());
         }
+        let live = request.live()?;
         let subscribed = app
             .engine
             .subscribe(
                 identity,
                 client,
                 &request.collection,
-                request.filter.unwrap_or_default(),
-                request.socket_id,
+                crate::engine::SubscribeRequest {
+                    filter_text: request.filter.unwrap_or_default(),
+                    socket_id: request.socket_id,
+                    live,
+                },
             )
             .await?;
         let channels = app.engine.channels();
@@ -545,6 +663,10 @@ impl RealtimeApi {
             channel_name: channels.channel(subscribed.id),
             is_public: subscribed.privacy.is_public(),
             pusher_channel: channels.pusher_channel(subscribed.id, subscribed.privacy),
+            seq: subscribed.live.then_some(0),
+            records: subscribed
+                .snapshot
+                .map(|records| records.into_iter().map(Record).collect()),
         })))
     }
 
@@ -709,6 +831,53 @@ impl RealtimeApi {
         Ok(PublishResponse::Ok(Json(Published {
             matched: matched as u64,
         })))
+    }
+
+    /// Recover a live subscription's missed events
+    ///
+    /// After a reconnect, the events of a live subscription (made with `snapshot` or
+    /// `leave_events`) after the last `seq` received, in order, from the collection's
+    /// history. 410 when some are no longer kept: subscribe again with a snapshot. Who may
+    /// end the subscription may recover its events.
+    #[oai(
+        path = "/api/realtime/subscriptions/:channel_name/events",
+        method = "get",
+        operation_id = "recoverEvents"
+    )]
+    async fn recover(
+        &self,
+        app: Data<&App>,
+        credentials: Credentials,
+        /// The channel name subscribe returned (or its UUID, or `pusher_channel`).
+        channel_name: Path<String>,
+        /// The last `seq` received (0: everything since the subscription was made).
+        after: Query<u64>,
+    ) -> Result<RecoverResponse, Errors<Recover>> {
+        let identity = app.identify(&credentials)?;
+        let recovered = app
+            .engine
+            .recover(identity, &channel_name.0, after.0)
+            .await?;
+        match recovered {
+            Ok(events) => Ok(RecoverResponse::Ok(Json(RecoveredEvents {
+                events: events
+                    .into_iter()
+                    .map(|event| RecoveredEvent {
+                        event: event.name.to_owned(),
+                        data: serde_json::from_str(&event.data).expect("an event's data is JSON"),
+                    })
+                    .collect(),
+            }))),
+            Err(RecoveryError::Ahead { seq }) => Err(ApiError::invalid(
+                "after",
+                format!("`after` is beyond the subscription's last event, seq {seq}"),
+            )
+            .into()),
+            Err(RecoveryError::Gone) => Err(ApiError::gone(
+                "some of these events are no longer kept: subscribe again with `snapshot`",
+            )
+            .into()),
+        }
     }
 
     /// End a subscription

@@ -1,13 +1,16 @@
-//! Events: record changes (`created`, `updated`, `deleted`) and `ended` (a subscription the
-//! server ended), their frames, and their ordered delivery once the write they follow is durable.
+//! Events: record changes (`created`, `updated`, `deleted`), `left` (a record an update took
+//! out of a live subscription's view) and `ended` (a subscription the server ended), their
+//! frames, and their ordered delivery once the write they follow is durable.
 //!
 //! The hot path: an event's `data` (`{"action","record"}`) is serialized and escaped once; each
 //! matched subscription's frame is that text with its channel name spliced in (one allocation,
 //! inherent to a frame that names its channel), and the hub shares each frame by reference
 //! count among the sockets on the channel. An encrypted channel's data is sealed once per
 //! event and channel (each subscription has a channel, and a key, of its own), never per
-//! socket; its key was derived when the subscription was filed.
+//! socket; its key was derived when the subscription was filed. A live subscription's frame
+//! has its `seq` spliced into that text ([`Sequenced`]), numbered as it is delivered.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -19,6 +22,8 @@ use crate::pusher::outbound;
 use crate::pusher::protocol::SocketId;
 use crate::pusher::{ChannelEvent, Driver};
 use crate::store::{Epoch, Store};
+
+use super::live::{Cursor, History};
 
 /// What happened to a record; also the event's name on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,7 +99,8 @@ impl EndReason {
 }
 
 /// An event's `data`, serialized once: as JSON text (for the Pusher HTTP API) and as the JSON
-/// string literal every WebSocket frame carries.
+/// string literal every WebSocket frame carries. Both end with the object's `}`, before which
+/// a live subscription's `seq` goes.
 pub struct EventData {
     /// The event's name on the wire: the action.
     name: &'static str,
@@ -117,6 +123,17 @@ struct Payload<'a> {
     record: &'a serde_json::Map<String, Value>,
 }
 
+/// The longest `seq` a live event's data gains: `,"seq":` and 20 digits.
+const SEQ_BYTES: usize = 27;
+
+/// `data` (a JSON object's text) with `"seq"` as its last key.
+fn with_seq(data: &str, seq: u64) -> String {
+    let mut text = String::with_capacity(data.len() + SEQ_BYTES);
+    text.push_str(&data[..data.len() - 1]);
+    write!(text, r#","seq":{seq}}}"#).expect("writing to a String cannot fail");
+    text
+}
+
 impl EventData {
     pub fn new(action: Action, record: &serde_json::Map<String, Value>, names: EventNames) -> Self {
         let payload = Payload {
@@ -124,49 +141,76 @@ impl EventData {
             record,
         };
         let data = serde_json::to_string(&payload).expect("a JSON map always serializes");
-        let truncated = (sealed_len(data.len()) > outbound::MAX_DATA_BYTES).then(|| {
-            json!({
-                "action": action.as_str(),
-                "record": { "id": record.get("id"), "collection_id": record.get("collection_id") },
-                "truncated": true,
-            })
-            .to_string()
-            .into()
-        });
+        // With room for a live subscription's `seq`.
+        let truncated =
+            (sealed_len(data.len() + SEQ_BYTES) > outbound::MAX_DATA_BYTES).then(|| {
+                json!({
+                    "action": action.as_str(),
+                    "record": { "id": record.get("id"), "collection_id": record.get("collection_id") },
+                    "truncated": true,
+                })
+                .to_string()
+                .into()
+            });
+        Self::from_data(names.name(action.as_str()), data, truncated)
+    }
+
+    fn from_data(name: &'static str, data: String, truncated: Option<Arc<str>>) -> Self {
         Self {
-            name: names.name(action.as_str()),
+            name,
             escaped: serde_json::to_string(data.as_str()).expect("a string always serializes"),
             data: data.into(),
             truncated,
         }
     }
 
+    /// `left`: `{"action":"left","record":{"id","collection_id"}}`, for a live subscription
+    /// whose view an update took `record` out of (DESIGN.md §13): never its data.
+    pub fn left(record: &serde_json::Map<String, Value>, names: EventNames) -> Self {
+        let data = json!({
+            "action": "left",
+            "record": { "id": record.get("id"), "collection_id": record.get("collection_id") },
+        })
+        .to_string();
+        Self::from_data(names.name("left"), data, None)
+    }
+
+    /// The length of the data's JSON text.
+    pub fn data_len(&self) -> usize {
+        self.data.len()
+    }
+
     /// `ended`: `{"action":"ended","reason":…}`.
     pub fn ended(reason: EndReason, names: EventNames) -> Self {
         let data = json!({"action": "ended", "reason": reason.as_str()}).to_string();
-        Self {
-            name: names.name("ended"),
-            escaped: serde_json::to_string(data.as_str()).expect("a string always serializes"),
-            data: data.into(),
-            truncated: None,
-        }
+        Self::from_data(names.name("ended"), data, None)
     }
 
     /// `data` for the external service: the full payload, or the truncated one when the full
     /// one is over its limit; sealed with `key` for an encrypted channel, the limit applying to
     /// the sealed text (DESIGN.md §15).
     pub fn pusher_data(&self, key: Option<&ChannelKey>) -> Arc<str> {
+        self.pusher_data_at(key, None)
+    }
+
+    /// [`EventData::pusher_data`], with a live subscription's `seq` in it.
+    fn pusher_data_at(&self, key: Option<&ChannelKey>, seq: Option<u64>) -> Arc<str> {
+        let numbered = |data: &Arc<str>| match seq {
+            None => data.clone(),
+            Some(seq) => with_seq(data, seq).into(),
+        };
+        let full = numbered(&self.data);
         let full_len = match key {
-            None => self.data.len(),
-            Some(_) => sealed_len(self.data.len()),
+            None => full.len(),
+            Some(_) => sealed_len(full.len()),
         };
         let data = match &self.truncated {
-            Some(truncated) if full_len > outbound::MAX_DATA_BYTES => truncated,
-            Some(_) | None => &self.data,
+            Some(truncated) if full_len > outbound::MAX_DATA_BYTES => numbered(truncated),
+            Some(_) | None => full,
         };
         match key {
-            None => data.clone(),
-            Some(key) => key.seal(data).into(),
+            None => data,
+            Some(key) => key.seal(&data).into(),
         }
     }
 
@@ -236,14 +280,73 @@ impl ChannelEvent for EventData {
     }
 }
 
+/// An event as one live subscription receives it: its data with the subscription's `seq`
+/// last, `{"action",…,"seq":N}`, spliced into the text serialized once.
+pub struct Sequenced<'e> {
+    pub event: &'e EventData,
+    pub seq: u64,
+}
+
+impl Sequenced<'_> {
+    /// The data as JSON text.
+    pub fn text(&self) -> String {
+        with_seq(&self.event.data, self.seq)
+    }
+}
+
+impl ChannelEvent for Sequenced<'_> {
+    fn name(&self) -> &'static str {
+        self.event.name
+    }
+
+    fn frame(&self, destination: &Destination) -> Utf8Bytes {
+        let event = self.event;
+        match &destination.key {
+            None => {
+                // The literal ends with the object's `}` and its closing quote.
+                let open = &event.escaped[..event.escaped.len() - 2];
+                event.frame_with(&destination.channel, open.len() + SEQ_BYTES + 8, |frame| {
+                    frame.push_str(open);
+                    write!(frame, r#",\"seq\":{}}}""#, self.seq)
+                        .expect("writing to a String cannot fail");
+                })
+            }
+            Some(key) => {
+                let plain = self.text();
+                let len = sealed_len(plain.len()) + 10;
+                event.frame_with(&destination.channel, len, |frame| {
+                    frame.push('"');
+                    key.seal_into(&plain, "\\\"", frame);
+                    frame.push('"');
+                })
+            }
+        }
+    }
+
+    fn data(&self, destination: &Destination) -> Arc<str> {
+        self.event
+            .pusher_data_at(destination.key.as_ref(), Some(self.seq))
+    }
+}
+
+/// A live subscription's destination and its cursor.
+#[derive(Clone, Debug)]
+pub struct LiveDestination {
+    pub destination: Destination,
+    pub cursor: Arc<Cursor>,
+}
+
 /// One event and the destinations of the subscriptions it matched, to send once the
 /// write is durable.
 pub struct Delivery {
     /// The store write the event waits for: the record's, or the subscription's removal for
     /// `ended`; `None` for events that store nothing (`/api/realtime/publish`).
     pub epoch: Option<Epoch>,
-    pub event: EventData,
+    pub event: Arc<EventData>,
     pub destinations: Vec<Destination>,
+    /// Live subscriptions' destinations: numbered, kept in the history, held for a socket
+    /// not there yet, and never excluded (their `seq` would have a gap).
+    pub live: Vec<LiveDestination>,
     /// The writer's own socket (`X-Socket-ID`), which is not sent its own change.
     pub except: Option<SocketId>,
 }
@@ -281,19 +384,35 @@ impl Outbox {
 
 /// Starts a collection's delivery task: deliveries go out in the order they were queued (the
 /// collection's commit order), each after its write reached the disk, to this server's sockets
-/// or, with driver `pusher`, to the external service.
-pub fn spawn_delivery(store: Store, driver: Arc<Driver>) -> Outbox {
+/// or, with driver `pusher`, to the external service. Live subscriptions' events are numbered
+/// and kept in `history` here.
+pub fn spawn_delivery(store: Store, driver: Arc<Driver>, history: Arc<History>) -> Outbox {
     let (queue, mut deliveries) = mpsc::channel::<Delivery>(DELIVERY_QUEUE);
     tokio::spawn(async move {
         while let Some(delivery) = deliveries.recv().await {
             if let Some(epoch) = delivery.epoch {
                 store.durable(epoch).await;
             }
-            driver.deliver(
-                &delivery.event,
-                &delivery.destinations,
-                delivery.except.as_ref(),
-            );
+            if !delivery.destinations.is_empty() {
+                driver.deliver(
+                    &*delivery.event,
+                    &delivery.destinations,
+                    delivery.except.as_ref(),
+                );
+            }
+            if !delivery.live.is_empty() {
+                let cursors = delivery.live.iter().map(|live| &*live.cursor);
+                let seqs = history.record(&delivery.event, cursors);
+                for (live, seq) in delivery.live.iter().zip(seqs) {
+                    if let Some(seq) = seq {
+                        let event = Sequenced {
+                            event: &delivery.event,
+                            seq,
+                        };
+                        driver.deliver_live(&event, &live.destination);
+                    }
+                }
+            }
         }
     });
     Outbox {
@@ -315,8 +434,12 @@ mod tests {
         };
         let ended = || Delivery {
             epoch: None,
-            event: EventData::ended(EndReason::RuleChanged, EventNames::Actions),
+            event: Arc::new(EventData::ended(
+                EndReason::RuleChanged,
+                EventNames::Actions,
+            )),
             destinations: Vec::new(),
+            live: Vec::new(),
             except: None,
         };
         for _ in 0..3 {

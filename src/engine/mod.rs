@@ -17,6 +17,7 @@
 pub mod channel_rules;
 pub mod collection;
 pub mod events;
+pub mod live;
 pub mod names;
 pub mod records;
 pub mod registry;
@@ -216,6 +217,33 @@ pub enum RecordWrite {
     Delete(String),
 }
 
+/// What a subscribe asks for besides its collection.
+#[derive(Clone, Debug, Default)]
+pub struct SubscribeRequest {
+    pub filter_text: String,
+    /// The subscriber's Pusher socket id, kept with the subscription.
+    pub socket_id: Option<String>,
+    /// A live subscription (DESIGN.md §13).
+    pub live: Option<LiveRequest>,
+}
+
+/// What makes a subscription live: its events numbered (`seq`), held for its first socket and
+/// kept for recovery; a snapshot, and `left` events, when asked for.
+#[derive(Clone, Debug, Default)]
+pub struct LiveRequest {
+    /// The first page of what it matches now, sorted and sized so.
+    pub snapshot: Option<SnapshotQuery>,
+    pub leave_events: bool,
+}
+
+/// A snapshot's order (the list API's `sort`) and size (`per_page`, the list's default when
+/// absent).
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotQuery {
+    pub sort: String,
+    pub per_page: Option<u64>,
+}
+
 /// The outcome of a subscribe.
 #[derive(Clone, Debug)]
 pub struct Subscribed {
@@ -223,6 +251,10 @@ pub struct Subscribed {
     /// Public when a guest could have subscribed; else private, or encrypted in an encrypted
     /// collection.
     pub privacy: ChannelPrivacy,
+    /// A live subscription: its `seq` is 0.
+    pub live: bool,
+    /// The snapshot, when one was asked for: taken with the subscription.
+    pub snapshot: Option<Vec<records::RecordMap>>,
 }
 
 /// A collection declared in the configuration, created at start-up when it does not exist.
@@ -248,6 +280,8 @@ pub struct EngineSettings {
     /// Live subscriptions per client.
     pub max_subscriptions_per_client: usize,
     pub event_names: events::EventNames,
+    /// How much of its live subscriptions' events each collection keeps for recovery.
+    pub history: live::HistoryLimits,
     /// What encrypted channels' keys derive from.
     pub encryption_master_key: Option<[u8; 32]>,
     /// Collections to create when they do not exist yet.
@@ -311,6 +345,7 @@ impl Engine {
             threshold: config.connection_threshold,
             subscription_quota: Arc::new(Quota::new(config.max_subscriptions_per_client)),
             event_names: config.event_names,
+            history: config.history,
             master_key: config.encryption_master_key,
             seeds: config.collections.clone(),
             loaded,
@@ -519,21 +554,19 @@ impl Engine {
         identity: Identity,
         client: Option<ClientKey>,
         collection: &str,
-        filter_text: String,
-        socket_id: Option<String>,
+        request: SubscribeRequest,
     ) -> Result<Subscribed, EngineError> {
         let handle = self.resolve_named_in_body(collection)?;
         if let Some(applied) = &self.applied {
             return self
-                .subscribe_shared(&handle, identity, client, filter_text, socket_id, applied)
+                .subscribe_shared(&handle, identity, client, request, applied)
                 .await;
         }
         let subscribed = self
             .ask_to_change(&handle, |reply| CollectionMsg::Subscribe {
                 identity: identity.clone(),
                 client: client.clone(),
-                filter_text: filter_text.clone(),
-                socket_id: socket_id.clone(),
+                request: request.clone(),
                 reply,
             })
             .await?;
@@ -557,6 +590,25 @@ impl Engine {
             self.durable().await?;
         }
         Ok(())
+    }
+
+    /// A live subscription's events after `after`, for whoever may end it.
+    pub async fn recover(
+        &self,
+        identity: Identity,
+        channel: &str,
+        after: u64,
+    ) -> Result<Result<Vec<live::Recovered>, live::RecoveryError>, EngineError> {
+        let (handle, id) = self.subscription_actor(channel).await?;
+        let kept = self
+            .ask(&handle, |reply| CollectionMsg::Recover {
+                id,
+                identity,
+                reply,
+            })
+            .await?
+            .map_err(unknown_channel)?;
+        Ok(kept.since(after))
     }
 
     pub async fn unsubscribe(&self, identity: Identity, channel: &str) -> Result<(), EngineError> {
@@ -655,28 +707,46 @@ impl Engine {
         handle: &CollectionHandle,
         identity: Identity,
         client: Option<ClientKey>,
-        filter_text: String,
-        socket_id: Option<String>,
+        request: SubscribeRequest,
         applied: &tokio::sync::watch::Receiver<crate::store::Epoch>,
     ) -> Result<Subscribed, EngineError> {
         let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
+        let snapshot = request
+            .live
+            .as_ref()
+            .is_some_and(|live| live.snapshot.is_some());
         loop {
             let decided = self
                 .ask(handle, |reply| CollectionMsg::DecideSubscribe {
                     identity: identity.clone(),
                     client: client.clone(),
-                    filter_text: filter_text.clone(),
-                    socket_id: socket_id.clone(),
+                    request: request.clone(),
                     reply,
                 })
                 .await??;
             let id = decided.subscribed.id;
             let change = Change::PutSubscription(id, &decided.doc);
-            match self.store.commit(decided.expect, change, None).await {
-                Ok(committed) => {
-                    self.applied_here(handle, committed.epoch, deadline).await?;
-                    tracing::info!(collection = %handle.info.name, subscription = %id, privacy = ?decided.subscribed.privacy, "subscription created");
-                    return Ok(decided.subscribed);
+            let committed = self.store.commit(decided.expect, change, None).await;
+            if let Ok(committed) = &committed {
+                self.applied_here(handle, committed.epoch, deadline).await?;
+            }
+            // Taken by the actor when it filed the subscription from the log (or let go,
+            // when it was not committed).
+            let taken = if snapshot {
+                self.ask(handle, |reply| CollectionMsg::TakeSnapshot { id, reply })
+                    .await?
+            } else {
+                None
+            };
+            match committed {
+                Ok(_) => {
+                    let mut subscribed = decided.subscribed;
+                    if snapshot {
+                        // Not filed here: this node differs from the others (logged).
+                        subscribed.snapshot = Some(taken.ok_or(EngineError::Unavailable)??);
+                    }
+                    tracing::info!(collection = %handle.info.name, subscription = %id, privacy = ?subscribed.privacy, "subscription created");
+                    return Ok(subscribed);
                 }
                 Err(StoreError::Conflict { head }) if tokio::time::Instant::now() < deadline => {
                     dispatched(applied, head, deadline).await?;

@@ -3,6 +3,7 @@
 //! every request reads to find a collection's actor without a message. It starts one actor
 //! per collection at start-up, handing each its version and its rows.
 
+use super::live::HistoryLimits;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -178,6 +179,8 @@ pub struct RegistryArgs {
     /// Live subscriptions per client, shared by every collection.
     pub subscription_quota: Arc<Quota<ClientKey>>,
     pub event_names: EventNames,
+    /// How much of its live events each collection keeps.
+    pub history: HistoryLimits,
     /// What encrypted channels' keys derive from; `None`: no collection may be encrypted.
     pub master_key: Option<[u8; 32]>,
     pub seeds: Vec<CollectionSeed>,
@@ -194,6 +197,7 @@ pub struct RegistryState {
     threshold: Duration,
     subscription_quota: Arc<Quota<ClientKey>>,
     event_names: EventNames,
+    history: HistoryLimits,
     master_key: Option<[u8; 32]>,
     directory: Arc<Directory>,
 }
@@ -271,6 +275,7 @@ impl RegistryState {
             seq: loaded.seq,
             record_seqs: loaded.record_seqs,
             applied_watch,
+            history: self.history,
         };
         let (actor, _) = Actor::spawn(None, CollectionActor, args).await.map_err(|error| {
             tracing::error!(collection = %info.name, %error, "collection actor failed to start");
@@ -484,6 +489,7 @@ impl Actor for RegistryActor {
             threshold: args.threshold,
             subscription_quota: args.subscription_quota,
             event_names: args.event_names,
+            history: args.history,
             master_key: args.master_key,
             directory: args.directory,
         };

@@ -338,15 +338,14 @@ impl Session<'_> {
     /// On a presence channel in cluster mode, `since` is where its member list was read.
     async fn enter(&mut self, channel: &str, succeeded: String, since: u64) {
         let hub = &self.driver.hub;
+        let succeeded = Some(Utf8Bytes::from(succeeded));
         let (first, missed) = if cache::is_cache_channel(channel) {
             self.driver.cache.join(channel, Instant::now(), |last| {
-                let first = hub.subscribe_since(channel, self.connection, since);
-                self.send(succeeded);
+                let first = hub.subscribe_since(channel, self.connection, since, succeeded);
                 (first, !self.replay(channel, last))
             })
         } else {
-            let first = hub.subscribe_since(channel, self.connection, since);
-            self.send(succeeded);
+            let first = hub.subscribe_since(channel, self.connection, since, succeeded);
             (first, false)
         };
         self.driver.node_occupancy(channel, true, first).await;

@@ -6,12 +6,17 @@
 //! frame's reference count per receiver and `try_send`s it: no allocation, no copy, no waiting.
 //! A connection whose queue is full is marked and its writer closes it with 4100; the others
 //! never wait for it.
+//!
+//! A live subscription's channel is *held* from the moment the subscription is made: its frames
+//! wait here, in order, until the first socket joins the channel, and go to it right after its
+//! `subscription_succeeded` (DESIGN.md §13), within [`HOLD_FRAMES`] and [`HOLD_TIME`].
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -93,8 +98,22 @@ struct Listener {
 
 const SHARDS: usize = 64;
 
+/// Frames a held channel keeps for its first socket, at most: past it, later ones are
+/// dropped (the client finds the gap in `seq` and recovers them over HTTP).
+pub const HOLD_FRAMES: usize = 1000;
+/// How long a channel is held for a socket that has not come: then its frames are dropped.
+pub const HOLD_TIME: Duration = Duration::from_secs(60);
+
+/// A held channel's frames.
+struct Held {
+    frames: Vec<Utf8Bytes>,
+    until: Instant,
+}
+
 pub struct Hub {
     shards: Box<[Shard]>,
+    /// Held channels (no socket here yet). Taken after a shard's lock, never before.
+    holds: Mutex<HashMap<Arc<str>, Held>>,
     hasher: std::hash::RandomState,
     connections: AtomicUsize,
     max_connections: usize,
@@ -133,6 +152,7 @@ impl Hub {
     pub fn new(max_connections: usize, max_per_address: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            holds: Mutex::default(),
             hasher: std::hash::RandomState::new(),
             connections: AtomicUsize::new(0),
             max_connections,
@@ -180,11 +200,20 @@ impl Hub {
 
     /// Adds a listener; subscribing twice is harmless. True when the channel had none.
     pub fn subscribe(&self, channel: &str, connection: &Arc<Connection>) -> bool {
-        self.subscribe_since(channel, connection, 0)
+        self.subscribe_since(channel, connection, 0, None)
     }
 
-    /// Adds a listener that skips member events up to `since` ([`Hub::publish_after`]).
-    pub fn subscribe_since(&self, channel: &str, connection: &Arc<Connection>, since: u64) -> bool {
+    /// Adds a listener that skips member events up to `since` ([`Hub::publish_after`]), and
+    /// queues it `confirmation` (its `subscription_succeeded`) first: no frame of the channel
+    /// comes before it, and a held channel's frames come right after it. True when the
+    /// channel had no listener.
+    pub fn subscribe_since(
+        &self,
+        channel: &str,
+        connection: &Arc<Connection>,
+        since: u64,
+        confirmation: Option<Utf8Bytes>,
+    ) -> bool {
         let listener = Listener {
             connection: connection.clone(),
             since,
@@ -193,15 +222,70 @@ impl Hub {
             .shard(channel)
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(confirmation) = confirmation {
+            connection.send(confirmation);
+        }
         if let Some(listeners) = shard.get_mut(channel) {
             listeners.insert(connection.id.clone(), listener);
             return false;
+        }
+        if let Some(held) = self.lock_holds().remove(channel) {
+            for frame in held.frames {
+                connection.send(frame);
+            }
         }
         shard.insert(
             Arc::from(channel),
             HashMap::from([(connection.id.clone(), listener)]),
         );
         true
+    }
+
+    fn lock_holds(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Held>> {
+        self.holds
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Holds `channel` (a live subscription's, just made) until its first socket comes, for
+    /// [`HOLD_TIME`] at most; channels held longer are let go now.
+    pub fn hold(&self, channel: &str) {
+        let now = Instant::now();
+        let mut holds = self.lock_holds();
+        holds.retain(|_, held| held.until > now);
+        holds.insert(
+            Arc::from(channel),
+            Held {
+                frames: Vec::new(),
+                until: now + HOLD_TIME,
+            },
+        );
+    }
+
+    /// As [`Hub::publish_with`], but a held channel without a listener keeps the frame for its
+    /// first socket (within the bounds). Returns how many sockets got it now.
+    pub fn publish_or_hold(&self, channel: &str, frame: impl FnOnce() -> Utf8Bytes) -> usize {
+        let shard = self
+            .shard(channel)
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(listeners) = shard.get(channel) {
+            let frame = frame();
+            return listeners
+                .values()
+                .filter(|listener| listener.connection.send(frame.clone()))
+                .count();
+        }
+        let mut holds = self.lock_holds();
+        let Some(held) = holds.get_mut(channel) else {
+            return 0;
+        };
+        if held.until <= Instant::now() {
+            holds.remove(channel);
+        } else if held.frames.len() < HOLD_FRAMES {
+            held.frames.push(frame());
+        }
+        0
     }
 
     /// Removes a listener. True when it was the channel's last.
@@ -359,8 +443,8 @@ mod tests {
         let hub = Hub::new(10, 0);
         let (old, mut old_rx) = connection(4);
         let (new, mut new_rx) = connection(4);
-        hub.subscribe_since("presence-a", &old, 3);
-        hub.subscribe_since("presence-a", &new, 5);
+        hub.subscribe_since("presence-a", &old, 3, None);
+        hub.subscribe_since("presence-a", &new, 5, None);
         let frame = Utf8Bytes::from("member_added");
         assert_eq!(hub.publish_after("presence-a", &frame, None, 5), 1);
         assert!(
@@ -371,6 +455,54 @@ mod tests {
         assert_eq!(hub.publish_after("presence-a", &frame, Some(&old.id), 6), 1);
         assert!(new_rx.try_recv().is_ok());
         assert!(old_rx.try_recv().is_err(), "left out");
+    }
+
+    fn received(receiver: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
+        std::iter::from_fn(|| match receiver.try_recv() {
+            Ok(Outbound::Frame(frame)) => Some(frame.to_string()),
+            _ => None,
+        })
+        .collect()
+    }
+
+    #[tokio::test]
+    async fn a_held_channel_keeps_its_frames_for_the_first_socket_after_its_confirmation() {
+        let hub = Hub::new(10, 0);
+        assert_eq!(hub.publish_or_hold("live", || "lost".into()), 0);
+        hub.hold("live");
+        assert_eq!(hub.publish_or_hold("live", || "1".into()), 0);
+        assert_eq!(hub.publish_or_hold("live", || "2".into()), 0);
+        assert_eq!(hub.publish_or_hold("other", || "x".into()), 0);
+        let (first, mut first_rx) = connection(8);
+        assert!(hub.subscribe_since("live", &first, 0, Some("ok".into())));
+        assert_eq!(hub.publish_or_hold("live", || "3".into()), 1);
+        assert_eq!(received(&mut first_rx), ["ok", "1", "2", "3"]);
+        // The hold is over: a second socket gets what comes from now on.
+        let (second, mut second_rx) = connection(8);
+        assert!(!hub.subscribe_since("live", &second, 0, Some("ok".into())));
+        assert_eq!(hub.publish_or_hold("live", || "4".into()), 2);
+        assert_eq!(received(&mut second_rx), ["ok", "4"]);
+        // Nothing is held once every socket has left, unless held again.
+        hub.unsubscribe("live", &first.id);
+        hub.unsubscribe("live", &second.id);
+        assert_eq!(hub.publish_or_hold("live", || "5".into()), 0);
+        let (third, mut third_rx) = connection(8);
+        hub.subscribe_since("live", &third, 0, None);
+        assert!(received(&mut third_rx).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_hold_keeps_at_most_its_bound() {
+        let hub = Hub::new(10, 0);
+        hub.hold("live");
+        for n in 0..HOLD_FRAMES + 5 {
+            hub.publish_or_hold("live", || n.to_string().into());
+        }
+        let (socket, mut socket_rx) = connection(HOLD_FRAMES + 10);
+        hub.subscribe_since("live", &socket, 0, None);
+        let frames = received(&mut socket_rx);
+        assert_eq!(frames.len(), HOLD_FRAMES, "the first ones, in order");
+        assert_eq!(frames.last().unwrap(), &(HOLD_FRAMES - 1).to_string());
     }
 
     #[tokio::test]

@@ -291,6 +291,26 @@ impl Driver {
         }
     }
 
+    /// Sends a live subscription's event to its channel: to this server's sockets, or held
+    /// for the first one when none listens yet; with driver `pusher`, to the external service.
+    /// Nobody is left out: a live subscription receives its own writes (DESIGN.md §15).
+    pub fn deliver_live(&self, event: &impl ChannelEvent, destination: &Destination) {
+        match &self.outbound {
+            None => {
+                let sent = self
+                    .hub
+                    .publish_or_hold(&destination.channel, || event.frame(destination));
+                Metrics::count(&self.metrics.deliveries, sent as u64);
+            }
+            Some(outbound) => outbound.send(OutEvent {
+                name: event.name(),
+                channel: destination.channel.clone(),
+                data: event.data(destination),
+                socket_id: None,
+            }),
+        }
+    }
+
     /// A socket came to `channel` on this node (`came`) or left it; `edge` when it was the
     /// node's first or last there (the hub says). When the seam says that makes the channel
     /// occupied or vacant everywhere, the webhooks hear of it. Users' own channels are not the

@@ -32,9 +32,11 @@ const FORMAT_VERSION: u8 = 1;
 /// than version 2 cannot read version 2 rows: downgrade only with a backup).
 const COLLECTION_FORMAT: u8 = 2;
 const COLLECTION_FORMAT_V1: u8 = 1;
-/// Subscription rows: version 2 added `guest_address`, version 3 `encrypted`; older rows are
-/// still read (an older build cannot read newer rows: downgrading loses the subscriptions).
-const SUBSCRIPTION_FORMAT: u8 = 3;
+/// Subscription rows: version 2 added `guest_address`, version 3 `encrypted`, version 4 `live`;
+/// older rows are still read (an older build cannot read newer rows: downgrading loses the
+/// subscriptions).
+const SUBSCRIPTION_FORMAT: u8 = 4;
+const SUBSCRIPTION_FORMAT_V3: u8 = 3;
 const SUBSCRIPTION_FORMAT_V2: u8 = 2;
 const SUBSCRIPTION_FORMAT_V1: u8 = 1;
 
@@ -140,6 +142,46 @@ pub struct SubscriptionDoc {
     pub guest_address: Option<String>,
     /// A non-public subscription delivered on its `private-encrypted-` channel.
     pub encrypted: bool,
+    /// A live subscription (DESIGN.md §13): its events are numbered, held and kept.
+    pub live: Option<LiveDoc>,
+}
+
+/// What a live subscription asked for besides numbered events.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveDoc {
+    /// `left` when an update takes a record out of its view.
+    pub leave_events: bool,
+}
+
+/// A subscription row of format version 3.
+#[derive(Deserialize)]
+struct SubscriptionDocV3 {
+    collection_id: String,
+    owner: OwnerDoc,
+    socket_id: Option<String>,
+    filter: String,
+    is_public: bool,
+    created_at_ms: u64,
+    last_seen_at_ms: u64,
+    guest_address: Option<String>,
+    encrypted: bool,
+}
+
+impl From<SubscriptionDocV3> for SubscriptionDoc {
+    fn from(v3: SubscriptionDocV3) -> Self {
+        SubscriptionDoc {
+            collection_id: v3.collection_id,
+            owner: v3.owner,
+            socket_id: v3.socket_id,
+            filter: v3.filter,
+            is_public: v3.is_public,
+            created_at_ms: v3.created_at_ms,
+            last_seen_at_ms: v3.last_seen_at_ms,
+            guest_address: v3.guest_address,
+            encrypted: v3.encrypted,
+            live: None,
+        }
+    }
 }
 
 /// A subscription row of format version 2.
@@ -157,7 +199,7 @@ struct SubscriptionDocV2 {
 
 impl From<SubscriptionDocV2> for SubscriptionDoc {
     fn from(v2: SubscriptionDocV2) -> Self {
-        SubscriptionDoc {
+        SubscriptionDoc::from(SubscriptionDocV3 {
             collection_id: v2.collection_id,
             owner: v2.owner,
             socket_id: v2.socket_id,
@@ -167,7 +209,7 @@ impl From<SubscriptionDocV2> for SubscriptionDoc {
             last_seen_at_ms: v2.last_seen_at_ms,
             guest_address: v2.guest_address,
             encrypted: false,
-        }
+        })
     }
 }
 
@@ -207,6 +249,10 @@ fn decode_subscription(bytes: &[u8]) -> Result<SubscriptionDoc, StoreError> {
         }
         Some(&SUBSCRIPTION_FORMAT_V2) => {
             decode_version::<SubscriptionDocV2>(bytes, SUBSCRIPTION_FORMAT_V2)
+                .map(SubscriptionDoc::from)
+        }
+        Some(&SUBSCRIPTION_FORMAT_V3) => {
+            decode_version::<SubscriptionDocV3>(bytes, SUBSCRIPTION_FORMAT_V3)
                 .map(SubscriptionDoc::from)
         }
         _ => decode_version(bytes, SUBSCRIPTION_FORMAT),
@@ -638,6 +684,9 @@ mod tests {
             last_seen_at_ms: 2,
             guest_address: None,
             encrypted: true,
+            live: Some(LiveDoc {
+                leave_events: false,
+            }),
         };
         let collection = CollectionDoc {
             id: "c1".into(),
@@ -717,14 +766,15 @@ mod tests {
         let doc = decode_subscription(&row).unwrap();
         assert_eq!((doc.filter.as_str(), doc.guest_address), ("n > 1", None));
         assert!(!doc.encrypted);
-        let v3 = SubscriptionDoc {
+        let v4 = SubscriptionDoc {
             guest_address: Some("10.0.0.1".into()),
             encrypted: true,
+            live: Some(LiveDoc { leave_events: true }),
             ..doc
         };
         assert_eq!(
-            decode_subscription(&encode_version(&v3, SUBSCRIPTION_FORMAT)).unwrap(),
-            v3
+            decode_subscription(&encode_version(&v4, SUBSCRIPTION_FORMAT)).unwrap(),
+            v4
         );
     }
 

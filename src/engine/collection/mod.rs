@@ -10,6 +10,11 @@
 //! client. A write's change event is matched here, in commit order, and delivered once the
 //! write is durable.
 //!
+//! A live subscription (DESIGN.md §13) has a cursor its events are numbered on, as they are
+//! delivered, and its channel is held for its first socket; with `leave_events` it is filed a
+//! second time, in the index of subscriptions told when an update takes a record out of their
+//! view.
+//!
 //! Subscriptions are handled in this file, records in [`records`].
 
 mod records;
@@ -25,14 +30,16 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::events::{
-    Action, Delivery, Destination, EndReason, EventData, EventNames, Outbox, spawn_delivery,
+    Action, Delivery, Destination, EndReason, EventData, EventNames, LiveDestination, Outbox,
+    spawn_delivery,
 };
+use super::live::{Cursor, History, HistoryLimits, Kept};
 use super::names::ChannelPrivacy;
 use super::records::RecordMap;
 use super::registry::Directory;
 use super::{
     ChannelNames, CollectionInfo, CollectionName, EngineError, ListQuery, RecordPage, RecordWrite,
-    RuleTexts, Rules, RulesPatch, Subscribed,
+    RuleTexts, Rules, RulesPatch, SubscribeRequest, Subscribed,
 };
 use crate::auth::{Identity, User, now_secs};
 use crate::filter::{
@@ -44,16 +51,15 @@ use crate::pusher::Driver;
 use crate::pusher::encryption::ChannelKey;
 use crate::pusher::protocol::SocketId;
 use crate::store::{
-    Change, CollectionDoc, Committed, Epoch, Expect, LogEntry, OwnerDoc, RecordDoc, Removal,
-    Replica, Store, SubscriptionDoc, Version,
+    Change, CollectionDoc, Committed, Epoch, Expect, LiveDoc, LogEntry, OwnerDoc, RecordDoc,
+    Removal, Replica, Store, SubscriptionDoc, Version,
 };
 
 pub enum CollectionMsg {
     Subscribe {
         identity: Identity,
         client: Option<ClientKey>,
-        filter_text: String,
-        socket_id: Option<String>,
+        request: SubscribeRequest,
         reply: RpcReplyPort<Result<Subscribed, EngineError>>,
     },
     /// Answers whether the subscription's row was written (a fresher token was taken).
@@ -111,9 +117,21 @@ pub enum CollectionMsg {
     DecideSubscribe {
         identity: Identity,
         client: Option<ClientKey>,
-        filter_text: String,
-        socket_id: Option<String>,
+        request: SubscribeRequest,
         reply: RpcReplyPort<Result<SubscribeDecided, EngineError>>,
+    },
+    /// Where nodes share the store: the snapshot taken when this node filed the live
+    /// subscription `id` it decided, from the log.
+    TakeSnapshot {
+        id: Uuid,
+        reply: RpcReplyPort<Option<Result<Vec<RecordMap>, EngineError>>>,
+    },
+    /// A live subscription's history and cursor, for its owner (or the admin; anyone for a
+    /// guest's) to recover its events from.
+    Recover {
+        id: Uuid,
+        identity: Identity,
+        reply: RpcReplyPort<Result<Kept, EngineError>>,
     },
     /// Where nodes share the store: what a record write would change, decided on the record
     /// as this actor has it, changing nothing (the engine commits it, and the actor applies
@@ -181,6 +199,8 @@ pub struct CollectionArgs {
     pub record_seqs: HashMap<String, Epoch>,
     /// Where the actor says which change of the log it applied last.
     pub applied_watch: tokio::sync::watch::Sender<Epoch>,
+    /// How much of its live subscriptions' events the collection keeps for recovery.
+    pub history: HistoryLimits,
 }
 
 pub struct CollectionState {
@@ -200,9 +220,12 @@ pub struct CollectionState {
     subscription_quota: Arc<Quota<ClientKey>>,
     /// What events are called on the wire.
     event_names: EventNames,
-    index: SubscriptionIndex<Destination>,
-    /// Every live subscription, with where the index filed it.
-    subscriptions: HashMap<Uuid, (SubscriptionKey, Subscription)>,
+    index: SubscriptionIndex<Target>,
+    /// Live subscriptions with `leave_events`, filed again: matched against a record as it
+    /// was before an update.
+    leave_index: SubscriptionIndex<LiveDestination>,
+    /// Every subscription, with where the indexes filed it.
+    subscriptions: HashMap<Uuid, (Filed, Subscription)>,
     /// Compiled conditions shared by subscriptions with the same filter text, for users and
     /// guests (`[0]`) and for the admin, whose condition omits the rule (`[1]`).
     compiled: [HashMap<String, Arc<CompiledFilter>>; 2],
@@ -212,6 +235,13 @@ pub struct CollectionState {
     checks: records::RuleChecks,
     /// This collection's ordered, after-durability event delivery.
     deliveries: Outbox,
+    /// Its live subscriptions' events, numbered and kept by the delivery task.
+    history: Arc<History>,
+    /// Where nodes share the store: live subscriptions this node decided, with the query of
+    /// the snapshot to take when they are filed from the log, and the snapshots taken, until
+    /// their requests take them.
+    snapshot_queries: HashMap<Uuid, (Identity, ListQuery)>,
+    snapshots: HashMap<Uuid, Result<Vec<RecordMap>, EngineError>>,
     pruner: Option<JoinHandle<()>>,
     /// The collection was deleted: requests still in the mailbox find it gone (the actor
     /// stops right after, but what was queued before is still handled).
@@ -233,6 +263,19 @@ pub struct CollectionState {
     loaded_seq: Epoch,
     record_seqs: HashMap<String, Epoch>,
     applied_watch: tokio::sync::watch::Sender<Epoch>,
+}
+
+/// Where a filed subscription's events go.
+#[derive(Clone, Debug)]
+enum Target {
+    Plain(Destination),
+    Live(LiveDestination),
+}
+
+/// Where a subscription is filed: in the index, and in the leave index for `leave_events`.
+struct Filed {
+    key: SubscriptionKey,
+    leave: Option<SubscriptionKey>,
 }
 
 /// A new subscription decided where nodes share the store, to commit.
@@ -285,10 +328,18 @@ impl Ending {
     }
 }
 
+/// What makes a subscription live.
+struct Live {
+    cursor: Arc<Cursor>,
+    leave_events: bool,
+}
+
 struct Subscription {
     identity: Identity,
     filter_text: String,
     socket_id: Option<String>,
+    /// A live subscription's cursor and options.
+    live: Option<Live>,
     /// Fixed when the subscription is made: public when a guest could have made it, else
     /// `private-`, or `private-encrypted-` in an encrypted collection (DESIGN.md §15).
     privacy: ChannelPrivacy,
@@ -302,16 +353,20 @@ struct Subscription {
 impl Subscription {
     /// A subscription made now.
     fn new(
+        id: Uuid,
         identity: Identity,
-        filter_text: String,
-        socket_id: Option<String>,
+        request: &SubscribeRequest,
         privacy: ChannelPrivacy,
         client: Option<ClientKey>,
     ) -> Self {
         Self {
             identity,
-            filter_text,
-            socket_id,
+            filter_text: request.filter_text.clone(),
+            socket_id: request.socket_id.clone(),
+            live: request.live.as_ref().map(|live| Live {
+                cursor: Cursor::new(id),
+                leave_events: live.leave_events,
+            }),
             privacy,
             client,
             created_at_ms: now_ms(),
@@ -350,6 +405,9 @@ impl Subscription {
             created_at_ms: self.created_at_ms,
             last_seen_at_ms: now_ms(),
             guest_address,
+            live: self.live.as_ref().map(|live| LiveDoc {
+                leave_events: live.leave_events,
+            }),
         }
     }
 }
@@ -359,6 +417,22 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
+
+/// The list query of a live subscription's snapshot, when it asks for one: its filter, the
+/// first page.
+fn snapshot_query(request: &SubscribeRequest) -> Option<ListQuery> {
+    let snapshot = request.live.as_ref()?.snapshot.as_ref()?;
+    Some(ListQuery {
+        filter: request.filter_text.clone(),
+        sort: snapshot.sort.clone(),
+        page: Some(1),
+        per_page: snapshot.per_page,
+    })
+}
+
+/// Snapshots taken for requests that never came for them (a request that timed out), at
+/// most: past it they are let go.
+const UNCLAIMED_SNAPSHOTS: usize = 1024;
 
 /// `Retry-After` of a refusal by the subscription quota: a hint only, as the count falls when
 /// the client ends subscriptions, or when unused ones expire.
@@ -449,10 +523,27 @@ impl CollectionState {
             Ok(compiled) => compiled,
             Err(error) => return refused(error, subscription),
         };
-        let key = self
-            .index
-            .insert(compiled, subscription.identity.auth(), destination);
-        self.subscriptions.insert(id, (key, subscription));
+        let auth = subscription.identity.auth();
+        let (target, leave) = match &subscription.live {
+            None => (Target::Plain(destination), None),
+            Some(live) => {
+                let live_destination = LiveDestination {
+                    destination,
+                    cursor: live.cursor.clone(),
+                };
+                let leave = live.leave_events.then(|| {
+                    self.leave_index.insert(
+                        compiled.clone(),
+                        auth.clone(),
+                        live_destination.clone(),
+                    )
+                });
+                (Target::Live(live_destination), leave)
+            }
+        };
+        let key = self.index.insert(compiled, auth, target);
+        self.subscriptions
+            .insert(id, (Filed { key, leave }, subscription));
         Ok(())
     }
 
@@ -489,8 +580,11 @@ impl CollectionState {
     /// Takes a subscription out of the index and the map, dropping its compiled condition from
     /// the cache when no other subscription shares it.
     fn unfile(&mut self, id: Uuid) -> Option<Subscription> {
-        let (key, subscription) = self.subscriptions.remove(&id)?;
-        self.index.remove(key);
+        let (filed, subscription) = self.subscriptions.remove(&id)?;
+        self.index.remove(filed.key);
+        if let Some(leave) = filed.leave {
+            self.leave_index.remove(leave);
+        }
         let cache = &mut self.compiled[usize::from(subscription.identity.is_superuser())];
         if cache
             .get(&subscription.filter_text)
@@ -580,10 +674,22 @@ impl CollectionState {
             if self.delivers()
                 && let Ok(destination) = self.destination(id, subscription.privacy)
             {
+                let event = Arc::new(EventData::ended(reason, self.event_names));
+                let (destinations, live) = match &subscription.live {
+                    None => (vec![destination], Vec::new()),
+                    Some(live) => (
+                        Vec::new(),
+                        vec![LiveDestination {
+                            destination,
+                            cursor: live.cursor.clone(),
+                        }],
+                    ),
+                };
                 self.deliveries.push(Delivery {
                     epoch,
-                    event: EventData::ended(reason, self.event_names),
-                    destinations: vec![destination],
+                    event,
+                    destinations,
+                    live,
                     except: None,
                 });
             }
@@ -630,11 +736,15 @@ impl CollectionState {
         &mut self,
         identity: Identity,
         client: Option<ClientKey>,
-        filter_text: String,
-        socket_id: Option<String>,
+        request: SubscribeRequest,
     ) -> Result<SubscribeDecided, EngineError> {
         let privacy = self.new_subscription_privacy()?;
         admit(&self.rules.list, &identity)?;
+        // Checked now (a bad sort refuses the subscription), taken when it is filed.
+        let snapshot_query = snapshot_query(&request);
+        if let Some(query) = &snapshot_query {
+            self.list(&identity, query)?;
+        }
         let id = Uuid::new_v4();
         if let Some(client) = &client {
             self.take_quota(client)?;
@@ -642,10 +752,18 @@ impl CollectionState {
             self.subscription_quota.give_back(client);
         }
         self.destination(id, privacy)?;
-        self.compiled(&filter_text, identity.is_superuser())?;
-        let subscription = Subscription::new(identity, filter_text, socket_id, privacy, client);
+        self.compiled(&request.filter_text, identity.is_superuser())?;
+        let subscription = Subscription::new(id, identity.clone(), &request, privacy, client);
+        if let Some(query) = snapshot_query {
+            self.snapshot_queries.insert(id, (identity, query));
+        }
         Ok(SubscribeDecided {
-            subscribed: Subscribed { id, privacy },
+            subscribed: Subscribed {
+                id,
+                privacy,
+                live: request.live.is_some(),
+                snapshot: None,
+            },
             doc: subscription.doc(&self.id),
             expect: Expect::Rules(self.rules_version),
         })
@@ -655,14 +773,18 @@ impl CollectionState {
         &mut self,
         identity: Identity,
         client: Option<ClientKey>,
-        filter_text: String,
-        socket_id: Option<String>,
+        request: SubscribeRequest,
     ) -> Result<Subscribed, EngineError> {
         let privacy = self.new_subscription_privacy()?;
         let id = Uuid::new_v4();
-        let subscription =
-            Subscription::new(identity, filter_text, socket_id, privacy, client.clone());
+        let subscription = Subscription::new(id, identity, &request, privacy, client.clone());
         admit(&self.rules.list, &subscription.identity)?;
+        // Taken with the subscription, in the collection's order: every change after it is
+        // one of the subscription's events.
+        let snapshot = snapshot_query(&request)
+            .map(|query| self.list(&subscription.identity, &query))
+            .transpose()?
+            .map(|page| page.records);
         if let Some(client) = &client {
             self.take_quota(client)?;
         }
@@ -681,8 +803,45 @@ impl CollectionState {
             give_back(self);
             return Err(error);
         }
+        self.opened(id, privacy, request.live.is_some());
         tracing::info!(collection = %self.name, subscription = %id, ?privacy, "subscription created");
-        Ok(Subscribed { id, privacy })
+        Ok(Subscribed {
+            id,
+            privacy,
+            live: request.live.is_some(),
+            snapshot,
+        })
+    }
+
+    /// A subscription made now: a live one's channel is held for its first socket (here:
+    /// an external service's sockets cannot be held for).
+    fn opened(&self, id: Uuid, privacy: ChannelPrivacy, live: bool) {
+        if live && self.driver.outbound.is_none() {
+            let channel = self.channels.pusher_channel(id, privacy);
+            self.driver.hub.hold(&channel);
+        }
+    }
+
+    /// A live subscription's history and cursor, for whoever may end it.
+    fn recover(&self, id: Uuid, identity: &Identity) -> Result<Kept, EngineError> {
+        let Some((_, subscription)) = self.subscriptions.get(&id) else {
+            return Err(EngineError::UnknownChannel);
+        };
+        if !may_end(&subscription.identity, identity) {
+            return Err(EngineError::Forbidden(
+                "only the subscriber who made this subscription, or the admin, may recover its events".into(),
+            ));
+        }
+        let Some(live) = &subscription.live else {
+            return Err(EngineError::invalid(
+                "channel_name",
+                "this subscription is not live (made without `snapshot` or `leave_events`): its events are not numbered or kept",
+            ));
+        };
+        Ok(Kept {
+            history: self.history.clone(),
+            cursor: live.cursor.clone(),
+        })
     }
 
     /// Keeps a subscription alive; true when a fresher token was taken and its row written.
@@ -810,6 +969,9 @@ impl CollectionState {
     fn apply_rules(&mut self, doc: CollectionDoc, rules: Rules, epoch: Option<Epoch>) {
         let info = super::registry::info(doc);
         self.directory.set_info(info.clone());
+        // Live subscriptions end rather than work out which records left whose view: their
+        // clients take a new snapshot (DESIGN.md §15).
+        let list_changed = self.texts.list != info.rules.list;
         self.rules_version = self.version;
         self.checks = records::RuleChecks::compile(&self.filters, &rules);
         self.name = info.name;
@@ -819,8 +981,15 @@ impl CollectionState {
         self.compiled = Default::default();
         let subscriptions: Vec<_> = self.subscriptions.drain().collect();
         self.index = SubscriptionIndex::new();
+        self.leave_index = SubscriptionIndex::new();
         for (id, (_, subscription)) in subscriptions {
-            if let Err(refused) = self.file(id, subscription) {
+            let filed = if list_changed && subscription.live.is_some() {
+                let error = EngineError::Forbidden("the list rule changed".into());
+                Err(Box::new(Refused(error, subscription)))
+            } else {
+                self.file(id, subscription)
+            };
+            if let Err(refused) = filed {
                 let Refused(error, subscription) = *refused;
                 tracing::debug!(collection = %self.name, subscription = %id, %error, "refused by the new list rule");
                 if let Err(error) = self.store.forget(&self.id, id) {
@@ -937,16 +1106,34 @@ impl CollectionState {
     /// its client when new).
     fn file_replicated(&mut self, id: Uuid, doc: SubscriptionDoc) {
         let existing = self.unfile(id);
-        let Some(subscription) = self.restore(doc) else {
+        let Some(mut subscription) = self.restore(id, doc, true) else {
             tracing::warn!(collection = %self.name, subscription = %id, "a replicated subscription does not load");
             return;
         };
+        // A fresher token: the subscription goes on where it was.
+        if let (Some(live), Some(Live { cursor, .. })) = (
+            &mut subscription.live,
+            existing
+                .as_ref()
+                .and_then(|existing| existing.live.as_ref()),
+        ) {
+            live.cursor = cursor.clone();
+        }
         let client = subscription.client.clone();
+        let (privacy, live) = (subscription.privacy, subscription.live.is_some());
         if self.file(id, subscription).is_ok() {
-            if existing.is_none()
-                && let Some(client) = &client
-            {
-                self.subscription_quota.add(client);
+            if existing.is_none() {
+                if let Some(client) = &client {
+                    self.subscription_quota.add(client);
+                }
+                self.opened(id, privacy, live);
+                if let Some((identity, query)) = self.snapshot_queries.remove(&id) {
+                    if self.snapshots.len() >= UNCLAIMED_SNAPSHOTS {
+                        self.snapshots.clear();
+                    }
+                    let snapshot = self.list(&identity, &query).map(|page| page.records);
+                    self.snapshots.insert(id, snapshot);
+                }
             }
         } else {
             // Decided on the rules every node has, so this node differs (its configuration,
@@ -992,8 +1179,9 @@ impl CollectionState {
         self.advance(entry.version);
     }
 
-    /// A stored row back to a live subscription; `None` when it cannot be (logged).
-    fn restore(&self, doc: SubscriptionDoc) -> Option<Subscription> {
+    /// A stored row back to a subscription; `None` when it cannot be (logged). A live one's
+    /// cursor starts now when it is `new`; else its place is lost to this node.
+    fn restore(&self, id: Uuid, doc: SubscriptionDoc, new: bool) -> Option<Subscription> {
         let guest_address = doc
             .guest_address
             .as_deref()
@@ -1025,6 +1213,14 @@ impl CollectionState {
             client,
             filter_text: doc.filter,
             socket_id: doc.socket_id,
+            live: doc.live.map(|live| Live {
+                cursor: if new {
+                    Cursor::new(id)
+                } else {
+                    Cursor::lost(id)
+                },
+                leave_events: live.leave_events,
+            }),
             privacy: match (doc.is_public, doc.encrypted) {
                 (true, _) => ChannelPrivacy::Public,
                 (false, false) => ChannelPrivacy::Private,
@@ -1052,9 +1248,13 @@ impl Actor for CollectionActor {
         args: CollectionArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let records = records::load(&args.id, args.records);
+        let history = Arc::new(History::new(args.history));
         let mut state = CollectionState {
             checks: records::RuleChecks::compile(&args.filters, &args.rules),
-            deliveries: spawn_delivery(args.store.clone(), args.driver.clone()),
+            deliveries: spawn_delivery(args.store.clone(), args.driver.clone(), history.clone()),
+            history,
+            snapshot_queries: HashMap::new(),
+            snapshots: HashMap::new(),
             id: args.id,
             name: args.name,
             texts: args.texts,
@@ -1069,6 +1269,7 @@ impl Actor for CollectionActor {
             subscription_quota: args.subscription_quota,
             event_names: args.event_names,
             index: SubscriptionIndex::new(),
+            leave_index: SubscriptionIndex::new(),
             subscriptions: HashMap::new(),
             compiled: Default::default(),
             records,
@@ -1086,7 +1287,14 @@ impl Actor for CollectionActor {
         };
         state.version_watch.send_replace(state.version);
         for (id, doc) in args.subscriptions {
-            let restored = state.restore(doc);
+            if doc.live.is_some() && !state.store.shared() {
+                // Its history was in memory: its client recovers nothing, and takes a new
+                // snapshot (its recovery finds no subscription).
+                tracing::info!(collection = %state.name, subscription = %id, "a live subscription does not outlive a restart: ended");
+                state.store.forget(&state.id, id)?;
+                continue;
+            }
+            let restored = state.restore(id, doc, false);
             // Also ends those the current list rule no longer admits, as a rule change would
             // (no socket can hold them yet).
             let client = restored
@@ -1131,13 +1339,10 @@ impl Actor for CollectionActor {
             CollectionMsg::Subscribe {
                 identity,
                 client,
-                filter_text,
-                socket_id,
+                request,
                 reply,
             } => {
-                let subscribed = state
-                    .subscribe(identity, client, filter_text, socket_id)
-                    .await;
+                let subscribed = state.subscribe(identity, client, request).await;
                 let _ = reply.send(subscribed);
             }
             CollectionMsg::Ping {
@@ -1204,12 +1409,21 @@ impl Actor for CollectionActor {
             CollectionMsg::DecideSubscribe {
                 identity,
                 client,
-                filter_text,
-                socket_id,
+                request,
                 reply,
             } => {
-                let decided = state.decide_subscribe(identity, client, filter_text, socket_id);
-                let _ = reply.send(decided);
+                let _ = reply.send(state.decide_subscribe(identity, client, request));
+            }
+            CollectionMsg::TakeSnapshot { id, reply } => {
+                state.snapshot_queries.remove(&id);
+                let _ = reply.send(state.snapshots.remove(&id));
+            }
+            CollectionMsg::Recover {
+                id,
+                identity,
+                reply,
+            } => {
+                let _ = reply.send(state.recover(id, &identity));
             }
             CollectionMsg::Decide {
                 identity,

@@ -1,6 +1,7 @@
 //! The collection actor's records: the records API under the collection's rules, and the
-//! change event of every write. A write is decided, committed, then applied; applying is the
-//! one way a record change reaches memory and subscribers.
+//! change event of every write (and `left`, for live subscriptions an update took the record
+//! away from). A write is decided, committed, then applied; applying is the one way a record
+//! change reaches memory and subscribers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,9 +9,9 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::CollectionState;
+use super::{CollectionState, Target};
 use crate::auth::Identity;
-use crate::engine::events::{Action, Delivery, EventData};
+use crate::engine::events::{Action, Delivery, EventData, LiveDestination};
 use crate::engine::records::{
     self as record, Page, RecordMap, assemble, check_size, parse_sort, record_id, timestamp,
     user_fields,
@@ -236,7 +237,8 @@ impl CollectionState {
 
     /// Applies a committed record change to memory and queues its event (sent once `epoch`
     /// is durable): `created` or `updated` as the record was new here or not, `deleted` with
-    /// the record as it was. Returns the record.
+    /// the record as it was; and `left` to live subscriptions with `leave_events` that the
+    /// record was in view of and no longer is. Returns the record.
     pub(super) fn apply(
         &mut self,
         change: RecordChange,
@@ -246,13 +248,17 @@ impl CollectionState {
         match change {
             RecordChange::Put(record) => {
                 let id = record_key(&record).to_owned();
-                let action = if self.records.contains_key(&id) {
-                    Action::Updated
-                } else {
-                    Action::Created
-                };
-                self.broadcast(action, &record, except, epoch);
-                self.records.insert(id, record.clone());
+                match self.records.insert(id, record.clone()) {
+                    None => {
+                        self.broadcast(Action::Created, &record, except, epoch);
+                    }
+                    Some(old) => {
+                        let in_view = self.broadcast(Action::Updated, &record, except, epoch);
+                        if !self.leave_index.is_empty() {
+                            self.leave(&old, &in_view, epoch);
+                        }
+                    }
+                }
                 record
             }
             RecordChange::Delete(id) => {
@@ -345,7 +351,7 @@ impl CollectionState {
         except: Option<SocketId>,
     ) -> Result<usize, EngineError> {
         if !self.store.shared() {
-            return Ok(self.broadcast(action, record, except, None));
+            return Ok(self.broadcast(action, record, except, None).count);
         }
         let collection_id = self.id.clone();
         let json = serde_json::to_string(record).expect("a JSON map always serializes");
@@ -356,11 +362,13 @@ impl CollectionState {
             json: &json,
         };
         let committed = self.commit(publish, except_text.as_deref()).await?;
-        Ok(self.broadcast(action, record, except, Some(committed.epoch)))
+        Ok(self
+            .broadcast(action, record, except, Some(committed.epoch))
+            .count)
     }
 
     /// Matches a changed record against every subscription and queues the frames for delivery
-    /// (after `epoch` is durable, when given). Returns how many subscriptions matched.
+    /// (after `epoch` is durable, when given). Returns what it matched.
     ///
     /// The record is converted for the filters once; each match costs one frame.
     pub(super) fn broadcast(
@@ -369,28 +377,71 @@ impl CollectionState {
         record: &RecordMap,
         except: Option<SocketId>,
         epoch: Option<Epoch>,
-    ) -> usize {
+    ) -> Matched {
         if !self.delivers() {
-            return 0;
+            return Matched::default();
         }
         let started = Instant::now();
         let mut evaluation = self.filters.evaluation(Record::from_object(record));
         let mut destinations = Vec::new();
-        self.index.for_each_match(&mut evaluation, |destination| {
-            destinations.push(destination.clone());
-        });
-        let matched = destinations.len();
+        let mut live = Vec::new();
+        self.index
+            .for_each_match(&mut evaluation, |target| match target {
+                Target::Plain(destination) => destinations.push(destination.clone()),
+                Target::Live(destination) => live.push(destination.clone()),
+            });
         let metrics = &self.driver.metrics;
         metrics.observe_match(started.elapsed());
         Metrics::count(&metrics.events, 1);
-        if !destinations.is_empty() {
+        let matched = Matched {
+            count: destinations.len() + live.len(),
+            // Only what `left` needs.
+            live: if self.leave_index.is_empty() {
+                Default::default()
+            } else {
+                live.iter()
+                    .map(|destination| destination.cursor.id)
+                    .collect()
+            },
+        };
+        if matched.count > 0 {
             self.deliveries.push(Delivery {
                 epoch,
-                event: EventData::new(action, record, self.event_names),
+                event: Arc::new(EventData::new(action, record, self.event_names)),
                 destinations,
+                live,
                 except,
             });
         }
         matched
     }
+
+    /// `left` to the live subscriptions with `leave_events` that matched the record as it was
+    /// (`old`) and are not `in_view` of it now.
+    fn leave(&mut self, old: &RecordMap, in_view: &Matched, epoch: Option<Epoch>) {
+        let mut evaluation = self.filters.evaluation(Record::from_object(old));
+        let mut left: Vec<LiveDestination> = Vec::new();
+        self.leave_index
+            .for_each_match(&mut evaluation, |destination| {
+                if !in_view.live.contains(&destination.cursor.id) {
+                    left.push(destination.clone());
+                }
+            });
+        if !left.is_empty() {
+            self.deliveries.push(Delivery {
+                epoch,
+                event: Arc::new(EventData::left(old, self.event_names)),
+                destinations: Vec::new(),
+                live: left,
+                except: None,
+            });
+        }
+    }
+}
+
+/// What a change matched: how many subscriptions, and which live ones.
+#[derive(Default)]
+pub(super) struct Matched {
+    pub count: usize,
+    live: std::collections::HashSet<uuid::Uuid>,
 }
