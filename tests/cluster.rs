@@ -318,6 +318,71 @@ async fn writes_on_every_node_reach_every_socket_once_in_commit_order() {
 }
 
 #[tokio::test]
+async fn a_live_subscription_is_numbered_alike_on_every_node() {
+    let redis = RedisServer::start();
+    let nodes = cluster(&redis, 300);
+    let made = create(&nodes[0], "posts", json!({"id": "before", "n": 1})).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+    let body =
+        json!({"collection": "posts", "filter": "n >= 0", "snapshot": true, "leave_events": true});
+    let subscribed = nodes[0]
+        .call(Method::POST, "/api/realtime/subscribe", None, Some(body))
+        .await;
+    assert_eq!(subscribed.status, StatusCode::OK, "{:?}", subscribed.body);
+    assert_eq!(subscribed.body["seq"], 0);
+    assert_eq!(subscribed.body["records"][0]["id"], "before");
+    assert_eq!(subscribed.body["records"].as_array().unwrap().len(), 1);
+    // Changes on every node before any socket listens: held where the socket comes.
+    for (i, node) in nodes.iter().enumerate() {
+        let written = create(node, "posts", json!({"id": format!("w{i}"), "n": i})).await;
+        assert_eq!(written.status, StatusCode::CREATED, "{:?}", written.body);
+    }
+    let moved = nodes[2]
+        .call(
+            Method::PATCH,
+            "/api/collections/posts/records/before",
+            Some(ADMIN),
+            Some(json!({"n": -1})),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK, "{:?}", moved.body);
+    let (mut socket, _) = listen(&nodes[1], &nodes[1], None, &subscribed.body).await;
+    let mut received = Vec::new();
+    for seq in 1..=4 {
+        let (name, data) = event(&mut socket).await;
+        assert_eq!(data["seq"], seq, "{name} {data}");
+        received.push((name, data["record"]["id"].as_str().unwrap().to_owned()));
+    }
+    let expected = [
+        ("created", "w0"),
+        ("created", "w1"),
+        ("created", "w2"),
+        ("left", "before"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(name, id)| (name.to_string(), id.to_string()))
+        .collect();
+    assert_eq!(received, expected);
+    // Every node kept the same events with the same numbers.
+    let channel = subscribed.body["channel_name"].as_str().unwrap();
+    let path = format!("/api/realtime/subscriptions/{channel}/events?after=0");
+    let mut answers = Vec::new();
+    for node in &nodes {
+        let kept = || async {
+            let reply = node.call(Method::GET, &path, None, None).await;
+            let events = reply.body["events"].clone();
+            (reply.status == StatusCode::OK && events.as_array().is_some_and(|all| all.len() == 4))
+                .then_some(events)
+        };
+        assert!(eventually(Duration::from_secs(10), || async { kept().await.is_some() }).await);
+        answers.push(kept().await.expect("kept"));
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0], answers[2]);
+}
+
+#[tokio::test]
 async fn through_an_external_pusher_service_each_event_is_sent_once() {
     let redis = RedisServer::start();
     // Our own server, alone, plays the external Pusher service.
@@ -341,6 +406,12 @@ async fn through_an_external_pusher_service_each_event_is_sent_once() {
     let subscribed = nodes[0].subscribe(None, "posts", None).await;
     assert_eq!(subscribed.status, StatusCode::OK);
     let (mut socket, _) = listen(&external, &external, None, &subscribed.body).await;
+    let body = json!({"collection": "posts", "snapshot": true});
+    let live = nodes[1]
+        .call(Method::POST, "/api/realtime/subscribe", None, Some(body))
+        .await;
+    assert_eq!(live.status, StatusCode::OK, "{:?}", live.body);
+    let (mut live_socket, _) = listen(&external, &external, None, &live.body).await;
     for (i, node) in nodes.iter().enumerate() {
         let written = create(node, "posts", json!({"id": format!("from{i}")})).await;
         assert_eq!(written.status, StatusCode::CREATED, "{:?}", written.body);
@@ -352,6 +423,46 @@ async fn through_an_external_pusher_service_each_event_is_sent_once() {
     }
     seen.sort();
     assert_eq!(seen, [r#""from0""#, r#""from1""#, r#""from2""#]);
+    // A live subscription's events too, once each; every node numbered every event alike,
+    // though each sent only its own.
+    let mut numbered = Vec::new();
+    for _ in 0..nodes.len() {
+        let (_, data) = event(&mut live_socket).await;
+        numbered.push((
+            data["seq"].as_u64().unwrap(),
+            data["record"]["id"].to_string(),
+        ));
+    }
+    numbered.sort();
+    let seqs: Vec<u64> = numbered.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, [1, 2, 3], "{numbered:?}");
+    let channel = live.body["channel_name"].as_str().unwrap();
+    let path = format!("/api/realtime/subscriptions/{channel}/events?after=0");
+    for node in &nodes {
+        // A node numbers another node's writes when it applies them: perhaps not yet.
+        let kept = || async {
+            let kept = node.call(Method::GET, &path, None, None).await;
+            let events = kept.body["events"].as_array().cloned().unwrap_or_default();
+            let kept: Vec<(u64, String)> = events
+                .iter()
+                .map(|event| {
+                    let data = &event["data"];
+                    (
+                        data["seq"].as_u64().unwrap(),
+                        data["record"]["id"].to_string(),
+                    )
+                })
+                .collect();
+            kept
+        };
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                kept().await.len() == numbered.len()
+            })
+            .await
+        );
+        assert_eq!(kept().await, numbered, "every node kept what was sent");
+    }
     // The collection deleted on B: its subscription's `ended` is sent once, not by every node.
     let deleted = nodes[1]
         .call(Method::DELETE, "/api/collections/posts", Some(ADMIN), None)

@@ -349,6 +349,9 @@ pub struct Delivery {
     pub live: Vec<LiveDestination>,
     /// The writer's own socket (`X-Socket-ID`), which is not sent its own change.
     pub except: Option<SocketId>,
+    /// Only numbered and kept, not sent: another node sends it (to the external service),
+    /// and every node numbers live subscriptions' events alike.
+    pub quiet: bool,
 }
 
 /// Deliveries waiting for their writes' durability, per collection, before the collection
@@ -393,7 +396,7 @@ pub fn spawn_delivery(store: Store, driver: Arc<Driver>, history: Arc<History>) 
             if let Some(epoch) = delivery.epoch {
                 store.durable(epoch).await;
             }
-            if !delivery.destinations.is_empty() {
+            if !delivery.destinations.is_empty() && !delivery.quiet {
                 driver.deliver(
                     &*delivery.event,
                     &delivery.destinations,
@@ -404,7 +407,9 @@ pub fn spawn_delivery(store: Store, driver: Arc<Driver>, history: Arc<History>) 
                 let cursors = delivery.live.iter().map(|live| &*live.cursor);
                 let seqs = history.record(&delivery.event, cursors);
                 for (live, seq) in delivery.live.iter().zip(seqs) {
-                    if let Some(seq) = seq {
+                    if let Some(seq) = seq
+                        && !delivery.quiet
+                    {
                         let event = Sequenced {
                             event: &delivery.event,
                             seq,
@@ -441,6 +446,7 @@ mod tests {
             destinations: Vec::new(),
             live: Vec::new(),
             except: None,
+            quiet: false,
         };
         for _ in 0..3 {
             outbox.push(ended());

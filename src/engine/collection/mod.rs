@@ -226,6 +226,8 @@ pub struct CollectionState {
     leave_index: SubscriptionIndex<LiveDestination>,
     /// Every subscription, with where the indexes filed it.
     subscriptions: HashMap<Uuid, (Filed, Subscription)>,
+    /// How many of them are live.
+    live_subscriptions: usize,
     /// Compiled conditions shared by subscriptions with the same filter text, for users and
     /// guests (`[0]`) and for the admin, whose condition omits the rule (`[1]`).
     compiled: [HashMap<String, Arc<CompiledFilter>>; 2],
@@ -542,6 +544,7 @@ impl CollectionState {
             }
         };
         let key = self.index.insert(compiled, auth, target);
+        self.live_subscriptions += usize::from(subscription.live.is_some());
         self.subscriptions
             .insert(id, (Filed { key, leave }, subscription));
         Ok(())
@@ -582,6 +585,7 @@ impl CollectionState {
     fn unfile(&mut self, id: Uuid) -> Option<Subscription> {
         let (filed, subscription) = self.subscriptions.remove(&id)?;
         self.index.remove(filed.key);
+        self.live_subscriptions -= usize::from(subscription.live.is_some());
         if let Some(leave) = filed.leave {
             self.leave_index.remove(leave);
         }
@@ -691,6 +695,7 @@ impl CollectionState {
                     destinations,
                     live,
                     except: None,
+                    quiet: false,
                 });
             }
             // The pruner's ends have no request to flush them.
@@ -980,6 +985,7 @@ impl CollectionState {
         self.encrypted = info.encrypted;
         self.compiled = Default::default();
         let subscriptions: Vec<_> = self.subscriptions.drain().collect();
+        self.live_subscriptions = 0;
         self.index = SubscriptionIndex::new();
         self.leave_index = SubscriptionIndex::new();
         for (id, (_, subscription)) in subscriptions {
@@ -1271,6 +1277,7 @@ impl Actor for CollectionActor {
             index: SubscriptionIndex::new(),
             leave_index: SubscriptionIndex::new(),
             subscriptions: HashMap::new(),
+            live_subscriptions: 0,
             compiled: Default::default(),
             records,
             pruner: None,

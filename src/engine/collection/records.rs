@@ -378,7 +378,9 @@ impl CollectionState {
         except: Option<SocketId>,
         epoch: Option<Epoch>,
     ) -> Matched {
-        if !self.delivers() {
+        // Another node sends it; live subscriptions' events are numbered here all the same.
+        let sends = self.delivers();
+        if !sends && self.live_subscriptions == 0 {
             return Matched::default();
         }
         let started = Instant::now();
@@ -387,7 +389,8 @@ impl CollectionState {
         let mut live = Vec::new();
         self.index
             .for_each_match(&mut evaluation, |target| match target {
-                Target::Plain(destination) => destinations.push(destination.clone()),
+                Target::Plain(destination) if sends => destinations.push(destination.clone()),
+                Target::Plain(_) => {}
                 Target::Live(destination) => live.push(destination.clone()),
             });
         let metrics = &self.driver.metrics;
@@ -411,6 +414,7 @@ impl CollectionState {
                 destinations,
                 live,
                 except,
+                quiet: !sends,
             });
         }
         matched
@@ -434,6 +438,7 @@ impl CollectionState {
                 destinations: Vec::new(),
                 live: left,
                 except: None,
+                quiet: !self.delivers(),
             });
         }
     }
