@@ -405,3 +405,37 @@ async fn a_live_subscription_does_not_outlive_a_restart() {
         "a plain one does"
     );
 }
+
+#[tokio::test]
+async fn a_fresher_token_with_other_claims_ends_a_live_subscription() {
+    let server = Server::start(COLLECTIONS);
+    let first = server.token("alice", json!({"team": "red"}), Some(60));
+    let reply = live(
+        &server,
+        Some(&first),
+        json!({"collection": "notes", "leave_events": true}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let channel = reply.body["channel_name"].as_str().unwrap().to_owned();
+    // The same claims, a later expiry: it goes on.
+    let later = server.token("alice", json!({"team": "red"}), Some(600));
+    assert_eq!(
+        server.ping(Some(&later), &channel).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        recover(&server, Some(&later), &channel, 0).await.status,
+        StatusCode::OK
+    );
+    // Other claims: what the rule sees would change with no `left`, so it ends.
+    let moved = server.token("alice", json!({"team": "blue"}), Some(900));
+    assert_eq!(
+        server.ping(Some(&moved), &channel).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        recover(&server, Some(&moved), &channel, 0).await.status,
+        StatusCode::NOT_FOUND
+    );
+}

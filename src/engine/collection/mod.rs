@@ -420,6 +420,21 @@ fn now_ms() -> u64 {
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
+/// Whether two tokens of a user have the same claims but for their times (`exp`, `iat`, `nbf`)
+/// and id (`jti`): what a rule may read of them is the same.
+fn same_view(old: &Map<String, Value>, new: &Map<String, Value>) -> bool {
+    let timeless = |claims: &Map<String, Value>| -> Vec<(String, Value)> {
+        let mut kept: Vec<(String, Value)> = claims
+            .iter()
+            .filter(|(name, _)| !matches!(name.as_str(), "exp" | "iat" | "nbf" | "jti"))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        kept.sort_by(|a, b| a.0.cmp(&b.0));
+        kept
+    };
+    timeless(old) == timeless(new)
+}
+
 /// The list query of a live subscription's snapshot, when it asks for one: its filter, the
 /// first page.
 fn snapshot_query(request: &SubscribeRequest) -> Option<ListQuery> {
@@ -871,6 +886,17 @@ impl CollectionState {
                 && caller.expires_at.is_none_or(|new| owner.expires_at.is_some_and(|old| new > old)));
         if !fresher {
             return Ok(false);
+        }
+        // A live subscription's view would change under it with no `left`: it ends instead,
+        // as with a rule change, and its client takes a new snapshot.
+        if subscription.live.is_some()
+            && let (Identity::User(owner), Identity::User(caller)) =
+                (&subscription.identity, &identity)
+            && !same_view(&owner.claims, &caller.claims)
+        {
+            self.end(id, Ending::Announced(EndReason::RuleChanged))
+                .await?;
+            return Err(EngineError::UnknownChannel);
         }
         let Some(mut subscription) = self.unfile(id) else {
             return Ok(false);
