@@ -262,6 +262,14 @@ impl Hub {
         );
     }
 
+    /// Lets go of `channel`'s hold (its subscription ended), and of holds past their time.
+    pub fn release(&self, channel: &str) {
+        let now = Instant::now();
+        let mut holds = self.lock_holds();
+        holds.remove(channel);
+        holds.retain(|_, held| held.until > now);
+    }
+
     /// As [`Hub::publish_with`], but a held channel without a listener keeps the frame for its
     /// first socket (within the bounds). Returns how many sockets got it now.
     pub fn publish_or_hold(&self, channel: &str, frame: impl FnOnce() -> Utf8Bytes) -> usize {
@@ -482,6 +490,13 @@ mod tests {
         assert!(!hub.subscribe_since("live", &second, 0, Some("ok".into())));
         assert_eq!(hub.publish_or_hold("live", || "4".into()), 2);
         assert_eq!(received(&mut second_rx), ["ok", "4"]);
+        // A released hold keeps nothing.
+        hub.hold("gone");
+        hub.release("gone");
+        assert_eq!(hub.publish_or_hold("gone", || "x".into()), 0);
+        let (late, mut late_rx) = connection(8);
+        hub.subscribe_since("gone", &late, 0, None);
+        assert!(received(&mut late_rx).is_empty());
         // Nothing is held once every socket has left, unless held again.
         hub.unsubscribe("live", &first.id);
         hub.unsubscribe("live", &second.id);

@@ -686,6 +686,10 @@ impl CollectionState {
         if let Some(client) = &subscription.client {
             self.subscription_quota.give_back(client);
         }
+        if subscription.live.is_some() {
+            let channel = self.channels.pusher_channel(id, subscription.privacy);
+            self.driver.hub.release(&channel);
+        }
         tracing::info!(collection = %self.name, subscription = %id, why = ending.why(), "subscription ended");
         if let Ending::Announced(reason) = ending {
             // Sealed like the subscription's other events; without a key (a subscription that
