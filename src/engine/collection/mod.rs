@@ -767,7 +767,7 @@ impl CollectionState {
         // Checked now (a bad sort refuses the subscription), taken when it is filed.
         let snapshot_query = snapshot_query(&request);
         if let Some(query) = &snapshot_query {
-            self.list(&identity, query)?;
+            Self::check_query(query)?;
         }
         let id = Uuid::new_v4();
         if let Some(client) = &client {

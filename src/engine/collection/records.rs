@@ -110,6 +110,14 @@ impl CollectionState {
         }
     }
 
+    /// Checks a list query's page and sort without listing (its filter is the caller's to
+    /// check).
+    pub(super) fn check_query(query: &ListQuery) -> Result<(), EngineError> {
+        Page::new(query.page, query.per_page)?;
+        parse_sort(&query.sort)?;
+        Ok(())
+    }
+
     /// Lists the records the list rule and the filter let through, sorted and paged.
     pub(super) fn list(
         &self,
