@@ -24,9 +24,9 @@ trait EventMetrics: Sync {
 
 impl EventMetrics for Metrics {
     fn event(&self, took: Duration, deliveries: u64) {
-        Metrics::count(&self.events, 1);
+        self.events.inc();
         self.observe_match(took);
-        Metrics::count(&self.deliveries, deliveries);
+        self.deliveries.inc_by(deliveries);
     }
 }
 

@@ -176,14 +176,14 @@ async fn serve_connection<E, Io>(
             ended = &mut connection => {
                 if let Err(error) = ended {
                     if error.is_timeout() {
-                        Metrics::count(&metrics.header_read_timeouts, 1);
+                        metrics.header_read_timeouts.inc();
                     }
                     tracing::debug!(%error, remote = %*remote, "connection ended");
                 }
                 return;
             }
             () = &mut handover_overdue => {
-                Metrics::count(&metrics.handover_timeouts, 1);
+                metrics.handover_timeouts.inc();
                 tracing::debug!(remote = %*remote, "upgrade not taken in time: connection dropped");
                 return;
             }
@@ -250,7 +250,7 @@ impl<Io> StallGuard<Io> {
         self.blocked = true;
         if timer.as_mut().poll(cx).is_ready() {
             self.blocked = false;
-            Metrics::count(&self.metrics.write_stall_timeouts, 1);
+            self.metrics.write_stall_timeouts.inc();
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the client has not read for the write-stall timeout",
@@ -524,12 +524,7 @@ mod tests {
             .expect("the write fails instead of waiting forever");
         assert_eq!(blocked.unwrap_err().kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() >= limit);
-        assert_eq!(
-            metrics
-                .write_stall_timeouts
-                .load(std::sync::atomic::Ordering::Relaxed),
-            1
-        );
+        assert_eq!(metrics.write_stall_timeouts.get(), 1);
     }
 
     #[tokio::test]

@@ -44,7 +44,7 @@ pub async fn enforce<E: Endpoint>(
     )));
     let response = next.call(request).await;
     if expired.load(Ordering::Relaxed) {
-        Metrics::count(&metrics.body_read_timeouts, 1);
+        metrics.body_read_timeouts.inc();
         return Ok(timed_out(timeout));
     }
     Ok(response?.into_response())

@@ -13,7 +13,7 @@ mod security;
 
 use std::sync::Arc;
 
-use poem::http::{HeaderValue, Method, header};
+use poem::http::{HeaderValue, Method, StatusCode, header};
 use poem::middleware::Cors;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use poem_openapi::payload::Json;
@@ -293,9 +293,14 @@ async fn metrics(app: poem::web::Data<&App>) -> poem::Result<Response> {
             .map_err(ApiError::from)?,
         eval_errors: app.engine.eval_errors(),
     };
+    let text = app
+        .driver
+        .metrics
+        .render(gauges)
+        .map_err(|_| poem::Error::from_status(StatusCode::INTERNAL_SERVER_ERROR))?;
     Ok(Response::builder()
-        .content_type("text/plain; version=0.0.4")
-        .body(app.driver.metrics.render(&gauges)))
+        .content_type(crate::metrics::CONTENT_TYPE)
+        .body(text))
 }
 
 /// An `Authorization` header that is not a bearer token is refused (401), rather than

@@ -21,7 +21,6 @@ use crate::engine::events::Action;
 use crate::engine::live::RecoveryError;
 use crate::engine::{LiveRequest, SnapshotQuery};
 use crate::limits::ClientKey;
-use crate::metrics::Metrics;
 use crate::pusher::encryption::ChannelKey;
 use crate::pusher::protocol::{ChannelKind, SocketId, USER_CHANNEL_PREFIX, channel_kind};
 
@@ -624,7 +623,7 @@ impl RealtimeApi {
         if let Some(client) = &client
             && let Err(retry) = app.subscribe_rate.check(client, Instant::now())
         {
-            Metrics::count(&app.driver.metrics.limited_subscribe_rate, 1);
+            app.driver.metrics.limited_subscribe_rate.inc();
             return Err(ApiError::too_many_requests(
                 format!(
                     "{client} is over the limit of subscribe requests per second; retry after {} s",

@@ -81,7 +81,7 @@ pub async fn serve(socket: WebSocketStream<Upgraded>, driver: Arc<Driver>, hands
             let (code, message) = match refusal {
                 Refusal::OverQuota => (Code::OverQuota, "Over connection quota"),
                 Refusal::OverAddressQuota => {
-                    Metrics::count(&driver.metrics.limited_connections_per_address, 1);
+                    driver.metrics.limited_connections_per_address.inc();
                     (
                         Code::OverCapacity,
                         "Too many connections from this address; retry later",
@@ -747,7 +747,7 @@ async fn write(
         Some((code, message)) => {
             if code == Code::OverCapacity {
                 tracing::info!(%socket, "closing a slow consumer");
-                Metrics::count(&metrics.slow_consumers, 1);
+                metrics.slow_consumers.inc();
             }
             let frames = [
                 Message::Text(Utf8Bytes::from(frames::error(Some(code), &message))),

@@ -276,7 +276,7 @@ impl Driver {
                         )
                     })
                     .sum();
-                Metrics::count(&self.metrics.deliveries, sent as u64);
+                self.metrics.deliveries.inc_by(sent as u64);
             }
             Some(outbound) => {
                 for destination in destinations {
@@ -300,7 +300,7 @@ impl Driver {
                 let sent = self
                     .hub
                     .publish_or_hold(&destination.channel, || event.frame(destination));
-                Metrics::count(&self.metrics.deliveries, sent as u64);
+                self.metrics.deliveries.inc_by(sent as u64);
             }
             Some(outbound) => outbound.send(OutEvent {
                 name: event.name(),

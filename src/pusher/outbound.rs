@@ -83,7 +83,7 @@ impl Outbound {
     /// Queues an event; never waits. A full queue drops it (counted).
     pub fn send(&self, event: OutEvent) {
         if self.queue.try_send(event).is_err() {
-            Metrics::count(&self.metrics.pusher_dropped, 1);
+            self.metrics.pusher_dropped.inc();
             tracing::warn!("the Pusher queue is full: an event was dropped");
         }
     }
@@ -131,11 +131,11 @@ impl Sender {
         loop {
             match self.post(&body) {
                 Ok(()) => {
-                    Metrics::count(&self.metrics.pusher_sent, batch.len() as u64);
+                    self.metrics.pusher_sent.inc_by(batch.len() as u64);
                     return;
                 }
                 Err(Failure::Refused(status)) => {
-                    Metrics::count(&self.metrics.pusher_dropped, batch.len() as u64);
+                    self.metrics.pusher_dropped.inc_by(batch.len() as u64);
                     tracing::error!(
                         status,
                         events = batch.len(),
@@ -146,12 +146,12 @@ impl Sender {
                 Err(Failure::Unavailable(why))
                     if started.elapsed() + backoff > self.retry_window =>
                 {
-                    Metrics::count(&self.metrics.pusher_dropped, batch.len() as u64);
+                    self.metrics.pusher_dropped.inc_by(batch.len() as u64);
                     tracing::error!(%why, events = batch.len(), "the Pusher service failed for the whole retry window; dropped");
                     return;
                 }
                 Err(Failure::Unavailable(why)) => {
-                    Metrics::count(&self.metrics.pusher_retried, batch.len() as u64);
+                    self.metrics.pusher_retried.inc_by(batch.len() as u64);
                     tracing::warn!(%why, retry_in_ms = backoff.as_millis() as u64, "the Pusher service failed; retrying");
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(5));

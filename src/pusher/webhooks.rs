@@ -280,7 +280,7 @@ impl Webhooks {
             if let Some(why) = dropped {
                 queue.bytes.fetch_sub(size, Ordering::AcqRel);
                 if let Some(metrics) = &self.metrics {
-                    Metrics::count(&metrics.webhooks_dropped, 1);
+                    metrics.webhooks_dropped.inc();
                 }
                 tracing::warn!("{why}");
             }
@@ -349,7 +349,7 @@ impl Sender {
     fn deliver(&self, batch: &[Queued], failing: bool) -> bool {
         let deadline = batch[0].at + self.retry_window;
         let drop = |why: &str| {
-            Metrics::count(&self.metrics.webhooks_dropped, batch.len() as u64);
+            self.metrics.webhooks_dropped.inc_by(batch.len() as u64);
             tracing::error!(
                 url = %self.shown_url,
                 why,
@@ -382,7 +382,7 @@ impl Sender {
                 .send(&body)
             {
                 Ok(response) if response.status().is_success() => {
-                    Metrics::count(&self.metrics.webhooks_sent, batch.len() as u64);
+                    self.metrics.webhooks_sent.inc_by(batch.len() as u64);
                     return true;
                 }
                 Ok(response) => format!("status {}", response.status()),
@@ -391,7 +391,7 @@ impl Sender {
             if Instant::now() + backoff > deadline {
                 return drop(&failure);
             }
-            Metrics::count(&self.metrics.webhooks_retried, batch.len() as u64);
+            self.metrics.webhooks_retried.inc_by(batch.len() as u64);
             tracing::warn!(
                 url = %self.shown_url,
                 why = %failure,
@@ -449,7 +449,7 @@ mod tests {
         };
         webhooks.cache_miss("a-channel-whose-event-is-over-10-bytes");
         assert!(waiting.try_recv().is_err(), "dropped");
-        assert_eq!(metrics.webhooks_dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(metrics.webhooks_dropped.get(), 1);
         assert_eq!(
             webhooks.senders[0].bytes.load(Ordering::Relaxed),
             QUEUE_BYTES - 10,

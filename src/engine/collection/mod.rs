@@ -46,7 +46,6 @@ use crate::filter::{
     CompiledFilter, Filter, FilterEngine, Rule, SubscriptionIndex, SubscriptionKey, condition,
 };
 use crate::limits::{ClientKey, Quota};
-use crate::metrics::Metrics;
 use crate::pusher::Driver;
 use crate::pusher::encryption::ChannelKey;
 use crate::pusher::protocol::SocketId;
@@ -741,7 +740,7 @@ impl CollectionState {
     /// Takes one of `client`'s live subscriptions from its quota; at its maximum, the 429.
     fn take_quota(&self, client: &ClientKey) -> Result<(), EngineError> {
         self.subscription_quota.take(client).map_err(|exceeded| {
-            Metrics::count(&self.driver.metrics.limited_subscriptions, 1);
+            self.driver.metrics.limited_subscriptions.inc();
             EngineError::Limited {
                 message: format!(
                     "{client} already holds {} live subscriptions, the most allowed: end some (DELETE /api/realtime/subscriptions/{{channel}}) or let unused ones expire",

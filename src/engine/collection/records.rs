@@ -18,7 +18,6 @@ use crate::engine::records::{
 };
 use crate::engine::{EngineError, ListQuery, RecordPage, RecordWrite, Rules};
 use crate::filter::{CompiledFilter, Filter, FilterEngine, Record, Rule, condition};
-use crate::metrics::Metrics;
 use crate::pusher::protocol::SocketId;
 use crate::store::{Change, Epoch, Expect, RecordDoc};
 
@@ -403,7 +402,7 @@ impl CollectionState {
             });
         let metrics = &self.driver.metrics;
         metrics.observe_match(started.elapsed());
-        Metrics::count(&metrics.events, 1);
+        metrics.events.inc();
         let matched = Matched {
             count: destinations.len() + live.len(),
             // Only what `left` needs.
