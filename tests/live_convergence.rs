@@ -240,7 +240,13 @@ fn subscriber(
     forbidden: Vec<String>,
 ) -> Value {
     json!({"name": name, "token": token, "collection": collection, "filter": filter,
-           "drops": drops, "forbidden": forbidden})
+           "drops": drops, "forbidden": forbidden, "late": false})
+}
+
+/// One that subscribes (snapshot and all) while the second part of the writes goes on.
+fn late(mut subscriber: Value) -> Value {
+    subscriber["late"] = json!(true);
+    subscriber
 }
 
 /// How many records the list API shows this user through `filter`; `None` when it refuses the
@@ -510,7 +516,8 @@ impl Drop for LiveClients {
 }
 
 /// Runs the writers in three parts while the clients keep their lists: the subscribers that
-/// drop are offline during the second part (at least 2.5 s), then converge. Their results.
+/// drop are offline during the second part (at least 2.5 s), the late ones subscribe as it
+/// begins; then all converge. Their results.
 async fn run(server: &Server, subscribers: &[Value], writers: &[Writer]) -> Vec<Value> {
     let started = Instant::now();
     let mut clients = LiveClients::start(server, subscribers);
@@ -547,7 +554,8 @@ fn result<'a>(results: &'a [Value], name: &str) -> &'a Value {
 }
 
 /// Guests with random filters on a public collection, users on a per-user rule, and users
-/// with random claims on two collections with random list rules, all at once.
+/// with random claims on two collections with random list rules, all at once; some taking
+/// their snapshot while the writes go on.
 #[tokio::test]
 async fn live_lists_converge_to_the_list_for_random_filters_rules_and_users() {
     let server = Server::start_with_env(OWNED, 300, UNLIMITED);
@@ -582,6 +590,26 @@ async fn live_lists_converge_to_the_list_for_random_filters_rules_and_users() {
             others_secrets(user),
         ));
     }
+    // Snapshots taken while the writes go on.
+    let filter = valid_filter(&server, &mut draw, None, "pub").await;
+    subscribers.push(late(subscriber("late", None, "pub", None, false, vec![])));
+    subscribers.push(late(subscriber(
+        "late-filtered",
+        None,
+        "pub",
+        filter,
+        false,
+        vec![],
+    )));
+    let token = server.token("alice", json!({}), Some(3600));
+    subscribers.push(late(subscriber(
+        "late-alice",
+        Some(token),
+        "owned",
+        None,
+        false,
+        others_secrets("alice"),
+    )));
     subscribers.extend(ruled_collection(&server, &mut draw, "ruled1", 3).await);
     subscribers.extend(ruled_collection(&server, &mut draw, "ruled2", 3).await);
     let mut writers = Vec::new();

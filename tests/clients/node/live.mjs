@@ -5,7 +5,8 @@
 //
 // Environment: VELO_URL, APP_KEY, LIVE_SPEC (JSON: {"subscribers": [{"name", "token" (null:
 // a guest), "collection", "filter" (or null), "drops" (its socket is cut on `drop`),
-// "forbidden" (strings that must never reach it)}]}).
+// "forbidden" (strings that must never reach it), "late" (it subscribes on `drop`, while
+// the writes go on)}]}).
 // Standard input, one command a line: `drop` (disconnect the subscribers that drop),
 // `reconnect`, `done` (the writes are over: converge and report).
 // Standard output: `ready`, `dropped`, `reconnected`, then one `result {json}` a subscriber.
@@ -29,8 +30,8 @@ setTimeout(() => {
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 class LiveList {
-  constructor({ name, token, collection, filter, drops, forbidden }) {
-    Object.assign(this, { name, token, collection, filter, drops, forbidden: forbidden ?? [] });
+  constructor({ name, token, collection, filter, drops, forbidden, late }) {
+    Object.assign(this, { name, token, collection, filter, drops, late, forbidden: forbidden ?? [] });
     this.headers = token ? { authorization: `Bearer ${token}` } : {};
     this.rows = new Map();
     this.last = 0;
@@ -259,7 +260,7 @@ function sorted(record) {
 }
 
 const lists = spec.subscribers.map((subscriber) => new LiveList(subscriber));
-await Promise.all(lists.map((list) => list.start()));
+await Promise.all(lists.filter((list) => !list.late).map((list) => (list.started = list.start())));
 console.log("ready");
 
 const commands = createInterface({ input: process.stdin });
@@ -267,6 +268,7 @@ for await (const command of commands) {
   const dropping = lists.filter((list) => list.drops);
   if (command === "drop") {
     for (const list of dropping) list.pusher.disconnect();
+    for (const list of lists.filter((list) => list.late)) list.started = list.start();
     console.log("dropped");
   } else if (command === "reconnect") {
     for (const list of dropping) list.pusher.connect();
@@ -276,7 +278,11 @@ for await (const command of commands) {
   }
 }
 
-await Promise.all(lists.map((list) => list.converge(20_000).catch((error) => list.fail(error.stack))));
+const converged = async (list) => {
+  await list.started;
+  await list.converge(20_000);
+};
+await Promise.all(lists.map((list) => converged(list).catch((error) => list.fail(error.stack))));
 let failed = false;
 for (const list of lists) {
   list.pusher.disconnect();
