@@ -240,7 +240,15 @@ fn subscriber(
     forbidden: Vec<String>,
 ) -> Value {
     json!({"name": name, "token": token, "collection": collection, "filter": filter,
-           "drops": drops, "forbidden": forbidden, "late": false})
+           "drops": drops, "forbidden": forbidden, "late": false, "slowJoin": false})
+}
+
+/// One whose socket joins its channel again 400 ms after its connection is back (its channel
+/// authorization is slow): what happens meanwhile must be fetched once it has joined, not
+/// when the connection is back.
+fn slow_join(mut subscriber: Value) -> Value {
+    subscriber["slowJoin"] = json!(true);
+    subscriber
 }
 
 /// One that subscribes (snapshot and all) while the second part of the writes goes on.
@@ -659,7 +667,8 @@ async fn live_lists_converge_to_the_list_for_random_filters_rules_and_users() {
 }
 
 /// Sockets cut for 2.5 s while the writes go on: on joining again each client fetches what it
-/// missed from the history (`after` its last seq) and converges.
+/// missed from the history (`after` its last seq) and converges; one joins again slowly,
+/// while the last part of the writes goes on.
 #[tokio::test]
 async fn a_client_whose_socket_dropped_fetches_what_it_missed_and_converges() {
     let server = Server::start_with_env(OWNED, 300, UNLIMITED);
@@ -667,6 +676,7 @@ async fn a_client_whose_socket_dropped_fetches_what_it_missed_and_converges() {
     prefill(&server, &mut draw, "pub", false).await;
     prefill(&server, &mut draw, "owned", true).await;
     let alice = server.token("alice", json!({}), Some(3600));
+    let alice_again = alice.clone();
     let bob = server.token("bob", json!({}), Some(3600));
     let filter = valid_filter(&server, &mut draw, None, "pub").await;
     let other = valid_filter(&server, &mut draw, None, "pub").await;
@@ -682,6 +692,14 @@ async fn a_client_whose_socket_dropped_fetches_what_it_missed_and_converges() {
             true,
             others_secrets("alice"),
         ),
+        slow_join(subscriber(
+            "alice-slowly",
+            Some(alice_again),
+            "owned",
+            None,
+            true,
+            others_secrets("alice"),
+        )),
         subscriber(
             "bob",
             Some(bob),
@@ -716,6 +734,8 @@ async fn a_client_whose_socket_dropped_fetches_what_it_missed_and_converges() {
     );
     assert_eq!(everything["gone"], 0, "{everything}");
     assert_eq!(everything["restarts"], 0, "{everything}");
+    let slowly = result(&results, "alice-slowly");
+    assert_eq!(slowly["gone"], 0, "{slowly}");
 }
 
 /// With a history of 5 events, a client offline while more happened is answered 410, takes a

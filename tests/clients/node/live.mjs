@@ -6,7 +6,8 @@
 // Environment: VELO_URL, APP_KEY, LIVE_SPEC (JSON: {"subscribers": [{"name", "token" (null:
 // a guest), "collection", "filter" (or null), "drops" (its socket is cut on `drop`),
 // "forbidden" (strings that must never reach it), "late" (it subscribes on `drop`, while
-// the writes go on)}]}).
+// the writes go on), "slowJoin" (its channel authorizations after the first take 400 ms
+// more: its socket joins again well after the connection is back)}]}).
 // Standard input, one command a line: `drop` (disconnect the subscribers that drop),
 // `reconnect`, `done` (the writes are over: converge and report).
 // Standard output: `ready`, `dropped`, `reconnected`, then one `result {json}` a subscriber.
@@ -30,7 +31,7 @@ setTimeout(() => {
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 class LiveList {
-  constructor({ name, token, collection, filter, drops, forbidden, late }) {
+  constructor({ name, token, collection, filter, drops, forbidden, late, slowJoin }) {
     Object.assign(this, { name, token, collection, filter, drops, late, forbidden: forbidden ?? [] });
     this.headers = token ? { authorization: `Bearer ${token}` } : {};
     this.rows = new Map();
@@ -40,13 +41,22 @@ class LiveList {
     this.recovering = null;
     this.errors = [];
     this.stats = { applied: 0, socket: 0, fromRecovery: 0, recoveries: 0, restarts: 0, left: 0, gone: 0 };
+    const endpoint = `${VELO_URL}/api/realtime/auth`;
+    let authorizations = 0;
+    const slowly = async ({ socketId, channelName }, callback) => {
+      if (++authorizations > 1) await sleep(400);
+      try {
+        const reply = await this.call("POST", "/api/realtime/auth", { socket_id: socketId, channel_name: channelName });
+        callback(reply.status === 200 ? null : new Error(JSON.stringify(reply)), reply.body);
+      } catch (error) {
+        callback(error, null);
+      }
+    };
     this.pusher = new Pusher(APP_KEY, {
       ...clientOptions,
-      channelAuthorization: {
-        endpoint: `${VELO_URL}/api/realtime/auth`,
-        transport: "ajax",
-        headers: this.headers,
-      },
+      channelAuthorization: slowJoin
+        ? { customHandler: slowly }
+        : { endpoint, transport: "ajax", headers: this.headers },
     });
   }
 
