@@ -37,6 +37,7 @@ class LiveList {
     this.rows = new Map();
     this.last = 0;
     this.pending = new Map(); // seq -> {event, data}, not applied yet
+    this.applied = new Map(); // seq -> {event, data}, applied
     this.generation = 0;
     this.recovering = null;
     this.errors = [];
@@ -98,6 +99,7 @@ class LiveList {
     this.rows = new Map(reply.body.records.map((record) => [record.id, record]));
     this.last = 0;
     this.pending.clear();
+    this.applied.clear();
     this.channelName = reply.body.channel_name;
     const channel = this.pusher.subscribe(reply.body.pusher_channel);
     this.channel = channel;
@@ -136,11 +138,12 @@ class LiveList {
     this.inspect(`event ${event}`, data);
     if (!Number.isInteger(data?.seq) || data.seq < 1) return this.fail(`${event} without a seq: ${JSON.stringify(data)}`);
     if (data.action !== event) this.fail(`event ${event} with action ${data.action}`);
-    if (data.seq <= this.last) return; // applied already (recovered, then sent on the socket)
-    const known = this.pending.get(data.seq);
-    if (known && JSON.stringify(known) !== JSON.stringify({ event, data })) {
+    // Applied already (fetched, then sent on the socket, or the other way): the same event.
+    const known = data.seq <= this.last ? this.applied.get(data.seq) : this.pending.get(data.seq);
+    if (known && canonical(known) !== canonical({ event, data })) {
       this.fail(`seq ${data.seq} is two events: ${JSON.stringify(known)} and ${JSON.stringify({ event, data })}`);
     }
+    if (data.seq <= this.last) return;
     this.pending.set(data.seq, { event, data });
     this.drain();
   }
@@ -150,6 +153,7 @@ class LiveList {
       const { event, data } = this.pending.get(this.last + 1);
       this.pending.delete(this.last + 1);
       this.last += 1;
+      this.applied.set(this.last, { event, data });
       this.stats.applied += 1;
       const id = data.record?.id;
       if (event === "created" || event === "updated") this.rows.set(id, data.record);
@@ -235,7 +239,7 @@ class LiveList {
     const missing = [...want.keys()].filter((id) => !this.rows.has(id));
     const extra = [...this.rows.keys()].filter((id) => !want.has(id));
     const different = [...want.keys()].filter(
-      (id) => this.rows.has(id) && JSON.stringify(sorted(this.rows.get(id))) !== JSON.stringify(sorted(want.get(id))),
+      (id) => this.rows.has(id) && canonical(this.rows.get(id)) !== canonical(want.get(id)),
     );
     if (missing.length + extra.length + different.length === 0) return null;
     return { missing, extra, different: different.map((id) => ({ want: want.get(id), have: this.rows.get(id) })) };
@@ -267,6 +271,11 @@ class LiveList {
 
 function sorted(record) {
   return Object.fromEntries(Object.entries(record).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+/** JSON with every object's keys in order: equal values, equal texts. */
+function canonical(value) {
+  return JSON.stringify(value, (_, v) => (v && typeof v === "object" && !Array.isArray(v) ? sorted(v) : v));
 }
 
 const lists = spec.subscribers.map((subscriber) => new LiveList(subscriber));
