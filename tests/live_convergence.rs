@@ -742,8 +742,24 @@ async fn a_client_whose_socket_dropped_fetches_what_it_missed_and_converges() {
 /// new snapshot, and converges.
 #[tokio::test]
 async fn past_the_history_a_client_takes_a_new_snapshot_and_converges() {
-    let server = Server::start_with_env(OWNED, 300, &[UNLIMITED[0], ("VELO_HISTORY_EVENTS", "5")]);
-    let mut draw = Draw::new("past the history");
+    past_the_history(("VELO_HISTORY_EVENTS", "5")).await;
+}
+
+/// The same with a history of 1 s (the client is offline for 2.5 s).
+#[tokio::test]
+async fn past_a_history_of_one_second_a_client_takes_a_new_snapshot_and_converges() {
+    past_the_history(("VELO_HISTORY_SECS", "1")).await;
+}
+
+/// The same with a history of 1,500 bytes (each event's JSON is over 100).
+#[tokio::test]
+async fn past_a_history_of_few_bytes_a_client_takes_a_new_snapshot_and_converges() {
+    past_the_history(("VELO_HISTORY_BYTES", "1500")).await;
+}
+
+async fn past_the_history(limit: (&str, &str)) {
+    let server = Server::start_with_env(OWNED, 300, &[UNLIMITED[0], limit]);
+    let mut draw = Draw::new(&format!("past the history, {}={}", limit.0, limit.1));
     prefill(&server, &mut draw, "pub", false).await;
     prefill(&server, &mut draw, "owned", true).await;
     let alice = server.token("alice", json!({}), Some(3600));
