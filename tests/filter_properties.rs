@@ -7,10 +7,10 @@
 //! * canonical text parses back to the same tree;
 //! * no text, however broken, makes parsing, compiling or evaluating panic.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
-
-mod support;
 
 use proptest::prelude::*;
 use proptest::sample::select;
