@@ -336,18 +336,19 @@ async fn admits_guests(server: &Server, collection: &str) -> bool {
     true
 }
 
-/// A user of a collection with a random rule: a guest or random claims, preferring (within 10
+/// A user of a collection with a random rule: a guest (when `guests`) or random claims, preferring (within 10
 /// draws) one the rule shows something to.
 async fn ruled_user(
     server: &Server,
     draw: &mut Draw,
     collection: &str,
     sub: &str,
+    guests: bool,
 ) -> Option<String> {
     let mut fallback = None;
     for _ in 0..10 {
         let mut claims = draw.one(claims());
-        if claims.is_none() && !admits_guests(server, collection).await {
+        if claims.is_none() && (!guests || !admits_guests(server, collection).await) {
             claims = Some(json!({}));
         }
         let token = claims.map(|mut claims| {
@@ -363,13 +364,14 @@ async fn ruled_user(
 }
 
 /// A prefilled collection whose list rule is random: the first of 10 draws that shows some
-/// records to at least two of its `users` (each a guest or holding random claims, with a
-/// random filter).
+/// records to at least two of its `users` (each a guest, when `guests`, or holding random
+/// claims, with a random filter).
 async fn ruled_collection(
     server: &Server,
     draw: &mut Draw,
     name: &'static str,
     users: usize,
+    guests: bool,
 ) -> Vec<Value> {
     let created = server
         .create_collection(json!({"name": name, "api_rules": {"list": "", "view": ""}}))
@@ -393,7 +395,7 @@ async fn ruled_collection(
         tokens.clear();
         let mut seeing = 0;
         for n in 0..users {
-            let token = ruled_user(server, draw, name, &format!("{name}-user{n}")).await;
+            let token = ruled_user(server, draw, name, &format!("{name}-user{n}"), guests).await;
             if listed(server, token.as_deref(), name, None).await > Some(0) {
                 seeing += 1;
             }
@@ -527,6 +529,20 @@ impl Drop for LiveClients {
 /// drop are offline during the second part (at least 2.5 s), the late ones subscribe as it
 /// begins; then all converge. Their results.
 async fn run(server: &Server, subscribers: &[Value], writers: &[Writer]) -> Vec<Value> {
+    let results = run_changing_rule(server, subscribers, writers, None).await;
+    for result in &results {
+        assert_eq!(result["ended"], 0, "{result}");
+    }
+    results
+}
+
+/// [`run`], and 0.3 s into the second part, `collection`'s list and view rules become `rule`.
+async fn run_changing_rule(
+    server: &Server,
+    subscribers: &[Value],
+    writers: &[Writer],
+    change: Option<(&str, &str)>,
+) -> Vec<Value> {
     let started = Instant::now();
     let mut clients = LiveClients::start(server, subscribers);
     clients.wait_for("ready", Duration::from_secs(30));
@@ -534,7 +550,21 @@ async fn run(server: &Server, subscribers: &[Value], writers: &[Writer]) -> Vec<
     clients.send("drop");
     clients.wait_for("dropped", Duration::from_secs(10));
     let offline = Instant::now();
-    write_part(server, writers, 1).await;
+    let changing = async {
+        if let Some((collection, rule)) = change {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let changed = server
+                .call(
+                    Method::PATCH,
+                    &format!("/api/collections/{collection}"),
+                    Some(ADMIN),
+                    Some(json!({"api_rules": {"list": rule, "view": rule}})),
+                )
+                .await;
+            assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+        }
+    };
+    futures::join!(write_part(server, writers, 1), changing);
     tokio::time::sleep(Duration::from_millis(2500).saturating_sub(offline.elapsed())).await;
     clients.send("reconnect");
     clients.wait_for("reconnected", Duration::from_secs(10));
@@ -618,8 +648,8 @@ async fn live_lists_converge_to_the_list_for_random_filters_rules_and_users() {
         false,
         others_secrets("alice"),
     )));
-    subscribers.extend(ruled_collection(&server, &mut draw, "ruled1", 3).await);
-    subscribers.extend(ruled_collection(&server, &mut draw, "ruled2", 3).await);
+    subscribers.extend(ruled_collection(&server, &mut draw, "ruled1", 3, true).await);
+    subscribers.extend(ruled_collection(&server, &mut draw, "ruled2", 3, true).await);
     let mut writers = Vec::new();
     for n in 0..3 {
         let ops = plan(&mut draw, &ids(&format!("p{n}x"), 10), 50, false);
@@ -878,4 +908,44 @@ async fn under_a_per_user_rule_a_record_given_away_is_left_and_its_data_never_se
     let alice = result(&results, "alice");
     assert!(alice["left"].as_u64().unwrap() >= 1, "{alice}");
     assert_eq!(result(&results, "dave")["records"], 0);
+}
+
+/// A list rule changed while the writes go on ends every live list of the collection; each
+/// takes a new snapshot (under the new rule) and converges.
+#[tokio::test]
+async fn a_rule_change_ends_each_live_list_which_starts_again_and_converges() {
+    let server = Server::start_with_env(OWNED, 300, UNLIMITED);
+    let mut draw = Draw::new("rule change");
+    // Users only: the new rule may not admit guests (401).
+    let subscribers = ruled_collection(&server, &mut draw, "ruled", 4, false).await;
+    // One the server takes (tried on a collection of its own).
+    let mut rule = None;
+    for n in 0..20 {
+        let drawn = draw.one(expression()).to_string();
+        let probe =
+            json!({"name": format!("probe{n}"), "api_rules": {"list": drawn, "view": drawn}});
+        if server.create_collection(probe).await.status == StatusCode::CREATED {
+            rule = Some(drawn);
+            break;
+        }
+    }
+    let rule = rule.expect("the server takes one of 20 random rules");
+    println!("ruled: the list rule becomes {rule}");
+    let writers = [
+        Writer {
+            collection: "ruled",
+            ops: plan(&mut draw, &ids("a", 12), 60, false),
+            racing: false,
+        },
+        Writer {
+            collection: "ruled",
+            ops: plan(&mut draw, &ids("b", 12), 60, false),
+            racing: false,
+        },
+    ];
+    let results = run_changing_rule(&server, &subscribers, &writers, Some(("ruled", &rule))).await;
+    for result in &results {
+        assert_eq!(result["ended"], 1, "{result}");
+        assert_eq!(result["restarts"], 1, "{result}");
+    }
 }

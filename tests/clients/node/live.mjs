@@ -41,7 +41,7 @@ class LiveList {
     this.generation = 0;
     this.recovering = null;
     this.errors = [];
-    this.stats = { applied: 0, socket: 0, fromRecovery: 0, recoveries: 0, restarts: 0, left: 0, gone: 0 };
+    this.stats = { applied: 0, socket: 0, fromRecovery: 0, recoveries: 0, restarts: 0, left: 0, gone: 0, ended: 0 };
     const endpoint = `${VELO_URL}/api/realtime/auth`;
     let authorizations = 0;
     const slowly = async ({ socketId, channelName }, callback) => {
@@ -165,7 +165,13 @@ class LiveList {
         this.rows.delete(id);
       }
       if (event === "ended") {
-        this.fail(`ended: ${JSON.stringify(data)}`);
+        // The list rule changed: which records it may see is not worked out again; a new
+        // snapshot is.
+        this.stats.ended += 1;
+        if (data.reason !== "rule_changed") this.fail(`ended: ${JSON.stringify(data)}`);
+        this.restarting = this.restart()
+          .catch((error) => this.fail(`restarting: ${error.stack}`))
+          .finally(() => (this.restarting = null));
         return;
       }
     }
@@ -252,7 +258,9 @@ class LiveList {
     for (;;) {
       const list = await this.expected();
       const difference = this.difference(list);
-      if (difference === null && this.pending.size === 0 && !this.recovering) {
+      if (this.restarting) {
+        why = "taking a new snapshot";
+      } else if (difference === null && this.pending.size === 0 && !this.recovering) {
         const rest = await this.call("GET", `/api/realtime/subscriptions/${this.channelName}/events?after=${this.last}`);
         if (rest.status === 200 && rest.body.events.length === 0) break;
         why = `the server has more events after ${this.last}: ${rest.status} ${JSON.stringify(rest.body)}`;
