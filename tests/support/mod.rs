@@ -5,6 +5,7 @@
 
 pub mod clients;
 pub mod cluster;
+pub mod generators;
 pub mod redis;
 pub mod webhooks;
 pub mod ws;
