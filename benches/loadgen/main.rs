@@ -58,7 +58,9 @@
 //! list API's `GET …/records?filter=bucket = 3&per_page=100` (`snapshot-list`, the baseline),
 //! a subscribe with that filter (`snapshot-sub`) and a subscribe with it and `"snapshot": true,
 //! "per_page": 100` (`snapshot`), each answer checked; the latency columns are each request's,
-//! deliveries/s its requests/s, and `snapshot` is printed against the other two.
+//! deliveries/s its requests/s, and `snapshot` is printed against the other two. Then up to 20
+//! durable writes to `posts` alone (`snap-write`) and as many sent 5 ms into a snapshot
+//! (`snap-write-in`), alternated: how long a snapshot holds up its collection's writes.
 
 mod client;
 mod deployment;
@@ -1061,35 +1063,98 @@ async fn snapshot(target: &Target, records: usize, requests: usize) -> Result<Ve
             }
         }
     }
-    let reports = Query::ALL
+    // What a snapshot does to the collection's writes: a write alone, then one sent while a
+    // snapshot is being taken (`STALL_PROBE` after it was sent), alternated. Their records
+    // are in no bucket the filter matches.
+    let mut writes_us: [Vec<u32>; 2] = Default::default();
+    let mut write_errors = [0u64; 2];
+    for i in 0..requests.min(WRITE_PROBES) {
+        for (during, latencies_us) in writes_us.iter_mut().enumerate() {
+            let snapshot = (during == 1).then(|| {
+                let (target, node, filter) =
+                    (target.clone(), target.node(i).clone(), filter.clone());
+                tokio::spawn(async move {
+                    Query::Snapshot
+                        .time(&target, &node, &filter, matching)
+                        .await
+                })
+            });
+            if snapshot.is_some() {
+                tokio::time::sleep(STALL_PROBE).await;
+            }
+            let record = json!({ "title": "a write", "bucket": BUCKETS });
+            let sent = Instant::now();
+            let response = target
+                .http
+                .post(format!(
+                    "{}/api/collections/posts/records",
+                    target.node(i).base
+                ))
+                .json(&record)
+                .send()
+                .await;
+            if matches!(&response, Ok(r) if r.status().is_success()) {
+                latencies_us.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+            } else {
+                write_errors[during] += 1;
+            }
+            if let Some(snapshot) = snapshot {
+                let _ = snapshot.await;
+            }
+        }
+    }
+    let report = |scenario: &str, note: &str, latencies_us: Vec<u32>, errors: u64| {
+        let seconds = latencies_us.iter().map(|&us| f64::from(us) / 1e6).sum();
+        let run = Run {
+            tally: Tally {
+                latencies_us,
+                errors,
+                ..Tally::default()
+            },
+            seconds,
+            events: 0,
+            usage: deployment::Usage::default(),
+        };
+        Report::new(scenario, records, 0, run, note)
+    };
+    let mut reports: Vec<Report> = Query::ALL
         .into_iter()
         .zip(latencies_us)
         .zip(errors)
         .map(|((query, latencies_us), errors)| {
-            let seconds = latencies_us.iter().map(|&us| f64::from(us) / 1e6).sum();
-            let run = Run {
-                tally: Tally {
-                    latencies_us,
-                    errors,
-                    ..Tally::default()
-                },
-                seconds,
-                events: 0,
-                usage: deployment::Usage::default(),
-            };
-            Report::new(query.scenario(), records, 0, run, query.note())
+            report(query.scenario(), query.note(), latencies_us, errors)
         })
         .collect();
+    let [alone, during] = writes_us;
+    reports.push(report(
+        "snap-write",
+        "a durable write alone; latency = acknowledgement",
+        alone,
+        write_errors[0],
+    ));
+    reports.push(report(
+        "snap-write-in",
+        "a durable write sent 5 ms into a snapshot; latency = acknowledgement",
+        during,
+        write_errors[1],
+    ));
     Ok(reports)
 }
 
+/// Writes timed alone and during a snapshot (`snapshot` scenario), at most.
+const WRITE_PROBES: usize = 20;
+
+/// How long after a snapshot request a write is sent, to land while it is being taken.
+const STALL_PROBE: Duration = Duration::from_millis(5);
+
 /// Scenarios printed against a baseline scenario that ran before them in the same invocation,
 /// at the same size on the same deployment: a feature's cost against the same load without it.
-const BASELINES: [(&str, &str); 4] = [
+const BASELINES: [(&str, &str); 5] = [
     ("velo-live", "velo"),
     ("velo-encrypted", "velo"),
     ("snapshot", "snapshot-list"),
     ("snapshot", "snapshot-sub"),
+    ("snap-write-in", "snap-write"),
 ];
 
 /// The ratios of `report`, or of the run it is the baseline of, against the other: when the
@@ -1310,8 +1375,8 @@ fn check_nodes() {
     let reports = measure(&options).unwrap_or_else(|error| panic!("loadgen --nodes 1,2: {error}"));
     assert_eq!(
         reports.len(),
-        14,
-        "five scenarios (seven reports) on two deployments"
+        18,
+        "five scenarios (nine reports) on two deployments"
     );
     for report in &reports {
         let faults = report.missing
@@ -1320,7 +1385,7 @@ fn check_nodes() {
             + report.errors
             + report.seq_violations;
         assert_eq!(faults, 0, "{}", line(report));
-        if report.scenario.starts_with("snapshot") {
+        if report.scenario.starts_with("snap") {
             assert_eq!(report.delivered, 3, "{}", line(report));
             continue;
         }
