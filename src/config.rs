@@ -211,8 +211,9 @@ pub struct Settings {
     #[arg(long, global = true, env = "VELO_HISTORY_EVENTS")]
     pub history_events: Option<usize>,
 
-    /// Bytes of live events a collection keeps for recovery, at most (their JSON and their
-    /// numbers); 0 = unlimited [default: 67108864]
+    /// Bytes of live events a collection keeps for recovery, at most (the memory they hold:
+    /// their JSON twice, plain and escaped, and their numbers); 0 = unlimited
+    /// [default: 67108864]
     #[arg(long, global = true, env = "VELO_HISTORY_BYTES")]
     pub history_bytes: Option<usize>,
 

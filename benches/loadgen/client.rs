@@ -13,6 +13,11 @@
 //! opens the secretbox in place and scans the plaintext. A delivery it cannot open is an error,
 //! never a receipt, so the accounting stays exact. Sockets without keys take the plain path, whose
 //! only extra cost is one branch per frame.
+//!
+//! A socket whose subscriptions are live (`Expect::live`, the `velo-live` scenario) also reads
+//! the `seq` the server puts last in each event's data (`…,"seq":N}`) and checks that each
+//! channel's events are numbered 1, 2, 3… with no gap, repeat or reordering: anything else is a
+//! violation, counted, and the first few are printed (a violation is a server bug).
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -196,23 +201,36 @@ impl Socket {
                             }
                         }
                         OP_TEXT => {
-                            let receipt = match opener.as_mut().map(|opener| opener.open(payload)) {
-                                None | Some(Opened::Plain) => markers.receipt(payload),
-                                Some(Opened::Sealed(plaintext)) => {
-                                    match markers.opened_receipt(plaintext) {
-                                        Some(receipt) => Some(receipt),
-                                        // A sealed event without our numbers (`ended`).
-                                        None => continue,
+                            let live = receipts.expect.live;
+                            // The receipt, and the live `seq` where the socket checks them.
+                            let (receipt, numbered) =
+                                match opener.as_mut().map(|opener| opener.open(payload)) {
+                                    None | Some(Opened::Plain) => (
+                                        markers.receipt(payload),
+                                        live.then(|| markers.live_seq(payload)).flatten(),
+                                    ),
+                                    Some(Opened::Sealed(plaintext)) => {
+                                        match markers.opened_receipt(plaintext) {
+                                            Some(receipt) => (
+                                                Some(receipt),
+                                                live.then(|| markers.opened_live_seq(plaintext))
+                                                    .flatten(),
+                                            ),
+                                            // A sealed event without our numbers (`ended`).
+                                            None => continue,
+                                        }
                                     }
-                                }
-                                Some(Opened::Broken(why)) => {
-                                    if receipts.errors == 0 {
-                                        eprintln!("a sealed delivery did not open: {why}");
+                                    Some(Opened::Broken(why)) => {
+                                        if receipts.errors == 0 {
+                                            eprintln!("a sealed delivery did not open: {why}");
+                                        }
+                                        receipts.errors += 1;
+                                        continue;
                                     }
-                                    receipts.errors += 1;
-                                    continue;
-                                }
-                            };
+                                };
+                            if live && receipt.is_some() {
+                                receipts.check_live(markers.channel(payload), numbered);
+                            }
                             match receipt {
                                 Some((seq, sent_ns)) if seq >= base => {
                                     let latency = arrived.saturating_sub(sent_ns);
@@ -354,6 +372,7 @@ struct Markers {
     opened_seq: memmem::Finder<'static>,
     opened_sent: memmem::Finder<'static>,
     succeeded: memmem::Finder<'static>,
+    channel: memmem::Finder<'static>,
     error: memmem::Finder<'static>,
     ping: memmem::Finder<'static>,
 }
@@ -370,6 +389,7 @@ impl Markers {
             opened_seq: memmem::Finder::new(br#""seq":"#),
             opened_sent: memmem::Finder::new(br#""sent_ns":"#),
             succeeded: memmem::Finder::new(b"subscription_succeeded"),
+            channel: memmem::Finder::new(br#""channel":""#),
             error: memmem::Finder::new(b"error"),
             ping: memmem::Finder::new(b"\"pusher:ping\""),
         }
@@ -393,6 +413,29 @@ impl Markers {
         Self::numbers(&self.seq, &self.sent, frame)
     }
 
+    /// The channel a frame names (empty without one).
+    fn channel<'f>(&self, frame: &'f [u8]) -> &'f [u8] {
+        self.channel
+            .find(frame)
+            .and_then(|at| {
+                let at = at + self.channel.needle().len();
+                let len = memchr::memchr(b'"', &frame[at..])?;
+                Some(&frame[at..at + len])
+            })
+            .unwrap_or_default()
+    }
+
+    /// A live event's own `seq`, the last key of its data: a plain frame ends with
+    /// `,\"seq\":N}"}` (the record's fields, a `seq` among them, come before it).
+    fn live_seq(&self, frame: &[u8]) -> Option<u64> {
+        trailing_number(frame, br#",\"seq\":"#, br#"}"}"#)
+    }
+
+    /// The same in an opened sealed delivery, which ends with `,"seq":N}`.
+    fn opened_live_seq(&self, plaintext: &[u8]) -> Option<u64> {
+        trailing_number(plaintext, br#","seq":"#, b"}")
+    }
+
     /// The `seq` and `sent_ns` an opened sealed delivery carries.
     fn opened_receipt(&self, plaintext: &[u8]) -> Option<(u64, u64)> {
         Self::numbers(&self.opened_seq, &self.opened_sent, plaintext)
@@ -414,6 +457,17 @@ impl Markers {
         };
         Some((number(seq, frame)?, number(sent, frame)?))
     }
+}
+
+/// The number between `marker` and `suffix` at the end of `text`.
+fn trailing_number(text: &[u8], marker: &[u8], suffix: &[u8]) -> Option<u64> {
+    let text = text.strip_suffix(suffix)?;
+    let digits = text.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    let (head, number) = text.split_at(text.len() - digits);
+    if digits == 0 || digits > 19 || !head.ends_with(marker) {
+        return None;
+    }
+    std::str::from_utf8(number).ok()?.parse().ok()
 }
 
 /// What [`Opener::open`] made of a text frame.
@@ -527,7 +581,13 @@ pub struct Expect {
     /// `Some((index, modulus))`: only events with `seq % modulus == index` are for this
     /// socket (the velo scenario's owners); anything else is a misdelivery.
     pub owner: Option<(u64, u64)>,
+    /// Its subscriptions are live: each channel's events carry `seq` 1, 2, 3… (checked).
+    pub live: bool,
 }
+
+/// Live `seq` violations printed per process (the rest are only counted).
+const SHOWN_VIOLATIONS: u64 = 10;
+static VIOLATIONS_SHOWN: AtomicU64 = AtomicU64::new(0);
 
 /// One socket's receipts in the current run.
 pub struct Receipts {
@@ -539,6 +599,10 @@ pub struct Receipts {
     misdelivered: u64,
     errors: u64,
     last_ns: u64,
+    /// Each live channel's last `seq` (kept across runs: the server numbers them).
+    live_seqs: Vec<(Box<[u8]>, u64)>,
+    /// Live events whose `seq` was missing or not one more than their channel's last.
+    seq_violations: u64,
 }
 
 impl Receipts {
@@ -551,6 +615,43 @@ impl Receipts {
             misdelivered: 0,
             errors: 0,
             last_ns: 0,
+            live_seqs: Vec::new(),
+            seq_violations: 0,
+        }
+    }
+
+    /// Checks a live event's `seq` (`None`: it carried none) against its channel's last.
+    fn check_live(&mut self, channel: &[u8], seq: Option<u64>) {
+        let at = match self
+            .live_seqs
+            .iter()
+            .position(|(name, _)| **name == *channel)
+        {
+            Some(at) => at,
+            None => {
+                self.live_seqs.push((channel.into(), 0));
+                self.live_seqs.len() - 1
+            }
+        };
+        let last = &mut self.live_seqs[at].1;
+        let expected = *last + 1;
+        if seq == Some(expected) {
+            *last = expected;
+            return;
+        }
+        self.seq_violations += 1;
+        if VIOLATIONS_SHOWN.fetch_add(1, Ordering::Relaxed) < SHOWN_VIOLATIONS {
+            let channel = String::from_utf8_lossy(channel);
+            match seq {
+                Some(seq) => eprintln!("!!! live seq violation on {channel}: {seq} after {last}"),
+                None => eprintln!(
+                    "!!! live seq violation on {channel}: an event without seq after {last}"
+                ),
+            }
+        }
+        // Follow the server from here, so one gap counts once.
+        if let Some(seq) = seq {
+            *last = seq;
         }
     }
 
@@ -580,8 +681,9 @@ impl Receipts {
     }
 
     fn clear(&mut self) {
-        let expect = self.expect;
-        *self = Receipts::new(expect);
+        let live_seqs = std::mem::take(&mut self.live_seqs);
+        *self = Receipts::new(self.expect);
+        self.live_seqs = live_seqs;
     }
 }
 
@@ -592,6 +694,8 @@ pub struct Tally {
     pub duplicates: u64,
     pub misdelivered: u64,
     pub errors: u64,
+    /// Live events out of their channel's `seq` order, or without one.
+    pub seq_violations: u64,
     /// The last counted arrival (`now_ns` time).
     pub last_ns: u64,
 }
@@ -680,6 +784,7 @@ impl Clients {
             tally.duplicates += receipts.duplicates;
             tally.misdelivered += receipts.misdelivered;
             tally.errors += receipts.errors;
+            tally.seq_violations += receipts.seq_violations;
             tally.last_ns = tally.last_ns.max(receipts.last_ns);
         }
         tally
@@ -699,6 +804,7 @@ pub fn self_check() {
     receipts_are_scanned_from_escaped_payloads();
     sealed_deliveries_are_opened_then_scanned();
     duplicates_and_misdeliveries_do_not_count();
+    live_seqs_are_read_and_checked_per_channel();
 }
 
 fn frames_parse_at_every_length_form() {
@@ -791,6 +897,7 @@ fn duplicates_and_misdeliveries_do_not_count() {
     let mut receipts = Receipts::new(Expect {
         copies: 2,
         owner: Some((1, 3)),
+        live: false,
     });
     assert!(receipts.record(1, 5_000, 10));
     assert!(receipts.record(1, 5_000, 11));
@@ -798,4 +905,77 @@ fn duplicates_and_misdeliveries_do_not_count() {
     assert!(!receipts.record(2, 5_000, 12), "another socket's event");
     assert_eq!((receipts.duplicates, receipts.misdelivered), (1, 1));
     assert_eq!(receipts.latencies_us, [5, 5]);
+}
+
+/// Frames made by the server's own code (`Sequenced`), plain and sealed: the record's `seq`
+/// is the receipt, the live one last; gaps, repeats and missing ones are violations.
+fn live_seqs_are_read_and_checked_per_channel() {
+    use velo_realtime::engine::events::{Action, Destination, EventData, EventNames, Sequenced};
+    use velo_realtime::pusher::ChannelEvent;
+    let record = serde_json::json!({"id": "r1", "seq": 42, "sent_ns": 123_456, "owner": "u1"});
+    let event = EventData::new(
+        Action::Created,
+        record.as_object().unwrap(),
+        EventNames::Actions,
+    );
+    let markers = Markers::new();
+    let plain = Destination {
+        channel: "private-velo.realtime.0f0e".into(),
+        key: None,
+    };
+    let frame = Sequenced {
+        event: &event,
+        seq: 7,
+    }
+    .frame(&plain);
+    let frame = frame.as_bytes();
+    assert_eq!(markers.receipt(frame), Some((42, 123_456)));
+    assert_eq!(markers.live_seq(frame), Some(7));
+    assert_eq!(markers.channel(frame), b"private-velo.realtime.0f0e");
+    assert_eq!(
+        markers.live_seq(event.frame(&plain.channel).as_bytes()),
+        None
+    );
+
+    let master = [9u8; 32];
+    let channel = "private-encrypted-velo.realtime.0f0e";
+    let sealed = Destination {
+        channel: channel.into(),
+        key: Some(ChannelKey::derive(channel, &master)),
+    };
+    let frame = Sequenced {
+        event: &event,
+        seq: 12,
+    }
+    .frame(&sealed);
+    let mut opener = Opener::new([(channel.to_owned(), channel_key(channel, &master))]);
+    let Opened::Sealed(plaintext) = opener.open(frame.as_bytes()) else {
+        panic!("a sealed live delivery opens");
+    };
+    assert_eq!(markers.opened_receipt(plaintext), Some((42, 123_456)));
+    assert_eq!(markers.opened_live_seq(plaintext), Some(12));
+
+    let mut receipts = Receipts::new(Expect {
+        copies: 1,
+        owner: None,
+        live: true,
+    });
+    // The check's own violations are not printed, and the run's first ones still are.
+    let before = VIOLATIONS_SHOWN.swap(SHOWN_VIOLATIONS, Ordering::Relaxed);
+    for (channel, seq) in [(b"a", 1), (b"b", 1), (b"a", 2), (b"b", 2), (b"a", 3)] {
+        receipts.check_live(channel, Some(seq));
+    }
+    assert_eq!(receipts.seq_violations, 0);
+    receipts.check_live(b"a", Some(5));
+    receipts.check_live(b"a", Some(6));
+    receipts.check_live(b"b", Some(2));
+    receipts.check_live(b"b", None);
+    assert_eq!(receipts.seq_violations, 3, "a gap, a repeat, a missing seq");
+    receipts.clear();
+    receipts.check_live(b"a", Some(7));
+    assert_eq!(
+        receipts.seq_violations, 0,
+        "a run's start keeps each channel's last seq"
+    );
+    VIOLATIONS_SHOWN.store(before, Ordering::Relaxed);
 }

@@ -1,6 +1,7 @@
 //! A load generator for any Pusher-compatible server, speaking only public protocols: the
 //! Pusher WebSocket protocol 7 and the signed Pusher HTTP API (plus Velo's subscribe and
-//! records APIs for the `velo`, `velo-encrypted`, `subscribe` and `writes` scenarios).
+//! records APIs for the `velo`, `velo-live`, `velo-encrypted`, `subscribe`, `writes` and
+//! `snapshot` scenarios).
 //!
 //! ```text
 //! cargo bench --bench loadgen                          # every scenario against our release build
@@ -43,9 +44,23 @@
 //! subscription, and each socket opens every delivery with its channel's key (derived from
 //! `--encryption-master-key`, which our own server is given too) before it reads `seq` and
 //! `sent_ns`, so the two compare the sealing's cost on the event path (and the client's opening
-//! shows in the generator's CPU). Both subscribe to the `pusher_channel` the subscribe reply
-//! names. `writes` has 64 concurrent writers create N × 10 records on `posts` (no subscriber;
+//! shows in the generator's CPU). `velo-live` is `velo` with every subscription made with
+//! `"snapshot": true`, hence live: its events carry `seq`, are numbered by the collection's
+//! delivery task and kept in its history, and each socket checks that every channel's `seq`
+//! runs 1, 2, 3… (a violation is counted and shown: a server bug). All three subscribe to the
+//! `pusher_channel` the subscribe reply names. A scenario with a baseline scenario
+//! (`velo-live` and `velo-encrypted` against `velo`) that ran before it in the same invocation,
+//! at the same size on the same deployment, is printed with its ratios against it: the
+//! feature's cost on the event path, measured in the same run. `writes` has 64 concurrent writers create N × 10 records on `posts` (no subscriber;
 //! at most 20 s): durable writes/s, and the acknowledgement's latency in the latency columns.
+//! `snapshot` writes N records to `posts` (32 concurrent writers), each in one of 10 buckets,
+//! then times `--requests` requests of each of three kinds, one at a time, interleaved: the
+//! list API's `GET …/records?filter=bucket = 3&per_page=100` (`snapshot-list`, the baseline),
+//! a subscribe with that filter (`snapshot-sub`) and a subscribe with it and `"snapshot": true,
+//! "per_page": 100` (`snapshot`), each answer checked; the latency columns are each request's,
+//! deliveries/s its requests/s, and `snapshot` is printed against the other two. Then up to 20
+//! durable writes to `posts` alone (`snap-write`) and as many sent 5 ms into a snapshot
+//! (`snap-write-in`), alternated: how long a snapshot holds up its collection's writes.
 
 mod client;
 mod deployment;
@@ -75,16 +90,16 @@ use report::{HEADER, Report, Run, line, percentiles, plot, ratios};
 
 #[derive(Parser, Debug)]
 struct Options {
-    /// Scenarios, comma-separated: broadcast, channels, velo, velo-encrypted, idle, subscribe,
-    /// writes
+    /// Scenarios, comma-separated (repeatable): broadcast, channels, velo, velo-live,
+    /// velo-encrypted, idle, subscribe, writes, snapshot
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "broadcast,channels,velo,velo-encrypted,idle,subscribe,writes"
+        default_value = "broadcast,channels,velo,velo-live,velo-encrypted,idle,subscribe,writes,snapshot"
     )]
     scenario: Vec<String>,
-    /// Sockets (broadcast, channels), users (velo, velo-encrypted), connections (idle);
-    /// repeatable sizes
+    /// Sockets (broadcast, channels), users (velo, velo-live, velo-encrypted), connections
+    /// (idle), records (snapshot); repeatable sizes
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     n: Vec<usize>,
     /// Deployments of our build to measure in turn, comma-separated: 1 (one server on sled),
@@ -95,9 +110,12 @@ struct Options {
     /// Events per run (broadcast; channels sends at most 50, each to every channel)
     #[arg(long, default_value_t = 200)]
     events: usize,
-    /// Record writes (velo, velo-encrypted), one at a time
+    /// Record writes (velo, velo-live, velo-encrypted), one at a time
     #[arg(long, default_value_t = 2000)]
     writes: usize,
+    /// Timed requests of each kind (snapshot)
+    #[arg(long, default_value_t = 50)]
+    requests: usize,
     /// Events per second for broadcast and channels; without it, saturation then half of it
     #[arg(long)]
     pace: Option<f64>,
@@ -286,6 +304,7 @@ fn once(_: usize) -> Expect {
     Expect {
         copies: 1,
         owner: None,
+        live: false,
     }
 }
 
@@ -325,6 +344,7 @@ impl Fanout {
             owner: self
                 .node_local
                 .then(|| ((i % self.nodes) as u64, self.nodes as u64)),
+            live: false,
         }
     }
 
@@ -583,21 +603,34 @@ async fn channels(
 /// Subscriptions each velo user holds (one socket per user holds them all).
 const SUBSCRIPTIONS_PER_USER: usize = 10;
 
+/// What the velo scenarios' subscriptions are.
+#[derive(Clone, Copy, PartialEq)]
+enum Flavor {
+    /// On `tasks`.
+    Plain,
+    /// On `tasks`, made with `"snapshot": true`: live (`seq`, history, holding).
+    Live,
+    /// On `vault`, an encrypted collection.
+    Encrypted,
+}
+
 /// `users` users with 10 owner-filtered private subscriptions each (one socket per user holds
 /// them), record writes each reaching its owner's 10 subscriptions and nobody else: on `tasks`,
-/// or `encrypted` on `vault`, whose deliveries are sealed per subscription and opened by the
-/// sockets. Subscribes and writes go round-robin to the nodes.
+/// live ones there, or on `vault`, whose deliveries are sealed per subscription and opened by
+/// the sockets. Subscribes and writes go round-robin to the nodes.
 async fn velo(
     target: &Target,
     options: &Options,
     users: usize,
     writes: usize,
-    encrypted: bool,
+    flavor: Flavor,
 ) -> Report {
-    let (scenario, collection) = if encrypted {
-        ("velo-encrypted", "vault")
-    } else {
-        ("velo", "tasks")
+    let encrypted = flavor == Flavor::Encrypted;
+    let live = flavor == Flavor::Live;
+    let (scenario, collection) = match flavor {
+        Flavor::Plain => ("velo", "tasks"),
+        Flavor::Live => ("velo-live", "tasks"),
+        Flavor::Encrypted => ("velo-encrypted", "vault"),
     };
     let master_key: Option<[u8; 32]> = encrypted.then(|| {
         use base64::Engine as _;
@@ -615,13 +648,16 @@ async fn velo(
     for round in 0..SUBSCRIPTIONS_PER_USER {
         for (u, token) in tokens.iter().enumerate() {
             let node = target.node(round * users + u);
+            let mut body =
+                json!({ "collection": collection, "filter": format!("kind != 'noise{round}'") });
+            if live {
+                body["snapshot"] = json!(true);
+            }
             let reply: Value = target
                 .http
                 .post(format!("{}/api/realtime/subscribe", node.base))
                 .bearer_auth(token)
-                .json(
-                    &json!({ "collection": collection, "filter": format!("kind != 'noise{round}'") }),
-                )
+                .json(&body)
                 .send()
                 .await
                 .expect("subscribed")
@@ -636,6 +672,10 @@ async fn velo(
                 encrypted,
                 "{collection}'s channel: {channel}"
             );
+            if live {
+                assert_eq!(reply["seq"], 0, "a live subscription starts at 0: {reply}");
+                assert!(reply["records"].is_array(), "a snapshot: {reply}");
+            }
             channels[u].push(channel.to_owned());
         }
     }
@@ -648,6 +688,7 @@ async fn velo(
         |u| Expect {
             copies: SUBSCRIPTIONS_PER_USER as u8,
             owner: Some((u as u64, users as u64)),
+            live,
         },
         master_key.as_ref(),
     )
@@ -683,7 +724,11 @@ async fn velo(
         users * SUBSCRIPTIONS_PER_USER,
         expected,
         run,
-        "writes one at a time, durable",
+        if live {
+            "writes one at a time, durable; live (seq, history)"
+        } else {
+            "writes one at a time, durable"
+        },
     );
     report.durable_writes_per_sec = Some(acknowledged as f64 / writing);
     report
@@ -831,6 +876,311 @@ async fn subscribe_rate(target: &Target, total: usize) -> Report {
     report
 }
 
+/// The `snapshot` scenario's records are in this many buckets; its filter matches one.
+const BUCKETS: usize = 10;
+
+/// Concurrent writers filling the `snapshot` scenario's collection.
+const FILLERS: usize = 32;
+
+/// The page of the `snapshot` scenario's snapshots and lists.
+const PAGE: usize = 100;
+
+/// How long the nodes may take to list every record written (a cluster's catch up with Redis).
+const CAUGHT_UP: Duration = Duration::from_secs(60);
+
+/// The timed requests of the `snapshot` scenario, in the order of its reports.
+#[derive(Clone, Copy)]
+enum Query {
+    /// `GET /api/collections/posts/records?filter=…&per_page=100`: the baseline.
+    List,
+    /// `POST /api/realtime/subscribe` with the filter.
+    Subscribe,
+    /// The same with `"snapshot": true, "per_page": 100`.
+    Snapshot,
+}
+
+impl Query {
+    const ALL: [Query; 3] = [Query::List, Query::Subscribe, Query::Snapshot];
+
+    fn scenario(self) -> &'static str {
+        match self {
+            Query::List => "snapshot-list",
+            Query::Subscribe => "snapshot-sub",
+            Query::Snapshot => "snapshot",
+        }
+    }
+
+    fn note(self) -> &'static str {
+        match self {
+            Query::List => "GET records, filter 10%, per_page 100; requests/s one at a time",
+            Query::Subscribe => "subscribe, filter 10%, no snapshot; requests/s one at a time",
+            Query::Snapshot => {
+                "subscribe, filter 10%, snapshot per_page 100; requests/s one at a time"
+            }
+        }
+    }
+
+    /// Sends it to `node` and checks the answer (`matching` records match the filter); its
+    /// latency (send to the whole body), or what was wrong.
+    async fn time(
+        self,
+        target: &Target,
+        node: &Node,
+        filter: &str,
+        matching: usize,
+    ) -> Result<u32, String> {
+        let request = match self {
+            Query::List => target
+                .http
+                .get(format!("{}/api/collections/posts/records", node.base))
+                .query(&[("filter", filter), ("per_page", &PAGE.to_string())]),
+            Query::Subscribe => target
+                .http
+                .post(format!("{}/api/realtime/subscribe", node.base))
+                .json(&json!({ "collection": "posts", "filter": filter })),
+            Query::Snapshot => target
+                .http
+                .post(format!("{}/api/realtime/subscribe", node.base))
+                .json(&json!({ "collection": "posts", "filter": filter, "snapshot": true, "per_page": PAGE })),
+        };
+        let sent = Instant::now();
+        let response = request.send().await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        let took = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+        if !status.is_success() {
+            return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+        }
+        let reply: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        let page = matching.min(PAGE);
+        let records = |key: &str| reply[key].as_array().map_or(0, Vec::len);
+        let right = match self {
+            Query::List => records("data") == page && reply["meta"]["total"] == json!(matching),
+            Query::Subscribe => reply["pusher_channel"].is_string() && reply["seq"].is_null(),
+            Query::Snapshot => records("records") == page && reply["seq"] == json!(0),
+        };
+        if right {
+            Ok(took)
+        } else {
+            let mut reply = reply.to_string();
+            reply.truncate(300);
+            Err(format!("an unexpected answer: {reply}"))
+        }
+    }
+}
+
+/// The `snapshot` scenario: `records` records on `posts` (writes and requests round-robin over
+/// the nodes), then `requests` of each [`Query`], interleaved, one at a time.
+async fn snapshot(target: &Target, records: usize, requests: usize) -> Result<Vec<Report>, String> {
+    let next = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..FILLERS)
+        .map(|_| {
+            let (target, next, failed) = (target.clone(), next.clone(), failed.clone());
+            tokio::spawn(async move {
+                let body = "x".repeat(100);
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    if k >= records {
+                        break;
+                    }
+                    let record =
+                        json!({ "title": format!("record {k}"), "bucket": k % BUCKETS, "body": body });
+                    let response = target
+                        .http
+                        .post(format!(
+                            "{}/api/collections/posts/records",
+                            target.node(k).base
+                        ))
+                        .json(&record)
+                        .send()
+                        .await;
+                    if !matches!(&response, Ok(r) if r.status().is_success()) {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    futures::future::join_all(workers).await;
+    let failed = failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        return Err(format!("{failed} of {records} record writes failed"));
+    }
+    eprintln!(
+        "  {records} records written in {:.1} s ({FILLERS} writers)",
+        started.elapsed().as_secs_f64()
+    );
+    // Every node lists them all before anything is timed.
+    for node in target.nodes.iter() {
+        let deadline = Instant::now() + CAUGHT_UP;
+        loop {
+            let total = async {
+                let reply: Value = target
+                    .http
+                    .get(format!("{}/api/collections/posts/records", node.base))
+                    .query(&[("per_page", "1")])
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                reply["meta"]["total"].as_u64()
+            }
+            .await;
+            if total == Some(records as u64) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} lists {total:?} records of {records} after {CAUGHT_UP:?}",
+                    node.base
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let bucket = 3;
+    let filter = format!("bucket = {bucket}");
+    let matching = (0..records).filter(|k| k % BUCKETS == bucket).count();
+    let mut latencies_us: [Vec<u32>; 3] = Default::default();
+    let mut errors = [0u64; 3];
+    for i in 0..requests {
+        // Each round in another order, so that none always follows the same one.
+        for j in 0..Query::ALL.len() {
+            let kind = (i + j) % Query::ALL.len();
+            let query = Query::ALL[kind];
+            match query.time(target, target.node(i), &filter, matching).await {
+                Ok(us) => latencies_us[kind].push(us),
+                Err(error) => {
+                    if errors[kind] == 0 {
+                        eprintln!("!!! {}: {error}", query.scenario());
+                    }
+                    errors[kind] += 1;
+                }
+            }
+        }
+    }
+    // What a snapshot does to the collection's writes: a write alone, then one sent while a
+    // snapshot is being taken (`STALL_PROBE` after it was sent), alternated. Their records
+    // are in no bucket the filter matches.
+    let mut writes_us: [Vec<u32>; 2] = Default::default();
+    let mut write_errors = [0u64; 2];
+    for i in 0..requests.min(WRITE_PROBES) {
+        for (during, latencies_us) in writes_us.iter_mut().enumerate() {
+            let snapshot = (during == 1).then(|| {
+                let (target, node, filter) =
+                    (target.clone(), target.node(i).clone(), filter.clone());
+                tokio::spawn(async move {
+                    Query::Snapshot
+                        .time(&target, &node, &filter, matching)
+                        .await
+                })
+            });
+            if snapshot.is_some() {
+                tokio::time::sleep(STALL_PROBE).await;
+            }
+            let record = json!({ "title": "a write", "bucket": BUCKETS });
+            let sent = Instant::now();
+            let response = target
+                .http
+                .post(format!(
+                    "{}/api/collections/posts/records",
+                    target.node(i).base
+                ))
+                .json(&record)
+                .send()
+                .await;
+            if matches!(&response, Ok(r) if r.status().is_success()) {
+                latencies_us.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+            } else {
+                write_errors[during] += 1;
+            }
+            if let Some(snapshot) = snapshot {
+                let _ = snapshot.await;
+            }
+        }
+    }
+    let report = |scenario: &str, note: &str, latencies_us: Vec<u32>, errors: u64| {
+        let seconds = latencies_us.iter().map(|&us| f64::from(us) / 1e6).sum();
+        let run = Run {
+            tally: Tally {
+                latencies_us,
+                errors,
+                ..Tally::default()
+            },
+            seconds,
+            events: 0,
+            usage: deployment::Usage::default(),
+        };
+        Report::new(scenario, records, 0, run, note)
+    };
+    let mut reports: Vec<Report> = Query::ALL
+        .into_iter()
+        .zip(latencies_us)
+        .zip(errors)
+        .map(|((query, latencies_us), errors)| {
+            report(query.scenario(), query.note(), latencies_us, errors)
+        })
+        .collect();
+    let [alone, during] = writes_us;
+    reports.push(report(
+        "snap-write",
+        "a durable write alone; latency = acknowledgement",
+        alone,
+        write_errors[0],
+    ));
+    reports.push(report(
+        "snap-write-in",
+        "a durable write sent 5 ms into a snapshot; latency = acknowledgement",
+        during,
+        write_errors[1],
+    ));
+    Ok(reports)
+}
+
+/// Writes timed alone and during a snapshot (`snapshot` scenario), at most.
+const WRITE_PROBES: usize = 20;
+
+/// How long after a snapshot request a write is sent, to land while it is being taken.
+const STALL_PROBE: Duration = Duration::from_millis(5);
+
+/// Scenarios printed against a baseline scenario that ran before them in the same invocation,
+/// at the same size on the same deployment: a feature's cost against the same load without it.
+const BASELINES: [(&str, &str); 5] = [
+    ("velo-live", "velo"),
+    ("velo-encrypted", "velo"),
+    ("snapshot", "snapshot-list"),
+    ("snapshot", "snapshot-sub"),
+    ("snap-write-in", "snap-write"),
+];
+
+/// The ratios of `report`, or of the run it is the baseline of, against the other: when the
+/// latest earlier run of either, at its size on its deployment, is the other.
+fn against_baselines(report: &Report, earlier: &[Report]) -> Vec<String> {
+    let mut shown = Vec::new();
+    for (this, base) in BASELINES {
+        let other = match report.scenario.as_str() {
+            scenario if scenario == this => base,
+            scenario if scenario == base => this,
+            _ => continue,
+        };
+        let latest = earlier.iter().rev().find(|r| {
+            r.n == report.n && r.nodes == report.nodes && (r.scenario == this || r.scenario == base)
+        });
+        if let Some(latest) = latest.filter(|latest| latest.scenario == other) {
+            shown.push(if report.scenario == this {
+                ratios(report, latest)
+            } else {
+                ratios(latest, report)
+            });
+        }
+    }
+    shown
+}
+
 /// Every report of an invocation, and each later deployment's runs against the first's.
 #[derive(Default)]
 struct Results {
@@ -838,14 +1188,16 @@ struct Results {
     ratios: Vec<String>,
 }
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 9] = [
     "broadcast",
     "channels",
     "velo",
+    "velo-live",
     "velo-encrypted",
     "idle",
     "subscribe",
     "writes",
+    "snapshot",
 ];
 
 /// Runs every scenario at every size on every deployment, printing each row (and its ratios
@@ -864,7 +1216,7 @@ async fn run_all(options: &Options, results: &mut Results, file_limit: u64) -> R
     };
     for scenario in &options.scenario {
         for &n in &options.n {
-            let sockets = if matches!(scenario.as_str(), "subscribe" | "writes") {
+            let sockets = if matches!(scenario.as_str(), "subscribe" | "writes" | "snapshot") {
                 0
             } else {
                 n as u64
@@ -898,11 +1250,17 @@ async fn run_all(options: &Options, results: &mut Results, file_limit: u64) -> R
                 let mut reports = match scenario.as_str() {
                     "broadcast" => broadcast(&target, n, options.events, options.pace).await?,
                     "channels" => channels(&target, n, options.events, options.pace).await?,
-                    "velo" => vec![velo(&target, options, n, options.writes, false).await],
-                    "velo-encrypted" => vec![velo(&target, options, n, options.writes, true).await],
+                    "velo" => vec![velo(&target, options, n, options.writes, Flavor::Plain).await],
+                    "velo-live" => {
+                        vec![velo(&target, options, n, options.writes, Flavor::Live).await]
+                    }
+                    "velo-encrypted" => {
+                        vec![velo(&target, options, n, options.writes, Flavor::Encrypted).await]
+                    }
                     "idle" => vec![idle(&target, n).await],
                     "subscribe" => vec![subscribe_rate(&target, n * 10).await],
                     "writes" => vec![durable_writes(&target, n * 10).await],
+                    "snapshot" => snapshot(&target, n, options.requests).await?,
                     other => unreachable!("scenarios are checked before a run: {other}"),
                 };
                 for report in &mut reports {
@@ -911,9 +1269,14 @@ async fn run_all(options: &Options, results: &mut Results, file_limit: u64) -> R
                         None => nodes.to_string(),
                     };
                     println!("{}", line(report));
+                    for ratio in against_baselines(report, &results.reports) {
+                        println!("  {ratio}");
+                        results.ratios.push(ratio);
+                    }
+                    results.reports.push(report.clone());
                 }
                 match &baseline {
-                    None => baseline = Some(reports.clone()),
+                    None => baseline = Some(reports),
                     Some(first) => {
                         for (report, first) in reports.iter().zip(first) {
                             let ratio = ratios(report, first);
@@ -922,7 +1285,6 @@ async fn run_all(options: &Options, results: &mut Results, file_limit: u64) -> R
                         }
                     }
                 }
-                results.reports.extend(reports);
             }
         }
     }
@@ -977,7 +1339,10 @@ fn measure(options: &Options) -> Result<Vec<Report>, String> {
         .iter()
         .for_each(|report| println!("{}", line(report)));
     if !results.ratios.is_empty() {
-        println!("\nratios against {}", options.nodes[0]);
+        println!(
+            "\nratios (against {}, and against baseline scenarios)",
+            options.nodes[0]
+        );
         results.ratios.iter().for_each(|ratio| println!("{ratio}"));
     }
     plot(&results.reports, &options.plot);
@@ -989,14 +1354,16 @@ fn measure(options: &Options) -> Result<Vec<Report>, String> {
 }
 
 /// `cargo test`'s check of the multi-node path: a few sockets, triggers and writes on one node
-/// and on two nodes sharing a redis-server, every count exact.
+/// and on two nodes sharing a redis-server, every count exact, every live `seq` in order, and a
+/// few snapshots of a small collection.
 fn check_nodes() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let json = dir.path().join("loadgen.json");
     let svg = dir.path().join("loadgen.svg");
     let options = Options::parse_from([
         "loadgen",
-        "--scenario=broadcast,velo,writes",
+        "--scenario=broadcast,velo,velo-live,writes,snapshot",
+        "--requests=3",
         "--n=6",
         "--events=10",
         "--pace=200",
@@ -1006,10 +1373,22 @@ fn check_nodes() {
         &format!("--plot={}", svg.display()),
     ]);
     let reports = measure(&options).unwrap_or_else(|error| panic!("loadgen --nodes 1,2: {error}"));
-    assert_eq!(reports.len(), 6, "three scenarios on two deployments");
+    assert_eq!(
+        reports.len(),
+        18,
+        "five scenarios (nine reports) on two deployments"
+    );
     for report in &reports {
-        let faults = report.missing + report.duplicates + report.misdelivered + report.errors;
+        let faults = report.missing
+            + report.duplicates
+            + report.misdelivered
+            + report.errors
+            + report.seq_violations;
         assert_eq!(faults, 0, "{}", line(report));
+        if report.scenario.starts_with("snap") {
+            assert_eq!(report.delivered, 3, "{}", line(report));
+            continue;
+        }
         assert_eq!(
             report.redis_cpu_us_per_event.is_some(),
             report.nodes == "2 redis",
@@ -1020,7 +1399,11 @@ fn check_nodes() {
     let writes = reports
         .iter()
         .filter(|r| r.durable_writes_per_sec.is_some());
-    assert_eq!(writes.count(), 4, "velo and writes on both deployments");
+    assert_eq!(
+        writes.count(),
+        6,
+        "velo, velo-live and writes on both deployments"
+    );
 }
 
 fn main() -> ExitCode {

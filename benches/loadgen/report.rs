@@ -1,6 +1,7 @@
 //! What a run measured and how it is shown: one [`Report`] per run (the rows of the JSON
 //! results), the summary table's lines, the ratios of one deployment's runs against the
-//! baseline deployment's runs of the same scenario in the same invocation, and the plot.
+//! baseline deployment's runs of the same scenario in the same invocation (and of a scenario
+//! against its baseline scenario, `velo-live` against `velo`), and the plot.
 //! It measures nothing itself.
 
 use crate::client::Tally;
@@ -24,6 +25,9 @@ pub struct Report {
     pub duplicates: u64,
     pub misdelivered: u64,
     pub errors: u64,
+    /// Live events whose `seq` was not one more than their channel's last (or missing):
+    /// zero in a correct run.
+    pub seq_violations: u64,
     pub deliveries_per_sec: f64,
     /// Acknowledged (durable) record writes per second, where the scenario writes records.
     pub durable_writes_per_sec: Option<f64>,
@@ -96,6 +100,7 @@ impl Report {
             duplicates: tally.duplicates,
             misdelivered: tally.misdelivered,
             errors: tally.errors,
+            seq_violations: tally.seq_violations,
             deliveries_per_sec: delivered as f64 / seconds,
             durable_writes_per_sec: None,
             p50_ms,
@@ -143,6 +148,7 @@ pub fn line(report: &Report) -> String {
         (report.duplicates, "DUPLICATED"),
         (report.misdelivered, "MISDELIVERED"),
         (report.errors, "ERRORS"),
+        (report.seq_violations, "LIVE SEQ VIOLATIONS"),
     ] {
         if count > 0 {
             faults.push_str(&format!("  !!! {count} {what}"));
@@ -184,8 +190,9 @@ pub fn line(report: &Report) -> String {
     )
 }
 
-/// A run against the baseline deployment's run of the same scenario, size and load: the
-/// ratios (this / baseline) of what both measured.
+/// A run against a baseline of the same size and load — the baseline deployment's run of the
+/// same scenario, or the baseline scenario's run on the same deployment: the ratios
+/// (this / baseline) of what both measured.
 pub fn ratios(run: &Report, baseline: &Report) -> String {
     let ratio = |this: f64, base: f64| {
         (this.is_finite() && base.is_finite() && base > 0.0 && this > 0.0)
@@ -229,15 +236,18 @@ pub fn ratios(run: &Report, baseline: &Report) -> String {
         .into_iter()
         .filter_map(|(name, value)| value.map(|value| format!("{name} {value}")))
         .collect();
-    format!(
-        "{} n={} {} / {} ({}): {}",
-        run.scenario,
-        run.n,
-        run.nodes,
-        baseline.nodes,
-        run.note,
-        shown.join("  ")
-    )
+    let against = if run.scenario == baseline.scenario {
+        format!(
+            "{} n={} {} / {}",
+            run.scenario, run.n, run.nodes, baseline.nodes
+        )
+    } else {
+        format!(
+            "{} / {} n={} {}",
+            run.scenario, baseline.scenario, run.n, run.nodes
+        )
+    };
+    format!("{against} ({}): {}", run.note, shown.join("  "))
 }
 
 /// Deliveries/s at saturation and p99 latency at half that rate, against N, as SVG: one line

@@ -156,9 +156,14 @@ impl EventData {
     }
 
     fn from_data(name: &'static str, data: String, truncated: Option<Arc<str>>) -> Self {
+        let mut escaped = serde_json::to_string(data.as_str()).expect("a string always serializes");
+        // Serializing grows its buffer by doubling: up to twice the text, for as long as the
+        // event lives, and a live event lives in its collection's history (`cargo bench
+        // --bench live`: 512 bytes for a 270-byte literal).
+        escaped.shrink_to_fit();
         Self {
             name,
-            escaped: serde_json::to_string(data.as_str()).expect("a string always serializes"),
+            escaped,
             data: data.into(),
             truncated,
         }
@@ -178,6 +183,23 @@ impl EventData {
     /// The length of the data's JSON text.
     pub fn data_len(&self) -> usize {
         self.data.len()
+    }
+
+    /// The heap the event holds once shared (`Arc<EventData>`): its own allocation, its data's
+    /// JSON text, the same as a string literal, and the truncated form, if any. What a history
+    /// that keeps it counts against its byte limit (measured by `cargo bench --bench live`).
+    pub fn heap_bytes(&self) -> usize {
+        /// An `Arc`'s two counts, in front of what it shares.
+        const COUNTS: usize = 2 * std::mem::size_of::<usize>();
+        COUNTS
+            + std::mem::size_of::<Self>()
+            + COUNTS
+            + self.data.len()
+            + self.escaped.capacity()
+            + self
+                .truncated
+                .as_ref()
+                .map_or(0, |text| COUNTS + text.len())
     }
 
     /// `ended`: `{"action":"ended","reason":…}`.
