@@ -132,6 +132,29 @@ pub enum Expr {
 }
 
 impl Expr {
+    /// The record's top-level fields the expression reads (a path `a.b` reads `a`), each once.
+    pub fn record_fields(&self) -> Vec<&str> {
+        let mut fields = Vec::new();
+        let mut stack = vec![self];
+        while let Some(expr) = stack.pop() {
+            match expr {
+                Expr::And(parts) | Expr::Or(parts) => stack.extend(parts),
+                Expr::Not(inner) => stack.push(inner),
+                Expr::Compare { left, right, .. } => {
+                    for operand in [left, right] {
+                        if let Operand::Field(path) = operand {
+                            let top = path.as_str().split('.').next().unwrap_or_default();
+                            if !fields.contains(&top) {
+                                fields.push(top);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        fields
+    }
+
     /// The conjunction of `parts`, keeping each part whole (an `Or` part stays one child).
     pub fn and(parts: Vec<Expr>) -> Option<Expr> {
         match parts.len() {

@@ -85,6 +85,7 @@ impl FilterEngine {
             return Ok(CompiledFilter {
                 expr: None,
                 ast: None,
+                fields: Vec::new(),
             });
         };
         let mut codegen = Codegen::default();
@@ -93,9 +94,11 @@ impl FilterEngine {
             .engine
             .compile_with_scope(&codegen.constants, &codegen.source)
             .map_err(|error| CompileError(error.to_string()))?;
+        let fields = expr.record_fields().into_iter().map(Into::into).collect();
         Ok(CompiledFilter {
             expr: Some(expr),
             ast: Some(ast),
+            fields,
         })
     }
 
@@ -128,11 +131,20 @@ pub struct CompiledFilter {
     expr: Option<Expr>,
     /// `None` matches everything without running a script.
     ast: Option<AST>,
+    /// The record's top-level fields it reads.
+    fields: Vec<ImmutableString>,
 }
 
 impl CompiledFilter {
     pub fn expr(&self) -> Option<&Expr> {
         self.expr.as_ref()
+    }
+
+    /// The record as this filter reads it: only the fields it names, converted (its script
+    /// reads nothing else). For scans of many records, where converting every field would
+    /// cost most of the time.
+    pub fn record(&self, object: &serde_json::Map<String, serde_json::Value>) -> Record {
+        Record::from_fields(object, &self.fields)
     }
 }
 

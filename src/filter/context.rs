@@ -75,6 +75,23 @@ impl Record {
         Self(value::map_from_json(object))
     }
 
+    /// Only `fields` of `object` (those it has).
+    pub fn from_fields(
+        object: &serde_json::Map<String, serde_json::Value>,
+        fields: &[ImmutableString],
+    ) -> Self {
+        Self(
+            fields
+                .iter()
+                .filter_map(|name| {
+                    object
+                        .get(name.as_str())
+                        .map(|value| (name.as_str().into(), value::from_json(value)))
+                })
+                .collect(),
+        )
+    }
+
     /// `None` when `value` is not a JSON object (records always are).
     pub fn from_json(value: &serde_json::Value) -> Option<Self> {
         value.as_object().map(Self::from_object)

@@ -145,12 +145,13 @@ impl CollectionState {
             ))
             .map_err(|error| EngineError::invalid("filter", error.to_string()))?;
         let auth = identity.auth();
+        // Each record converted only as far as the condition reads it.
         let mut matched: Vec<&RecordMap> = self
             .records
             .values()
             .filter(|candidate| {
                 self.filters
-                    .evaluation(Record::from_object(candidate))
+                    .evaluation(compiled.record(candidate))
                     .matches(&compiled, &auth)
             })
             .collect();
