@@ -38,6 +38,8 @@ pub struct Metrics {
     pub body_read_timeouts: AtomicU64,
     pub handover_timeouts: AtomicU64,
     pub write_stall_timeouts: AtomicU64,
+    /// Hooks that failed or ran out of their limits (DESIGN.md §14).
+    pub hook_failures: AtomicU64,
     match_buckets: [AtomicU64; MATCH_BUCKETS.len()],
     match_count: AtomicU64,
     match_nanos: AtomicU64,
@@ -155,6 +157,11 @@ impl Metrics {
                 "velo_webhooks_dropped_total",
                 "Webhook events dropped: queue full, or past the retry window.",
                 &self.webhooks_dropped,
+            ),
+            (
+                "velo_hook_failures_total",
+                "Hooks that failed or were stopped by their limits (a throw is no failure).",
+                &self.hook_failures,
             ),
         ] {
             metric(name, "counter", help, &plain(load(counter)));

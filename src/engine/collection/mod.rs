@@ -43,8 +43,9 @@ use super::{
 };
 use crate::auth::{Identity, User, now_secs};
 use crate::filter::{
-    CompiledFilter, Filter, FilterEngine, Rule, SubscriptionIndex, SubscriptionKey, condition,
+    Auth, CompiledFilter, Filter, FilterEngine, Rule, SubscriptionIndex, SubscriptionKey, condition,
 };
+use crate::hooks::Hooks;
 use crate::limits::{ClientKey, Quota};
 use crate::metrics::Metrics;
 use crate::pusher::Driver;
@@ -177,6 +178,8 @@ pub struct CollectionArgs {
     pub master_key: Option<[u8; 32]>,
     pub store: Store,
     pub filters: Arc<FilterEngine>,
+    /// The operator's hooks: before-hooks run as writes are decided here.
+    pub hooks: Arc<Hooks>,
     /// Its hub says which subscriptions have a socket listening (they stay alive); its
     /// metrics count refusals by the subscription quota.
     pub driver: Arc<Driver>,
@@ -213,6 +216,7 @@ pub struct CollectionState {
     master_key: Option<[u8; 32]>,
     store: Store,
     filters: Arc<FilterEngine>,
+    hooks: Arc<Hooks>,
     driver: Arc<Driver>,
     channels: ChannelNames,
     threshold: Duration,
@@ -220,7 +224,7 @@ pub struct CollectionState {
     subscription_quota: Arc<Quota<ClientKey>>,
     /// What events are called on the wire.
     event_names: EventNames,
-    index: SubscriptionIndex<Target>,
+    index: SubscriptionIndex<Subscriber>,
     /// Live subscriptions with `leave_events`, filed again: matched against a record as it
     /// was before an update.
     leave_index: SubscriptionIndex<LiveDestination>,
@@ -272,6 +276,14 @@ pub struct CollectionState {
 enum Target {
     Plain(Destination),
     Live(LiveDestination),
+}
+
+/// A filed subscription: where its events go, and its subscriber's claims (a shared map:
+/// carried with a delivery only for `realtime_broadcast`).
+#[derive(Clone, Debug)]
+struct Subscriber {
+    target: Target,
+    auth: Auth,
 }
 
 /// Where a subscription is filed: in the index, and in the leave index for `leave_events`.
@@ -558,7 +570,11 @@ impl CollectionState {
                 (Target::Live(live_destination), leave)
             }
         };
-        let key = self.index.insert(compiled, auth, target);
+        let subscriber = Subscriber {
+            target,
+            auth: auth.clone(),
+        };
+        let key = self.index.insert(compiled, auth, subscriber);
         self.live_subscriptions += usize::from(subscription.live.is_some());
         self.subscriptions
             .insert(id, (Filed { key, leave }, subscription));
@@ -715,6 +731,7 @@ impl CollectionState {
                     live,
                     except: None,
                     quiet: false,
+                    hooked: None,
                 });
             }
             // The pruner's ends have no request to flush them.
@@ -1287,7 +1304,12 @@ impl Actor for CollectionActor {
         let history = Arc::new(History::new(args.history));
         let mut state = CollectionState {
             checks: records::RuleChecks::compile(&args.filters, &args.rules),
-            deliveries: spawn_delivery(args.store.clone(), args.driver.clone(), history.clone()),
+            deliveries: spawn_delivery(
+                args.store.clone(),
+                args.driver.clone(),
+                history.clone(),
+                args.hooks.clone(),
+            ),
             history,
             snapshot_queries: HashMap::new(),
             snapshots: HashMap::new(),
@@ -1299,6 +1321,7 @@ impl Actor for CollectionActor {
             master_key: args.master_key,
             store: args.store,
             filters: args.filters,
+            hooks: args.hooks,
             driver: args.driver,
             channels: args.channels,
             threshold: args.threshold,
