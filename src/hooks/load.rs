@@ -132,7 +132,8 @@ pub fn watch(hooks: &Arc<Hooks>, dir: PathBuf) {
             }
             match compile(&hooks.compiler, &dir) {
                 Ok(set) => {
-                    tracing::info!(dir = %dir.display(), hooks = ?set.names(), "hooks loaded");
+                    let why = if forced { "SIGHUP" } else { "files changed" };
+                    tracing::info!(dir = %dir.display(), hooks = ?set.names(), why, "hooks reloaded");
                     hooks.set.store(Arc::new(set));
                     failed = None;
                 }
