@@ -46,6 +46,13 @@
 //! shows in the generator's CPU). Both subscribe to the `pusher_channel` the subscribe reply
 //! names. `writes` has 64 concurrent writers create N × 10 records on `posts` (no subscriber;
 //! at most 20 s): durable writes/s, and the acknowledgement's latency in the latency columns.
+//!
+//! `velo-hooked` and `velo-redacted` are `velo` on a server started with a `realtime_broadcast`
+//! hook (DESIGN.md §14), in a hooks directory the generator writes: `velo-hooked`'s checks
+//! each delivery's subscriber against the record's owner and lets it go as it is (the event
+//! still serialized once); `velo-redacted`'s returns the record without a field for every
+//! delivery (serialized for each subscriber). Each is printed with its ratios against the
+//! same run's `velo` (run `velo` first) and the server CPU a delivery gains.
 
 mod client;
 mod deployment;
@@ -75,12 +82,12 @@ use report::{HEADER, Report, Run, line, percentiles, plot, ratios};
 
 #[derive(Parser, Debug)]
 struct Options {
-    /// Scenarios, comma-separated: broadcast, channels, velo, velo-encrypted, idle, subscribe,
-    /// writes
+    /// Scenarios, comma-separated: broadcast, channels, velo, velo-encrypted, velo-hooked,
+    /// velo-redacted, idle, subscribe, writes
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "broadcast,channels,velo,velo-encrypted,idle,subscribe,writes"
+        default_value = "broadcast,channels,velo,velo-encrypted,velo-hooked,velo-redacted,idle,subscribe,writes"
     )]
     scenario: Vec<String>,
     /// Sockets (broadcast, channels), users (velo, velo-encrypted), connections (idle);
@@ -592,13 +599,10 @@ async fn velo(
     options: &Options,
     users: usize,
     writes: usize,
-    encrypted: bool,
+    scenario: &'static str,
 ) -> Report {
-    let (scenario, collection) = if encrypted {
-        ("velo-encrypted", "vault")
-    } else {
-        ("velo", "tasks")
-    };
+    let encrypted = scenario == "velo-encrypted";
+    let collection = if encrypted { "vault" } else { "tasks" };
     let master_key: Option<[u8; 32]> = encrypted.then(|| {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD
@@ -838,15 +842,55 @@ struct Results {
     ratios: Vec<String>,
 }
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 9] = [
     "broadcast",
     "channels",
     "velo",
     "velo-encrypted",
+    "velo-hooked",
+    "velo-redacted",
     "idle",
     "subscribe",
     "writes",
 ];
+
+/// The `realtime_broadcast` hook a scenario's server runs with (none for most).
+fn broadcast_hook(scenario: &str) -> Option<&'static str> {
+    match scenario {
+        // What a per-user check costs when it lets the event go as it is.
+        "velo-hooked" => Some(
+            "fn realtime_broadcast(event) {\n\
+             \x20   if event.auth.id != event.record.owner { return false; }\n\
+             }\n",
+        ),
+        // Per-user redaction on every delivery: the record changed, serialized per subscriber.
+        "velo-redacted" => Some(
+            "fn realtime_broadcast(event) {\n\
+             \x20   let record = event.record;\n\
+             \x20   record.remove(\"kind\");\n\
+             \x20   record\n\
+             }\n",
+        ),
+        _ => None,
+    }
+}
+
+/// A hooked run against the same run's `velo` of the same size and deployment: the ratios, and
+/// the server CPU a delivery gains with the hook.
+fn hook_cost(run: &Report, earlier: &[Report]) -> Option<String> {
+    broadcast_hook(&run.scenario)?;
+    let plain = earlier
+        .iter()
+        .find(|other| other.scenario == "velo" && other.n == run.n && other.nodes == run.nodes)?;
+    let gained = run
+        .server_cpu_us_per_delivery
+        .zip(plain.server_cpu_us_per_delivery)
+        .map_or_else(
+            || "server CPU/delivery unknown".to_owned(),
+            |(hooked, plain)| format!("server CPU/delivery {:+.2} µs", hooked - plain),
+        );
+    Some(format!("{}  {gained}", ratios(run, plain)))
+}
 
 /// Runs every scenario at every size on every deployment, printing each row (and its ratios
 /// against the first deployment) as it comes.
@@ -883,7 +927,7 @@ async fn run_all(options: &Options, results: &mut Results, file_limit: u64) -> R
                 // do not colour the next (RSS deltas above all).
                 let deployment = match &options.target {
                     Some(base) => Deployment::running(base, options.pid)?,
-                    None => Deployment::start(&settings, nodes)?,
+                    None => Deployment::start(&settings, nodes, broadcast_hook(scenario))?,
                 };
                 let target = Target {
                     nodes: deployment.nodes.clone().into(),
@@ -898,8 +942,16 @@ async fn run_all(options: &Options, results: &mut Results, file_limit: u64) -> R
                 let mut reports = match scenario.as_str() {
                     "broadcast" => broadcast(&target, n, options.events, options.pace).await?,
                     "channels" => channels(&target, n, options.events, options.pace).await?,
-                    "velo" => vec![velo(&target, options, n, options.writes, false).await],
-                    "velo-encrypted" => vec![velo(&target, options, n, options.writes, true).await],
+                    "velo" => vec![velo(&target, options, n, options.writes, "velo").await],
+                    "velo-encrypted" => {
+                        vec![velo(&target, options, n, options.writes, "velo-encrypted").await]
+                    }
+                    "velo-hooked" => {
+                        vec![velo(&target, options, n, options.writes, "velo-hooked").await]
+                    }
+                    "velo-redacted" => {
+                        vec![velo(&target, options, n, options.writes, "velo-redacted").await]
+                    }
                     "idle" => vec![idle(&target, n).await],
                     "subscribe" => vec![subscribe_rate(&target, n * 10).await],
                     "writes" => vec![durable_writes(&target, n * 10).await],
@@ -911,6 +963,12 @@ async fn run_all(options: &Options, results: &mut Results, file_limit: u64) -> R
                         None => nodes.to_string(),
                     };
                     println!("{}", line(report));
+                }
+                for report in &reports {
+                    if let Some(cost) = hook_cost(report, &results.reports) {
+                        println!("  {cost}");
+                        results.ratios.push(cost);
+                    }
                 }
                 match &baseline {
                     None => baseline = Some(reports.clone()),

@@ -145,3 +145,40 @@ pub fn watch(hooks: &Arc<Hooks>, dir: PathBuf) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::sandbox;
+    use super::*;
+
+    #[test]
+    fn the_example_hooks_compile_and_define_every_hook() {
+        let engine = sandbox::engine(sandbox::Kind::After);
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hooks");
+        let set = compile(&engine, &dir).expect("the examples compile");
+        assert_eq!(set.names(), Hook::ALL.map(Hook::name));
+        let slug: String = engine
+            .call_fn(
+                &mut rhai::Scope::new(),
+                &set.ast,
+                "slug",
+                ("Hello Big World",),
+            )
+            .unwrap();
+        assert_eq!(slug, "hello-big-world");
+    }
+
+    #[test]
+    fn a_hook_takes_its_context_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.rhai"), "fn record_created(ctx, more) {}").unwrap();
+        let engine = sandbox::engine(sandbox::Kind::After);
+        let error = compile(&engine, dir.path()).err().unwrap();
+        assert!(error.contains("must take one parameter"), "{error}");
+        // Files other than `*.rhai` are not read.
+        std::fs::write(dir.path().join("a.rhai"), "fn record_created(ctx) {}").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "fn {").unwrap();
+        let set = compile(&engine, dir.path()).unwrap();
+        assert_eq!(set.names(), ["record_created"]);
+    }
+}
