@@ -109,6 +109,12 @@ async fn realtime_broadcast_suppresses_a_delivery_without_taking_a_seq() {
         fn realtime_broadcast(event) {
             if event.record.hidden == true { return false; }
             if event.record.spin == true { loop {} }
+            if event.record.secret != () {
+                let record = event.record;
+                record.remove("secret");
+                record.redacted = true;
+                return record;
+            }
             if event.action != "created" || event.collection != "posts" || !event.channel.contains("velo.realtime.") {
                 throw "unexpected event " + event;
             }
@@ -133,6 +139,7 @@ async fn realtime_broadcast_suppresses_a_delivery_without_taking_a_seq() {
         json!({"id": "p2", "hidden": true}),
         json!({"id": "p3", "spin": true}),
         json!({"id": "p4"}),
+        json!({"id": "p5", "secret": "s"}),
     ] {
         assert_eq!(
             create(&server, None, record).await.status,
@@ -150,6 +157,29 @@ async fn realtime_broadcast_suppresses_a_delivery_without_taking_a_seq() {
         (&next["record"]["id"], &next["seq"]),
         (&json!("p4"), &json!(2))
     );
+    // A record the hook returned goes to this subscription alone, numbered in its turn, and is
+    // what recovery gives back.
+    let (_, redacted) = event(&mut socket).await;
+    assert_eq!(redacted["seq"], 3);
+    assert_eq!(redacted["record"]["redacted"], true);
+    assert!(redacted["record"].get("secret").is_none(), "{redacted}");
+    let recovered = server
+        .call(
+            Method::GET,
+            &format!("/api/realtime/subscriptions/{channel}/events?after=0"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(recovered.status, StatusCode::OK, "{:?}", recovered.body);
+    let events: Vec<&Value> = recovered.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| &event["data"])
+        .collect();
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(events[2], &redacted);
     server
         .wait_for_metrics(&["velo_hook_failures_total 1"])
         .await

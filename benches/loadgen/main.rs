@@ -78,7 +78,7 @@ use velo_realtime::pusher::signature::{AppCredentials, body_md5};
 use client::{Clients, Expect, Opener, Socket, Tally, now_ns};
 use deployment::{Clocks, Deployment, Node, NodeSettings, Nodes, Redis, nodes_rss};
 use process::raise_file_limit;
-use report::{HEADER, Report, Run, line, percentiles, plot, ratios};
+use report::{HEADER, Report, Run, line, percentiles, plot, ratio_figures, ratios};
 
 #[derive(Parser, Debug)]
 struct Options {
@@ -889,7 +889,13 @@ fn hook_cost(run: &Report, earlier: &[Report]) -> Option<String> {
             || "server CPU/delivery unknown".to_owned(),
             |(hooked, plain)| format!("server CPU/delivery {:+.2} µs", hooked - plain),
         );
-    Some(format!("{}  {gained}", ratios(run, plain)))
+    Some(format!(
+        "{} n={} {} / velo: {}  {gained}",
+        run.scenario,
+        run.n,
+        run.nodes,
+        ratio_figures(run, plain)
+    ))
 }
 
 /// Runs every scenario at every size on every deployment, printing each row (and its ratios
@@ -1035,7 +1041,10 @@ fn measure(options: &Options) -> Result<Vec<Report>, String> {
         .iter()
         .for_each(|report| println!("{}", line(report)));
     if !results.ratios.is_empty() {
-        println!("\nratios against {}", options.nodes[0]);
+        println!(
+            "\nratios against {} (hooked scenarios: against velo)",
+            options.nodes[0]
+        );
         results.ratios.iter().for_each(|ratio| println!("{ratio}"));
     }
     plot(&results.reports, &options.plot);

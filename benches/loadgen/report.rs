@@ -187,6 +187,19 @@ pub fn line(report: &Report) -> String {
 /// A run against the baseline deployment's run of the same scenario, size and load: the
 /// ratios (this / baseline) of what both measured.
 pub fn ratios(run: &Report, baseline: &Report) -> String {
+    format!(
+        "{} n={} {} / {} ({}): {}",
+        run.scenario,
+        run.n,
+        run.nodes,
+        baseline.nodes,
+        run.note,
+        ratio_figures(run, baseline)
+    )
+}
+
+/// `run`'s figures as ratios against `baseline`'s: deliveries/s, writes/s, latency, CPU.
+pub fn ratio_figures(run: &Report, baseline: &Report) -> String {
     let ratio = |this: f64, base: f64| {
         (this.is_finite() && base.is_finite() && base > 0.0 && this > 0.0)
             .then(|| format!("×{:.2}", this / base))
@@ -229,15 +242,7 @@ pub fn ratios(run: &Report, baseline: &Report) -> String {
         .into_iter()
         .filter_map(|(name, value)| value.map(|value| format!("{name} {value}")))
         .collect();
-    format!(
-        "{} n={} {} / {} ({}): {}",
-        run.scenario,
-        run.n,
-        run.nodes,
-        baseline.nodes,
-        run.note,
-        shown.join("  ")
-    )
+    shown.join("  ")
 }
 
 /// Deliveries/s at saturation and p99 latency at half that rate, against N, as SVG: one line

@@ -1,7 +1,9 @@
 //! The collection actor's records: the records API under the collection's rules, and the
 //! change event of every write (and `left`, for live subscriptions an update took the record
 //! away from). A write is decided, committed, then applied; applying is the one way a record
-//! change reaches memory and subscribers.
+//! change reaches memory and subscribers. Before-hooks (`record_creating`, `record_updating`,
+//! `record_deleting`) run as a write is decided, after its rule, bounded by their operation
+//! budget; with a `realtime_broadcast` hook, each match's claims go with its delivery.
 
 use std::collections::HashMap;
 use std::sync::Arc;
