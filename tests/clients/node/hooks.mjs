@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import Pusher from "pusher-js";
-import { within, clientOptionsFor } from "./common.mjs";
+import { within, eventually, clientOptionsFor } from "./common.mjs";
 
 const { VELO_URL, APP_KEY, ALICE, BOB, ADMIN } = process.env;
 const url = new URL(VELO_URL);
@@ -42,15 +42,7 @@ const bob = await listen(BOB);
 try {
   await call("/api/collections/contacts/records", { id: "c1", owner: "alice", name: "Alice", email: "alice@example.com" }, ADMIN);
   await call("/api/collections/contacts/records", { id: "c2", owner: "bob", name: "Bob", email: "bob@example.com" }, ADMIN);
-  const both = (who) => within(5000, "both records", (done) => {
-    const check = setInterval(() => {
-      if (who.received.length === 2) {
-        clearInterval(check);
-        done();
-      }
-    }, 20);
-  });
-  await Promise.all([both(alice), both(bob)]);
+  await eventually(5000, "both records at both users", () => alice.received.length === 2 && bob.received.length === 2);
   const byId = (who) => Object.fromEntries(who.received.map((record) => [record.id, record]));
   const a = byId(alice);
   const b = byId(bob);
