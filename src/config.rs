@@ -48,6 +48,11 @@ pub struct Settings {
     #[arg(long, global = true, env = "VELO_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// Directory of `*.rhai` hook scripts, reloaded when they change or on SIGHUP (docs/hooks.md)
+    /// [default: ./hooks when it exists]
+    #[arg(long, global = true, env = "VELO_HOOKS_DIR")]
+    pub hooks_dir: Option<PathBuf>,
+
     /// Bearer token of the superuser (manages collections, passes SUPERUSER_ONLY); the default is
     /// for development only [default: velo-dev-admin-token]
     #[arg(long, global = true, env = "VELO_ADMIN_TOKEN", hide_env_values = true)]
@@ -320,6 +325,8 @@ pub struct WebhookSeed {
 pub struct Config {
     pub bind: SocketAddr,
     pub data_dir: PathBuf,
+    /// Where hook scripts are; `None`: no hooks.
+    pub hooks_dir: Option<PathBuf>,
     pub admin_token: String,
     pub jwt_secret: String,
     pub app_id: String,
@@ -423,6 +430,7 @@ impl Settings {
             config: self.config.or(lower.config),
             bind: self.bind.or(lower.bind),
             data_dir: self.data_dir.or(lower.data_dir),
+            hooks_dir: self.hooks_dir.or(lower.hooks_dir),
             admin_token: self.admin_token.or(lower.admin_token),
             jwt_secret: self.jwt_secret.or(lower.jwt_secret),
             app_id: self.app_id.or(lower.app_id),
@@ -674,6 +682,9 @@ impl Settings {
                 .bind
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("snapshots")),
+            hooks_dir: self
+                .hooks_dir
+                .or_else(|| Path::new("hooks").is_dir().then(|| PathBuf::from("hooks"))),
             admin_token: self.admin_token.unwrap_or_else(|| DEV_ADMIN_TOKEN.into()),
             jwt_secret: self.jwt_secret.unwrap_or_else(|| DEV_JWT_SECRET.into()),
             app_id: self.app_id.unwrap_or_else(|| DEV_APP_ID.into()),

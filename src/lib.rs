@@ -11,6 +11,8 @@
 //! * [`filter`]: the expression language of filters and API rules — parsed once, compiled to
 //!   sandboxed rhai, and matched through a subscription index whose cost follows the
 //!   subscribers an event reaches, not all of them.
+//! * [`hooks`]: the operator's rhai hooks from `VELO_HOOKS_DIR`, run when a subscription is
+//!   made, per matched delivery and around record writes, sandboxed and reloaded on change.
 //! * [`pusher`]: the built-in driver — the Pusher-protocol WebSocket server, its fan-out hub,
 //!   presence, cache and encrypted channels, channel authorization signatures, the signed
 //!   Pusher HTTP API and webhooks.
@@ -32,6 +34,7 @@ pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod filter;
+pub mod hooks;
 pub mod http_server;
 pub mod limits;
 pub mod metrics;

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub body_read_timeouts: Counter,
     pub handover_timeouts: Counter,
     pub write_stall_timeouts: Counter,
+    /// Hooks that failed or ran out of their limits (DESIGN.md §14).
+    pub hook_failures: Counter,
     matching: MatchHistogram,
     /// All of the above (clones: the same atomics).
     registry: Registry,
@@ -86,6 +88,7 @@ impl Default for Metrics {
             body_read_timeouts: Counter::default(),
             handover_timeouts: Counter::default(),
             write_stall_timeouts: Counter::default(),
+            hook_failures: Counter::default(),
             matching: MatchHistogram::default(),
             registry: Registry::default(),
         };
@@ -137,6 +140,11 @@ impl Default for Metrics {
                 "velo_webhooks_dropped",
                 "Webhook events dropped: queue full, or past the retry window",
                 &metrics.webhooks_dropped,
+            ),
+            (
+                "velo_hook_failures",
+                "Hooks that failed or were stopped by their limits (a throw is no failure)",
+                &metrics.hook_failures,
             ),
         ] {
             registry.register(name, help, counter.clone());

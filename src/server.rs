@@ -1,5 +1,5 @@
 //! Wires the parts together and serves: store, driver (with its cluster seams when Redis is
-//! configured) -> engine -> API, on an already bound listener (so tests bind port 0), until
+//! configured) -> hooks -> engine -> API, on an already bound listener (so tests bind port 0), until
 //! `shutdown` resolves.
 
 use std::future::Future;
@@ -12,6 +12,7 @@ use crate::api::{self, App};
 use crate::cluster;
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::hooks::Hooks;
 use crate::http_server;
 use crate::metrics::Metrics;
 use crate::pusher::Driver;
@@ -26,6 +27,8 @@ pub enum ServeError {
     Store(#[from] crate::store::StoreError),
     #[error("the engine failed to start: {0}")]
     Engine(#[from] crate::engine::EngineError),
+    #[error(transparent)]
+    Hooks(#[from] crate::hooks::HookError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("cluster mode: {0}")]
@@ -82,7 +85,8 @@ pub async fn run(
             (driver, Some(running))
         }
     };
-    let engine = Engine::start(&config.engine(), store.clone(), driver.clone()).await?;
+    let hooks = Hooks::start(config.hooks_dir.clone(), driver.clone(), metrics.clone())?;
+    let engine = Engine::start(&config.engine(), store.clone(), driver.clone(), hooks).await?;
     let routes = api::routes(App::new(engine, driver.clone(), &config), &config);
     tracing::info!("listening on http://{}", listener.local_addr()?);
     let hub_driver = driver.clone();

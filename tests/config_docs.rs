@@ -165,6 +165,14 @@ fn resolved_default(env: &str) -> Option<String> {
         "VELO_CONFIG" => return None,
         "VELO_BIND" => config.bind.to_string(),
         "VELO_DATA_DIR" => format!("./{}", config.data_dir.display()),
+        "VELO_HOOKS_DIR" => match config.hooks_dir {
+            // The repository has no `./hooks` (its examples are in `examples/hooks`).
+            None => "./hooks when it exists".into(),
+            Some(dir) => panic!(
+                "no hooks directory is expected here, found {}",
+                dir.display()
+            ),
+        },
         "VELO_ADMIN_TOKEN" => config.admin_token,
         "VELO_JWT_SECRET" => config.jwt_secret,
         "VELO_APP_ID" => config.app_id,

@@ -132,8 +132,13 @@ impl Deployment {
         })
     }
 
-    /// Starts `nodes` of ours, fresh (and for a cluster, a fresh `redis-server` first).
-    pub fn start(settings: &NodeSettings, nodes: Nodes) -> Result<Deployment, String> {
+    /// Starts `nodes` of ours, fresh (and for a cluster, a fresh `redis-server` first), each
+    /// with `broadcast_hook` (a `realtime_broadcast` script) in its hooks directory if given.
+    pub fn start(
+        settings: &NodeSettings,
+        nodes: Nodes,
+        broadcast_hook: Option<&str>,
+    ) -> Result<Deployment, String> {
         let (redis_server, count) = match nodes {
             Nodes::Single => (None, 1),
             Nodes::Cluster(count) => (Some(RedisServer::try_start()?), count),
@@ -156,6 +161,13 @@ impl Deployment {
                 .map_err(|error| format!("{name}'s config not written: {error}"))?;
             let mut command = node_command(settings);
             command.env("VELO_CONFIG", &config);
+            if let Some(hook) = broadcast_hook {
+                let hooks = data.path().join("hooks");
+                std::fs::create_dir(&hooks)
+                    .and_then(|()| std::fs::write(hooks.join("broadcast.rhai"), hook))
+                    .map_err(|error| format!("{name}'s hooks not written: {error}"))?;
+                command.env("VELO_HOOKS_DIR", &hooks);
+            }
             if let Some(redis) = &deployment.redis {
                 command
                     .env("VELO_REDIS_URL", &redis.url)

@@ -61,6 +61,13 @@
 //! deliveries/s its requests/s, and `snapshot` is printed against the other two. Then up to 20
 //! durable writes to `posts` alone (`snap-write`) and as many sent 5 ms into a snapshot
 //! (`snap-write-in`), alternated: how long a snapshot holds up its collection's writes.
+//!
+//! `velo-hooked` and `velo-redacted` are `velo` on a server started with a `realtime_broadcast`
+//! hook (DESIGN.md §14), in a hooks directory the generator writes: `velo-hooked`'s checks
+//! each delivery's subscriber against the record's owner and lets it go as it is (the event
+//! still serialized once); `velo-redacted`'s returns the record without a field for every
+//! delivery (serialized for each subscriber). Each is printed with its ratios against the
+//! same run's `velo` (run `velo` first) and the server CPU a delivery gains.
 
 mod client;
 mod deployment;
@@ -91,11 +98,11 @@ use report::{HEADER, Report, Run, line, percentiles, plot, ratios};
 #[derive(Parser, Debug)]
 struct Options {
     /// Scenarios, comma-separated (repeatable): broadcast, channels, velo, velo-live,
-    /// velo-encrypted, idle, subscribe, writes, snapshot
+    /// velo-encrypted, velo-hooked, velo-redacted, idle, subscribe, writes, snapshot
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "broadcast,channels,velo,velo-live,velo-encrypted,idle,subscribe,writes,snapshot"
+        default_value = "broadcast,channels,velo,velo-live,velo-encrypted,velo-hooked,velo-redacted,idle,subscribe,writes,snapshot"
     )]
     scenario: Vec<String>,
     /// Sockets (broadcast, channels), users (velo, velo-live, velo-encrypted), connections
@@ -612,6 +619,9 @@ enum Flavor {
     Live,
     /// On `vault`, an encrypted collection.
     Encrypted,
+    /// On `tasks`, on a server with a `realtime_broadcast` hook ([`broadcast_hook`]).
+    Hooked,
+    Redacted,
 }
 
 /// `users` users with 10 owner-filtered private subscriptions each (one socket per user holds
@@ -631,6 +641,8 @@ async fn velo(
         Flavor::Plain => ("velo", "tasks"),
         Flavor::Live => ("velo-live", "tasks"),
         Flavor::Encrypted => ("velo-encrypted", "vault"),
+        Flavor::Hooked => ("velo-hooked", "tasks"),
+        Flavor::Redacted => ("velo-redacted", "tasks"),
     };
     let master_key: Option<[u8; 32]> = encrypted.then(|| {
         use base64::Engine as _;
@@ -1149,9 +1161,11 @@ const STALL_PROBE: Duration = Duration::from_millis(5);
 
 /// Scenarios printed against a baseline scenario that ran before them in the same invocation,
 /// at the same size on the same deployment: a feature's cost against the same load without it.
-const BASELINES: [(&str, &str); 5] = [
+const BASELINES: [(&str, &str); 7] = [
     ("velo-live", "velo"),
     ("velo-encrypted", "velo"),
+    ("velo-hooked", "velo"),
+    ("velo-redacted", "velo"),
     ("snapshot", "snapshot-list"),
     ("snapshot", "snapshot-sub"),
     ("snap-write-in", "snap-write"),
@@ -1181,6 +1195,47 @@ fn against_baselines(report: &Report, earlier: &[Report]) -> Vec<String> {
     shown
 }
 
+/// The `realtime_broadcast` hook a scenario's server runs with (none for most).
+fn broadcast_hook(scenario: &str) -> Option<&'static str> {
+    match scenario {
+        // What a per-user check costs when it lets the event go as it is.
+        "velo-hooked" => Some(
+            "fn realtime_broadcast(event) {\n\
+             \x20   if event.auth.id != event.record.owner { return false; }\n\
+             }\n",
+        ),
+        // Per-user redaction on every delivery: the record changed, serialized per subscriber.
+        "velo-redacted" => Some(
+            "fn realtime_broadcast(event) {\n\
+             \x20   let record = event.record;\n\
+             \x20   record.remove(\"kind\");\n\
+             \x20   record\n\
+             }\n",
+        ),
+        _ => None,
+    }
+}
+
+/// The server CPU a delivery gains with a scenario's hook, against the latest `velo` run of
+/// the same size on the same deployment.
+fn hook_cost(run: &Report, earlier: &[Report]) -> Option<String> {
+    broadcast_hook(&run.scenario)?;
+    let plain = earlier
+        .iter()
+        .rev()
+        .find(|other| other.scenario == "velo" && other.n == run.n && other.nodes == run.nodes)?;
+    let (hooked, plain) = run
+        .server_cpu_us_per_delivery
+        .zip(plain.server_cpu_us_per_delivery)?;
+    Some(format!(
+        "{} / velo n={} {}: server CPU/delivery {:+.2} µs",
+        run.scenario,
+        run.n,
+        run.nodes,
+        hooked - plain
+    ))
+}
+
 /// Every report of an invocation, and each later deployment's runs against the first's.
 #[derive(Default)]
 struct Results {
@@ -1188,12 +1243,14 @@ struct Results {
     ratios: Vec<String>,
 }
 
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 11] = [
     "broadcast",
     "channels",
     "velo",
     "velo-live",
     "velo-encrypted",
+    "velo-hooked",
+    "velo-redacted",
     "idle",
     "subscribe",
     "writes",
@@ -1235,7 +1292,7 @@ async fn run_all(options: &Options, results: &mut Results, file_limit: u64) -> R
                 // do not colour the next (RSS deltas above all).
                 let deployment = match &options.target {
                     Some(base) => Deployment::running(base, options.pid)?,
-                    None => Deployment::start(&settings, nodes)?,
+                    None => Deployment::start(&settings, nodes, broadcast_hook(scenario))?,
                 };
                 let target = Target {
                     nodes: deployment.nodes.clone().into(),
@@ -1257,6 +1314,12 @@ async fn run_all(options: &Options, results: &mut Results, file_limit: u64) -> R
                     "velo-encrypted" => {
                         vec![velo(&target, options, n, options.writes, Flavor::Encrypted).await]
                     }
+                    "velo-hooked" => {
+                        vec![velo(&target, options, n, options.writes, Flavor::Hooked).await]
+                    }
+                    "velo-redacted" => {
+                        vec![velo(&target, options, n, options.writes, Flavor::Redacted).await]
+                    }
                     "idle" => vec![idle(&target, n).await],
                     "subscribe" => vec![subscribe_rate(&target, n * 10).await],
                     "writes" => vec![durable_writes(&target, n * 10).await],
@@ -1272,6 +1335,10 @@ async fn run_all(options: &Options, results: &mut Results, file_limit: u64) -> R
                     for ratio in against_baselines(report, &results.reports) {
                         println!("  {ratio}");
                         results.ratios.push(ratio);
+                    }
+                    if let Some(cost) = hook_cost(report, &results.reports) {
+                        println!("  {cost}");
+                        results.ratios.push(cost);
                     }
                     results.reports.push(report.clone());
                 }

@@ -533,7 +533,7 @@ operation_errors! {
     Subscribe {
         400 => "The body is not JSON, or not `application/json`.",
         401 => "The list rule admits no guest and no credentials were sent, or the token is invalid or expired.",
-        403 => "The list rule is `SUPERUSER_ONLY` and the caller is not the admin.",
+        403 => "The list rule is `SUPERUSER_ONLY` and the caller is not the admin, or the `realtime_connecting` hook refused the subscription (or failed); `message` says why.",
         413 => "The body is over its size limit.",
         415 => "The body's charset is not UTF-8.",
         422 => "No such collection, an invalid filter (with its position) or socket id, or an unknown key; `errors` says which.",

@@ -192,31 +192,31 @@ operation_errors! {
     Create {
         400 => "The body is not JSON, or not `application/json`.",
         401 => "The create rule admits no guest and no credentials were sent, or the token is invalid or expired.",
-        403 => "The create rule refuses this record for the caller.",
+        403 => "The create rule refuses this record for the caller, or a `record_creating` hook refused it with status 403.",
         404 => "No collection has this name or id.",
         409 => "A record with this id exists already.",
         413 => "The body, or the record, is over its size limit.",
         415 => "The body's charset is not UTF-8.",
-        422 => "The body is not a JSON object, its `id` is invalid, or `X-Socket-ID` is not a socket id; `errors` says which.",
+        422 => "The body is not a JSON object, its `id` is invalid, or `X-Socket-ID` is not a socket id; `errors` says which. Or a `record_creating` hook refused it (`errors.hook`), or failed.",
         500 => "The server could not store the record; it may not have been created.",
         503 => "The engine (or the cluster's Redis) is not answering; retry.",
     }
     Write {
         400 => "The body is not JSON, or not `application/json`.",
         401 => "The update rule admits no guest and no credentials were sent, or the token is invalid or expired.",
-        403 => "The update rule refuses this change for the caller.",
+        403 => "The update rule refuses this change for the caller, or a `record_updating` hook refused it with status 403.",
         404 => "No such collection or record.",
         413 => "The body, or the record, is over its size limit.",
         415 => "The body's charset is not UTF-8.",
-        422 => "The body is not a JSON object, or `X-Socket-ID` is not a socket id; `errors` says which.",
+        422 => "The body is not a JSON object, or `X-Socket-ID` is not a socket id; `errors` says which. Or a `record_updating` hook refused it (`errors.hook`), or failed.",
         500 => "The server could not store the change; it may not have taken effect.",
         503 => "The engine (or the cluster's Redis) is not answering; retry.",
     }
     Delete {
         401 => "The delete rule admits no guest and no credentials were sent, or the token is invalid or expired.",
-        403 => "The delete rule refuses this deletion for the caller.",
+        403 => "The delete rule refuses this deletion for the caller, or a `record_deleting` hook refused it with status 403.",
         404 => "No such collection or record.",
-        422 => "`X-Socket-ID` is not a socket id.",
+        422 => "`X-Socket-ID` is not a socket id, or a `record_deleting` hook refused the deletion (`errors.hook`), or failed.",
         500 => "The server could not store the deletion; it may not have taken effect.",
         503 => "The engine (or the cluster's Redis) is not answering; retry.",
     }

@@ -9,6 +9,10 @@
 //! event and channel (each subscription has a channel, and a key, of its own), never per
 //! socket; its key was derived when the subscription was filed. A live subscription's frame
 //! has its `seq` spliced into that text ([`Sequenced`]), numbered as it is delivered.
+//!
+//! With a `realtime_broadcast` hook, each delivery is first decided by it (DESIGN.md §14):
+//! suppressed, sent as it is (still the shared text), or sent with the record it returned,
+//! serialized for that subscriber only.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -17,6 +21,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::filter::Auth;
+use crate::hooks::{Broadcast, BroadcastInput, HookSet, Hooks};
 use crate::pusher::encryption::{ChannelKey, sealed_len};
 use crate::pusher::outbound;
 use crate::pusher::protocol::SocketId;
@@ -374,6 +380,20 @@ pub struct Delivery {
     /// Only numbered and kept, not sent: another node sends it (to the external service),
     /// and every node numbers live subscriptions' events alike.
     pub quiet: bool,
+    /// A record change's, when `realtime_broadcast` was defined as it was matched.
+    pub hooked: Option<Box<Hooked>>,
+}
+
+/// What `realtime_broadcast` needs of a record change, carried with its delivery only while
+/// the hook is defined (without it, nothing per subscriber is carried).
+pub struct Hooked {
+    pub action: Action,
+    pub record: serde_json::Map<String, Value>,
+    pub collection: String,
+    pub names: EventNames,
+    /// The subscribers' claims, in the order of the delivery's `destinations` and `live`.
+    pub plain: Vec<Auth>,
+    pub live: Vec<Auth>,
 }
 
 /// Deliveries waiting for their writes' durability, per collection, before the collection
@@ -410,34 +430,28 @@ impl Outbox {
 /// Starts a collection's delivery task: deliveries go out in the order they were queued (the
 /// collection's commit order), each after its write reached the disk, to this server's sockets
 /// or, with driver `pusher`, to the external service. Live subscriptions' events are numbered
-/// and kept in `history` here.
-pub fn spawn_delivery(store: Store, driver: Arc<Driver>, history: Arc<History>) -> Outbox {
+/// and kept in `history` here, after `realtime_broadcast` (when defined) decided each
+/// delivery: a suppressed one takes no `seq`.
+pub fn spawn_delivery(
+    store: Store,
+    driver: Arc<Driver>,
+    history: Arc<History>,
+    hooks: Arc<Hooks>,
+) -> Outbox {
     let (queue, mut deliveries) = mpsc::channel::<Delivery>(DELIVERY_QUEUE);
     tokio::spawn(async move {
         while let Some(delivery) = deliveries.recv().await {
             if let Some(epoch) = delivery.epoch {
                 store.durable(epoch).await;
             }
-            if !delivery.destinations.is_empty() && !delivery.quiet {
-                driver.deliver(
-                    &*delivery.event,
-                    &delivery.destinations,
-                    delivery.except.as_ref(),
-                );
-            }
-            if !delivery.live.is_empty() {
-                let cursors = delivery.live.iter().map(|live| &*live.cursor);
-                let seqs = history.record(&delivery.event, cursors);
-                for (live, seq) in delivery.live.iter().zip(seqs) {
-                    if let Some(seq) = seq
-                        && !delivery.quiet
-                    {
-                        let event = Sequenced {
-                            event: &delivery.event,
-                            seq,
-                        };
-                        driver.deliver_live(&event, &live.destination);
-                    }
+            let hooked = delivery
+                .hooked
+                .as_deref()
+                .and_then(|hooked| Some((hooked, hooks.broadcast_set()?)));
+            match hooked {
+                None => deliver(&delivery, &driver, &history),
+                Some((hooked, set)) => {
+                    deliver_hooked(&delivery, hooked, &set, &hooks, &driver, &history)
                 }
             }
         }
@@ -446,6 +460,103 @@ pub fn spawn_delivery(store: Store, driver: Arc<Driver>, history: Arc<History>) 
         pending: Default::default(),
         queue,
     }
+}
+
+/// The serialize-once path: one event for every destination.
+fn deliver(delivery: &Delivery, driver: &Driver, history: &History) {
+    if !delivery.destinations.is_empty() && !delivery.quiet {
+        driver.deliver(
+            &*delivery.event,
+            &delivery.destinations,
+            delivery.except.as_ref(),
+        );
+    }
+    number_and_send(
+        &delivery.event,
+        delivery.live.iter(),
+        delivery.quiet,
+        driver,
+        history,
+    );
+}
+
+/// Numbers `event` for live subscriptions, keeps it, and sends it (unless `quiet`).
+fn number_and_send<'l>(
+    event: &Arc<EventData>,
+    live: impl ExactSizeIterator<Item = &'l LiveDestination> + Clone,
+    quiet: bool,
+    driver: &Driver,
+    history: &History,
+) {
+    if live.len() == 0 {
+        return;
+    }
+    let seqs = history.record(event, live.clone().map(|live| &*live.cursor));
+    for (live, seq) in live.zip(seqs) {
+        if let Some(seq) = seq
+            && !quiet
+        {
+            let event = Sequenced { event, seq };
+            driver.deliver_live(&event, &live.destination);
+        }
+    }
+}
+
+/// With `realtime_broadcast`: each delivery is decided by the hook, with its subscriber's
+/// claims. Those it leaves as they are still share the event serialized once; a record it
+/// replaces is serialized for that subscriber only. A live subscription is numbered only for
+/// what it is sent, so every node (each runs the same hooks) numbers alike.
+fn deliver_hooked(
+    delivery: &Delivery,
+    hooked: &Hooked,
+    set: &HookSet,
+    hooks: &Hooks,
+    driver: &Driver,
+    history: &History,
+) {
+    let input = BroadcastInput::new(hooked.action.as_str(), &hooked.record, &hooked.collection);
+    let own = |record: &serde_json::Map<String, Value>| {
+        Arc::new(EventData::new(hooked.action, record, hooked.names))
+    };
+    // Nothing is sent to plain subscriptions from a quiet delivery, and nothing numbered.
+    if !delivery.quiet {
+        let mut as_is = Vec::with_capacity(delivery.destinations.len());
+        for (destination, auth) in delivery.destinations.iter().zip(&hooked.plain) {
+            match hooks.broadcast(set, &input, &destination.channel, auth) {
+                Broadcast::AsIs => as_is.push(destination.clone()),
+                Broadcast::Suppress => {}
+                Broadcast::Record(record) => driver.deliver(
+                    &*own(&record),
+                    std::slice::from_ref(destination),
+                    delivery.except.as_ref(),
+                ),
+            }
+        }
+        if !as_is.is_empty() {
+            driver.deliver(&*delivery.event, &as_is, delivery.except.as_ref());
+        }
+    }
+    let mut as_is = Vec::with_capacity(delivery.live.len());
+    for (live, auth) in delivery.live.iter().zip(&hooked.live) {
+        match hooks.broadcast(set, &input, &live.destination.channel, auth) {
+            Broadcast::AsIs => as_is.push(live),
+            Broadcast::Suppress => {}
+            Broadcast::Record(record) => number_and_send(
+                &own(&record),
+                std::iter::once(live),
+                delivery.quiet,
+                driver,
+                history,
+            ),
+        }
+    }
+    number_and_send(
+        &delivery.event,
+        as_is.into_iter(),
+        delivery.quiet,
+        driver,
+        history,
+    );
 }
 
 #[cfg(test)]
@@ -469,6 +580,7 @@ mod tests {
             live: Vec::new(),
             except: None,
             quiet: false,
+            hooked: None,
         };
         for _ in 0..3 {
             outbox.push(ended());

@@ -32,6 +32,7 @@ use uuid::Uuid;
 
 use crate::auth::Identity;
 use crate::filter::{FilterEngine, Rule};
+use crate::hooks::{Hook, Hooks};
 use crate::limits::{ClientKey, Quota};
 use crate::pusher::Driver;
 use crate::pusher::protocol::SocketId;
@@ -301,6 +302,8 @@ pub struct Engine {
     store: Store,
     channels: ChannelNames,
     filters: Arc<FilterEngine>,
+    /// The operator's hooks: `realtime_connecting` and the after-hooks run here.
+    hooks: Arc<Hooks>,
     /// Where nodes share the store: the number of the last change of any node this node has
     /// handed to its actors.
     applied: Option<tokio::sync::watch::Receiver<crate::store::Epoch>>,
@@ -317,6 +320,7 @@ impl Engine {
         config: &EngineSettings,
         store: Store,
         driver: Arc<Driver>,
+        hooks: Arc<Hooks>,
     ) -> Result<Engine, EngineError> {
         let loaded = store.load()?;
         if config.encryption_master_key.is_none()
@@ -340,6 +344,7 @@ impl Engine {
             directory: directory.clone(),
             store: store.clone(),
             filters: filters.clone(),
+            hooks: hooks.clone(),
             driver,
             channels: channels.clone(),
             threshold: config.connection_threshold,
@@ -384,6 +389,7 @@ impl Engine {
             store,
             channels,
             filters,
+            hooks,
             applied,
         })
     }
@@ -557,6 +563,16 @@ impl Engine {
         request: SubscribeRequest,
     ) -> Result<Subscribed, EngineError> {
         let handle = self.resolve_named_in_body(collection)?;
+        if self.hooks.defines(Hook::RealtimeConnecting) {
+            self.hooks
+                .connecting(
+                    &handle.info.name,
+                    &request.filter_text,
+                    request.socket_id.as_deref(),
+                    &identity.auth(),
+                )
+                .map_err(EngineError::Forbidden)?;
+        }
         if let Some(applied) = &self.applied {
             return self
                 .subscribe_shared(&handle, identity, client, request, applied)
@@ -673,7 +689,8 @@ impl Engine {
     }
 
     /// Writes a record and waits until the write is durable; its change event is delivered
-    /// then, to every matching subscription but the `except` socket's.
+    /// then, to every matching subscription but the `except` socket's. Its after-hook, when
+    /// defined, runs then too, on this node only, without holding up the reply.
     pub async fn write_record(
         &self,
         identity: Identity,
@@ -682,20 +699,38 @@ impl Engine {
         except: Option<SocketId>,
     ) -> Result<records::RecordMap, EngineError> {
         let handle = self.resolve(collection)?;
-        if let Some(applied) = &self.applied {
-            return self
-                .write_shared(&handle, identity, write, except, applied)
-                .await;
+        let after = match &write {
+            RecordWrite::Create(_) => Hook::RecordCreated,
+            RecordWrite::Replace(..) | RecordWrite::Merge(..) => Hook::RecordUpdated,
+            RecordWrite::Delete(_) => Hook::RecordDeleted,
+        };
+        let auth = self.hooks.defines(after).then(|| identity.auth());
+        let record = match &self.applied {
+            Some(applied) => {
+                self.write_shared(&handle, identity, write, except, applied)
+                    .await?
+            }
+            None => {
+                let (record, _epoch) = self
+                    .ask(&handle, |reply| CollectionMsg::Write {
+                        identity,
+                        write,
+                        except,
+                        reply,
+                    })
+                    .await??;
+                self.durable().await?;
+                record
+            }
+        };
+        if let Some(auth) = auth {
+            let hooks = self.hooks.clone();
+            let collection = handle.info.name.clone();
+            let written = record.clone();
+            tokio::spawn(async move {
+                hooks.after_write(after, &collection, &written, &auth).await;
+            });
         }
-        let (record, _epoch) = self
-            .ask(&handle, |reply| CollectionMsg::Write {
-                identity,
-                write,
-                except,
-                reply,
-            })
-            .await??;
-        self.durable().await?;
         Ok(record)
     }
 

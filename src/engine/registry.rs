@@ -19,6 +19,7 @@ use super::{
     RulesPatch, call,
 };
 use crate::filter::FilterEngine;
+use crate::hooks::Hooks;
 use crate::limits::{ClientKey, Quota};
 use crate::pusher::Driver;
 use crate::store::{
@@ -173,6 +174,7 @@ pub struct RegistryActor;
 pub struct RegistryArgs {
     pub store: Store,
     pub filters: Arc<FilterEngine>,
+    pub hooks: Arc<Hooks>,
     pub driver: Arc<Driver>,
     pub channels: ChannelNames,
     pub threshold: Duration,
@@ -192,6 +194,7 @@ pub struct RegistryArgs {
 pub struct RegistryState {
     store: Store,
     filters: Arc<FilterEngine>,
+    hooks: Arc<Hooks>,
     driver: Arc<Driver>,
     channels: ChannelNames,
     threshold: Duration,
@@ -261,6 +264,7 @@ impl RegistryState {
             master_key: self.master_key,
             store: self.store.clone(),
             filters: self.filters.clone(),
+            hooks: self.hooks.clone(),
             driver: self.driver.clone(),
             channels: self.channels.clone(),
             threshold: self.threshold,
@@ -484,6 +488,7 @@ impl Actor for RegistryActor {
         let mut state = RegistryState {
             store: args.store,
             filters: args.filters,
+            hooks: args.hooks,
             driver: args.driver,
             channels: args.channels,
             threshold: args.threshold,

@@ -53,7 +53,8 @@ impl Auth {
         }
     }
 
-    pub(super) fn as_dynamic(&self) -> &Dynamic {
+    /// The claims as a shared rhai map: read it, or copy it (`flatten_clone`) to change it.
+    pub fn as_dynamic(&self) -> &Dynamic {
         &self.claims
     }
 }

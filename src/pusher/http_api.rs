@@ -189,6 +189,25 @@ fn check(event: Event) -> Result<Checked, HttpApiError> {
     })
 }
 
+/// One event the server itself triggers (an after-hook's `trigger`), checked and sent as a
+/// request's would be.
+pub async fn trigger_one(
+    driver: &Driver,
+    channel: String,
+    name: String,
+    data: String,
+) -> Result<(), HttpApiError> {
+    let event = check(Event {
+        name,
+        data,
+        channels: vec![channel],
+        channel: None,
+        socket_id: None,
+        info: None,
+    })?;
+    trigger(driver, &[event]).await
+}
+
 /// Sends checked events (a batch all at once): each frame is built once; in cluster mode the
 /// other nodes get them first, in one message, and when that fails nothing is sent (503).
 async fn trigger(driver: &Driver, events: &[Checked]) -> Result<(), HttpApiError> {

@@ -43,8 +43,9 @@ use super::{
 };
 use crate::auth::{Identity, User, now_secs};
 use crate::filter::{
-    CompiledFilter, Filter, FilterEngine, Rule, SubscriptionIndex, SubscriptionKey, condition,
+    Auth, CompiledFilter, Filter, FilterEngine, Rule, SubscriptionIndex, SubscriptionKey, condition,
 };
+use crate::hooks::Hooks;
 use crate::limits::{ClientKey, Quota};
 use crate::pusher::Driver;
 use crate::pusher::encryption::ChannelKey;
@@ -176,6 +177,8 @@ pub struct CollectionArgs {
     pub master_key: Option<[u8; 32]>,
     pub store: Store,
     pub filters: Arc<FilterEngine>,
+    /// The operator's hooks: before-hooks run as writes are decided here.
+    pub hooks: Arc<Hooks>,
     /// Its hub says which subscriptions have a socket listening (they stay alive); its
     /// metrics count refusals by the subscription quota.
     pub driver: Arc<Driver>,
@@ -212,6 +215,7 @@ pub struct CollectionState {
     master_key: Option<[u8; 32]>,
     store: Store,
     filters: Arc<FilterEngine>,
+    hooks: Arc<Hooks>,
     driver: Arc<Driver>,
     channels: ChannelNames,
     threshold: Duration,
@@ -219,7 +223,7 @@ pub struct CollectionState {
     subscription_quota: Arc<Quota<ClientKey>>,
     /// What events are called on the wire.
     event_names: EventNames,
-    index: SubscriptionIndex<Target>,
+    index: SubscriptionIndex<Subscriber>,
     /// Live subscriptions with `leave_events`, filed again: matched against a record as it
     /// was before an update.
     leave_index: SubscriptionIndex<LiveDestination>,
@@ -271,6 +275,14 @@ pub struct CollectionState {
 enum Target {
     Plain(Destination),
     Live(LiveDestination),
+}
+
+/// A filed subscription: where its events go, and its subscriber's claims (a shared map:
+/// carried with a delivery only for `realtime_broadcast`).
+#[derive(Clone, Debug)]
+struct Subscriber {
+    target: Target,
+    auth: Auth,
 }
 
 /// Where a subscription is filed: in the index, and in the leave index for `leave_events`.
@@ -557,7 +569,11 @@ impl CollectionState {
                 (Target::Live(live_destination), leave)
             }
         };
-        let key = self.index.insert(compiled, auth, target);
+        let subscriber = Subscriber {
+            target,
+            auth: auth.clone(),
+        };
+        let key = self.index.insert(compiled, auth, subscriber);
         self.live_subscriptions += usize::from(subscription.live.is_some());
         self.subscriptions
             .insert(id, (Filed { key, leave }, subscription));
@@ -714,6 +730,7 @@ impl CollectionState {
                     live,
                     except: None,
                     quiet: false,
+                    hooked: None,
                 });
             }
             // The pruner's ends have no request to flush them.
@@ -1286,7 +1303,12 @@ impl Actor for CollectionActor {
         let history = Arc::new(History::new(args.history));
         let mut state = CollectionState {
             checks: records::RuleChecks::compile(&args.filters, &args.rules),
-            deliveries: spawn_delivery(args.store.clone(), args.driver.clone(), history.clone()),
+            deliveries: spawn_delivery(
+                args.store.clone(),
+                args.driver.clone(),
+                history.clone(),
+                args.hooks.clone(),
+            ),
             history,
             snapshot_queries: HashMap::new(),
             snapshots: HashMap::new(),
@@ -1298,6 +1320,7 @@ impl Actor for CollectionActor {
             master_key: args.master_key,
             store: args.store,
             filters: args.filters,
+            hooks: args.hooks,
             driver: args.driver,
             channels: args.channels,
             threshold: args.threshold,

@@ -1,7 +1,9 @@
 //! The collection actor's records: the records API under the collection's rules, and the
 //! change event of every write (and `left`, for live subscriptions an update took the record
 //! away from). A write is decided, committed, then applied; applying is the one way a record
-//! change reaches memory and subscribers.
+//! change reaches memory and subscribers. Before-hooks (`record_creating`, `record_updating`,
+//! `record_deleting`) run as a write is decided, after its rule, bounded by their operation
+//! budget; with a `realtime_broadcast` hook, each match's claims go with its delivery.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,13 +13,14 @@ use serde_json::Value;
 
 use super::{CollectionState, Target};
 use crate::auth::Identity;
-use crate::engine::events::{Action, Delivery, EventData, LiveDestination};
+use crate::engine::events::{Action, Delivery, EventData, Hooked, LiveDestination};
 use crate::engine::records::{
     self as record, Page, RecordMap, assemble, check_size, parse_sort, record_id, timestamp,
     user_fields,
 };
 use crate::engine::{EngineError, ListQuery, RecordPage, RecordWrite, Rules};
 use crate::filter::{CompiledFilter, Filter, FilterEngine, Record, Rule, condition};
+use crate::hooks::{Hook, Refusal};
 use crate::pusher::protocol::SocketId;
 use crate::store::{Change, Epoch, Expect, RecordDoc};
 
@@ -298,7 +301,7 @@ impl CollectionState {
                 if !self.allows(&self.checks.create, identity, &record) {
                     return Err(Self::denied("create"));
                 }
-                record
+                self.before_hook(Hook::RecordCreating, record, None, identity)?
             }
             RecordWrite::Replace(id, _) | RecordWrite::Merge(id, _)
                 if !self.records.contains_key(&id) =>
@@ -314,6 +317,14 @@ impl CollectionState {
                     .ok_or_else(|| EngineError::UnknownRecord(id.clone()))?;
                 if !self.allows(&self.checks.delete, identity, existing) {
                     return Err(Self::denied("delete"));
+                }
+                if self.hooks.defines(Hook::RecordDeleting) {
+                    self.before_hook(
+                        Hook::RecordDeleting,
+                        existing.clone(),
+                        Some(existing),
+                        identity,
+                    )?;
                 }
                 return Ok(RecordChange::Delete(id));
             }
@@ -346,7 +357,42 @@ impl CollectionState {
         fields.extend(user_fields(body));
         let record = assemble(id, &self.id, created, &timestamp(), fields.into_iter());
         check_size(&record)?;
-        Ok(record)
+        self.before_hook(Hook::RecordUpdating, record, Some(existing), identity)
+    }
+
+    /// A before-hook (`record_creating`, `record_updating`, `record_deleting`), run here as
+    /// the write is decided, bounded by its operation budget: the record to write, with the
+    /// fields the hook returned (the system fields stay the server's), or the refusal.
+    fn before_hook(
+        &self,
+        hook: Hook,
+        record: RecordMap,
+        old: Option<&RecordMap>,
+        identity: &Identity,
+    ) -> Result<RecordMap, EngineError> {
+        if !self.hooks.defines(hook) {
+            return Ok(record);
+        }
+        let returned = self
+            .hooks
+            .before_write(hook, &self.name, &record, old, &identity.auth())
+            .map_err(|refusal| match refusal {
+                Refusal::Forbidden(message) => EngineError::Forbidden(message),
+                Refusal::Unprocessable(message) => EngineError::invalid("hook", message),
+            })?;
+        let Some(fields) = returned else {
+            return Ok(record);
+        };
+        let system = |name: &str| record.get(name).and_then(Value::as_str).unwrap_or_default();
+        let changed = assemble(
+            system("id"),
+            system("collection_id"),
+            system("created"),
+            system("updated"),
+            user_fields(fields),
+        );
+        check_size(&changed)?;
+        Ok(changed)
     }
 
     /// A change made elsewhere, matched and delivered; where nodes share the store, through
@@ -395,11 +441,30 @@ impl CollectionState {
         let mut evaluation = self.filters.evaluation(Record::from_object(record));
         let mut destinations = Vec::new();
         let mut live = Vec::new();
+        // The subscribers' claims go with the delivery only for `realtime_broadcast`.
+        let mut hooked = self.hooks.defines(Hook::RealtimeBroadcast).then(|| Hooked {
+            action,
+            record: record.clone(),
+            collection: self.name.clone(),
+            names: self.event_names,
+            plain: Vec::new(),
+            live: Vec::new(),
+        });
         self.index
-            .for_each_match(&mut evaluation, |target| match target {
-                Target::Plain(destination) if sends => destinations.push(destination.clone()),
+            .for_each_match(&mut evaluation, |subscriber| match &subscriber.target {
+                Target::Plain(destination) if sends => {
+                    destinations.push(destination.clone());
+                    if let Some(hooked) = &mut hooked {
+                        hooked.plain.push(subscriber.auth.clone());
+                    }
+                }
                 Target::Plain(_) => {}
-                Target::Live(destination) => live.push(destination.clone()),
+                Target::Live(destination) => {
+                    live.push(destination.clone());
+                    if let Some(hooked) = &mut hooked {
+                        hooked.live.push(subscriber.auth.clone());
+                    }
+                }
             });
         let metrics = &self.driver.metrics;
         metrics.observe_match(started.elapsed());
@@ -423,6 +488,7 @@ impl CollectionState {
                 live,
                 except,
                 quiet: !sends,
+                hooked: hooked.map(Box::new),
             });
         }
         matched
@@ -447,6 +513,7 @@ impl CollectionState {
                 live: left,
                 except: None,
                 quiet: !self.delivers(),
+                hooked: None,
             });
         }
     }
