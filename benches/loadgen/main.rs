@@ -776,20 +776,11 @@ async fn durable_writes(target: &Target, total: usize) -> Report {
                         break;
                     }
                     let record = json!({ "title": format!("write {k}"), "n": k });
-                    let sent = Instant::now();
-                    let response = target
-                        .http
-                        .post(format!(
-                            "{}/api/collections/posts/records",
-                            target.node(k).base
-                        ))
-                        .json(&record)
-                        .send()
-                        .await;
-                    if matches!(&response, Ok(r) if r.status().is_success()) {
-                        mine.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
-                    } else {
-                        failed.fetch_add(1, Ordering::Relaxed);
+                    match timed_write(&target, k, &record).await {
+                        Some(latency_us) => mine.push(latency_us),
+                        None => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
                 latencies_us
@@ -1095,20 +1086,9 @@ async fn snapshot(target: &Target, records: usize, requests: usize) -> Result<Ve
                 tokio::time::sleep(STALL_PROBE).await;
             }
             let record = json!({ "title": "a write", "bucket": BUCKETS });
-            let sent = Instant::now();
-            let response = target
-                .http
-                .post(format!(
-                    "{}/api/collections/posts/records",
-                    target.node(i).base
-                ))
-                .json(&record)
-                .send()
-                .await;
-            if matches!(&response, Ok(r) if r.status().is_success()) {
-                latencies_us.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
-            } else {
-                write_errors[during] += 1;
+            match timed_write(target, i, &record).await {
+                Some(latency_us) => latencies_us.push(latency_us),
+                None => write_errors[during] += 1,
             }
             if let Some(snapshot) = snapshot {
                 let _ = snapshot.await;
@@ -1155,6 +1135,23 @@ async fn snapshot(target: &Target, records: usize, requests: usize) -> Result<Ve
 
 /// Writes timed alone and during a snapshot (`snapshot` scenario), at most.
 const WRITE_PROBES: usize = 20;
+
+/// A durable write of `record` to `posts` on node `node` (round-robin): its acknowledgement's
+/// latency in µs, or `None` when it failed.
+async fn timed_write(target: &Target, node: usize, record: &serde_json::Value) -> Option<u32> {
+    let sent = Instant::now();
+    let response = target
+        .http
+        .post(format!(
+            "{}/api/collections/posts/records",
+            target.node(node).base
+        ))
+        .json(record)
+        .send()
+        .await;
+    matches!(&response, Ok(r) if r.status().is_success())
+        .then(|| u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX))
+}
 
 /// How long after a snapshot request a write is sent, to land while it is being taken.
 const STALL_PROBE: Duration = Duration::from_millis(5);
