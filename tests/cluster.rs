@@ -11,7 +11,7 @@ use futures::future::join_all;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::redis::RedisServer;
-use support::ws::{Read, Socket, connect, frame, read, send, subscribe};
+use support::ws::{Read, Socket, connect, event, frame, read, send, subscribe};
 use support::{ADMIN, Server, eventually};
 
 const COLLECTIONS: &str = r#"
@@ -65,13 +65,6 @@ async fn listen(
     };
     assert_eq!(joined["event"], "pusher_internal:subscription_succeeded");
     (socket, socket_id)
-}
-
-/// The next event on the socket: (event name, payload).
-async fn event(socket: &mut Socket) -> (String, Value) {
-    let frame = frame(socket).await;
-    let data = serde_json::from_str(frame["data"].as_str().expect("data is a string")).unwrap();
-    (frame["event"].as_str().unwrap().to_owned(), data)
 }
 
 async fn create(server: &Server, collection: &str, body: Value) -> support::Reply {

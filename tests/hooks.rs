@@ -11,7 +11,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::clients::{self, run};
-use support::ws::{self, Socket};
+use support::ws::{self, event};
 use support::{ADMIN, APP_KEY, Reply, Server, eventually};
 use tempfile::TempDir;
 
@@ -59,14 +59,6 @@ async fn write(server: &Server, method: Method, path: &str, body: Option<Value>)
             body,
         )
         .await
-}
-
-/// The next event on `socket`: its name and its data.
-async fn event(socket: &mut Socket) -> (String, Value) {
-    let frame = ws::frame(socket).await;
-    let data = serde_json::from_str(frame["data"].as_str().expect("data is a string"))
-        .expect("data is JSON");
-    (frame["event"].as_str().unwrap().to_owned(), data)
 }
 
 #[test]

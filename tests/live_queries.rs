@@ -5,7 +5,7 @@ mod support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::ws::{self, Socket};
+use support::ws::{self, event};
 use support::{ADMIN, Reply, Server};
 
 const COLLECTIONS: &str = r#"
@@ -58,14 +58,6 @@ async fn recover(server: &Server, token: Option<&str>, channel: &str, after: u64
             None,
         )
         .await
-}
-
-/// The next event frame on `socket`, as `(event, data)`.
-async fn event(socket: &mut Socket) -> (String, Value) {
-    let frame = ws::frame(socket).await;
-    let data = serde_json::from_str(frame["data"].as_str().expect("data is a string"))
-        .expect("data is JSON");
-    (frame["event"].as_str().unwrap().to_owned(), data)
 }
 
 fn ids(records: &Value) -> Vec<&str> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::ws::{Socket, connect, frame, send, subscribe};
+use support::ws::{Socket, connect, event, frame, send, subscribe};
 use support::{APP_ID, APP_KEY, APP_SECRET, Server};
 
 const COLLECTIONS: &str = r#"
@@ -67,12 +67,6 @@ async fn listen(
         "{reply}"
     );
     socket
-}
-
-async fn event(socket: &mut Socket) -> (String, Value) {
-    let frame = frame(socket).await;
-    let data: Value = serde_json::from_str(frame["data"].as_str().expect("a JSON string")).unwrap();
-    (frame["event"].as_str().unwrap().to_owned(), data)
 }
 
 async fn nothing_more(socket: &mut Socket) {

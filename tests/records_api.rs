@@ -6,7 +6,7 @@ mod support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::ws::{Socket, connect, frame, send, subscribe};
+use support::ws::{Socket, connect, event, frame, send, subscribe};
 use support::{ADMIN, Server};
 
 const COLLECTIONS: &str = r#"
@@ -50,14 +50,6 @@ async fn listen(
     };
     assert_eq!(channel["event"], "pusher_internal:subscription_succeeded");
     (socket, socket_id)
-}
-
-/// The next change event on the socket: (event name, payload).
-async fn event(socket: &mut Socket) -> (String, Value) {
-    let frame = frame(socket).await;
-    let data: Value =
-        serde_json::from_str(frame["data"].as_str().expect("data is a JSON string")).unwrap();
-    (frame["event"].as_str().unwrap().to_owned(), data)
 }
 
 /// Proves nothing else is queued for the socket: a ping's pong comes next.

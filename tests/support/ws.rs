@@ -44,6 +44,14 @@ pub async fn frame(socket: &mut Socket) -> Value {
     }
 }
 
+/// The next frame on `socket`, an event: its name and its data (parsed from the JSON string).
+pub async fn event(socket: &mut Socket) -> (String, Value) {
+    let frame = frame(socket).await;
+    let data = serde_json::from_str(frame["data"].as_str().expect("data is a JSON string"))
+        .expect("data is JSON");
+    (frame["event"].as_str().unwrap().to_owned(), data)
+}
+
 pub async fn send(socket: &mut Socket, frame: Value) {
     socket
         .send(Message::Text(frame.to_string().into()))
