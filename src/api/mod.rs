@@ -1,11 +1,14 @@
 //! The HTTP API (DESIGN.md §3): poem-openapi operations, the generated OpenAPI document, Swagger
-//! UI, CORS, the error shape and the request body deadline. Handlers parse and authenticate at
-//! the edge, then make one call to the engine; they hold no state of their own.
+//! UI, the console page (`console`), CORS, the error shape and the request body deadline.
+//! Handlers parse and authenticate at the edge, then make one call to the engine; they hold no
+//! state of their own.
 
 mod body_deadline;
 mod collections;
+mod console;
 mod document;
 pub mod error;
+mod expressions;
 mod payload;
 mod realtime;
 mod records;
@@ -84,6 +87,8 @@ enum ApiTags {
     Realtime,
     /// Collections and their API rules (admin).
     Collections,
+    /// Filters and API rules checked by the server's parser (admin).
+    Expressions,
     /// Records; every write sends its change to the matching subscriptions.
     Records,
     /// Liveness.
@@ -129,6 +134,7 @@ type Apis = (
     realtime::RealtimeApi,
     records::RecordsApi,
     collections::CollectionsApi,
+    expressions::ExpressionsApi,
     SystemApi,
 );
 
@@ -138,6 +144,7 @@ fn service() -> OpenApiService<Apis, ()> {
             realtime::RealtimeApi,
             records::RecordsApi,
             collections::CollectionsApi,
+            expressions::ExpressionsApi,
             SystemApi,
         ),
         "Velo Realtime",
@@ -235,6 +242,7 @@ pub fn routes(app: App, config: &Config) -> impl Endpoint + use<> {
             poem::post(pusher::http_api::webhook),
         )
         .nest("/apps", pusher::http_api::routes())
+        .nest("/console", console::routes())
         .nest("/", service)
         .nest(
             "/docs",

@@ -1,0 +1,149 @@
+// Drives the console (/console) or Swagger UI (/docs/) in Debian's headless Chromium with
+// playwright-core. Usage: node console.mjs console|swagger, with VELO_URL and ADMIN set.
+// Every wait is bounded (10 s) and prints the latency it saw; a failed step exits non-zero.
+
+import { chromium } from "playwright-core";
+
+const base = process.env.VELO_URL;
+const admin = process.env.ADMIN;
+const WAIT_MS = 10_000;
+const mode = process.argv[2];
+
+/// Runs `wait` (given the bound) and prints how long it took.
+async function step(what, wait) {
+  const started = performance.now();
+  const detail = await wait(WAIT_MS);
+  const ms = (performance.now() - started).toFixed(0);
+  console.log(`${what}: ok after ${ms} ms${detail ? ` (${detail})` : ""}`);
+}
+
+function check(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+});
+// Nothing the page does may break its Content-Security-Policy or throw.
+const problems = [];
+
+try {
+  const page = await browser.newPage();
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  page.on("console", (message) => {
+    if (message.type() === "error" && /Content Security Policy/i.test(message.text())) {
+      problems.push(`CSP: ${message.text()}`);
+    }
+  });
+  if (mode === "console") await consoleSteps(page);
+  else if (mode === "swagger") await swaggerSteps(page);
+  else throw new Error(`unknown mode ${mode}`);
+  check(problems.length === 0, problems.join("\n"));
+} finally {
+  await browser.close();
+}
+
+async function consoleSteps(page) {
+  await step("console page loads under its CSP", async (timeout) => {
+    const response = await page.goto(`${base}/console`, { timeout });
+    const csp = response.headers()["content-security-policy"];
+    check(csp === "default-src 'self'", `CSP header: ${csp}`);
+    await page.locator("#sign-in-form").waitFor({ timeout });
+  });
+
+  await step("a wrong token shows an error", async (timeout) => {
+    await page.fill("#token", "not-the-admin-token");
+    await page.click("#sign-in-form button[type=submit]");
+    await page.waitForFunction(() => document.querySelector("#sign-in-error").textContent !== "", null, { timeout });
+    check(await page.locator("#collections").isHidden(), "collections shown after a wrong token");
+    return await page.textContent("#sign-in-error");
+  });
+
+  await step("the admin token signs in and lists collections", async (timeout) => {
+    await page.fill("#token", admin);
+    await page.click("#sign-in-form button[type=submit]");
+    await page.locator('#collection-list tr[data-name="posts"]').waitFor({ timeout });
+    const stored = await page.evaluate(() => sessionStorage.getItem("velo.console.token"));
+    check(stored === admin, "the token is in session storage");
+  });
+
+  await step("a bad rule is marked at its position as it is typed", async (timeout) => {
+    await page.fill("#rule-create", "status = 'a' && )");
+    await page.waitForFunction(
+      () => document.querySelector("#check-create").dataset.state === "invalid",
+      null,
+      { timeout },
+    );
+    const position = await page.getAttribute("#check-create", "data-position");
+    const marked = await page.textContent("#check-create mark");
+    const message = await page.textContent("#check-create .message");
+    check(position === "17", `position ${position}`);
+    check(marked === ")", `marked ${JSON.stringify(marked)}`);
+    check(message.includes("position 17"), message);
+    check(await page.getAttribute("#rule-create", "aria-invalid") === "true", "aria-invalid");
+    return `position ${position}, marked ${JSON.stringify(marked)}: ${message}`;
+  });
+
+  await step("the fixed rule is valid", async (timeout) => {
+    await page.fill("#rule-create", "@request.auth.id != ''");
+    await page.waitForFunction(
+      () => document.querySelector("#check-create").dataset.state === "valid",
+      null,
+      { timeout },
+    );
+  });
+
+  await step("a collection created through the form is listed", async (timeout) => {
+    await page.fill("#collection-name", "console_made");
+    await page.fill("#rule-list", "");
+    await page.fill("#rule-view", "");
+    await page.click("#form-submit");
+    await page.locator('#collection-list tr[data-name="console_made"]').waitFor({ timeout });
+  });
+
+  await step("its rules are edited through the form", async (timeout) => {
+    await page.click('#collection-list tr[data-name="console_made"] button.edit');
+    await page.fill("#rule-update", "@request.auth.id = author");
+    await page.click("#form-submit");
+    await page.waitForFunction(
+      () =>
+        document.querySelector('#collection-list tr[data-name="console_made"] td:nth-child(6)')
+          ?.textContent === "@request.auth.id = author",
+      null,
+      { timeout },
+    );
+  });
+
+  await step("a reload stays signed in", async (timeout) => {
+    await page.reload({ timeout });
+    await page.locator('#collection-list tr[data-name="console_made"]').waitFor({ timeout });
+  });
+}
+
+async function swaggerSteps(page) {
+  await step("Swagger UI loads", async (timeout) => {
+    await page.goto(`${base}/docs/`, { timeout });
+    await page.locator("#operations-Realtime-subscribe").waitFor({ timeout });
+  });
+
+  await step("Try it out, Execute: subscribe with the pre-filled example answers 200", async (timeout) => {
+    const operation = page.locator("#operations-Realtime-subscribe");
+    await operation.locator(".opblock-summary").first().click({ timeout });
+    await operation.locator(".try-out__btn").click({ timeout });
+    await operation.locator(".execute").click({ timeout });
+    const status = operation.locator(".live-responses-table tr.response .response-col_status").first();
+    await status.waitFor({ timeout });
+    const text = (await status.textContent()).trim();
+    check(text.startsWith("200"), `status ${text}`);
+    return `status ${text}`;
+  });
+}
