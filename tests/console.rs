@@ -12,12 +12,12 @@ use std::time::Instant;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::clients::{self, run};
-use support::{ADMIN, Server};
+use support::{ADMIN, APP_ID, APP_KEY, APP_SECRET, Server, ws};
 
 const COLLECTIONS: &str = r#"
 [[collections]]
 name = "posts"
-api_rules = { list = "", view = "" }
+api_rules = { list = "", view = "", create = "" }
 "#;
 
 /// Runs `console.mjs <mode>` against `server`; panics with its output if a step fails. Returns
@@ -31,7 +31,10 @@ fn drive_chromium(server: &Server, mode: &str) -> String {
             .arg(mode)
             .current_dir(&dir)
             .env("VELO_URL", &server.base)
-            .env("ADMIN", ADMIN),
+            .env("ADMIN", ADMIN)
+            .env("APP_ID", APP_ID)
+            .env("APP_KEY", APP_KEY)
+            .env("APP_SECRET", APP_SECRET),
         "console.mjs",
     );
     println!("{output}console.mjs {mode}: {:?} in all", started.elapsed());
@@ -52,10 +55,10 @@ async fn check(server: &Server, expression: &str, kind: &str) -> Value {
 }
 
 #[test]
-fn the_console_signs_in_creates_a_collection_and_marks_a_rule_error_in_chromium() {
+fn the_console_signs_in_edits_collections_marks_a_rule_error_and_tails_events_in_chromium() {
     let server = Server::start(COLLECTIONS);
     let output = drive_chromium(&server, "console");
-    assert_eq!(output.matches(": ok after").count(), 8, "{output}");
+    assert_eq!(output.matches(": ok after").count(), 13, "{output}");
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let made = runtime.block_on(server.call(
@@ -185,4 +188,104 @@ async fn checking_an_expression_is_for_the_admin_with_a_well_formed_body() {
             reply.body
         );
     }
+}
+
+/// A console ticket, from `POST /api/console/tickets`.
+async fn ticket(server: &Server) -> String {
+    let reply = server
+        .call(Method::POST, "/api/console/tickets", Some(ADMIN), None)
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    reply.body["path"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_tail_sends_one_row_per_event_with_its_sockets_to_a_ticket_holder_once() {
+    let server = Server::start(COLLECTIONS);
+    let path = ticket(&server).await;
+    let (mut tail, _) = tokio_tungstenite::connect_async(server.ws_url(&path))
+        .await
+        .expect("the tail opens with a ticket");
+    // A ticket is good once; a socket without one is refused before the upgrade.
+    for refused in [path.clone(), "/api/console/tail".to_owned()] {
+        let error = tokio_tungstenite::connect_async(server.ws_url(&refused))
+            .await
+            .expect_err("refused");
+        match error {
+            tokio_tungstenite::tungstenite::Error::Http(response) => {
+                assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{refused}")
+            }
+            other => panic!("{refused}: {other}"),
+        }
+    }
+    let guest = server
+        .call(Method::POST, "/api/console/tickets", None, None)
+        .await;
+    assert_eq!(guest.status, StatusCode::UNAUTHORIZED);
+
+    // Two subscriptions match the record and one socket listens: one row, two channels.
+    let mut channels = Vec::new();
+    for _ in 0..2 {
+        let reply = server.subscribe(None, "posts", None).await;
+        channels.push(reply.body["pusher_channel"].as_str().unwrap().to_owned());
+    }
+    let (mut socket, _) = ws::connect(&server).await;
+    ws::subscribe(&mut socket, &channels[0], None).await;
+    let written = Instant::now();
+    let created = server
+        .call(
+            Method::POST,
+            "/api/collections/posts/records",
+            Some(ADMIN),
+            Some(json!({ "title": "to the tail" })),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let message = ws::frame(&mut tail).await;
+    println!(
+        "tail row {:?} after the write: {message}",
+        written.elapsed()
+    );
+    assert_eq!(message["type"], "event");
+    assert_eq!(message["dropped"], 0);
+    let row = &message["event"];
+    assert_eq!(row["source"], "record");
+    assert_eq!(row["event"], "created");
+    assert_eq!(row["channels"], 2);
+    assert_eq!(row["sockets"], 1);
+    assert!(
+        channels.iter().any(|channel| row["channel"] == *channel),
+        "{row}"
+    );
+    assert!(
+        row["data"].as_str().unwrap().contains("to the tail"),
+        "{row}"
+    );
+
+    // A Pusher trigger to two channels: one row.
+    let triggered = server
+        .pusher_api(
+            Method::POST,
+            &format!("/apps/{APP_ID}/events"),
+            Some(&json!({ "name": "news", "channels": ["a", "b"], "data": "{\"n\":1}" })),
+        )
+        .await;
+    assert_eq!(triggered.status, StatusCode::OK, "{:?}", triggered.body);
+    let row = ws::frame(&mut tail).await["event"].clone();
+    assert_eq!(
+        (
+            row["source"].clone(),
+            row["event"].clone(),
+            row["channel"].clone(),
+            row["channels"].clone(),
+            row["sockets"].clone()
+        ),
+        (
+            json!("trigger"),
+            json!("news"),
+            json!("a"),
+            json!(2),
+            json!(0)
+        )
+    );
 }

@@ -13,6 +13,7 @@ mod payload;
 mod realtime;
 mod records;
 mod security;
+mod tail;
 
 use std::sync::Arc;
 
@@ -45,6 +46,8 @@ pub struct App {
     pub user_data_claims: Vec<String>,
     /// The master key encrypted channels' shared secrets derive from.
     pub encryption_master_key: Option<[u8; 32]>,
+    /// The console tail's one-time tickets.
+    pub tickets: Arc<tail::Tickets>,
 }
 
 impl App {
@@ -57,6 +60,7 @@ impl App {
             trusted_proxies: config.trusted_proxies.clone(),
             user_data_claims: config.user_data_claims.clone(),
             encryption_master_key: config.encryption_master_key,
+            tickets: Arc::default(),
         }
     }
 
@@ -91,6 +95,8 @@ enum ApiTags {
     Expressions,
     /// Records; every write sends its change to the matching subscriptions.
     Records,
+    /// The console's live feeds (admin).
+    Console,
     /// Liveness.
     System,
 }
@@ -135,6 +141,7 @@ type Apis = (
     records::RecordsApi,
     collections::CollectionsApi,
     expressions::ExpressionsApi,
+    tail::TailApi,
     SystemApi,
 );
 
@@ -145,6 +152,7 @@ fn service() -> OpenApiService<Apis, ()> {
             records::RecordsApi,
             collections::CollectionsApi,
             expressions::ExpressionsApi,
+            tail::TailApi,
             SystemApi,
         ),
         "Velo Realtime",
@@ -243,6 +251,7 @@ pub fn routes(app: App, config: &Config) -> impl Endpoint + use<> {
         )
         .nest("/apps", pusher::http_api::routes())
         .nest("/console", console::routes())
+        .at("/api/console/tail", poem::get(tail::connect))
         .nest("/", service)
         .nest(
             "/docs",

@@ -31,6 +31,7 @@ async function api(method, path, body, token = sessionStorage.getItem(TOKEN_KEY)
 function show(section) {
   $("#sign-in").hidden = section !== "sign-in";
   $("#collections").hidden = section !== "collections";
+  $("#tail").hidden = section !== "collections";
   $("#sign-out").hidden = section === "sign-in";
 }
 
@@ -44,10 +45,12 @@ async function signIn(token) {
   sessionStorage.setItem(TOKEN_KEY, token);
   show("collections");
   renderCollections(reply.body.data);
+  openTail();
   return null;
 }
 
 function signOut() {
+  closeTail();
   sessionStorage.removeItem(TOKEN_KEY);
   resetForm();
   $("#token").value = "";
@@ -253,10 +256,118 @@ async function submitCollection(event) {
   $("#form-error").textContent = lines.length ? lines.join("\n") : reply.body?.message ?? `the server answered ${reply.status}`;
 }
 
+// ---- Live event tail ---------------------------------------------------------------------
+
+/// Rows kept on the page; older ones are removed.
+const TAIL_ROWS = 500;
+/// The tail's socket, while signed in.
+let tail = null;
+let paused = false;
+let held = 0;
+
+function tailState(state) {
+  const status = $("#tail-status");
+  status.dataset.state = state;
+  status.textContent = state;
+}
+
+/// Opens the tail's WebSocket with a one-time ticket (a browser's WebSocket cannot send
+/// `Authorization`); reopens it a second after it closes, while signed in.
+async function openTail() {
+  closeTail();
+  tailState("connecting");
+  const reply = await api("POST", "/api/console/tickets");
+  if (reply.status === 401 || reply.status === 403) return signOut();
+  if (reply.status !== 201) {
+    tailState("closed");
+    setTimeout(reopenTail, 1000);
+    return;
+  }
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}${reply.body.path}`);
+  tail = socket;
+  socket.addEventListener("open", () => tail === socket && tailState("live"));
+  socket.addEventListener("message", (message) => tail === socket && onTailMessage(JSON.parse(message.data)));
+  socket.addEventListener("close", () => {
+    if (tail !== socket) return;
+    tail = null;
+    tailState("closed");
+    setTimeout(reopenTail, 1000);
+  });
+}
+
+function reopenTail() {
+  if (tail === null && sessionStorage.getItem(TOKEN_KEY)) openTail();
+}
+
+function closeTail() {
+  const socket = tail;
+  tail = null;
+  socket?.close();
+  tailState("closed");
+}
+
+function onTailMessage(message) {
+  $("#tail-dropped").value = message.dropped;
+  if (message.type !== "event") return;
+  if (paused) {
+    held += 1;
+    $("#tail-held").value = held;
+    return;
+  }
+  const row = tailRow(message.event);
+  row.hidden = !matchesTailFilter(row);
+  const body = $("#tail-rows tbody");
+  body.prepend(row);
+  while (body.rows.length > TAIL_ROWS) body.lastElementChild.remove();
+}
+
+function tailRow(event) {
+  const row = document.createElement("tr");
+  const time = new Date(event.at_ms).toISOString().slice(11, 23);
+  const data = event.cut ? `${event.data}…` : event.data;
+  for (const [text, className] of [
+    [time, "time"],
+    [event.source, "source"],
+    [event.event, "event"],
+    [event.channel, "channel"],
+    [String(event.channels), "channels"],
+    [String(event.sockets), "sockets"],
+    [data, "data"],
+  ]) {
+    const cell = document.createElement("td");
+    cell.textContent = text;
+    cell.className = className;
+    row.append(cell);
+  }
+  return row;
+}
+
+function matchesTailFilter(row) {
+  const wanted = $("#tail-filter").value.trim().toLowerCase();
+  return wanted === "" || row.textContent.toLowerCase().includes(wanted);
+}
+
+function startTailControls() {
+  $("#tail-pause").addEventListener("click", () => {
+    paused = !paused;
+    $("#tail-pause").textContent = paused ? "Resume" : "Pause";
+    if (!paused) {
+      held = 0;
+      $("#tail-held").value = 0;
+    }
+  });
+  $("#tail-filter").addEventListener("input", () => {
+    for (const row of $("#tail-rows tbody").rows) row.hidden = !matchesTailFilter(row);
+  });
+  $("#tail-clear").addEventListener("click", () => $("#tail-rows tbody").replaceChildren());
+}
+
 // ---- Start -----------------------------------------------------------------------------
 
 function start() {
   buildRuleInputs();
+  startTailControls();
   resetForm();
   $("#sign-in-form").addEventListener("submit", async (event) => {
     event.preventDefault();

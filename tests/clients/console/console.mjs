@@ -1,7 +1,9 @@
 // Drives the console (/console) or Swagger UI (/docs/) in Debian's headless Chromium with
-// playwright-core. Usage: node console.mjs console|swagger, with VELO_URL and ADMIN set.
+// playwright-core. Usage: node console.mjs console|swagger, with VELO_URL, ADMIN, APP_ID,
+// APP_KEY and APP_SECRET set; writes are made over plain HTTP, as curl would.
 // Every wait is bounded (10 s) and prints the latency it saw; a failed step exits non-zero.
 
+import { createHash, createHmac } from "node:crypto";
 import { chromium } from "playwright-core";
 
 const base = process.env.VELO_URL;
@@ -50,6 +52,46 @@ try {
   check(problems.length === 0, problems.join("\n"));
 } finally {
   await browser.close();
+}
+
+/// A plain HTTP call (as curl would make it); answers the parsed body, or throws.
+async function call(method, path, body, token) {
+  const headers = { "content-type": "application/json" };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const response = await fetch(`${base}${path}`, { method, headers, body: body && JSON.stringify(body) });
+  const text = await response.text();
+  check(response.ok, `${method} ${path}: ${response.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+/// A signed Pusher HTTP API trigger, as the server libraries make it.
+async function trigger(channel, name, data) {
+  const path = `/apps/${process.env.APP_ID}/events`;
+  const body = JSON.stringify({ name, channel, data });
+  const params = new URLSearchParams({
+    auth_key: process.env.APP_KEY,
+    auth_timestamp: String(Math.floor(Date.now() / 1000)),
+    auth_version: "1.0",
+    body_md5: createHash("md5").update(body).digest("hex"),
+  });
+  const sorted = [...params.entries()].sort(([a], [b]) => a.localeCompare(b));
+  const query = sorted.map(([key, value]) => `${key}=${value}`).join("&");
+  const signature = createHmac("sha256", process.env.APP_SECRET)
+    .update(`POST\n${path}\n${query}`)
+    .digest("hex");
+  const response = await fetch(`${base}${path}?${query}&auth_signature=${signature}`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body,
+  });
+  check(response.ok, `trigger: ${response.status} ${await response.text()}`);
+}
+
+/// Waits for a tail row whose text contains `text`; answers it.
+async function tailRowWith(page, text, timeout) {
+  const row = page.locator("#tail-rows tbody tr", { hasText: text });
+  await row.first().waitFor({ timeout });
+  return row.first();
 }
 
 async function consoleSteps(page) {
@@ -123,9 +165,58 @@ async function consoleSteps(page) {
     );
   });
 
-  await step("a reload stays signed in", async (timeout) => {
+  await step("the live tail connects with a one-time ticket", async (timeout) => {
+    await page.locator('#tail-status[data-state="live"]').waitFor({ timeout });
+  });
+
+  // A subscription for the record events to go to (no socket listens: sockets 0).
+  await call("POST", "/api/realtime/subscribe", { collection: "posts" });
+
+  await step("a record written over HTTP reaches the tail", async (timeout) => {
+    const title = `tail-${Date.now()}`;
+    const written = performance.now();
+    await call("POST", "/api/collections/posts/records", { title });
+    const row = await tailRowWith(page, title, timeout);
+    const latency = (performance.now() - written).toFixed(0);
+    check(await row.locator("td.event").textContent() === "created", "event created");
+    check(await row.locator("td.source").textContent() === "record", "source record");
+    return `${latency} ms from the write to the row`;
+  });
+
+  await step("a Pusher trigger reaches the tail", async (timeout) => {
+    const written = performance.now();
+    await trigger("console-news", "breaking", JSON.stringify({ headline: "console" }));
+    const row = await tailRowWith(page, "console-news", timeout);
+    const latency = (performance.now() - written).toFixed(0);
+    check(await row.locator("td.event").textContent() === "breaking", "event breaking");
+    check(await row.locator("td.sockets").textContent() === "0", "no socket listens");
+    return `${latency} ms from the trigger to the row`;
+  });
+
+  await step("a paused tail counts what it misses and shows it no row", async (timeout) => {
+    await page.click("#tail-pause");
+    const title = `paused-${Date.now()}`;
+    await call("POST", "/api/collections/posts/records", { title });
+    await page.waitForFunction(() => document.querySelector("#tail-held").value === "1", null, { timeout });
+    check(await page.locator("#tail-rows tbody tr", { hasText: title }).count() === 0, "a row while paused");
+    await page.click("#tail-pause");
+    check(await page.textContent("#tail-held") === "0", "the missed count resets on resume");
+  });
+
+  await step("the tail's filter hides the rows that do not match", async (timeout) => {
+    const title = `filtered-${Date.now()}`;
+    await call("POST", "/api/collections/posts/records", { title });
+    const row = await tailRowWith(page, title, timeout);
+    await page.fill("#tail-filter", title);
+    await page.locator("#tail-rows tbody tr", { hasText: "console-news" }).waitFor({ state: "hidden", timeout });
+    check(await row.isVisible(), "the matching row stays");
+    await page.fill("#tail-filter", "");
+  });
+
+  await step("a reload stays signed in and reopens the tail", async (timeout) => {
     await page.reload({ timeout });
     await page.locator('#collection-list tr[data-name="console_made"]').waitFor({ timeout });
+    await page.locator('#tail-status[data-state="live"]').waitFor({ timeout });
   });
 }
 
