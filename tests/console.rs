@@ -58,7 +58,7 @@ async fn check(server: &Server, expression: &str, kind: &str) -> Value {
 fn the_console_signs_in_edits_collections_marks_a_rule_error_and_tails_events_in_chromium() {
     let server = Server::start(COLLECTIONS);
     let output = drive_chromium(&server, "console");
-    assert_eq!(output.matches(": ok after").count(), 13, "{output}");
+    assert_eq!(output.matches(": ok after").count(), 14, "{output}");
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let made = runtime.block_on(server.call(
@@ -288,4 +288,42 @@ async fn the_tail_sends_one_row_per_event_with_its_sockets_to_a_ticket_holder_on
             json!(0)
         )
     );
+}
+
+#[tokio::test]
+async fn the_overview_counts_connections_subscriptions_and_channel_sockets() {
+    let server = Server::start(COLLECTIONS);
+    let overview = || server.call(Method::GET, "/api/console/overview", Some(ADMIN), None);
+    let empty = overview().await;
+    assert_eq!(empty.status, StatusCode::OK, "{:?}", empty.body);
+    assert_eq!(
+        empty.body,
+        json!({
+            "connections": 0,
+            "collections": [{ "collection": "posts", "subscriptions": 0 }],
+            "channels": [],
+            "channel_count": 0,
+            "tail_watchers": 0,
+        })
+    );
+    let reply = server.subscribe(None, "posts", None).await;
+    let channel = reply.body["pusher_channel"].as_str().unwrap().to_owned();
+    let (mut socket, _) = ws::connect(&server).await;
+    ws::subscribe(&mut socket, &channel, None).await;
+    let (_tail, _) = tokio_tungstenite::connect_async(server.ws_url(&ticket(&server).await))
+        .await
+        .expect("the tail opens");
+    let now = overview().await.body;
+    assert_eq!(now["connections"], 1, "{now}");
+    assert_eq!(now["collections"][0]["subscriptions"], 1, "{now}");
+    assert_eq!(
+        now["channels"],
+        json!([{ "channel": channel, "sockets": 1 }])
+    );
+    assert_eq!(now["channel_count"], 1);
+    assert_eq!(now["tail_watchers"], 1);
+    let guest = server
+        .call(Method::GET, "/api/console/overview", None, None)
+        .await;
+    assert_eq!(guest.status, StatusCode::UNAUTHORIZED);
 }

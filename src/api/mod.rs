@@ -9,6 +9,7 @@ mod console;
 mod document;
 pub mod error;
 mod expressions;
+mod overview;
 mod payload;
 mod realtime;
 mod records;
@@ -95,7 +96,7 @@ enum ApiTags {
     Expressions,
     /// Records; every write sends its change to the matching subscriptions.
     Records,
-    /// The console's live feeds (admin).
+    /// What the console shows live: the event tail's tickets, the overview (admin).
     Console,
     /// Liveness.
     System,
@@ -142,6 +143,7 @@ type Apis = (
     collections::CollectionsApi,
     expressions::ExpressionsApi,
     tail::TailApi,
+    overview::OverviewApi,
     SystemApi,
 );
 
@@ -153,6 +155,7 @@ fn service() -> OpenApiService<Apis, ()> {
             collections::CollectionsApi,
             expressions::ExpressionsApi,
             tail::TailApi,
+            overview::OverviewApi,
             SystemApi,
         ),
         "Velo Realtime",

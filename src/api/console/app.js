@@ -32,6 +32,7 @@ function show(section) {
   $("#sign-in").hidden = section !== "sign-in";
   $("#collections").hidden = section !== "collections";
   $("#tail").hidden = section !== "collections";
+  $("#overview").hidden = section !== "collections";
   $("#sign-out").hidden = section === "sign-in";
 }
 
@@ -46,11 +47,13 @@ async function signIn(token) {
   show("collections");
   renderCollections(reply.body.data);
   openTail();
+  startOverview();
   return null;
 }
 
 function signOut() {
   closeTail();
+  stopOverview();
   sessionStorage.removeItem(TOKEN_KEY);
   resetForm();
   $("#token").value = "";
@@ -254,6 +257,57 @@ async function submitCollection(event) {
   const fields = reply.body?.errors ?? {};
   const lines = Object.entries(fields).map(([field, messages]) => `${field}: ${messages.join("; ")}`);
   $("#form-error").textContent = lines.length ? lines.join("\n") : reply.body?.message ?? `the server answered ${reply.status}`;
+}
+
+// ---- Now: connections, subscriptions, channels --------------------------------------------
+
+/// How often the page asks for the overview while it is open (nothing is asked when closed).
+const OVERVIEW_EVERY_MS = 1000;
+let overviewTimer = null;
+
+function startOverview() {
+  stopOverview();
+  refreshOverview();
+  overviewTimer = setInterval(refreshOverview, OVERVIEW_EVERY_MS);
+}
+
+function stopOverview() {
+  clearInterval(overviewTimer);
+  overviewTimer = null;
+}
+
+async function refreshOverview() {
+  const reply = await api("GET", "/api/console/overview");
+  if (reply.status === 401 || reply.status === 403) return signOut();
+  if (reply.status !== 200) {
+    $("#overview-error").textContent = reply.body?.message ?? `the server answered ${reply.status}`;
+    return;
+  }
+  const now = reply.body;
+  $("#overview-error").textContent = "";
+  $("#overview-connections").value = now.connections;
+  $("#overview-channel-count").value = now.channel_count;
+  $("#overview-watchers").value = now.tail_watchers;
+  $("#overview-collections tbody").replaceChildren(
+    ...now.collections.map(({ collection, subscriptions }) =>
+      countRow(collection, subscriptions, "collection"),
+    ),
+  );
+  $("#overview-channels tbody").replaceChildren(
+    ...now.channels.map(({ channel, sockets }) => countRow(channel, sockets, "channel")),
+  );
+}
+
+function countRow(name, count, kind) {
+  const row = document.createElement("tr");
+  row.dataset[kind] = name;
+  const nameCell = document.createElement("td");
+  nameCell.textContent = name;
+  const countCell = document.createElement("td");
+  countCell.className = "count";
+  countCell.textContent = String(count);
+  row.append(nameCell, countCell);
+  return row;
 }
 
 // ---- Live event tail ---------------------------------------------------------------------

@@ -170,7 +170,21 @@ async function consoleSteps(page) {
   });
 
   // A subscription for the record events to go to (no socket listens: sockets 0).
-  await call("POST", "/api/realtime/subscribe", { collection: "posts" });
+  await step("a subscription made over HTTP appears under Now", async (timeout) => {
+    const count = page.locator('#overview-collections tr[data-collection="posts"] td.count');
+    await count.waitFor({ timeout });
+    const before = Number(await count.textContent());
+    const made = performance.now();
+    await call("POST", "/api/realtime/subscribe", { collection: "posts" });
+    await page.waitForFunction(
+      (expected) =>
+        document.querySelector('#overview-collections tr[data-collection="posts"] td.count')
+          ?.textContent === expected,
+      String(before + 1),
+      { timeout },
+    );
+    return `${before} -> ${before + 1}, ${(performance.now() - made).toFixed(0)} ms after the subscribe`;
+  });
 
   await step("a record written over HTTP reaches the tail", async (timeout) => {
     const title = `tail-${Date.now()}`;
