@@ -284,6 +284,11 @@ async function refreshOverview() {
     return;
   }
   const now = reply.body;
+  // A collection made, renamed or deleted elsewhere: list them again.
+  const listed = [...collections.values()].map((collection) => collection.name).sort().join();
+  if (now.collections.map(({ collection }) => collection).sort().join() !== listed) {
+    refreshCollections();
+  }
   $("#overview-error").textContent = "";
   $("#overview-connections").value = now.connections;
   $("#overview-channel-count").value = now.channel_count;

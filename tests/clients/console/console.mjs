@@ -1,6 +1,7 @@
 // Drives the console (/console) or Swagger UI (/docs/) in Debian's headless Chromium with
 // playwright-core. Usage: node console.mjs console|swagger, with VELO_URL, ADMIN, APP_ID,
 // APP_KEY and APP_SECRET set; writes are made over plain HTTP, as curl would.
+// `node console.mjs screenshot docs/console.png` takes the documentation's screenshot.
 // Every wait is bounded (10 s) and prints the latency it saw; a failed step exits non-zero.
 
 import { createHash, createHmac } from "node:crypto";
@@ -48,6 +49,7 @@ try {
   });
   if (mode === "console") await consoleSteps(page);
   else if (mode === "swagger") await swaggerSteps(page);
+  else if (mode === "screenshot") await screenshot(page, process.argv[3]);
   else throw new Error(`unknown mode ${mode}`);
   check(problems.length === 0, problems.join("\n"));
 } finally {
@@ -251,4 +253,30 @@ async function swaggerSteps(page) {
     check(text.startsWith("200"), `status ${text}`);
     return `status ${text}`;
   });
+}
+
+/// The screenshot in docs/console.md: a few collections, a subscription, some events, and a rule
+/// error being typed.
+async function screenshot(page, path) {
+  await page.setViewportSize({ width: 1280, height: 1000 });
+  await page.goto(`${base}/console`);
+  await page.fill("#token", admin);
+  await page.click("#sign-in-form button[type=submit]");
+  await page.locator('#tail-status[data-state="live"]').waitFor({ timeout: WAIT_MS });
+  await call("POST", "/api/collections", {
+    name: "notes",
+    api_rules: { list: "@request.auth.id != '' && owner = @request.auth.id", view: null, create: "@request.auth.id != ''", update: null, delete: null },
+  }, admin);
+  await call("POST", "/api/realtime/subscribe", { collection: "posts", filter: "status = 'published'" });
+  for (const title of ["Hello", "Second post", "Third"]) {
+    await call("POST", "/api/collections/posts/records", { title, status: "published" });
+  }
+  await trigger("news", "breaking", JSON.stringify({ headline: "Console ships" }));
+  await page.locator("#tail-rows tbody tr", { hasText: "news" }).waitFor({ timeout: WAIT_MS });
+  await page.click('#collection-list tr[data-name="notes"] button.edit');
+  await page.fill("#rule-update", "owner = @request.auth.id &&");
+  await page.waitForFunction(() => document.querySelector("#check-update").dataset.state === "invalid", null, { timeout: WAIT_MS });
+  await page.waitForFunction(() => document.querySelector('#overview-collections tr[data-collection="posts"] td.count')?.textContent === "1", null, { timeout: WAIT_MS });
+  await page.screenshot({ path, fullPage: true });
+  console.log(`screenshot: ok after 0 ms (${path})`);
 }
