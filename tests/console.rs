@@ -327,3 +327,42 @@ async fn the_overview_counts_connections_subscriptions_and_channel_sockets() {
         .await;
     assert_eq!(guest.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_burst_past_200_rows_a_second_is_counted_as_dropped() {
+    const EVENTS: u64 = 1000;
+    let server = Server::start(COLLECTIONS);
+    let (mut tail, _) = tokio_tungstenite::connect_async(server.ws_url(&ticket(&server).await))
+        .await
+        .expect("the tail opens");
+    let burst = Instant::now();
+    for first in (0..EVENTS).step_by(10) {
+        let batch: Vec<Value> = (first..first + 10)
+            .map(|n| json!({ "name": "burst", "channel": "burst", "data": n.to_string() }))
+            .collect();
+        let reply = server
+            .pusher_api(
+                Method::POST,
+                &format!("/apps/{APP_ID}/batch_events"),
+                Some(&json!({ "batch": batch })),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    }
+    let burst = burst.elapsed();
+    // Every event is either a row or counted: read until they add up (the count is reported
+    // within a second of growing).
+    let (mut rows, mut dropped) = (0u64, 0u64);
+    while rows + dropped < EVENTS {
+        let message = ws::frame(&mut tail).await;
+        dropped = message["dropped"].as_u64().unwrap();
+        if message["type"] == "event" {
+            rows += 1;
+        }
+    }
+    println!("{EVENTS} events sent in {burst:?}: {rows} rows, {dropped} dropped");
+    assert_eq!(rows + dropped, EVENTS);
+    // At most 200 rows in each second-long window the burst touched.
+    let windows = burst.as_secs() + 2;
+    assert!(rows <= 200 * windows, "{rows} rows in {burst:?}");
+}
