@@ -1,15 +1,20 @@
 //! The HTTP API (DESIGN.md §3): poem-openapi operations, the generated OpenAPI document, Swagger
-//! UI, CORS, the error shape and the request body deadline. Handlers parse and authenticate at
-//! the edge, then make one call to the engine; they hold no state of their own.
+//! UI, the console page (`console`), CORS, the error shape and the request body deadline.
+//! Handlers parse and authenticate at the edge, then make one call to the engine; they hold no
+//! state of their own.
 
 mod body_deadline;
 mod collections;
+mod console;
 mod document;
 pub mod error;
+mod expressions;
+mod overview;
 mod payload;
 mod realtime;
 mod records;
 mod security;
+mod tail;
 
 use std::sync::Arc;
 
@@ -42,6 +47,8 @@ pub struct App {
     pub user_data_claims: Vec<String>,
     /// The master key encrypted channels' shared secrets derive from.
     pub encryption_master_key: Option<[u8; 32]>,
+    /// The console tail's one-time tickets.
+    pub tickets: Arc<tail::Tickets>,
 }
 
 impl App {
@@ -54,6 +61,7 @@ impl App {
             trusted_proxies: config.trusted_proxies.clone(),
             user_data_claims: config.user_data_claims.clone(),
             encryption_master_key: config.encryption_master_key,
+            tickets: Arc::default(),
         }
     }
 
@@ -84,8 +92,12 @@ enum ApiTags {
     Realtime,
     /// Collections and their API rules (admin).
     Collections,
+    /// Filters and API rules checked by the server's parser (admin).
+    Expressions,
     /// Records; every write sends its change to the matching subscriptions.
     Records,
+    /// What the console shows live: the event tail's tickets, the overview (admin).
+    Console,
     /// Liveness.
     System,
 }
@@ -129,6 +141,9 @@ type Apis = (
     realtime::RealtimeApi,
     records::RecordsApi,
     collections::CollectionsApi,
+    expressions::ExpressionsApi,
+    tail::TailApi,
+    overview::OverviewApi,
     SystemApi,
 );
 
@@ -138,6 +153,9 @@ fn service() -> OpenApiService<Apis, ()> {
             realtime::RealtimeApi,
             records::RecordsApi,
             collections::CollectionsApi,
+            expressions::ExpressionsApi,
+            tail::TailApi,
+            overview::OverviewApi,
             SystemApi,
         ),
         "Velo Realtime",
@@ -235,6 +253,8 @@ pub fn routes(app: App, config: &Config) -> impl Endpoint + use<> {
             poem::post(pusher::http_api::webhook),
         )
         .nest("/apps", pusher::http_api::routes())
+        .nest("/console", console::routes())
+        .at("/api/console/tail", poem::get(tail::connect))
         .nest("/", service)
         .nest(
             "/docs",

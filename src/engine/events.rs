@@ -26,6 +26,7 @@ use crate::hooks::{Broadcast, BroadcastInput, HookSet, Hooks};
 use crate::pusher::encryption::{ChannelKey, sealed_len};
 use crate::pusher::outbound;
 use crate::pusher::protocol::SocketId;
+use crate::pusher::tail::TailRow;
 use crate::pusher::{ChannelEvent, Driver};
 use crate::store::{Epoch, Store};
 
@@ -448,11 +449,14 @@ pub fn spawn_delivery(
                 .hooked
                 .as_deref()
                 .and_then(|hooked| Some((hooked, hooks.broadcast_set()?)));
-            match hooked {
+            let sockets = match hooked {
                 None => deliver(&delivery, &driver, &history),
                 Some((hooked, set)) => {
                     deliver_hooked(&delivery, hooked, &set, &hooks, &driver, &history)
                 }
+            };
+            if !delivery.quiet {
+                driver.tail.emit(|| tail_row(&delivery, sockets));
             }
         }
     });
@@ -462,44 +466,67 @@ pub fn spawn_delivery(
     }
 }
 
-/// The serialize-once path: one event for every destination.
-fn deliver(delivery: &Delivery, driver: &Driver, history: &History) {
+/// The console tail's row for `delivery`, which reached `sockets` sockets: one per event.
+fn tail_row(delivery: &Delivery, sockets: usize) -> TailRow {
+    let channel = delivery
+        .destinations
+        .iter()
+        .chain(delivery.live.iter().map(|live| &live.destination))
+        .next()
+        .map_or("", |destination| &destination.channel);
+    TailRow::new(
+        "record",
+        delivery.event.name(),
+        channel,
+        delivery.destinations.len() + delivery.live.len(),
+        sockets,
+        &delivery.event.data,
+    )
+}
+
+/// The serialize-once path: one event for every destination. Answers the sockets reached.
+fn deliver(delivery: &Delivery, driver: &Driver, history: &History) -> usize {
+    let mut sockets = 0;
     if !delivery.destinations.is_empty() && !delivery.quiet {
-        driver.deliver(
+        sockets += driver.deliver(
             &*delivery.event,
             &delivery.destinations,
             delivery.except.as_ref(),
         );
     }
-    number_and_send(
-        &delivery.event,
-        delivery.live.iter(),
-        delivery.quiet,
-        driver,
-        history,
-    );
+    sockets
+        + number_and_send(
+            &delivery.event,
+            delivery.live.iter(),
+            delivery.quiet,
+            driver,
+            history,
+        )
 }
 
-/// Numbers `event` for live subscriptions, keeps it, and sends it (unless `quiet`).
+/// Numbers `event` for live subscriptions, keeps it, and sends it (unless `quiet`). Answers
+/// the sockets reached.
 fn number_and_send<'l>(
     event: &Arc<EventData>,
     live: impl ExactSizeIterator<Item = &'l LiveDestination> + Clone,
     quiet: bool,
     driver: &Driver,
     history: &History,
-) {
+) -> usize {
     if live.len() == 0 {
-        return;
+        return 0;
     }
     let seqs = history.record(event, live.clone().map(|live| &*live.cursor));
+    let mut sockets = 0;
     for (live, seq) in live.zip(seqs) {
         if let Some(seq) = seq
             && !quiet
         {
             let event = Sequenced { event, seq };
-            driver.deliver_live(&event, &live.destination);
+            sockets += driver.deliver_live(&event, &live.destination);
         }
     }
+    sockets
 }
 
 /// With `realtime_broadcast`: each delivery is decided by the hook, with its subscriber's
@@ -513,7 +540,8 @@ fn deliver_hooked(
     hooks: &Hooks,
     driver: &Driver,
     history: &History,
-) {
+) -> usize {
+    let mut sockets = 0;
     let input = BroadcastInput::new(hooked.action.as_str(), &hooked.record, &hooked.collection);
     let own = |record: &serde_json::Map<String, Value>| {
         Arc::new(EventData::new(hooked.action, record, hooked.names))
@@ -525,15 +553,17 @@ fn deliver_hooked(
             match hooks.broadcast(set, &input, &destination.channel, auth) {
                 Broadcast::AsIs => as_is.push(destination.clone()),
                 Broadcast::Suppress => {}
-                Broadcast::Record(record) => driver.deliver(
-                    &*own(&record),
-                    std::slice::from_ref(destination),
-                    delivery.except.as_ref(),
-                ),
+                Broadcast::Record(record) => {
+                    sockets += driver.deliver(
+                        &*own(&record),
+                        std::slice::from_ref(destination),
+                        delivery.except.as_ref(),
+                    )
+                }
             }
         }
         if !as_is.is_empty() {
-            driver.deliver(&*delivery.event, &as_is, delivery.except.as_ref());
+            sockets += driver.deliver(&*delivery.event, &as_is, delivery.except.as_ref());
         }
     }
     let mut as_is = Vec::with_capacity(delivery.live.len());
@@ -541,22 +571,25 @@ fn deliver_hooked(
         match hooks.broadcast(set, &input, &live.destination.channel, auth) {
             Broadcast::AsIs => as_is.push(live),
             Broadcast::Suppress => {}
-            Broadcast::Record(record) => number_and_send(
-                &own(&record),
-                std::iter::once(live),
-                delivery.quiet,
-                driver,
-                history,
-            ),
+            Broadcast::Record(record) => {
+                sockets += number_and_send(
+                    &own(&record),
+                    std::iter::once(live),
+                    delivery.quiet,
+                    driver,
+                    history,
+                )
+            }
         }
     }
-    number_and_send(
-        &delivery.event,
-        as_is.into_iter(),
-        delivery.quiet,
-        driver,
-        history,
-    );
+    sockets
+        + number_and_send(
+            &delivery.event,
+            as_is.into_iter(),
+            delivery.quiet,
+            driver,
+            history,
+        )
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use super::protocol::{
     ChannelKind, MAX_EVENT_NAME, SocketId, USER_CHANNEL_PREFIX, channel_kind, frames,
 };
 use super::signature::body_md5;
+use super::tail::TailRow;
 use crate::auth::now_secs;
 
 /// Largest `data` of one event, in bytes.
@@ -227,8 +228,24 @@ async fn trigger(driver: &Driver, events: &[Checked]) -> Result<(), HttpApiError
         peers.publish(&message).await?;
     }
     if let PeerMessage::Frames { frames, keep } = &message {
-        for frame in frames {
-            driver.publish_frame(frame, *keep);
+        let mut frames = frames.iter();
+        for event in events {
+            // The event's frames, one per channel, in order.
+            let sockets: usize = frames
+                .by_ref()
+                .take(event.channels.len())
+                .map(|frame| driver.publish_frame(frame, *keep))
+                .sum();
+            driver.tail.emit(|| {
+                TailRow::new(
+                    "trigger",
+                    &event.name,
+                    &event.channels[0],
+                    event.channels.len(),
+                    sockets,
+                    &event.data,
+                )
+            });
         }
     }
     Ok(())

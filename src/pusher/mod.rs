@@ -13,6 +13,7 @@
 //! * [`webhooks`]: what happened on channels, posted to the app's URLs.
 //! * `connection`: one socket's reader and writer.
 //! * [`http_api`]: `/apps/{id}/events`, `batch_events`, `channels`.
+//! * [`tail`]: one row per event sent, for the consoles watching.
 //!
 //! This module knows channels and sockets, not collections or filters.
 
@@ -26,6 +27,7 @@ pub mod peers;
 pub mod presence;
 pub mod protocol;
 pub mod signature;
+pub mod tail;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -133,6 +135,8 @@ pub struct Driver {
     pub allowed_origins: Option<Vec<String>>,
     /// Proxies whose `X-Forwarded-For` names the client (per-address limits).
     pub trusted_proxies: TrustedProxies,
+    /// The events sent, for the consoles watching (nothing is built while none does).
+    pub tail: tail::Tail,
 }
 
 impl Driver {
@@ -159,6 +163,7 @@ impl Driver {
             app,
             limits,
             allowed_origins,
+            tail: tail::Tail::default(),
         }
     }
 
@@ -209,11 +214,13 @@ impl Driver {
 
     /// Queues `frame` to this node's sockets on its channel; `keep`: a cache channel keeps it
     /// as its last event (HTTP API triggers).
-    pub fn publish_frame(&self, frame: &ChannelFrame, keep: bool) {
+    /// Answers how many sockets it was queued to.
+    pub fn publish_frame(&self, frame: &ChannelFrame, keep: bool) -> usize {
         let channel = frame.channel.as_str();
-        let send = || {
+        let mut sockets = 0;
+        let mut send = || {
             let except = frame.except.as_ref();
-            match frame.seq {
+            sockets = match frame.seq {
                 None => self.hub.publish(channel, &frame.frame, except),
                 Some(seq) => self.hub.publish_after(channel, &frame.frame, except, seq),
             };
@@ -224,6 +231,7 @@ impl Driver {
         } else {
             send();
         }
+        sockets
     }
 
     /// Closes this node's connections signed in as `user_id` with 4009.
@@ -258,12 +266,13 @@ impl Driver {
 
     /// Sends `event` to each destination but not to `except`'s socket: to this server's
     /// sockets, or with driver `pusher` to the external service. The one place that chooses.
+    /// Answers how many of this server's sockets it was queued to.
     pub fn deliver(
         &self,
         event: &impl ChannelEvent,
         destinations: &[Destination],
         except: Option<&SocketId>,
-    ) {
+    ) -> usize {
         match &self.outbound {
             None => {
                 let sent: usize = destinations
@@ -277,6 +286,7 @@ impl Driver {
                     })
                     .sum();
                 self.metrics.deliveries.inc_by(sent as u64);
+                sent
             }
             Some(outbound) => {
                 for destination in destinations {
@@ -287,6 +297,7 @@ impl Driver {
                         socket_id: except.map(|socket| socket.as_str().to_owned()),
                     });
                 }
+                0
             }
         }
     }
@@ -294,20 +305,25 @@ impl Driver {
     /// Sends a live subscription's event to its channel: to this server's sockets, or held
     /// for the first one when none listens yet; with driver `pusher`, to the external service.
     /// Nobody is left out: a live subscription receives its own writes (DESIGN.md §15).
-    pub fn deliver_live(&self, event: &impl ChannelEvent, destination: &Destination) {
+    /// Answers how many of this server's sockets it was queued to.
+    pub fn deliver_live(&self, event: &impl ChannelEvent, destination: &Destination) -> usize {
         match &self.outbound {
             None => {
                 let sent = self
                     .hub
                     .publish_or_hold(&destination.channel, || event.frame(destination));
                 self.metrics.deliveries.inc_by(sent as u64);
+                sent
             }
-            Some(outbound) => outbound.send(OutEvent {
-                name: event.name(),
-                channel: destination.channel.clone(),
-                data: event.data(destination),
-                socket_id: None,
-            }),
+            Some(outbound) => {
+                outbound.send(OutEvent {
+                    name: event.name(),
+                    channel: destination.channel.clone(),
+                    data: event.data(destination),
+                    socket_id: None,
+                });
+                0
+            }
         }
     }
 

@@ -1,0 +1,368 @@
+//! The console (issue 17) in a real headless Chromium (Debian's `/usr/bin/chromium`, which
+//! `.ci/run` installs), driven by playwright-core from `tests/clients/console/console.mjs`:
+//! sign-in, the collections form, a rule error marked as it is typed; and Swagger UI's
+//! "Try it out" for subscribe. Also, over plain HTTP, the console's assets and headers and
+//! `POST /api/expressions/check`.
+
+mod support;
+
+use std::process::Command;
+use std::time::Instant;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::clients::{self, run};
+use support::{ADMIN, APP_ID, APP_KEY, APP_SECRET, Server, ws};
+
+const COLLECTIONS: &str = r#"
+[[collections]]
+name = "posts"
+api_rules = { list = "", view = "", create = "" }
+"#;
+
+/// Runs `console.mjs <mode>` against `server`; panics with its output if a step fails. Returns
+/// its output, one `<step>: ok after <ms> ms` line per step.
+fn drive_chromium(server: &Server, mode: &str) -> String {
+    let dir = clients::with_npm_packages("console");
+    let started = Instant::now();
+    let output = run(
+        Command::new("node")
+            .arg(dir.join("console.mjs"))
+            .arg(mode)
+            .current_dir(&dir)
+            .env("VELO_URL", &server.base)
+            .env("ADMIN", ADMIN)
+            .env("APP_ID", APP_ID)
+            .env("APP_KEY", APP_KEY)
+            .env("APP_SECRET", APP_SECRET),
+        "console.mjs",
+    );
+    println!("{output}console.mjs {mode}: {:?} in all", started.elapsed());
+    output
+}
+
+async fn check(server: &Server, expression: &str, kind: &str) -> Value {
+    let reply = server
+        .call(
+            Method::POST,
+            "/api/expressions/check",
+            Some(ADMIN),
+            Some(json!({ "expression": expression, "kind": kind })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    reply.body
+}
+
+#[test]
+fn the_console_signs_in_edits_collections_marks_a_rule_error_and_tails_events_in_chromium() {
+    let server = Server::start(COLLECTIONS);
+    let output = drive_chromium(&server, "console");
+    assert_eq!(output.matches(": ok after").count(), 14, "{output}");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let made = runtime.block_on(server.call(
+        Method::GET,
+        "/api/collections/console_made",
+        Some(ADMIN),
+        None,
+    ));
+    assert_eq!(made.status, StatusCode::OK, "{:?}", made.body);
+    assert_eq!(
+        made.body["data"]["api_rules"],
+        json!({
+            "list": "",
+            "view": "",
+            "create": "@request.auth.id != ''",
+            "update": "@request.auth.id = author",
+            "delete": null,
+        })
+    );
+}
+
+#[test]
+fn swagger_ui_try_it_out_subscribes_with_the_prefilled_example_in_chromium() {
+    let server = Server::start(COLLECTIONS);
+    let output = drive_chromium(&server, "swagger");
+    assert_eq!(output.matches(": ok after").count(), 2, "{output}");
+}
+
+#[tokio::test]
+async fn the_console_assets_are_embedded_and_served_under_a_strict_csp() {
+    let server = Server::start(COLLECTIONS);
+    for (path, content_type) in [
+        ("/console", "text/html"),
+        ("/console/app.js", "text/javascript"),
+        ("/console/app.css", "text/css"),
+    ] {
+        let response = server.request(Method::GET, path).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let headers = response.headers();
+        assert_eq!(
+            headers["content-security-policy"], "default-src 'self'",
+            "{path}"
+        );
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(content_type),
+            "{path}: {:?}",
+            headers["content-type"]
+        );
+        let body = response.text().await.unwrap();
+        assert!(!body.is_empty(), "{path}");
+        if path == "/console" {
+            // Nothing inline and nothing from elsewhere: the CSP would refuse it.
+            assert!(!body.contains("<style"), "inline style");
+            assert!(!body.contains("style="), "inline style attribute");
+            assert!(
+                !body.contains("<script>") && !body.contains("onclick"),
+                "inline script"
+            );
+            assert!(!body.contains("http://") && !body.contains("https://"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn expressions_are_checked_by_the_servers_parser_with_the_position_of_an_error() {
+    let server = Server::start(COLLECTIONS);
+    assert_eq!(
+        check(&server, "status = 'a' && author = @request.auth.id", "rule").await,
+        json!({ "valid": true })
+    );
+    assert_eq!(
+        check(&server, "SUPERUSER_ONLY", "rule").await,
+        json!({ "valid": true })
+    );
+    assert_eq!(check(&server, "", "filter").await, json!({ "valid": true }));
+
+    // What a subscribe with this filter answers, and where.
+    let verdict = check(&server, "status = ", "filter").await;
+    assert_eq!(verdict["valid"], false);
+    assert_eq!(verdict["position"], 10);
+    let subscribe = server.subscribe(None, "posts", Some("status = ")).await;
+    assert_eq!(subscribe.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(verdict["message"], subscribe.body["message"]);
+
+    // `SUPERUSER_ONLY` is a whole rule, never part of a filter.
+    let verdict = check(&server, "SUPERUSER_ONLY", "filter").await;
+    assert_eq!(
+        (verdict["valid"].clone(), verdict["position"].clone()),
+        (json!(false), json!(1))
+    );
+
+    // Positions count characters, not bytes.
+    let verdict = check(&server, "titre = 'été' ) ", "filter").await;
+    assert_eq!(verdict["position"], 15, "{verdict}");
+    assert_eq!(verdict["found"], "`)`", "{verdict}");
+}
+
+#[tokio::test]
+async fn checking_an_expression_is_for_the_admin_with_a_well_formed_body() {
+    let server = Server::start(COLLECTIONS);
+    let body = json!({ "expression": "a = 1", "kind": "filter" });
+    let path = "/api/expressions/check";
+    let guest = server
+        .call(Method::POST, path, None, Some(body.clone()))
+        .await;
+    assert_eq!(guest.status, StatusCode::UNAUTHORIZED);
+    let user = server.token("alice", json!({}), Some(3600));
+    let user = server
+        .call(Method::POST, path, Some(&user), Some(body.clone()))
+        .await;
+    assert_eq!(user.status, StatusCode::FORBIDDEN);
+    for wrong in [
+        json!({ "expression": "a = 1", "kind": "query" }),
+        json!({ "expression": "a = 1" }),
+        json!({ "expression": "a = 1", "kind": "filter", "knd": "rule" }),
+    ] {
+        let reply = server
+            .call(Method::POST, path, Some(ADMIN), Some(wrong.clone()))
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{wrong}: {:?}",
+            reply.body
+        );
+    }
+}
+
+/// A console ticket, from `POST /api/console/tickets`.
+async fn ticket(server: &Server) -> String {
+    let reply = server
+        .call(Method::POST, "/api/console/tickets", Some(ADMIN), None)
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    reply.body["path"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_tail_sends_one_row_per_event_with_its_sockets_to_a_ticket_holder_once() {
+    let server = Server::start(COLLECTIONS);
+    let path = ticket(&server).await;
+    let (mut tail, _) = tokio_tungstenite::connect_async(server.ws_url(&path))
+        .await
+        .expect("the tail opens with a ticket");
+    // A ticket is good once; a socket without one is refused before the upgrade.
+    for refused in [path.clone(), "/api/console/tail".to_owned()] {
+        let error = tokio_tungstenite::connect_async(server.ws_url(&refused))
+            .await
+            .expect_err("refused");
+        match error {
+            tokio_tungstenite::tungstenite::Error::Http(response) => {
+                assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{refused}")
+            }
+            other => panic!("{refused}: {other}"),
+        }
+    }
+    let guest = server
+        .call(Method::POST, "/api/console/tickets", None, None)
+        .await;
+    assert_eq!(guest.status, StatusCode::UNAUTHORIZED);
+
+    // Two subscriptions match the record and one socket listens: one row, two channels.
+    let mut channels = Vec::new();
+    for _ in 0..2 {
+        let reply = server.subscribe(None, "posts", None).await;
+        channels.push(reply.body["pusher_channel"].as_str().unwrap().to_owned());
+    }
+    let (mut socket, _) = ws::connect(&server).await;
+    ws::subscribe(&mut socket, &channels[0], None).await;
+    let written = Instant::now();
+    let created = server
+        .call(
+            Method::POST,
+            "/api/collections/posts/records",
+            Some(ADMIN),
+            Some(json!({ "title": "to the tail" })),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let message = ws::frame(&mut tail).await;
+    println!(
+        "tail row {:?} after the write: {message}",
+        written.elapsed()
+    );
+    assert_eq!(message["type"], "event");
+    assert_eq!(message["dropped"], 0);
+    let row = &message["event"];
+    assert_eq!(row["source"], "record");
+    assert_eq!(row["event"], "created");
+    assert_eq!(row["channels"], 2);
+    assert_eq!(row["sockets"], 1);
+    assert!(
+        channels.iter().any(|channel| row["channel"] == *channel),
+        "{row}"
+    );
+    assert!(
+        row["data"].as_str().unwrap().contains("to the tail"),
+        "{row}"
+    );
+
+    // A Pusher trigger to two channels: one row.
+    let triggered = server
+        .pusher_api(
+            Method::POST,
+            &format!("/apps/{APP_ID}/events"),
+            Some(&json!({ "name": "news", "channels": ["a", "b"], "data": "{\"n\":1}" })),
+        )
+        .await;
+    assert_eq!(triggered.status, StatusCode::OK, "{:?}", triggered.body);
+    let row = ws::frame(&mut tail).await["event"].clone();
+    assert_eq!(
+        (
+            row["source"].clone(),
+            row["event"].clone(),
+            row["channel"].clone(),
+            row["channels"].clone(),
+            row["sockets"].clone()
+        ),
+        (
+            json!("trigger"),
+            json!("news"),
+            json!("a"),
+            json!(2),
+            json!(0)
+        )
+    );
+}
+
+#[tokio::test]
+async fn the_overview_counts_connections_subscriptions_and_channel_sockets() {
+    let server = Server::start(COLLECTIONS);
+    let overview = || server.call(Method::GET, "/api/console/overview", Some(ADMIN), None);
+    let empty = overview().await;
+    assert_eq!(empty.status, StatusCode::OK, "{:?}", empty.body);
+    assert_eq!(
+        empty.body,
+        json!({
+            "connections": 0,
+            "collections": [{ "collection": "posts", "subscriptions": 0 }],
+            "channels": [],
+            "channel_count": 0,
+            "tail_watchers": 0,
+        })
+    );
+    let reply = server.subscribe(None, "posts", None).await;
+    let channel = reply.body["pusher_channel"].as_str().unwrap().to_owned();
+    let (mut socket, _) = ws::connect(&server).await;
+    ws::subscribe(&mut socket, &channel, None).await;
+    let (_tail, _) = tokio_tungstenite::connect_async(server.ws_url(&ticket(&server).await))
+        .await
+        .expect("the tail opens");
+    let now = overview().await.body;
+    assert_eq!(now["connections"], 1, "{now}");
+    assert_eq!(now["collections"][0]["subscriptions"], 1, "{now}");
+    assert_eq!(
+        now["channels"],
+        json!([{ "channel": channel, "sockets": 1 }])
+    );
+    assert_eq!(now["channel_count"], 1);
+    assert_eq!(now["tail_watchers"], 1);
+    let guest = server
+        .call(Method::GET, "/api/console/overview", None, None)
+        .await;
+    assert_eq!(guest.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_burst_past_200_rows_a_second_is_counted_as_dropped() {
+    const EVENTS: u64 = 1000;
+    let server = Server::start(COLLECTIONS);
+    let (mut tail, _) = tokio_tungstenite::connect_async(server.ws_url(&ticket(&server).await))
+        .await
+        .expect("the tail opens");
+    let burst = Instant::now();
+    for first in (0..EVENTS).step_by(10) {
+        let batch: Vec<Value> = (first..first + 10)
+            .map(|n| json!({ "name": "burst", "channel": "burst", "data": n.to_string() }))
+            .collect();
+        let reply = server
+            .pusher_api(
+                Method::POST,
+                &format!("/apps/{APP_ID}/batch_events"),
+                Some(&json!({ "batch": batch })),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    }
+    let burst = burst.elapsed();
+    // Every event is either a row or counted: read until they add up (the count is reported
+    // within a second of growing).
+    let (mut rows, mut dropped) = (0u64, 0u64);
+    while rows + dropped < EVENTS {
+        let message = ws::frame(&mut tail).await;
+        dropped = message["dropped"].as_u64().unwrap();
+        if message["type"] == "event" {
+            rows += 1;
+        }
+    }
+    println!("{EVENTS} events sent in {burst:?}: {rows} rows, {dropped} dropped");
+    assert_eq!(rows + dropped, EVENTS);
+    // At most 200 rows in each second-long window the burst touched.
+    let windows = burst.as_secs() + 2;
+    assert!(rows <= 200 * windows, "{rows} rows in {burst:?}");
+}
