@@ -1,5 +1,5 @@
-//! The console (issue 17) in a real headless Chromium (Debian's `/usr/bin/chromium`, which
-//! `.ci/run` installs), driven by playwright-core from `tests/clients/console/console.mjs`:
+//! The console (issue 17) in a real headless Chromium (Debian's `/usr/bin/chromium`, installed
+//! with `apt-get` when it is missing), driven by playwright-core from `tests/clients/console/console.mjs`:
 //! sign-in, the collections form, a rule error marked as it is typed; and Swagger UI's
 //! "Try it out" for subscribe. Also, over plain HTTP, the console's assets and headers and
 //! `POST /api/expressions/check`.
@@ -20,9 +20,37 @@ name = "posts"
 api_rules = { list = "", view = "", create = "" }
 "#;
 
+/// Installs Debian's `chromium` when it is missing (once per test binary).
+fn ensure_chromium() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let present = Command::new("chromium")
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if present {
+            return;
+        }
+        eprintln!("chromium is missing: installing the Debian package chromium");
+        let apt = |args: &[&str]| {
+            Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .is_ok_and(|status| status.success())
+        };
+        assert!(
+            apt(&["update", "-qq"]) && apt(&["install", "-y", "-q", "chromium"]),
+            "the console tests need chromium: `apt-get install chromium` (it could not be installed here)"
+        );
+    });
+}
+
 /// Runs `console.mjs <mode>` against `server`; panics with its output if a step fails. Returns
 /// its output, one `<step>: ok after <ms> ms` line per step.
 fn drive_chromium(server: &Server, mode: &str) -> String {
+    ensure_chromium();
     let dir = clients::with_npm_packages("console");
     let started = Instant::now();
     let output = run(
