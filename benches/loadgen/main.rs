@@ -712,16 +712,7 @@ async fn velo(
     for seq in 0..writes {
         let owner = format!("user{}", seq % users);
         let record = json!({ "seq": seq, "sent_ns": now_ns(), "owner": owner, "kind": "task" });
-        let response = target
-            .http
-            .post(format!(
-                "{}/api/collections/{collection}/records",
-                target.node(seq).base
-            ))
-            .json(&record)
-            .send()
-            .await;
-        if matches!(&response, Ok(r) if r.status().is_success()) {
+        if timed_write(target, collection, seq, &record).await.is_some() {
             acknowledged += 1;
         } else {
             eprintln!("a write failed");
@@ -776,7 +767,7 @@ async fn durable_writes(target: &Target, total: usize) -> Report {
                         break;
                     }
                     let record = json!({ "title": format!("write {k}"), "n": k });
-                    match timed_write(&target, k, &record).await {
+                    match timed_write(&target, "posts", k, &record).await {
                         Some(latency_us) => mine.push(latency_us),
                         None => {
                             failed.fetch_add(1, Ordering::Relaxed);
@@ -990,16 +981,7 @@ async fn snapshot(target: &Target, records: usize, requests: usize) -> Result<Ve
                     }
                     let record =
                         json!({ "title": format!("record {k}"), "bucket": k % BUCKETS, "body": body });
-                    let response = target
-                        .http
-                        .post(format!(
-                            "{}/api/collections/posts/records",
-                            target.node(k).base
-                        ))
-                        .json(&record)
-                        .send()
-                        .await;
-                    if !matches!(&response, Ok(r) if r.status().is_success()) {
+                    if timed_write(&target, "posts", k, &record).await.is_none() {
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -1086,7 +1068,7 @@ async fn snapshot(target: &Target, records: usize, requests: usize) -> Result<Ve
                 tokio::time::sleep(STALL_PROBE).await;
             }
             let record = json!({ "title": "a write", "bucket": BUCKETS });
-            match timed_write(target, i, &record).await {
+            match timed_write(target, "posts", i, &record).await {
                 Some(latency_us) => latencies_us.push(latency_us),
                 None => write_errors[during] += 1,
             }
@@ -1136,14 +1118,19 @@ async fn snapshot(target: &Target, records: usize, requests: usize) -> Result<Ve
 /// Writes timed alone and during a snapshot (`snapshot` scenario), at most.
 const WRITE_PROBES: usize = 20;
 
-/// A durable write of `record` to `posts` on node `node` (round-robin): its acknowledgement's
-/// latency in µs, or `None` when it failed.
-async fn timed_write(target: &Target, node: usize, record: &serde_json::Value) -> Option<u32> {
+/// A durable write of `record` to `collection` on node `node` (round-robin): its
+/// acknowledgement's latency in µs, or `None` when it failed.
+async fn timed_write(
+    target: &Target,
+    collection: &str,
+    node: usize,
+    record: &serde_json::Value,
+) -> Option<u32> {
     let sent = Instant::now();
     let response = target
         .http
         .post(format!(
-            "{}/api/collections/posts/records",
+            "{}/api/collections/{collection}/records",
             target.node(node).base
         ))
         .json(record)
