@@ -273,58 +273,55 @@ impl Driver {
         destinations: &[Destination],
         except: Option<&SocketId>,
     ) -> usize {
-        match &self.outbound {
-            None => {
-                let sent: usize = destinations
-                    .iter()
-                    .map(|destination| {
-                        self.hub.publish_with(
-                            &destination.channel,
-                            || event.frame(destination),
-                            except,
-                        )
-                    })
-                    .sum();
-                self.metrics.deliveries.inc_by(sent as u64);
-                sent
-            }
-            Some(outbound) => {
-                for destination in destinations {
-                    outbound.send(OutEvent {
-                        name: event.name(),
-                        channel: destination.channel.clone(),
-                        data: event.data(destination),
-                        socket_id: except.map(|socket| socket.as_str().to_owned()),
-                    });
+        let sent = destinations
+            .iter()
+            .map(|destination| match &self.outbound {
+                None => {
+                    self.hub
+                        .publish_with(&destination.channel, || event.frame(destination), except)
                 }
-                0
-            }
-        }
+                Some(outbound) => Self::send_external(outbound, event, destination, except),
+            })
+            .sum();
+        self.metrics.deliveries.inc_by(sent as u64);
+        sent
     }
 
-    /// Sends a live subscription's event to its channel: to this server's sockets, or held
-    /// for the first one when none listens yet; with driver `pusher`, to the external service.
-    /// Nobody is left out: a live subscription receives its own writes (DESIGN.md §15).
-    /// Answers how many of this server's sockets it was queued to.
-    pub fn deliver_live(&self, event: &impl ChannelEvent, destination: &Destination) -> usize {
-        match &self.outbound {
-            None => {
-                let sent = self
+    /// Sends live subscriptions' events, each to its own channel (each event carries its
+    /// subscription's `seq`): to this server's sockets, or held for a channel's first socket
+    /// when none listens yet; with driver `pusher`, to the external service. Nobody is left
+    /// out: a live subscription receives its own writes (DESIGN.md §15). Answers how many of
+    /// this server's sockets they were queued to.
+    pub fn deliver_live<'d, E: ChannelEvent>(
+        &self,
+        events: impl Iterator<Item = (E, &'d Destination)>,
+    ) -> usize {
+        let sent = events
+            .map(|(event, destination)| match &self.outbound {
+                None => self
                     .hub
-                    .publish_or_hold(&destination.channel, || event.frame(destination));
-                self.metrics.deliveries.inc_by(sent as u64);
-                sent
-            }
-            Some(outbound) => {
-                outbound.send(OutEvent {
-                    name: event.name(),
-                    channel: destination.channel.clone(),
-                    data: event.data(destination),
-                    socket_id: None,
-                });
-                0
-            }
-        }
+                    .publish_or_hold(&destination.channel, || event.frame(destination)),
+                Some(outbound) => Self::send_external(outbound, &event, destination, None),
+            })
+            .sum();
+        self.metrics.deliveries.inc_by(sent as u64);
+        sent
+    }
+
+    /// Queues `event` for the external service's channel (none of this server's sockets).
+    fn send_external(
+        outbound: &Outbound,
+        event: &impl ChannelEvent,
+        destination: &Destination,
+        except: Option<&SocketId>,
+    ) -> usize {
+        outbound.send(OutEvent {
+            name: event.name(),
+            channel: destination.channel.clone(),
+            data: event.data(destination),
+            socket_id: except.map(|socket| socket.as_str().to_owned()),
+        });
+        0
     }
 
     /// A socket came to `channel` on this node (`came`) or left it; `edge` when it was the
