@@ -712,7 +712,10 @@ async fn velo(
     for seq in 0..writes {
         let owner = format!("user{}", seq % users);
         let record = json!({ "seq": seq, "sent_ns": now_ns(), "owner": owner, "kind": "task" });
-        if timed_write(target, collection, seq, &record).await.is_some() {
+        if timed_write(target, collection, seq, &record)
+            .await
+            .is_some()
+        {
             acknowledged += 1;
         } else {
             eprintln!("a write failed");
