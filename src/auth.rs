@@ -60,6 +60,36 @@ pub enum AuthError {
     NoSubject,
 }
 
+impl User {
+    /// The user a verified token's claims identify (its `exp`, if any, already read): the id
+    /// is found, and written back as the `id` claim.
+    pub fn from_claims(
+        mut claims: Map<String, Value>,
+        expires_at: Option<u64>,
+    ) -> Result<Self, AuthError> {
+        let (id, id_claim) = ["id", "sub"]
+            .iter()
+            .find_map(|name| match claims.get(*name) {
+                Some(Value::String(s)) if !s.is_empty() => {
+                    Some((s.clone(), Value::String(s.clone())))
+                }
+                Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
+                    Some((n.to_string(), Value::Number(n.clone())))
+                }
+                _ => None,
+            })
+            .ok_or(AuthError::NoSubject)?;
+        // Rules see the same id the subscription's owner has (an `"id": ""` or `null` claim
+        // would otherwise make `@request.auth.id` disagree with the owner).
+        claims.insert("id".into(), id_claim);
+        Ok(User {
+            id,
+            claims,
+            expires_at,
+        })
+    }
+}
+
 /// Checks bearer tokens against the configured admin token and JWT secret.
 #[derive(Clone)]
 pub struct Authenticator {
@@ -102,7 +132,7 @@ impl Authenticator {
         validation.leeway = 0;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.decoding, &validation)
             .map_err(|error| AuthError::InvalidToken(error.to_string()))?;
-        let mut claims = data.claims;
+        let claims = data.claims;
         // NumericDate (RFC 7519) may have fractions of a second: `exp` is rounded down and
         // `nbf` up, so that a token is never taken for valid outside its window.
         let seconds = |name: &str, round: fn(f64) -> f64| match claims.get(name) {
@@ -129,26 +159,7 @@ impl Authenticator {
         if not_before.is_some_and(|nbf| nbf > now) {
             return Err(AuthError::NotYetValid);
         }
-        let (id, id_claim) = ["id", "sub"]
-            .iter()
-            .find_map(|name| match claims.get(*name) {
-                Some(Value::String(s)) if !s.is_empty() => {
-                    Some((s.clone(), Value::String(s.clone())))
-                }
-                Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
-                    Some((n.to_string(), Value::Number(n.clone())))
-                }
-                _ => None,
-            })
-            .ok_or(AuthError::NoSubject)?;
-        // Rules see the same id the subscription's owner has (an `"id": ""` or `null` claim
-        // would otherwise make `@request.auth.id` disagree with the owner).
-        claims.insert("id".into(), id_claim);
-        Ok(User {
-            id,
-            claims,
-            expires_at,
-        })
+        User::from_claims(claims, expires_at)
     }
 
     /// Signs a development token for `sub` with extra claims, valid for `ttl_secs` (if any).

@@ -86,7 +86,7 @@ async fn check(server: &Server, expression: &str, kind: &str) -> Value {
 fn the_console_signs_in_edits_collections_marks_a_rule_error_and_tails_events_in_chromium() {
     let server = Server::start(COLLECTIONS);
     let output = drive_chromium(&server, "console");
-    assert_eq!(output.matches(": ok after").count(), 14, "{output}");
+    assert_eq!(output.matches(": ok after").count(), 16, "{output}");
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let made = runtime.block_on(server.call(
@@ -122,6 +122,7 @@ async fn the_console_assets_are_embedded_and_served_under_a_strict_csp() {
         ("/console", "text/html"),
         ("/console/app.js", "text/javascript"),
         ("/console/app.css", "text/css"),
+        ("/console/playground.js", "text/javascript"),
     ] {
         let response = server.request(Method::GET, path).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
@@ -215,6 +216,201 @@ async fn checking_an_expression_is_for_the_admin_with_a_well_formed_body() {
             "{wrong}: {:?}",
             reply.body
         );
+    }
+}
+
+async fn evaluate(server: &Server, body: Value) -> Value {
+    let reply = server
+        .call(
+            Method::POST,
+            "/api/expressions/evaluate",
+            Some(ADMIN),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{body}: {:?}", reply.body);
+    reply.body
+}
+
+#[tokio::test]
+async fn the_playground_says_how_each_side_and_the_index_decided() {
+    let server = Server::start(COLLECTIONS);
+    let published = json!({ "status": "published", "author": "u1", "views": 11 });
+    let draft = json!({ "status": "draft", "author": "u1", "views": 3 });
+
+    // An equality is a bucket of the index: a record under its key matches with no script run,
+    // one under another key is never visited.
+    let body =
+        |record: &Value| json!({ "filter": "status = 'published'", "rule": "", "record": record });
+    let hit = evaluate(&server, body(&published)).await;
+    assert_eq!(hit["matches"], true, "{hit}");
+    assert_eq!(
+        hit["index"],
+        json!({ "placement": "bucket", "field": "status", "keys": ["\"published\""], "candidate": true, "decided_by": "index" })
+    );
+    assert_eq!(
+        hit["rule"],
+        json!({ "expression": "", "holds": true, "decided_by": "empty", "parts": [] })
+    );
+    let miss = evaluate(&server, body(&draft)).await;
+    assert_eq!(miss["matches"], false, "{miss}");
+    assert_eq!(
+        (&miss["index"]["candidate"], &miss["index"]["decided_by"]),
+        (&json!(false), &json!("index"))
+    );
+    assert_eq!(miss["filter"]["decided_by"], "record");
+
+    // The rest of the condition runs as the compiled script, and each part says how it went.
+    for (record, matches) in [(&published, true), (&draft, false)] {
+        let verdict = evaluate(
+            &server,
+            json!({
+                "filter": "views > 10 && status = 'published'",
+                "rule": "author = @request.auth.id",
+                "record": record,
+                "auth": { "sub": "u1" },
+            }),
+        )
+        .await;
+        assert_eq!(verdict["matches"], matches, "{verdict}");
+        assert_eq!(verdict["index"]["field"], "author", "{verdict}");
+        assert_eq!(verdict["index"]["decided_by"], "rhai", "{verdict}");
+        assert_eq!(verdict["index"]["script"], matches, "{verdict}");
+        let parts: Vec<&Value> = verdict["filter"]["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|part| &part["holds"])
+            .collect();
+        assert_eq!(parts, [&json!(matches), &json!(matches)], "{verdict}");
+        assert_eq!(verdict["rule"]["holds"], true, "{verdict}");
+    }
+
+    // A rule decided by the subscriber alone: false files the subscription nowhere, true leaves
+    // nothing to run.
+    for (role, matches, placement) in [("member", false, "never"), ("admin", true, "scan")] {
+        let verdict = evaluate(
+            &server,
+            json!({
+                "rule": "@request.auth.role = 'admin'",
+                "record": draft,
+                "auth": { "id": "u2", "role": role },
+            }),
+        )
+        .await;
+        assert_eq!(verdict["matches"], matches, "{verdict}");
+        assert_eq!(verdict["rule"]["decided_by"], "subscription", "{verdict}");
+        assert_eq!(verdict["index"]["placement"], placement, "{verdict}");
+        assert_eq!(verdict["index"]["decided_by"], "subscription", "{verdict}");
+    }
+
+    // The admin bypasses `SUPERUSER_ONLY` (an absent rule); a user and a guest are refused with
+    // the status a real subscribe answers.
+    let admin = evaluate(&server, json!({ "record": draft, "admin": true })).await;
+    assert_eq!(admin["matches"], true, "{admin}");
+    assert_eq!(admin["rule"]["decided_by"], "admin", "{admin}");
+    let rule = "@request.auth.id != ''";
+    let made = server
+        .call(
+            Method::POST,
+            "/api/collections",
+            Some(ADMIN),
+            Some(json!({ "name": "members", "api_rules": { "list": rule } })),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+    let alice = server.token("alice", json!({}), Some(3600));
+    for (list, token, auth) in [
+        (Value::Null, Some(alice.as_str()), json!({ "sub": "alice" })),
+        (json!(rule), None, Value::Null),
+    ] {
+        let mut body = json!({ "record": draft });
+        if !list.is_null() {
+            body["rule"] = list.clone();
+        }
+        if !auth.is_null() {
+            body["auth"] = auth;
+        }
+        let verdict = evaluate(&server, body).await;
+        let collection = if list.is_null() {
+            "posts_secret"
+        } else {
+            "members"
+        };
+        if list.is_null() {
+            let made = server
+                .call(
+                    Method::POST,
+                    "/api/collections",
+                    Some(ADMIN),
+                    Some(json!({ "name": collection })),
+                )
+                .await;
+            assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+        }
+        let subscribe = server.subscribe(token, collection, None).await;
+        assert_eq!(
+            verdict["refused"]["status"],
+            subscribe.status.as_u16(),
+            "{verdict}"
+        );
+        assert_eq!(
+            verdict["refused"]["message"], subscribe.body["message"],
+            "{verdict}"
+        );
+        assert_eq!(
+            (&verdict["matches"], &verdict["rule"]["decided_by"]),
+            (&json!(false), &json!("refused"))
+        );
+        assert!(verdict.get("index").is_none(), "{verdict}");
+    }
+}
+
+#[tokio::test]
+async fn the_playground_refuses_what_it_cannot_evaluate() {
+    let server = Server::start(COLLECTIONS);
+    let path = "/api/expressions/evaluate";
+    let body = json!({ "filter": "a = 1", "record": {} });
+    let guest = server
+        .call(Method::POST, path, None, Some(body.clone()))
+        .await;
+    assert_eq!(guest.status, StatusCode::UNAUTHORIZED);
+    let user = server.token("alice", json!({}), Some(3600));
+    let user = server
+        .call(Method::POST, path, Some(&user), Some(body))
+        .await;
+    assert_eq!(user.status, StatusCode::FORBIDDEN);
+    for (wrong, field) in [
+        (json!({ "filter": "a = ", "record": {} }), Some("filter")),
+        (json!({ "rule": "a = 1 &&", "record": {} }), Some("rule")),
+        (
+            json!({ "record": {}, "auth": { "role": "x" } }),
+            Some("auth"),
+        ),
+        (
+            json!({ "record": {}, "auth": { "id": "u1" }, "admin": true }),
+            Some("auth"),
+        ),
+        (json!({ "record": [1] }), None),
+        (json!({ "filter": "a = 1" }), None),
+        (json!({ "record": {}, "claims": {} }), None),
+    ] {
+        let reply = server
+            .call(Method::POST, path, Some(ADMIN), Some(wrong.clone()))
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{wrong}: {:?}",
+            reply.body
+        );
+        if let Some(field) = field {
+            assert!(
+                reply.body["errors"][field].is_array(),
+                "{wrong}: {:?}",
+                reply.body
+            );
+        }
     }
 }
 

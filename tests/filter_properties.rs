@@ -112,6 +112,10 @@ proptest! {
                     .evaluation(narrow)
                     .matches(&compiled_all[id], &auth_of(&subscriber.claims));
                 prop_assert_eq!(scanned, expected, "only the fields read: {:?} on {}", conditions[id], record);
+                // The console's playground explains one subscription by the index's own steps.
+                let mut eval = engine.evaluation(parsed.clone());
+                let decision = index.explain(keys[id], &mut eval).unwrap();
+                prop_assert_eq!(decision.matched, expected, "explained: {:?} on {}", decision, record);
             }
         }
         for (key, remove) in keys.iter().zip(&removals) {

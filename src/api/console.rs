@@ -13,6 +13,7 @@ const CSP: &str = "default-src 'self'";
 const INDEX: &str = include_str!("console/index.html");
 const SCRIPT: &str = include_str!("console/app.js");
 const STYLE: &str = include_str!("console/app.css");
+const PLAYGROUND: &str = include_str!("console/playground.js");
 
 fn asset(body: &'static str, content_type: &'static str) -> impl Endpoint<Output = Response> {
     poem::endpoint::make_sync(move |_| {
@@ -32,13 +33,17 @@ fn asset(body: &'static str, content_type: &'static str) -> impl Endpoint<Output
     })
 }
 
-/// `/console`, `/console/app.js`, `/console/app.css`.
+/// `/console` and its assets.
 pub fn routes() -> impl Endpoint {
     Route::new()
         .at("/", poem::get(asset(INDEX, "text/html; charset=utf-8")))
         .at(
             "/app.js",
             poem::get(asset(SCRIPT, "text/javascript; charset=utf-8")),
+        )
+        .at(
+            "/playground.js",
+            poem::get(asset(PLAYGROUND, "text/javascript; charset=utf-8")),
         )
         .at(
             "/app.css",

@@ -11,6 +11,7 @@ pub mod error;
 mod expressions;
 mod overview;
 mod payload;
+mod playground;
 mod realtime;
 mod records;
 mod security;
@@ -92,7 +93,8 @@ enum ApiTags {
     Realtime,
     /// Collections and their API rules (admin).
     Collections,
-    /// Filters and API rules checked by the server's parser (admin).
+    /// Filters and API rules checked by the server's parser, and evaluated for a record and a
+    /// subscriber by its matcher (admin).
     Expressions,
     /// Records; every write sends its change to the matching subscriptions.
     Records,
@@ -142,6 +144,7 @@ type Apis = (
     records::RecordsApi,
     collections::CollectionsApi,
     expressions::ExpressionsApi,
+    playground::PlaygroundApi,
     tail::TailApi,
     overview::OverviewApi,
     SystemApi,
@@ -154,6 +157,7 @@ fn service() -> OpenApiService<Apis, ()> {
             records::RecordsApi,
             collections::CollectionsApi,
             expressions::ExpressionsApi,
+            playground::PlaygroundApi,
             tail::TailApi,
             overview::OverviewApi,
             SystemApi,

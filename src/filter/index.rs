@@ -22,7 +22,7 @@ use std::sync::Arc;
 use rhai::{Dynamic, ImmutableString};
 use slab::Slab;
 
-use super::ast::{CompareOp, Expr, FieldPath, Operand};
+use super::ast::{CompareOp, Expr, FieldPath, Literal, Operand};
 use super::compile::{CompiledFilter, Evaluation};
 use super::context::Auth;
 use super::fold::{Truth, fold, resolve};
@@ -65,6 +65,20 @@ fn constant_keys(constant: &Dynamic, keys: &mut Vec<IndexKey>) -> Option<()> {
         keys.push(IndexKey::Number(value::number(constant)?));
     }
     Some(())
+}
+
+impl IndexKey {
+    /// The key as the expression language writes the constant, `None` for the numeric alias of a
+    /// string constant (filed under its `String` key too).
+    fn literal(&self) -> Option<String> {
+        match self {
+            IndexKey::Null => Some("null".into()),
+            IndexKey::Bool(b) => Some(b.to_string()),
+            IndexKey::Number(n) => Some(n.to_string()),
+            IndexKey::NumericString(_) => None,
+            IndexKey::String(text) => Some(Literal::String(text.to_string()).to_string()),
+        }
+    }
 }
 
 /// The keys a record value looks up: every key a constant equal to it is filed under.
@@ -127,6 +141,35 @@ enum Placement {
         field: FieldPath,
         keys: Vec<(IndexKey, usize)>,
     },
+}
+
+/// How a subscription was filed, as [`SubscriptionIndex::explain`] tells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Its condition is false for its subscriber whatever the record: filed nowhere, never
+    /// matched.
+    Never,
+    /// Visited by every event. Without `script` it matches every record without running one
+    /// (no condition, or one decided true by the subscriber's auth).
+    Scan { script: bool },
+    /// Under `field`, in the bucket of each of `keys` (written as literals), visited only by
+    /// events whose record holds one of them there. Without `script` a visit is a match.
+    Indexed {
+        field: FieldPath,
+        keys: Vec<String>,
+        script: bool,
+    },
+}
+
+/// How the index decided one record for one subscription.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub plan: Plan,
+    /// Whether the record was visited: in the scan set, or its value under one of the keys.
+    pub candidate: bool,
+    /// The compiled script's answer, when it ran.
+    pub script: Option<bool>,
+    pub matched: bool,
 }
 
 struct Entry<T> {
@@ -315,6 +358,42 @@ impl<T> SubscriptionIndex<T> {
         }
     }
 
+    /// How the index decides the record being evaluated for one subscription, by the steps
+    /// [`Self::for_each_match`] takes for it; `None` if the key is not here. For the console's
+    /// playground: the hot path does not call it.
+    pub fn explain(&self, key: SubscriptionKey, eval: &mut Evaluation<'_>) -> Option<Decision> {
+        let entry = self.entries.get(key.0)?;
+        let (plan, candidate) = match &entry.placement {
+            Placement::Nowhere => (Plan::Never, false),
+            Placement::Scan { .. } => (
+                Plan::Scan {
+                    script: entry.evaluate,
+                },
+                true,
+            ),
+            Placement::Indexed { field, keys } => {
+                let looked_up = eval.with_field(field, record_keys);
+                let candidate = keys
+                    .iter()
+                    .any(|(key, _)| looked_up.iter().flatten().any(|found| found == key));
+                let plan = Plan::Indexed {
+                    field: field.clone(),
+                    keys: keys.iter().filter_map(|(key, _)| key.literal()).collect(),
+                    script: entry.evaluate,
+                };
+                (plan, candidate)
+            }
+        };
+        let script =
+            (candidate && entry.evaluate).then(|| eval.matches(&entry.filter, &entry.auth));
+        Some(Decision {
+            plan,
+            candidate,
+            script,
+            matched: candidate && script.unwrap_or(true),
+        })
+    }
+
     /// The reference `for_each_match` must agree with: evaluates every subscription's compiled
     /// filter, in no particular order. Benchmarks use it as the baseline.
     pub fn for_each_match_by_scan(&self, eval: &mut Evaluation<'_>, mut f: impl FnMut(&T)) {
@@ -381,9 +460,22 @@ mod tests {
             let mut by_scan = Vec::new();
             self.index
                 .for_each_match_by_scan(&mut eval, |name| by_scan.push(*name));
+            let slots: Vec<usize> = self.index.entries.iter().map(|(slot, _)| slot).collect();
+            let mut by_explain = Vec::new();
+            for slot in slots {
+                let decision = self
+                    .index
+                    .explain(SubscriptionKey(slot), &mut eval)
+                    .unwrap();
+                if decision.matched {
+                    by_explain.push(self.index.entries[slot].value);
+                }
+            }
             by_index.sort();
             by_scan.sort();
+            by_explain.sort();
             assert_eq!(by_index, by_scan, "index and scan disagree");
+            assert_eq!(by_index, by_explain, "index and its explanation disagree");
             by_index
         }
 

@@ -30,7 +30,7 @@ use std::fmt;
 pub use ast::{CompareOp, Expr, FieldPath, Literal, Operand};
 pub use compile::{CompileError, CompiledFilter, Evaluation, FilterEngine};
 pub use context::{Auth, Record};
-pub use index::{SubscriptionIndex, SubscriptionKey};
+pub use index::{Decision, Plan, SubscriptionIndex, SubscriptionKey};
 pub use number::Number;
 pub use rule::{Filter, Rule, condition};
 

@@ -1,6 +1,8 @@
 // The console page: signs in with the admin token and calls the documented API
 // (docs/console.md). No framework and no build step; served by the binary itself.
 
+import { playgroundCollections, startPlayground } from "./playground.js";
+
 const TOKEN_KEY = "velo.console.token";
 const RULES = ["list", "view", "create", "update", "delete"];
 const SUPERUSER_ONLY = "SUPERUSER_ONLY";
@@ -33,6 +35,7 @@ function show(section) {
   $("#collections").hidden = section !== "collections";
   $("#tail").hidden = section !== "collections";
   $("#overview").hidden = section !== "collections";
+  $("#playground").hidden = section !== "collections";
   $("#sign-out").hidden = section === "sign-in";
 }
 
@@ -107,6 +110,7 @@ function renderCollections(list) {
     }),
   );
   $("#list-empty").hidden = list.length > 0;
+  playgroundCollections(list);
 }
 
 function ruleInput(rule) {
@@ -427,6 +431,7 @@ function startTailControls() {
 function start() {
   buildRuleInputs();
   startTailControls();
+  startPlayground(api, expressionChecker);
   resetForm();
   $("#sign-in-form").addEventListener("submit", async (event) => {
     event.preventDefault();

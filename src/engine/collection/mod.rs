@@ -467,7 +467,7 @@ const UNCLAIMED_SNAPSHOTS: usize = 1024;
 const QUOTA_RETRY_AFTER_SECS: u64 = 60;
 
 /// Who a list rule lets subscribe (DESIGN.md §3, §9).
-fn admit(rule: &Rule, identity: &Identity) -> Result<(), EngineError> {
+pub fn admit(rule: &Rule, identity: &Identity) -> Result<(), EngineError> {
     match (identity, rule) {
         (Identity::Superuser, _) => Ok(()),
         (Identity::Guest, Rule::SuperuserOnly) => Err(EngineError::Unauthenticated),

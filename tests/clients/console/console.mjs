@@ -4,7 +4,9 @@
 // `node console.mjs screenshot docs/console.png` takes the documentation's screenshot.
 // Every wait is bounded (10 s) and prints the latency it saw; a failed step exits non-zero.
 
+import { execFile } from "node:child_process";
 import { createHash, createHmac } from "node:crypto";
+import { promisify } from "node:util";
 import { chromium } from "playwright-core";
 
 const base = process.env.VELO_URL;
@@ -64,6 +66,14 @@ async function call(method, path, body, token) {
   const text = await response.text();
   check(response.ok, `${method} ${path}: ${response.status} ${text}`);
   return text ? JSON.parse(text) : null;
+}
+
+/// The same call made by the curl command line tool; throws unless the answer is a 2xx.
+async function curl(method, path, body) {
+  const args = ["--silent", "--show-error", "--fail-with-body", "--max-time", "10", "-X", method,
+    "-H", "content-type: application/json", "--data-binary", JSON.stringify(body), `${base}${path}`];
+  const { stdout } = await promisify(execFile)("curl", args);
+  return JSON.parse(stdout);
 }
 
 /// A signed Pusher HTTP API trigger, as the server libraries make it.
@@ -188,10 +198,10 @@ async function consoleSteps(page) {
     return `${before} -> ${before + 1}, ${(performance.now() - made).toFixed(0)} ms after the subscribe`;
   });
 
-  await step("a record written over HTTP reaches the tail", async (timeout) => {
+  await step("a record written with curl reaches the tail", async (timeout) => {
     const title = `tail-${Date.now()}`;
     const written = performance.now();
-    await call("POST", "/api/collections/posts/records", { title });
+    await curl("POST", "/api/collections/posts/records", { title });
     const row = await tailRowWith(page, title, timeout);
     const latency = (performance.now() - written).toFixed(0);
     check(await row.locator("td.event").textContent() === "created", "event created");
@@ -227,6 +237,43 @@ async function consoleSteps(page) {
     await page.locator("#tail-rows tbody tr", { hasText: "console-news" }).waitFor({ state: "hidden", timeout });
     check(await row.isVisible(), "the matching row stays");
     await page.fill("#tail-filter", "");
+  });
+
+  await step("the playground shows a record delivered, decided by rhai after the index", async (timeout) => {
+    await page.selectOption("#playground-collection", "console_made");
+    await page.waitForFunction(() => document.querySelector("#playground-rule").value === "", null, { timeout });
+    await page.fill("#playground-rule", "author = @request.auth.id");
+    await page.fill("#playground-filter", "status = 'published' && views > 10");
+    await page.check('input[name="subscriber"][value="user"]');
+    await page.fill("#playground-auth", '{"sub": "u1"}');
+    await page.fill("#playground-record", '{"author": "u1", "status": "published", "views": 11}');
+    await page.click("#playground-form button[type=submit]");
+    await page.waitForFunction(() => document.querySelector("#playground-result").dataset.matches === "true", null, { timeout });
+    const decided = await page.getAttribute("#playground-index", "data-decided-by");
+    check(decided === "rhai", `decided by ${decided}`);
+    const index = await page.textContent("#playground-index");
+    check(index.includes('author = "u1"'), index);
+    const parts = await page.locator("#playground-sides tr.part td.holds").allTextContents();
+    check(parts.join() === "true,true", `filter parts ${parts}`);
+    return index;
+  });
+
+  await step("the playground shows which part fails, and a guest refused by the rule", async (timeout) => {
+    await page.fill("#playground-record", '{"author": "u1", "status": "published", "views": 3}');
+    await page.click("#playground-form button[type=submit]");
+    await page.waitForFunction(() => document.querySelector("#playground-result").dataset.matches === "false", null, { timeout });
+    const parts = await page.locator("#playground-sides tr.part td.holds").allTextContents();
+    check(parts.join() === "true,false", `filter parts ${parts}`);
+    await page.fill("#playground-rule", "@request.auth.id != ''");
+    await page.check('input[name="subscriber"][value="guest"]');
+    await page.click("#playground-form button[type=submit]");
+    await page.waitForFunction(() => document.querySelector("#playground-refused").textContent.includes("401"), null, { timeout });
+    check(await page.locator("#playground-index").textContent() === "", "no index for a refused subscribe");
+    await page.fill("#playground-record", "{not json");
+    await page.click("#playground-form button[type=submit]");
+    await page.waitForFunction(() => document.querySelector("#playground-error").textContent.includes("not JSON"), null, { timeout });
+    await page.fill("#playground-record", '{"author": "u1"}');
+    return await page.textContent("#playground-refused");
   });
 
   await step("a reload stays signed in and reopens the tail", async (timeout) => {
