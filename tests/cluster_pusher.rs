@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use support::redis::RedisServer;
 use support::webhooks::Receiver;
 use support::ws::{self, Read, Socket};
-use support::{APP_ID, APP_KEY, APP_SECRET, Server, eventually};
+use support::{ADMIN, APP_ID, APP_KEY, APP_SECRET, Server, eventually};
 use velo_realtime::pusher::signature::AppCredentials;
 
 fn app() -> AppCredentials {
@@ -295,6 +295,18 @@ async fn presence_members_occupancy_and_webhooks_are_cluster_wide() {
         );
         let channels = query(node, "/channels?filter_by_prefix=presence-&info=user_count").await;
         assert_eq!(channels, json!({"channels": {room: {"user_count": 3}}}));
+    }
+    // So does the console's overview, naming the node that answered.
+    for (index, node) in nodes.iter().enumerate() {
+        let overview = node
+            .call(Method::GET, "/api/console/overview", Some(ADMIN), None)
+            .await;
+        assert_eq!(overview.status, StatusCode::OK, "{:?}", overview.body);
+        assert_eq!(overview.body["node"], format!("node-{index}"));
+        assert_eq!(
+            overview.body["channels"],
+            json!([{ "channel": room, "sockets": 4, "members": { "count": 3, "user_ids": ["alice", "bob", "carol"] } }])
+        );
     }
 
     // Bob's socket on node 1 leaves: he is still there on node 2. Then that one leaves too.

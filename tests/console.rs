@@ -13,6 +13,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::clients::{self, run};
 use support::{ADMIN, APP_ID, APP_KEY, APP_SECRET, Server, ws};
+use velo_realtime::pusher::signature::AppCredentials;
 
 const COLLECTIONS: &str = r#"
 [[collections]]
@@ -86,7 +87,7 @@ async fn check(server: &Server, expression: &str, kind: &str) -> Value {
 fn the_console_signs_in_edits_collections_marks_a_rule_error_and_tails_events_in_chromium() {
     let server = Server::start(COLLECTIONS);
     let output = drive_chromium(&server, "console");
-    assert_eq!(output.matches(": ok after").count(), 16, "{output}");
+    assert_eq!(output.matches(": ok after").count(), 17, "{output}");
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let made = runtime.block_on(server.call(
@@ -546,6 +547,42 @@ async fn the_overview_counts_connections_subscriptions_and_channel_sockets() {
     );
     assert_eq!(now["channel_count"], 1);
     assert_eq!(now["tail_watchers"], 1);
+
+    // A presence channel lists its members: users, not sockets.
+    let app = AppCredentials::new(APP_ID, APP_KEY, APP_SECRET);
+    let mut sockets = Vec::new();
+    for user in ["bob", "alice", "alice"] {
+        let (mut socket, socket_id) = ws::connect(&server).await;
+        let channel_data = json!({ "user_id": user }).to_string();
+        let auth = app.authorize(&socket_id, "presence-room", Some(&channel_data));
+        ws::send(
+            &mut socket,
+            json!({ "event": "pusher:subscribe", "data": {
+                "channel": "presence-room", "auth": auth, "channel_data": channel_data,
+            }}),
+        )
+        .await;
+        loop {
+            let frame = ws::frame(&mut socket).await;
+            if frame["event"] == "pusher_internal:subscription_succeeded" {
+                break;
+            }
+            assert_eq!(frame["event"], "pusher_internal:member_added", "{frame}");
+        }
+        sockets.push(socket);
+    }
+    let now = overview().await.body;
+    assert_eq!(now["connections"], 4, "{now}");
+    assert_eq!(
+        now["channels"][0],
+        json!({ "channel": "presence-room", "sockets": 3, "members": { "count": 2, "user_ids": ["alice", "bob"] } })
+    );
+    assert!(now["channels"][1].get("members").is_none(), "{now}");
+    assert!(
+        now.get("node").is_none(),
+        "a single server names no node: {now}"
+    );
+
     let guest = server
         .call(Method::GET, "/api/console/overview", None, None)
         .await;

@@ -50,6 +50,8 @@ pub struct App {
     pub encryption_master_key: Option<[u8; 32]>,
     /// The console tail's one-time tickets.
     pub tickets: Arc<tail::Tickets>,
+    /// In cluster mode, this node's name.
+    pub node: Option<String>,
 }
 
 impl App {
@@ -63,6 +65,10 @@ impl App {
             user_data_claims: config.user_data_claims.clone(),
             encryption_master_key: config.encryption_master_key,
             tickets: Arc::default(),
+            node: config
+                .cluster
+                .as_ref()
+                .map(|cluster| cluster.node_id.clone()),
         }
     }
 

@@ -1,6 +1,7 @@
 //! `GET /api/console/overview` (admin): what the console's "Now" panel shows, read when asked
 //! (the page polls it while open, so it costs nothing while none is): this node's connections,
-//! each collection's subscriptions, and the occupied channels with their sockets.
+//! each collection's subscriptions, the occupied channels with their sockets and, on presence
+//! channels, their members; in cluster mode, which node answered.
 
 use poem::web::Data;
 use poem_openapi::payload::Json;
@@ -10,9 +11,13 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use super::error::{ApiError, ErrorBody, Errors, operation_errors};
 use super::security::AdminToken;
 use super::{ApiTags, App};
+use crate::pusher::peers::Unavailable;
+use crate::pusher::protocol::{ChannelKind, channel_kind};
 
 /// Channels listed at most; `channel_count` says how many there are.
 pub const MAX_CHANNELS: usize = 100;
+/// Members named per presence channel at most; `count` says how many there are.
+pub const MAX_MEMBERS: usize = 20;
 
 #[derive(Object, Debug)]
 pub struct CollectionSubscriptions {
@@ -26,12 +31,28 @@ pub struct ChannelSockets {
     pub channel: String,
     /// Sockets subscribed to it (every node's in cluster mode).
     pub sockets: u64,
+    /// On a presence channel: its members (users; every node's in cluster mode).
+    #[oai(skip_serializing_if_is_none)]
+    pub members: Option<Members>,
+}
+
+/// The members of a presence channel.
+#[derive(Object, Debug)]
+pub struct Members {
+    /// How many users are on the channel.
+    pub count: u64,
+    /// Their `user_id`s, sorted: the first 20.
+    pub user_ids: Vec<String>,
 }
 
 /// The server now.
 #[derive(Object, Debug)]
 #[oai(example)]
 pub struct Overview {
+    /// In cluster mode, the name of the node that answered (`node_id`); absent on a single
+    /// server.
+    #[oai(skip_serializing_if_is_none)]
+    pub node: Option<String>,
     /// This node's open Pusher WebSocket connections.
     pub connections: u64,
     /// Each collection's subscriptions, by name.
@@ -47,16 +68,28 @@ pub struct Overview {
 impl Example for Overview {
     fn example() -> Self {
         Overview {
+            node: None,
             connections: 1,
             collections: vec![CollectionSubscriptions {
                 collection: "posts".into(),
                 subscriptions: 1,
             }],
-            channels: vec![ChannelSockets {
-                channel: "velo.realtime.0b3f5a5e-3c1d-4f3e-9a57-8f4e2c1d9b6a".into(),
-                sockets: 1,
-            }],
-            channel_count: 1,
+            channels: vec![
+                ChannelSockets {
+                    channel: "presence-room".into(),
+                    sockets: 2,
+                    members: Some(Members {
+                        count: 1,
+                        user_ids: vec!["u1".into()],
+                    }),
+                },
+                ChannelSockets {
+                    channel: "velo.realtime.0b3f5a5e-3c1d-4f3e-9a57-8f4e2c1d9b6a".into(),
+                    sockets: 1,
+                    members: None,
+                },
+            ],
+            channel_count: 2,
             tail_watchers: 1,
         }
     }
@@ -73,7 +106,7 @@ operation_errors! {
     ViewOverview {
         401 => "No admin token was sent, or the token is invalid.",
         403 => "The token is a user's, not the admin's.",
-        503 => "The engine, or in cluster mode the other nodes' counts, did not answer; retry.",
+        503 => "The engine, or in cluster mode the other nodes' counts or Redis, did not answer; retry.",
     }
 }
 
@@ -94,14 +127,45 @@ impl OverviewApi {
     ) -> Result<OverviewResponse, Errors<ViewOverview>> {
         app.require_admin(&admin)?;
         let collections = app.engine.subscription_counts().await?;
-        let channels = app.driver.channels("").await.map_err(|why| {
+        let unavailable = |what: &str, why: Unavailable| {
             ApiError::Unavailable(Json(ErrorBody {
-                message: format!("the other nodes' channel counts did not answer: {}", why.0),
+                message: format!("{what} did not answer: {}", why.0),
                 errors: None,
             }))
-        })?;
+        };
+        let channels = app
+            .driver
+            .channels("")
+            .await
+            .map_err(|why| unavailable("the other nodes' channel counts", why))?;
         let channel_count = channels.len() as u64;
+        let mut listed = Vec::with_capacity(channels.len().min(MAX_CHANNELS));
+        for (channel, sockets) in channels.into_iter().take(MAX_CHANNELS) {
+            let members = match channel_kind(&channel) {
+                Some(ChannelKind::Presence) => {
+                    let members = app
+                        .driver
+                        .presence
+                        .members(&channel)
+                        .await
+                        .map_err(|why| unavailable("the presence members", why))?;
+                    let mut user_ids: Vec<String> =
+                        members.into_iter().map(|member| member.user_id).collect();
+                    user_ids.sort_unstable();
+                    let count = user_ids.len() as u64;
+                    user_ids.truncate(MAX_MEMBERS);
+                    Some(Members { count, user_ids })
+                }
+                _ => None,
+            };
+            listed.push(ChannelSockets {
+                channel,
+                sockets: sockets as u64,
+                members,
+            });
+        }
         Ok(OverviewResponse::Ok(Json(Overview {
+            node: app.node.clone(),
             connections: app.driver.hub.connection_count() as u64,
             collections: collections
                 .into_iter()
@@ -110,14 +174,7 @@ impl OverviewApi {
                     subscriptions: count as u64,
                 })
                 .collect(),
-            channels: channels
-                .into_iter()
-                .take(MAX_CHANNELS)
-                .map(|(channel, sockets)| ChannelSockets {
-                    channel,
-                    sockets: sockets as u64,
-                })
-                .collect(),
+            channels: listed,
             channel_count,
             tail_watchers: app.driver.tail.watchers() as u64,
         })))

@@ -302,8 +302,20 @@ async function refreshOverview() {
       countRow(collection, subscriptions, "collection"),
     ),
   );
+  $("#overview-node").hidden = !now.node;
+  $("#overview-node-name").value = now.node ?? "";
   $("#overview-channels tbody").replaceChildren(
-    ...now.channels.map(({ channel, sockets }) => countRow(channel, sockets, "channel")),
+    ...now.channels.map(({ channel, sockets, members }) => {
+      const row = countRow(channel, sockets, "channel");
+      const cell = document.createElement("td");
+      cell.className = "members";
+      if (members) {
+        const more = members.count > members.user_ids.length ? ", …" : "";
+        cell.textContent = `${members.count}: ${members.user_ids.join(", ")}${more}`;
+      }
+      row.append(cell);
+      return row;
+    }),
   );
 }
 

@@ -8,6 +8,7 @@ import { execFile } from "node:child_process";
 import { createHash, createHmac } from "node:crypto";
 import { promisify } from "node:util";
 import { chromium } from "playwright-core";
+import Pusher from "pusher-js";
 
 const base = process.env.VELO_URL;
 const admin = process.env.ADMIN;
@@ -97,6 +98,39 @@ async function trigger(channel, name, data) {
     body,
   });
   check(response.ok, `trigger: ${response.status} ${await response.text()}`);
+}
+
+/// A pusher-js client that joined presence `channel` as `user`, authorized with the app secret
+/// as a server library would.
+async function join(channel, user, timeout) {
+  const url = new URL(base);
+  const client = new Pusher(process.env.APP_KEY, {
+    wsHost: url.hostname,
+    wsPort: Number(url.port),
+    forceTLS: false,
+    enabledTransports: ["ws"],
+    cluster: "mt1",
+    disableStats: true,
+    channelAuthorization: {
+      customHandler: ({ socketId, channelName }, callback) => {
+        const channel_data = JSON.stringify({ user_id: user });
+        const signature = createHmac("sha256", process.env.APP_SECRET)
+          .update(`${socketId}:${channelName}:${channel_data}`)
+          .digest("hex");
+        callback(null, { auth: `${process.env.APP_KEY}:${signature}`, channel_data });
+      },
+    },
+  });
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${user} did not join ${channel}`)), timeout);
+    const subscribed = client.subscribe(channel);
+    subscribed.bind("pusher:subscription_succeeded", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    subscribed.bind("pusher:subscription_error", (error) => reject(new Error(JSON.stringify(error))));
+  });
+  return client;
 }
 
 /// Waits for a tail row whose text contains `text`; answers it.
@@ -196,6 +230,22 @@ async function consoleSteps(page) {
       { timeout },
     );
     return `${before} -> ${before + 1}, ${(performance.now() - made).toFixed(0)} ms after the subscribe`;
+  });
+
+  await step("presence members joined with pusher-js appear under Now", async (timeout) => {
+    const joined = performance.now();
+    const clients = await Promise.all(["console-bob", "console-alice"].map((user) => join("presence-lobby", user, timeout)));
+    await page.waitForFunction(
+      () => document.querySelector('#overview-channels tr[data-channel="presence-lobby"] td.members')
+        ?.textContent === "2: console-alice, console-bob",
+      null,
+      { timeout },
+    );
+    const latency = (performance.now() - joined).toFixed(0);
+    const sockets = await page.textContent('#overview-channels tr[data-channel="presence-lobby"] td.count');
+    for (const client of clients) client.disconnect();
+    check(sockets === "2", `sockets ${sockets}`);
+    return `${latency} ms from the joins to the row`;
   });
 
   await step("a record written with curl reaches the tail", async (timeout) => {
