@@ -4,6 +4,10 @@
 //! run, on one thread and on two at once (the collection actors of two busy collections).
 //! Prints nanoseconds per event and the ratio.
 //!
+//! Then what the console's event tail (`src/pusher/tail.rs`) costs an event while no console
+//! watches, `Tail::emit` with a row that is then never built, against the same loop without
+//! it; and, for scale, what it costs while one watches (the row built and sent).
+//!
 //! ```text
 //! cargo bench --bench metrics
 //! ```
@@ -15,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use velo_realtime::metrics::Metrics;
+use velo_realtime::pusher::tail::{Tail, TailRow};
 
 /// The metric updates one matched event makes: the event, its match time, its deliveries.
 trait EventMetrics: Sync {
@@ -81,4 +86,38 @@ fn main() {
             ours / plain
         );
     }
+
+    println!("the console tail per event (ns), one thread:");
+    let tail = Tail::default();
+    let mut without = f64::MAX;
+    let mut unwatched = f64::MAX;
+    for _ in 0..2 {
+        without = without.min(tail_per_event(None, events));
+        unwatched = unwatched.min(tail_per_event(Some(&tail), events));
+    }
+    let watcher = tail.watch();
+    let watched = tail_per_event(Some(&tail), events / 10);
+    drop(watcher);
+    println!(
+        "  no console open: {unwatched:.2} ns, the same loop without the tail {without:.2} ns \
+         (+{:.2} ns); one console open: {watched:.0} ns",
+        unwatched - without
+    );
+}
+
+/// Nanoseconds per event of a loop that stands for the event path's bookkeeping (one atomic
+/// add) and, given `tail`, offers the tail a row, as the delivery paths do.
+fn tail_per_event(tail: Option<&Tail>, events: u64) -> f64 {
+    let delivered = AtomicU64::new(0);
+    let data = r#"{"action":"created","record":{"id":"k3vbd1iq0y8c2x7","title":"Hello"}}"#;
+    let started = Instant::now();
+    for n in 0..events {
+        let sockets = black_box(n % 7) as usize;
+        delivered.fetch_add(sockets as u64, Ordering::Relaxed);
+        if let Some(tail) = black_box(tail) {
+            tail.emit(|| TailRow::new("record", "created", "velo.realtime.x", 1, sockets, data));
+        }
+    }
+    black_box(delivered.load(Ordering::Relaxed));
+    started.elapsed().as_nanos() as f64 / events as f64
 }
