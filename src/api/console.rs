@@ -12,6 +12,7 @@ const CSP: &str = "default-src 'self'";
 /// The page's assets, in the binary: no build step, no CDN.
 const INDEX: &str = include_str!("console/index.html");
 const SCRIPT: &str = include_str!("console/app.js");
+const CHARTS: &str = include_str!("console/charts.js");
 const STYLE: &str = include_str!("console/app.css");
 
 fn asset(body: &'static str, content_type: &'static str) -> impl Endpoint<Output = Response> {
@@ -32,13 +33,18 @@ fn asset(body: &'static str, content_type: &'static str) -> impl Endpoint<Output
     })
 }
 
-/// `/console`, `/console/app.js`, `/console/app.css`.
+/// `/console`, `/console/app.js`, `/console/charts.js` (a module `app.js` imports),
+/// `/console/app.css`.
 pub fn routes() -> impl Endpoint {
     Route::new()
         .at("/", poem::get(asset(INDEX, "text/html; charset=utf-8")))
         .at(
             "/app.js",
             poem::get(asset(SCRIPT, "text/javascript; charset=utf-8")),
+        )
+        .at(
+            "/charts.js",
+            poem::get(asset(CHARTS, "text/javascript; charset=utf-8")),
         )
         .at(
             "/app.css",

@@ -1,6 +1,8 @@
 // The console page: signs in with the admin token and calls the documented API
 // (docs/console.md). No framework and no build step; served by the binary itself.
 
+import { startCharts, stopCharts } from "./charts.js";
+
 const TOKEN_KEY = "velo.console.token";
 const RULES = ["list", "view", "create", "update", "delete"];
 const SUPERUSER_ONLY = "SUPERUSER_ONLY";
@@ -33,6 +35,7 @@ function show(section) {
   $("#collections").hidden = section !== "collections";
   $("#tail").hidden = section !== "collections";
   $("#overview").hidden = section !== "collections";
+  $("#charts").hidden = section !== "collections";
   $("#sign-out").hidden = section === "sign-in";
 }
 
@@ -48,12 +51,14 @@ async function signIn(token) {
   renderCollections(reply.body.data);
   openTail();
   startOverview();
+  startCharts();
   return null;
 }
 
 function signOut() {
   closeTail();
   stopOverview();
+  stopCharts();
   sessionStorage.removeItem(TOKEN_KEY);
   resetForm();
   $("#token").value = "";
