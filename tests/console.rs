@@ -87,7 +87,7 @@ async fn check(server: &Server, expression: &str, kind: &str) -> Value {
 fn the_console_signs_in_edits_collections_marks_a_rule_error_and_tails_events_in_chromium() {
     let server = Server::start(COLLECTIONS);
     let output = drive_chromium(&server, "console");
-    assert_eq!(output.matches(": ok after").count(), 17, "{output}");
+    assert_eq!(output.matches(": ok after").count(), 20, "{output}");
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let made = runtime.block_on(server.call(
@@ -122,6 +122,7 @@ async fn the_console_assets_are_embedded_and_served_under_a_strict_csp() {
     for (path, content_type) in [
         ("/console", "text/html"),
         ("/console/app.js", "text/javascript"),
+        ("/console/charts.js", "text/javascript"),
         ("/console/app.css", "text/css"),
         ("/console/playground.js", "text/javascript"),
     ] {

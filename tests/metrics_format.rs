@@ -1,6 +1,8 @@
 //! `/metrics` is valid Prometheus text, as Prometheus's own `promtool check metrics` reads it
 //! (Debian's `prometheus` package, installed when missing, as the other tests install theirs),
-//! with every kind of line present: counters, labelled counters, gauges and the histogram.
+//! with every kind of line present: counters, labelled counters, gauges and the histogram; and
+//! `GET /metrics` is an operation of the OpenAPI document, answered with the encoder's
+//! `Content-Type` and no token.
 
 mod support;
 
@@ -8,7 +10,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 use support::{ADMIN, Server};
 
 /// `promtool`, installed with Debian's `prometheus` package when the machine has none.
@@ -83,4 +85,56 @@ api_rules = { list = "", view = "", create = "", update = "", delete = "" }
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[tokio::test]
+async fn metrics_are_documented_and_served_as_prometheus_text_without_a_token() {
+    let server = Server::start("");
+    let document = server.call(Method::GET, "/openapi.json", None, None).await;
+    let operation = &document.body["paths"]["/metrics"]["get"];
+    assert_eq!(operation["operationId"], "getMetrics", "{operation}");
+    assert_eq!(operation["security"], json!([]), "no credentials");
+    let content = operation["responses"]["200"]["content"]
+        .as_object()
+        .expect("a 200 with content");
+    assert_eq!(
+        content.keys().collect::<Vec<_>>(),
+        ["text/plain; version=0.0.4; charset=utf-8"]
+    );
+    assert_eq!(
+        velo_realtime::metrics::CONTENT_TYPE,
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let example = content[velo_realtime::metrics::CONTENT_TYPE]["schema"]["example"].clone();
+    assert!(
+        matches!(&example, Value::String(text) if text.contains("velo_deliveries_total 0")),
+        "{example}"
+    );
+
+    let response = server
+        .request(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        velo_realtime::metrics::CONTENT_TYPE
+    );
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .lines()
+            .any(|line| line == "velo_connections 0")
+    );
+    // Only GET: the `Allow` header is read from the document.
+    let post = server
+        .request(Method::POST, "/metrics")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(post.headers()["allow"], "GET");
 }

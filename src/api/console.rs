@@ -12,6 +12,7 @@ const CSP: &str = "default-src 'self'";
 /// The page's assets, in the binary: no build step, no CDN.
 const INDEX: &str = include_str!("console/index.html");
 const SCRIPT: &str = include_str!("console/app.js");
+const CHARTS: &str = include_str!("console/charts.js");
 const STYLE: &str = include_str!("console/app.css");
 const PLAYGROUND: &str = include_str!("console/playground.js");
 
@@ -33,7 +34,7 @@ fn asset(body: &'static str, content_type: &'static str) -> impl Endpoint<Output
     })
 }
 
-/// `/console` and its assets.
+/// `/console` and its assets (`app.js` imports the other modules).
 pub fn routes() -> impl Endpoint {
     Route::new()
         .at("/", poem::get(asset(INDEX, "text/html; charset=utf-8")))
@@ -44,6 +45,10 @@ pub fn routes() -> impl Endpoint {
         .at(
             "/playground.js",
             poem::get(asset(PLAYGROUND, "text/javascript; charset=utf-8")),
+        )
+        .at(
+            "/charts.js",
+            poem::get(asset(CHARTS, "text/javascript; charset=utf-8")),
         )
         .at(
             "/app.css",

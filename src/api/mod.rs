@@ -14,12 +14,13 @@ mod payload;
 mod playground;
 mod realtime;
 mod records;
+mod scrape;
 mod security;
 mod tail;
 
 use std::sync::Arc;
 
-use poem::http::{HeaderValue, Method, StatusCode, header};
+use poem::http::{HeaderValue, Method, header};
 use poem::middleware::Cors;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use poem_openapi::payload::Json;
@@ -29,7 +30,6 @@ use crate::auth::{Authenticator, Identity};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::limits::{Rate, TrustedProxies};
-use crate::metrics::Gauges;
 use crate::pusher::{self, Driver};
 use error::ApiError;
 use security::{AdminToken, Credentials};
@@ -106,7 +106,7 @@ enum ApiTags {
     Records,
     /// What the console shows live: the event tail's tickets, the overview (admin).
     Console,
-    /// Liveness.
+    /// Liveness and Prometheus metrics, for operators (no token).
     System,
 }
 
@@ -154,6 +154,7 @@ type Apis = (
     tail::TailApi,
     overview::OverviewApi,
     SystemApi,
+    scrape::MetricsApi,
 );
 
 fn service() -> OpenApiService<Apis, ()> {
@@ -167,6 +168,7 @@ fn service() -> OpenApiService<Apis, ()> {
             tail::TailApi,
             overview::OverviewApi,
             SystemApi,
+            scrape::MetricsApi,
         ),
         "Velo Realtime",
         env!("CARGO_PKG_VERSION"),
@@ -257,7 +259,6 @@ pub fn routes(app: App, config: &Config) -> impl Endpoint + use<> {
     let counters = app.driver.metrics.clone();
     Route::new()
         .at("/app/:key", poem::get(pusher::websocket))
-        .at("/metrics", poem::get(metrics))
         .at(
             "/api/realtime/webhooks/pusher",
             poem::post(pusher::http_api::webhook),
@@ -309,28 +310,6 @@ pub fn routes(app: App, config: &Config) -> impl Endpoint + use<> {
                 Ok(response)
             }
         })
-}
-
-/// `GET /metrics`: Prometheus text.
-#[poem::handler]
-async fn metrics(app: poem::web::Data<&App>) -> poem::Result<Response> {
-    let gauges = Gauges {
-        connections: app.driver.hub.connection_count(),
-        subscriptions: app
-            .engine
-            .subscription_counts()
-            .await
-            .map_err(ApiError::from)?,
-        eval_errors: app.engine.eval_errors(),
-    };
-    let text = app
-        .driver
-        .metrics
-        .render(gauges)
-        .map_err(|_| poem::Error::from_status(StatusCode::INTERNAL_SERVER_ERROR))?;
-    Ok(Response::builder()
-        .content_type(crate::metrics::CONTENT_TYPE)
-        .body(text))
 }
 
 /// An `Authorization` header that is not a bearer token is refused (401), rather than

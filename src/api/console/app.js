@@ -2,6 +2,7 @@
 // (docs/console.md). No framework and no build step; served by the binary itself.
 
 import { playgroundCollections, startPlayground } from "./playground.js";
+import { startCharts, stopCharts } from "./charts.js";
 
 const TOKEN_KEY = "velo.console.token";
 const RULES = ["list", "view", "create", "update", "delete"];
@@ -36,6 +37,7 @@ function show(section) {
   $("#tail").hidden = section !== "collections";
   $("#overview").hidden = section !== "collections";
   $("#playground").hidden = section !== "collections";
+  $("#charts").hidden = section !== "collections";
   $("#sign-out").hidden = section === "sign-in";
 }
 
@@ -51,12 +53,14 @@ async function signIn(token) {
   renderCollections(reply.body.data);
   openTail();
   startOverview();
+  startCharts();
   return null;
 }
 
 function signOut() {
   closeTail();
   stopOverview();
+  stopCharts();
   sessionStorage.removeItem(TOKEN_KEY);
   resetForm();
   $("#token").value = "";

@@ -133,6 +133,37 @@ async function join(channel, user, timeout) {
   return client;
 }
 
+/// A Pusher client in another browser tab (on `/health`, outside the console): connects with the app
+/// key and subscribes to `channel`; answers the tab, whose socket stays open until it closes.
+async function listenInAnotherTab(channel, timeout) {
+  const tab = await browser.newPage();
+  await tab.goto(`${base}/health`, { timeout });
+  await tab.evaluate(
+    ({ key, channel, timeout }) =>
+      new Promise((resolve, reject) => {
+        setTimeout(() => reject(new Error(`no subscription_succeeded in ${timeout} ms`)), timeout);
+        const socket = new WebSocket(`ws://${location.host}/app/${key}?protocol=7`);
+        window.listener = socket;
+        socket.addEventListener("message", (message) => {
+          const frame = JSON.parse(message.data);
+          if (frame.event === "pusher:connection_established") {
+            socket.send(JSON.stringify({ event: "pusher:subscribe", data: { channel } }));
+          } else if (frame.event === "pusher_internal:subscription_succeeded") {
+            resolve();
+          }
+        });
+        socket.addEventListener("close", () => reject(new Error("the socket closed")));
+      }),
+    { key: process.env.APP_KEY, channel, timeout },
+  );
+  return tab;
+}
+
+/// The number an `<output>` shows (NaN for "–").
+function shown(page, selector) {
+  return page.evaluate((selector) => Number(document.querySelector(selector).value), selector);
+}
+
 /// Waits for a tail row whose text contains `text`; answers it.
 async function tailRowWith(page, text, timeout) {
   const row = page.locator("#tail-rows tbody tr", { hasText: text });
@@ -326,10 +357,124 @@ async function consoleSteps(page) {
     return await page.textContent("#playground-refused");
   });
 
+  await step("the charts' parser reads Prometheus text, escapes and resets included", async () => {
+    const results = await page.evaluate(async () => {
+      const { parsePrometheus, quantile, increase } = await import("/console/charts.js");
+      const text = [
+        "# HELP velo_x A help text with \\\\ and \\n, and a \"quote\".",
+        "# TYPE velo_x counter",
+        "velo_x_total 3",
+        'velo_y{a="say \\"hi\\"",b="back\\\\slash",c="two\\nlines",d="{,}"} 1.5e-06',
+        'velo_z_bucket{le="+Inf",} +Inf 1700000000000',
+        "  velo_w   NaN",
+        "",
+      ].join("\n");
+      const histogram = (counts) => [1, 2, 4, Infinity].map((bound, at) => [bound, counts[at]]);
+      return {
+        samples: parsePrometheus(text),
+        bad: (() => {
+          try {
+            parsePrometheus('velo_v{a="unclosed} 1');
+            return "no error";
+          } catch (error) {
+            return error.message;
+          }
+        })(),
+        // 100 observations in the last second: 50 under 1, 49 more under 2, 1 more under 4.
+        p99: quantile(0.99, histogram([60, 109, 110, 110]), histogram([10, 10, 10, 10])),
+        p99PastTheBounds: quantile(0.99, histogram([0, 0, 0, 5]), histogram([0, 0, 0, 0])),
+        nothing: quantile(0.99, histogram([3, 3, 3, 3]), histogram([3, 3, 3, 3])),
+        reset: increase(4, 1000),
+        growth: increase(1005, 1000),
+      };
+    });
+    const [x, y, z, w] = results.samples;
+    check(results.samples.length === 4, JSON.stringify(results.samples));
+    check(x.name === "velo_x_total" && x.value === 3, JSON.stringify(x));
+    check(
+      JSON.stringify(y.labels) === JSON.stringify({ a: 'say "hi"', b: "back\\slash", c: "two\nlines", d: "{,}" }),
+      JSON.stringify(y.labels),
+    );
+    check(y.value === 1.5e-6, `${y.value}`);
+    // Playwright hands Infinity and NaN back as such.
+    check(z.labels.le === "+Inf" && z.value === Infinity, JSON.stringify(z));
+    check(w.name === "velo_w" && Number.isNaN(w.value), JSON.stringify(w));
+    check(/line 1 of \/metrics: no closing quote/.test(results.bad), results.bad);
+    check(results.p99 === 2, `p99 ${results.p99}`);
+    check(results.p99PastTheBounds === 4, `p99 past the bounds ${results.p99PastTheBounds}`);
+    check(results.nothing === null, `p99 of nothing ${results.nothing}`);
+    check(results.reset === 4 && results.growth === 5, `increase ${results.reset}, ${results.growth}`);
+  });
+
+  // Deliveries count frames queued to sockets: a socket listens to a subscription's channel.
+  await step("the charts show deliveries per second, connections and match time", async (timeout) => {
+    const { pusher_channel: channel } = await call("POST", "/api/realtime/subscribe", { collection: "posts" });
+    const connections = await shown(page, "#chart-connections-now");
+    const tab = await listenInAnotherTab(channel, timeout);
+    try {
+      await page.waitForFunction(
+        (before) => Number(document.querySelector("#chart-connections-now").value) > (before || 0),
+        connections,
+        { timeout },
+      );
+      let writes = 0;
+      let writing = true;
+      const writer = (async () => {
+        while (writing) {
+          await call("POST", "/api/collections/posts/records", { title: `chart-${writes}` });
+          writes += 1;
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+      })();
+      const written = performance.now();
+      try {
+        await page.waitForFunction(
+          () =>
+            Number(document.querySelector("#chart-deliveries-now").value) > 0 &&
+            Number(document.querySelector("#chart-match-now").value) > 0 &&
+            Number(document.querySelector("#chart-match-p99").value) > 0 &&
+            document.querySelectorAll("#chart-deliveries svg polyline").length > 0,
+          null,
+          { timeout },
+        );
+      } finally {
+        writing = false;
+        await writer;
+      }
+      const seen = performance.now() - written;
+      const [deliveries, now, match, p99] = await Promise.all(
+        ["#chart-deliveries-now", "#chart-connections-now", "#chart-match-now", "#chart-match-p99"].map(
+          (selector) => shown(page, selector),
+        ),
+      );
+      check(await page.textContent("#charts-error") === "", await page.textContent("#charts-error"));
+      return `${deliveries} deliveries/s, ${now} connections, match mean ${match} µs, p99 ${p99} µs; ` +
+        `${seen.toFixed(0)} ms and ${writes} writes after the first write`;
+    } finally {
+      await tab.close();
+    }
+  });
+
   await step("a reload stays signed in and reopens the tail", async (timeout) => {
     await page.reload({ timeout });
     await page.locator('#collection-list tr[data-name="console_made"]').waitFor({ timeout });
     await page.locator('#tail-status[data-state="live"]').waitFor({ timeout });
+  });
+
+  await step("signing out stops asking for /metrics", async (timeout) => {
+    const asked = [];
+    page.on("request", (request) => {
+      if (new URL(request.url()).pathname === "/metrics") asked.push(request);
+    });
+    await page.waitForRequest((request) => new URL(request.url()).pathname === "/metrics", { timeout });
+    await page.click("#sign-out");
+    await page.locator("#sign-in").waitFor({ timeout });
+    check(await page.locator("#charts").isHidden(), "the charts are hidden");
+    const before = asked.length;
+    // Two and a half polling periods with no request.
+    await page.waitForTimeout(2500);
+    check(asked.length === before, `${asked.length - before} requests for /metrics after sign-out`);
+    return `${before} seen while signed in, none in the 2.5 s after signing out`;
   });
 }
 
@@ -352,8 +497,8 @@ async function swaggerSteps(page) {
   });
 }
 
-/// The screenshot in docs/console.md: a few collections, a subscription, some events, and a rule
-/// error being typed.
+/// The screenshot in docs/console.md: a few collections, a subscription, some events and the
+/// charts they draw, and a rule error being typed.
 async function screenshot(page, path) {
   await page.setViewportSize({ width: 1280, height: 1000 });
   await page.goto(`${base}/console`);
@@ -364,9 +509,12 @@ async function screenshot(page, path) {
     name: "notes",
     api_rules: { list: "@request.auth.id != '' && owner = @request.auth.id", view: null, create: "@request.auth.id != ''", update: null, delete: null },
   }, admin);
-  await call("POST", "/api/realtime/subscribe", { collection: "posts", filter: "status = 'published'" });
-  for (const title of ["Hello", "Second post", "Third"]) {
+  const { pusher_channel: channel } = await call("POST", "/api/realtime/subscribe", { collection: "posts", filter: "status = 'published'" });
+  // A socket listens, so that the charts have deliveries to draw: a write a second.
+  await listenInAnotherTab(channel, WAIT_MS);
+  for (const title of ["Hello", "Second post", "Third", "Fourth", "Fifth"]) {
     await call("POST", "/api/collections/posts/records", { title, status: "published" });
+    await new Promise((resolve) => setTimeout(resolve, 1000));
   }
   await trigger("news", "breaking", JSON.stringify({ headline: "Console ships" }));
   await page.locator("#tail-rows tbody tr", { hasText: "news" }).waitFor({ timeout: WAIT_MS });
