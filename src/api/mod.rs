@@ -6,6 +6,7 @@
 mod body_deadline;
 mod collections;
 mod console;
+mod console_events;
 mod document;
 pub mod error;
 mod expressions;
@@ -96,7 +97,7 @@ enum ApiTags {
     Expressions,
     /// Records; every write sends its change to the matching subscriptions.
     Records,
-    /// What the console shows live: the event tail's tickets, the overview (admin).
+    /// What the console shows and sends: the tail's tickets, the overview, triggers (admin).
     Console,
     /// Liveness.
     System,
@@ -144,6 +145,7 @@ type Apis = (
     expressions::ExpressionsApi,
     tail::TailApi,
     overview::OverviewApi,
+    console_events::ConsoleEventsApi,
     SystemApi,
 );
 
@@ -156,6 +158,7 @@ fn service() -> OpenApiService<Apis, ()> {
             expressions::ExpressionsApi,
             tail::TailApi,
             overview::OverviewApi,
+            console_events::ConsoleEventsApi,
             SystemApi,
         ),
         "Velo Realtime",
