@@ -1,7 +1,7 @@
 //! The console (issue 17) in a real headless Chromium (Debian's `/usr/bin/chromium`, installed
 //! with `apt-get` when it is missing), driven by playwright-core from `tests/clients/console/console.mjs`:
-//! sign-in, the collections form, a rule error marked as it is typed, the tail; and Swagger
-//! UI's "Try it out" for subscribe. Also,
+//! sign-in, the collections form, a rule error marked as it is typed, the tail, the "Send"
+//! panel's record and Pusher event forms; and Swagger UI's "Try it out" for subscribe. Also,
 //! over plain HTTP and WebSockets, the console's assets and headers, `POST
 //! /api/expressions/check`, the tail, the overview and `POST /api/console/events`.
 
@@ -84,10 +84,10 @@ async fn check(server: &Server, expression: &str, kind: &str) -> Value {
 }
 
 #[test]
-fn the_console_signs_in_edits_collections_marks_a_rule_error_and_tails_events_in_chromium() {
+fn the_console_signs_in_edits_collections_marks_a_rule_error_tails_and_sends_events_in_chromium() {
     let server = Server::start(COLLECTIONS);
     let output = drive_chromium(&server, "console");
-    assert_eq!(output.matches(": ok after").count(), 14, "{output}");
+    assert_eq!(output.matches(": ok after").count(), 19, "{output}");
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let made = runtime.block_on(server.call(
@@ -122,6 +122,7 @@ async fn the_console_assets_are_embedded_and_served_under_a_strict_csp() {
     for (path, content_type) in [
         ("/console", "text/html"),
         ("/console/app.js", "text/javascript"),
+        ("/console/send.js", "text/javascript"),
         ("/console/app.css", "text/css"),
     ] {
         let response = server.request(Method::GET, path).send().await.unwrap();

@@ -12,6 +12,8 @@ const CSP: &str = "default-src 'self'";
 /// The page's assets, in the binary: no build step, no CDN.
 const INDEX: &str = include_str!("console/index.html");
 const SCRIPT: &str = include_str!("console/app.js");
+/// The "Send" panel, a module `app.js` imports.
+const SEND_SCRIPT: &str = include_str!("console/send.js");
 const STYLE: &str = include_str!("console/app.css");
 
 fn asset(body: &'static str, content_type: &'static str) -> impl Endpoint<Output = Response> {
@@ -32,13 +34,17 @@ fn asset(body: &'static str, content_type: &'static str) -> impl Endpoint<Output
     })
 }
 
-/// `/console`, `/console/app.js`, `/console/app.css`.
+/// `/console`, `/console/app.js`, `/console/send.js`, `/console/app.css`.
 pub fn routes() -> impl Endpoint {
     Route::new()
         .at("/", poem::get(asset(INDEX, "text/html; charset=utf-8")))
         .at(
             "/app.js",
             poem::get(asset(SCRIPT, "text/javascript; charset=utf-8")),
+        )
+        .at(
+            "/send.js",
+            poem::get(asset(SEND_SCRIPT, "text/javascript; charset=utf-8")),
         )
         .at(
             "/app.css",

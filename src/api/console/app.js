@@ -1,6 +1,8 @@
 // The console page: signs in with the admin token and calls the documented API
 // (docs/console.md). No framework and no build step; served by the binary itself.
 
+import { listCollections, startSend } from "./send.js";
+
 const TOKEN_KEY = "velo.console.token";
 const RULES = ["list", "view", "create", "update", "delete"];
 const SUPERUSER_ONLY = "SUPERUSER_ONLY";
@@ -31,6 +33,7 @@ async function api(method, path, body, token = sessionStorage.getItem(TOKEN_KEY)
 function show(section) {
   $("#sign-in").hidden = section !== "sign-in";
   $("#collections").hidden = section !== "collections";
+  $("#send").hidden = section !== "collections";
   $("#tail").hidden = section !== "collections";
   $("#overview").hidden = section !== "collections";
   $("#sign-out").hidden = section === "sign-in";
@@ -107,6 +110,7 @@ function renderCollections(list) {
     }),
   );
   $("#list-empty").hidden = list.length > 0;
+  listCollections(list);
 }
 
 function ruleInput(rule) {
@@ -427,6 +431,7 @@ function startTailControls() {
 function start() {
   buildRuleInputs();
   startTailControls();
+  startSend(api);
   resetForm();
   $("#sign-in-form").addEventListener("submit", async (event) => {
     event.preventDefault();
