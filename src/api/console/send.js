@@ -141,10 +141,11 @@ function answerOf(form) {
       const body = reply.body === null ? "" : `\n${JSON.stringify(reply.body, null, 2)}`;
       shown.textContent = `${reply.status}${body}`;
       if (reply.status >= 400) {
-        const fields = Object.entries(reply.body?.errors ?? {}).map(
-          ([field, messages]) => `${field}: ${messages.join("; ")}`,
-        );
         const message = reply.body?.message ?? `the server answered ${reply.status}`;
+        // Each field's errors, unless the message is already that one field's error.
+        const fields = Object.entries(reply.body?.errors ?? {})
+          .filter(([, messages]) => messages.join("; ") !== message)
+          .map(([field, messages]) => `${field}: ${messages.join("; ")}`);
         error.textContent = [message, ...fields].join("\n");
       }
     },

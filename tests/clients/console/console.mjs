@@ -327,6 +327,17 @@ async function sendSteps(page) {
     check(answer.startsWith("200"), `answer ${answer}`);
     return `${latency} ms from the click to the row`;
   });
+
+  await step("a trigger the server refuses shows its 422 and the field under the form", async (timeout) => {
+    await page.fill("#trigger-channels", "not!a!channel");
+    await page.click("#trigger-submit");
+    await page.waitForFunction(() => document.querySelector("#trigger-error").textContent !== "", null, { timeout });
+    const answer = await page.textContent("#trigger-answer");
+    const error = await page.textContent("#trigger-error");
+    check(answer.startsWith("422") && answer.includes('"channels"'), `answer ${answer}`);
+    check(error.includes("not!a!channel"), `error ${error}`);
+    return error;
+  });
 }
 
 async function swaggerSteps(page) {
