@@ -1,8 +1,9 @@
 //! The console (issue 17) in a real headless Chromium (Debian's `/usr/bin/chromium`, installed
 //! with `apt-get` when it is missing), driven by playwright-core from `tests/clients/console/console.mjs`:
-//! sign-in, the collections form, a rule error marked as it is typed; and Swagger UI's
-//! "Try it out" for subscribe. Also, over plain HTTP, the console's assets and headers and
-//! `POST /api/expressions/check`.
+//! sign-in, the collections form, a rule error marked as it is typed, the tail, the "Send"
+//! panel's record and Pusher event forms; and Swagger UI's "Try it out" for subscribe. Also,
+//! over plain HTTP and WebSockets, the console's assets and headers, `POST
+//! /api/expressions/check`, the tail, the overview and `POST /api/console/events`.
 
 mod support;
 
@@ -84,10 +85,10 @@ async fn check(server: &Server, expression: &str, kind: &str) -> Value {
 }
 
 #[test]
-fn the_console_signs_in_edits_collections_marks_a_rule_error_and_tails_events_in_chromium() {
+fn the_console_signs_in_edits_collections_marks_a_rule_error_tails_and_sends_events_in_chromium() {
     let server = Server::start(COLLECTIONS);
     let output = drive_chromium(&server, "console");
-    assert_eq!(output.matches(": ok after").count(), 20, "{output}");
+    assert_eq!(output.matches(": ok after").count(), 26, "{output}");
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let made = runtime.block_on(server.call(
@@ -123,6 +124,7 @@ async fn the_console_assets_are_embedded_and_served_under_a_strict_csp() {
         ("/console", "text/html"),
         ("/console/app.js", "text/javascript"),
         ("/console/charts.js", "text/javascript"),
+        ("/console/send.js", "text/javascript"),
         ("/console/app.css", "text/css"),
         ("/console/playground.js", "text/javascript"),
     ] {
@@ -627,4 +629,189 @@ async fn a_burst_past_200_rows_a_second_is_counted_as_dropped() {
     // At most 200 rows in each second-long window the burst touched.
     let windows = burst.as_secs() + 2;
     assert!(rows <= 200 * windows, "{rows} rows in {burst:?}");
+}
+
+/// `POST /api/console/events` as the admin.
+async fn trigger_from_console(server: &Server, body: Value) -> support::Reply {
+    server
+        .call(Method::POST, "/api/console/events", Some(ADMIN), Some(body))
+        .await
+}
+
+#[tokio::test]
+async fn a_trigger_from_the_console_reaches_a_subscribed_socket_and_the_tail() {
+    let server = Server::start(COLLECTIONS);
+    let (mut tail, _) = tokio_tungstenite::connect_async(server.ws_url(&ticket(&server).await))
+        .await
+        .expect("the tail opens");
+    let (mut socket, socket_id) = ws::connect(&server).await;
+    ws::subscribe(&mut socket, "console-news", None).await;
+    let sent = Instant::now();
+    let reply = trigger_from_console(
+        &server,
+        json!({ "channels": ["console-news", "elsewhere"], "event": "breaking", "data": "{\"n\":1}" }),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.body, json!({ "channels": 2, "sockets": 1 }));
+    let frame = ws::frame(&mut socket).await;
+    println!(
+        "the socket got it {:?} after the request: {frame}",
+        sent.elapsed()
+    );
+    // As the Pusher HTTP API sends it: `data` verbatim.
+    assert_eq!(
+        frame,
+        json!({ "event": "breaking", "channel": "console-news", "data": "{\"n\":1}" })
+    );
+    let row = ws::frame(&mut tail).await["event"].clone();
+    assert_eq!(
+        (
+            row["source"].clone(),
+            row["event"].clone(),
+            row["channel"].clone(),
+            row["channels"].clone(),
+            row["sockets"].clone(),
+        ),
+        (
+            json!("trigger"),
+            json!("breaking"),
+            json!("console-news"),
+            json!(2),
+            json!(1)
+        )
+    );
+
+    // `socket_id` leaves that socket out, as the HTTP API's does: the next frame it reads is
+    // the one sent without it.
+    let reply = trigger_from_console(
+        &server,
+        json!({ "channels": ["console-news"], "event": "skipped", "data": "", "socket_id": socket_id }),
+    )
+    .await;
+    assert_eq!(reply.body, json!({ "channels": 1, "sockets": 0 }));
+    let reply = trigger_from_console(
+        &server,
+        json!({ "channels": ["console-news"], "event": "received", "data": "x" }),
+    )
+    .await;
+    assert_eq!(reply.body, json!({ "channels": 1, "sockets": 1 }));
+    assert_eq!(ws::frame(&mut socket).await["event"], "received");
+}
+
+#[tokio::test]
+async fn a_trigger_from_the_console_is_for_the_admin_within_the_http_apis_limits() {
+    let server = Server::start(COLLECTIONS);
+    let path = "/api/console/events";
+    let good = json!({ "channels": ["news"], "event": "breaking", "data": "{}" });
+    let guest = server
+        .call(Method::POST, path, None, Some(good.clone()))
+        .await;
+    assert_eq!(guest.status, StatusCode::UNAUTHORIZED, "{:?}", guest.body);
+    let user = server.token("alice", json!({}), Some(3600));
+    let user = server
+        .call(Method::POST, path, Some(&user), Some(good.clone()))
+        .await;
+    assert_eq!(user.status, StatusCode::FORBIDDEN, "{:?}", user.body);
+    let not_json = server
+        .raw(
+            server
+                .request(Method::POST, path)
+                .bearer_auth(ADMIN)
+                .header("content-type", "application/json")
+                .body("{\"channels\": "),
+        )
+        .await;
+    assert_eq!(
+        not_json.status,
+        StatusCode::BAD_REQUEST,
+        "{:?}",
+        not_json.body
+    );
+
+    let too_much = "x".repeat(10 * 1024 + 1);
+    let many: Vec<String> = (0..101).map(|n| format!("c{n}")).collect();
+    for (body, field) in [
+        (
+            json!({ "channels": ["no spaces"], "event": "e", "data": "" }),
+            "channels",
+        ),
+        (
+            json!({ "channels": [], "event": "e", "data": "" }),
+            "channels",
+        ),
+        (
+            json!({ "channels": many, "event": "e", "data": "" }),
+            "channels",
+        ),
+        (
+            json!({ "channels": ["news"], "event": "e", "data": too_much }),
+            "data",
+        ),
+        (
+            json!({ "channels": ["news"], "event": "", "data": "" }),
+            "event",
+        ),
+        (
+            json!({ "channels": ["news"], "event": "e".repeat(201), "data": "" }),
+            "event",
+        ),
+        (
+            json!({ "channels": ["news"], "event": "e", "data": "", "socket_id": "12" }),
+            "socket_id",
+        ),
+        (
+            json!({ "channels": ["news"], "event": "e", "data": { "n": 1 } }),
+            "data",
+        ),
+        (json!({ "channels": ["news"], "event": "e" }), "data"),
+        (
+            json!({ "channels": ["news"], "event": "e", "data": "", "socket": "1.2" }),
+            "socket",
+        ),
+    ] {
+        let reply = trigger_from_console(&server, body.clone()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {:?}",
+            reply.body
+        );
+        assert!(
+            reply.body["errors"][field].is_array(),
+            "{field} for {body}: {:?}",
+            reply.body
+        );
+    }
+
+    // The HTTP API refuses the same events in its own words, as before.
+    let events = format!("/apps/{APP_ID}/events");
+    let refused = server
+        .pusher_api(
+            Method::POST,
+            &events,
+            Some(&json!({ "name": "e", "channels": ["no spaces"], "data": "" })),
+        )
+        .await;
+    assert_eq!(
+        (refused.status, refused.body),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({ "error": "invalid channel name `no spaces`" })
+        )
+    );
+    let refused = server
+        .pusher_api(
+            Method::POST,
+            &events,
+            Some(&json!({ "name": "e", "channel": "news", "data": too_much })),
+        )
+        .await;
+    assert_eq!(
+        (refused.status, refused.body),
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({ "error": "`data` is over the limit of 10240 bytes" })
+        )
+    );
 }

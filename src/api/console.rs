@@ -13,6 +13,7 @@ const CSP: &str = "default-src 'self'";
 const INDEX: &str = include_str!("console/index.html");
 const SCRIPT: &str = include_str!("console/app.js");
 const CHARTS: &str = include_str!("console/charts.js");
+const SEND_SCRIPT: &str = include_str!("console/send.js");
 const STYLE: &str = include_str!("console/app.css");
 const PLAYGROUND: &str = include_str!("console/playground.js");
 
@@ -49,6 +50,10 @@ pub fn routes() -> impl Endpoint {
         .at(
             "/charts.js",
             poem::get(asset(CHARTS, "text/javascript; charset=utf-8")),
+        )
+        .at(
+            "/send.js",
+            poem::get(asset(SEND_SCRIPT, "text/javascript; charset=utf-8")),
         )
         .at(
             "/app.css",

@@ -6,6 +6,7 @@
 mod body_deadline;
 mod collections;
 mod console;
+mod console_events;
 mod document;
 pub mod error;
 mod expressions;
@@ -104,7 +105,7 @@ enum ApiTags {
     Expressions,
     /// Records; every write sends its change to the matching subscriptions.
     Records,
-    /// What the console shows live: the event tail's tickets, the overview (admin).
+    /// What the console shows and sends: the tail's tickets, the overview, triggers (admin).
     Console,
     /// Liveness and Prometheus metrics, for operators (no token).
     System,
@@ -153,6 +154,7 @@ type Apis = (
     playground::PlaygroundApi,
     tail::TailApi,
     overview::OverviewApi,
+    console_events::ConsoleEventsApi,
     SystemApi,
     scrape::MetricsApi,
 );
@@ -167,6 +169,7 @@ fn service() -> OpenApiService<Apis, ()> {
             playground::PlaygroundApi,
             tail::TailApi,
             overview::OverviewApi,
+            console_events::ConsoleEventsApi,
             SystemApi,
             scrape::MetricsApi,
         ),

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, NativeCallContext};
 use serde_json::Value;
 
-use crate::pusher::http_api::MAX_DATA_BYTES;
 use crate::pusher::protocol::{MAX_EVENT_NAME, channel_kind};
+use crate::pusher::trigger::MAX_DATA_BYTES;
 
 /// Operations a before-hook, `realtime_connecting` or an after-hook may take: `loop {}` is
 /// stopped within 0.5–2.5 ms of a collection actor's time in a release build (a whole refused

@@ -3,7 +3,9 @@
 //!
 //! Every request is checked the way the libraries sign it: app id, key, a timestamp within 600
 //! seconds, `body_md5` of the raw bytes, and the HMAC of `METHOD\nPATH\nsorted decoded query`.
-//! Every reply, errors included, is a JSON object (PHP decodes every body).
+//! Every reply, errors included, is a JSON object (PHP decodes every body). The events
+//! themselves are checked and sent by [`super::trigger`], as a hook's and the console's are;
+//! this module owns the requests' shapes, their signatures and the replies' wording.
 
 use std::sync::Arc;
 
@@ -13,21 +15,14 @@ use poem::web::{Data, Path};
 use poem::{Request, Response, handler};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::Driver;
-use super::peers::{ChannelFrame, PeerMessage, Unavailable};
-use super::protocol::{
-    ChannelKind, MAX_EVENT_NAME, SocketId, USER_CHANNEL_PREFIX, channel_kind, frames,
-};
+use super::peers::{PeerMessage, Unavailable};
+use super::protocol::{ChannelKind, MAX_EVENT_NAME, USER_CHANNEL_PREFIX, channel_kind};
 use super::signature::body_md5;
-use super::tail::TailRow;
+use super::trigger::{self, MAX_CHANNELS, MAX_DATA_BYTES, Trigger, TriggerError};
 use crate::auth::now_secs;
 
-/// Largest `data` of one event, in bytes.
-pub const MAX_DATA_BYTES: usize = 10 * 1024;
-/// Most channels one event may go to.
-pub const MAX_CHANNELS: usize = 100;
 /// Most events in one batch.
 pub const MAX_BATCH: usize = 10;
 /// How far a request's timestamp may be from the server's clock.
@@ -142,52 +137,28 @@ struct Event {
     info: Option<String>,
 }
 
-struct Checked {
-    name: String,
-    data: String,
-    channels: Vec<String>,
-    except: Option<SocketId>,
-    info: Vec<String>,
+impl From<TriggerError> for HttpApiError {
+    fn from(error: TriggerError) -> Self {
+        let bad = HttpApiError::BadRequest;
+        match error {
+            TriggerError::Name => bad(format!("`name` must be 1 to {MAX_EVENT_NAME} characters")),
+            TriggerError::DataTooLarge => HttpApiError::TooLarge(format!(
+                "`data` is over the limit of {MAX_DATA_BYTES} bytes"
+            )),
+            TriggerError::ChannelCount => bad(format!("give 1 to {MAX_CHANNELS} channels")),
+            TriggerError::Channel(invalid) => bad(format!("invalid channel name `{invalid}`")),
+            TriggerError::SocketId(text) => bad(format!("invalid socket_id `{text}`")),
+        }
+    }
 }
 
-fn check(event: Event) -> Result<Checked, HttpApiError> {
-    let bad = HttpApiError::BadRequest;
-    if event.name.is_empty() || event.name.len() > MAX_EVENT_NAME {
-        return Err(bad(format!(
-            "`name` must be 1 to {MAX_EVENT_NAME} characters"
-        )));
-    }
-    if event.data.len() > MAX_DATA_BYTES {
-        return Err(HttpApiError::TooLarge(format!(
-            "`data` is over the limit of {MAX_DATA_BYTES} bytes"
-        )));
-    }
+/// The event, checked for sending, and the `info` its reply asks for.
+fn check(event: Event) -> Result<(Trigger, Vec<String>), HttpApiError> {
     let mut channels = event.channels;
     channels.extend(event.channel);
-    if channels.is_empty() || channels.len() > MAX_CHANNELS {
-        return Err(bad(format!("give 1 to {MAX_CHANNELS} channels")));
-    }
-    if let Some(invalid) = channels
-        .iter()
-        .find(|channel| channel_kind(channel).is_none())
-    {
-        return Err(bad(format!("invalid channel name `{invalid}`")));
-    }
-    let except = match event.socket_id {
-        None => None,
-        Some(text) => {
-            Some(SocketId::parse(&text).ok_or_else(|| bad(format!("invalid socket_id `{text}`")))?)
-        }
-    };
+    let trigger = Trigger::new(event.name, event.data, channels, event.socket_id)?;
     // `user_count` is answered for presence channels and left out for others (DESIGN.md §15).
-    let info = info_items(event.info);
-    Ok(Checked {
-        name: event.name,
-        data: event.data,
-        channels,
-        except,
-        info,
-    })
+    Ok((trigger, info_items(event.info)))
 }
 
 /// One event the server itself triggers (an after-hook's `trigger`), checked and sent as a
@@ -198,70 +169,23 @@ pub async fn trigger_one(
     name: String,
     data: String,
 ) -> Result<(), HttpApiError> {
-    let event = check(Event {
-        name,
-        data,
-        channels: vec![channel],
-        channel: None,
-        socket_id: None,
-        info: None,
-    })?;
-    trigger(driver, &[event]).await
-}
-
-/// Sends checked events (a batch all at once): each frame is built once; in cluster mode the
-/// other nodes get them first, in one message, and when that fails nothing is sent (503).
-async fn trigger(driver: &Driver, events: &[Checked]) -> Result<(), HttpApiError> {
-    let frames: Vec<ChannelFrame> = events
-        .iter()
-        .flat_map(|event| {
-            event.channels.iter().map(|channel| ChannelFrame {
-                channel: channel.clone(),
-                frame: Utf8Bytes::from(frames::event(&event.name, channel, &event.data)),
-                except: event.except.clone(),
-                seq: None,
-            })
-        })
-        .collect();
-    let message = PeerMessage::Frames { frames, keep: true };
-    if let Some(peers) = &driver.peers {
-        peers.publish(&message).await?;
-    }
-    if let PeerMessage::Frames { frames, keep } = &message {
-        let mut frames = frames.iter();
-        for event in events {
-            // The event's frames, one per channel, in order.
-            let sockets: usize = frames
-                .by_ref()
-                .take(event.channels.len())
-                .map(|frame| driver.publish_frame(frame, *keep))
-                .sum();
-            driver.tail.emit(|| {
-                TailRow::new(
-                    "trigger",
-                    &event.name,
-                    &event.channels[0],
-                    event.channels.len(),
-                    sockets,
-                    &event.data,
-                )
-            });
-        }
-    }
+    let trigger = Trigger::new(name, data, vec![channel], None)?;
+    trigger::send(driver, &[trigger]).await?;
     Ok(())
 }
 
 /// One event's `info` reply, if asked for.
-async fn event_info(driver: &Driver, event: &Checked) -> Result<Option<Value>, HttpApiError> {
-    if event.info.is_empty() {
+async fn event_info(
+    driver: &Driver,
+    event: &Trigger,
+    info: &[String],
+) -> Result<Option<Value>, HttpApiError> {
+    if info.is_empty() {
         return Ok(None);
     }
     let mut channels = Map::new();
-    for channel in &event.channels {
-        channels.insert(
-            channel.clone(),
-            channel_info(driver, channel, &event.info).await?,
-        );
+    for channel in event.channels() {
+        channels.insert(channel.clone(), channel_info(driver, channel, info).await?);
     }
     Ok(Some(json!({ "channels": channels })))
 }
@@ -318,9 +242,9 @@ pub async fn post_events(
     respond(
         async {
             authenticate(&driver, request, &app_id, &body)?;
-            let event = check(parse_json::<Event>(&body)?)?;
-            trigger(&driver, std::slice::from_ref(&event)).await?;
-            Ok(event_info(&driver, &event)
+            let (event, info) = check(parse_json::<Event>(&body)?)?;
+            trigger::send(&driver, std::slice::from_ref(&event)).await?;
+            Ok(event_info(&driver, &event, &info)
                 .await?
                 .unwrap_or_else(|| json!({})))
         }
@@ -350,14 +274,16 @@ pub async fn post_batch_events(
                     "a batch holds at most {MAX_BATCH} events"
                 )));
             }
-            let checked = batch
+            let (events, asked): (Vec<Trigger>, Vec<Vec<String>>) = batch
                 .into_iter()
                 .map(check)
-                .collect::<Result<Vec<_>, _>>()?;
-            trigger(&driver, &checked).await?;
-            let mut infos: Vec<Option<Value>> = Vec::with_capacity(checked.len());
-            for event in &checked {
-                infos.push(event_info(&driver, event).await?);
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .unzip();
+            trigger::send(&driver, &events).await?;
+            let mut infos: Vec<Option<Value>> = Vec::with_capacity(events.len());
+            for (event, info) in events.iter().zip(&asked) {
+                infos.push(event_info(&driver, event, info).await?);
             }
             if infos.iter().all(Option::is_none) {
                 return Ok(json!({}));

@@ -12,6 +12,7 @@
 //!   cluster-wide channel counts.
 //! * [`webhooks`]: what happened on channels, posted to the app's URLs.
 //! * `connection`: one socket's reader and writer.
+//! * [`trigger`]: events triggered by the HTTP API, hooks and the console: checked and sent.
 //! * [`http_api`]: `/apps/{id}/events`, `batch_events`, `channels`.
 //! * [`tail`]: one row per event sent, for the consoles watching.
 //!
@@ -28,6 +29,7 @@ pub mod presence;
 pub mod protocol;
 pub mod signature;
 pub mod tail;
+pub mod trigger;
 pub mod webhooks;
 
 use std::sync::Arc;

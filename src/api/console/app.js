@@ -3,6 +3,7 @@
 
 import { playgroundCollections, startPlayground } from "./playground.js";
 import { startCharts, stopCharts } from "./charts.js";
+import { listCollections, startSend } from "./send.js";
 
 const TOKEN_KEY = "velo.console.token";
 const RULES = ["list", "view", "create", "update", "delete"];
@@ -34,6 +35,7 @@ async function api(method, path, body, token = sessionStorage.getItem(TOKEN_KEY)
 function show(section) {
   $("#sign-in").hidden = section !== "sign-in";
   $("#collections").hidden = section !== "collections";
+  $("#send").hidden = section !== "collections";
   $("#tail").hidden = section !== "collections";
   $("#overview").hidden = section !== "collections";
   $("#playground").hidden = section !== "collections";
@@ -115,6 +117,7 @@ function renderCollections(list) {
   );
   $("#list-empty").hidden = list.length > 0;
   playgroundCollections(list);
+  listCollections(list);
 }
 
 function ruleInput(rule) {
@@ -448,6 +451,7 @@ function start() {
   buildRuleInputs();
   startTailControls();
   startPlayground(api, expressionChecker);
+  startSend(api);
   resetForm();
   $("#sign-in-form").addEventListener("submit", async (event) => {
     event.preventDefault();

@@ -455,6 +455,8 @@ async function consoleSteps(page) {
     }
   });
 
+  await sendSteps(page);
+
   await step("a reload stays signed in and reopens the tail", async (timeout) => {
     await page.reload({ timeout });
     await page.locator('#collection-list tr[data-name="console_made"]').waitFor({ timeout });
@@ -475,6 +477,108 @@ async function consoleSteps(page) {
     await page.waitForTimeout(2500);
     check(asked.length === before, `${asked.length - before} requests for /metrics after sign-out`);
     return `${before} seen while signed in, none in the 2.5 s after signing out`;
+  });
+}
+
+/// The "Send" panel: a record created, updated and deleted through its form, each reaching the
+/// tail; invalid JSON refused in the page; a Pusher event triggered through its form.
+async function sendSteps(page) {
+  const title = `sent-${Date.now()}`;
+  let id = null;
+
+  await step("a record created through the Send form reaches the tail", async (timeout) => {
+    await page.selectOption("#record-collection", "posts", { timeout });
+    await page.fill("#record-id", "");
+    await page.fill("#record-body", JSON.stringify({ title }));
+    const clicked = performance.now();
+    await page.click("#record-create");
+    const row = await tailRowWith(page, title, timeout);
+    const latency = (performance.now() - clicked).toFixed(0);
+    check(await row.locator("td.event").textContent() === "created", "event created");
+    check(await row.locator("td.source").textContent() === "record", "source record");
+    await page.waitForFunction(() => document.querySelector("#record-id").value !== "", null, { timeout });
+    id = await page.inputValue("#record-id");
+    const answer = await page.textContent("#record-answer");
+    check(answer.startsWith("201") && answer.includes(title), `answer ${answer}`);
+    return `${latency} ms from the click to the row; id ${id}`;
+  });
+
+  /// The tail's row for the record's `event`.
+  const recordRow = (event) =>
+    page
+      .locator("#tail-rows tbody tr", { hasText: id })
+      .filter({ has: page.locator("td.event", { hasText: new RegExp(`^${event}$`) }) })
+      .first();
+
+  await step("it is updated through the form and the tail shows `updated`", async (timeout) => {
+    await page.fill("#record-body", JSON.stringify({ title: `${title}-updated` }));
+    const clicked = performance.now();
+    await page.click("#record-update");
+    const row = recordRow("updated");
+    await row.waitFor({ timeout });
+    const latency = (performance.now() - clicked).toFixed(0);
+    const data = await row.locator("td.data").textContent();
+    check(data.includes(`${title}-updated`), `data ${data}`);
+    check((await page.textContent("#record-answer")).startsWith("200"), "answer 200");
+    return `${latency} ms from the click to the row`;
+  });
+
+  await step("it is deleted through the form and the tail shows `deleted`", async (timeout) => {
+    const clicked = performance.now();
+    await page.click("#record-delete");
+    await recordRow("deleted").waitFor({ timeout });
+    const latency = (performance.now() - clicked).toFixed(0);
+    check((await page.textContent("#record-answer")).startsWith("204"), "answer 204");
+    return `${latency} ms from the click to the row`;
+  });
+
+  await step("invalid JSON in the record form shows an error and sends nothing", async (timeout) => {
+    const sent = [];
+    const watch = (request) => {
+      if (request.url().includes("/records")) sent.push(`${request.method()} ${request.url()}`);
+    };
+    page.on("request", watch);
+    await page.fill("#record-id", "");
+    await page.fill("#record-body", '{"title": "no closing brace"');
+    await page.click("#record-create");
+    await page.waitForFunction(() => document.querySelector("#record-error").textContent !== "", null, { timeout });
+    // A request, had one been made, would be seen by now: the page sends before it answers.
+    page.off("request", watch);
+    const error = await page.textContent("#record-error");
+    check(sent.length === 0, `sent ${sent.join(", ")}`);
+    check(/not valid JSON/.test(error), `error ${error}`);
+    check(await page.getAttribute("#record-body", "aria-invalid") === "true", "aria-invalid");
+    check(await page.locator("#record-answer").isHidden(), "an answer shown");
+    return error;
+  });
+
+  await step("a Pusher event triggered through the form reaches the tail", async (timeout) => {
+    const channel = `console-send-${Date.now()}`;
+    await page.fill("#trigger-channels", channel);
+    await page.fill("#trigger-event", "sent-from-form");
+    await page.fill("#trigger-data", JSON.stringify({ headline: "from the form" }));
+    const clicked = performance.now();
+    await page.click("#trigger-submit");
+    const row = await tailRowWith(page, channel, timeout);
+    const latency = (performance.now() - clicked).toFixed(0);
+    check(await row.locator("td.source").textContent() === "trigger", "source trigger");
+    check(await row.locator("td.event").textContent() === "sent-from-form", "event name");
+    check(await row.locator("td.channel").textContent() === channel, "channel");
+    await page.waitForFunction(() => document.querySelector("#trigger-status").textContent !== "", null, { timeout });
+    const answer = await page.textContent("#trigger-answer");
+    check(answer.startsWith("200"), `answer ${answer}`);
+    return `${latency} ms from the click to the row`;
+  });
+
+  await step("a trigger the server refuses shows its 422 and the field under the form", async (timeout) => {
+    await page.fill("#trigger-channels", "not!a!channel");
+    await page.click("#trigger-submit");
+    await page.waitForFunction(() => document.querySelector("#trigger-error").textContent !== "", null, { timeout });
+    const answer = await page.textContent("#trigger-answer");
+    const error = await page.textContent("#trigger-error");
+    check(answer.startsWith("422") && answer.includes('"channels"'), `answer ${answer}`);
+    check(error.includes("not!a!channel"), `error ${error}`);
+    return error;
   });
 }
 
