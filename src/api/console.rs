@@ -16,6 +16,7 @@ const CHARTS: &str = include_str!("console/charts.js");
 const SEND_SCRIPT: &str = include_str!("console/send.js");
 const STYLE: &str = include_str!("console/app.css");
 const PLAYGROUND: &str = include_str!("console/playground.js");
+const ICON: &str = include_str!("console/favicon.svg");
 
 fn asset(body: &'static str, content_type: &'static str) -> impl Endpoint<Output = Response> {
     poem::endpoint::make_sync(move |_| {
@@ -55,6 +56,7 @@ pub fn routes() -> impl Endpoint {
             "/send.js",
             poem::get(asset(SEND_SCRIPT, "text/javascript; charset=utf-8")),
         )
+        .at("/favicon.svg", poem::get(asset(ICON, "image/svg+xml")))
         .at(
             "/app.css",
             poem::get(asset(STYLE, "text/css; charset=utf-8")),

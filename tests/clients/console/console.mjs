@@ -1,7 +1,7 @@
 // Drives the console (/console) or Swagger UI (/docs/) in Debian's headless Chromium with
 // playwright-core. Usage: node console.mjs console|swagger, with VELO_URL, ADMIN, APP_ID,
 // APP_KEY and APP_SECRET set; writes are made over plain HTTP, as curl would.
-// `node console.mjs screenshot docs/console.png` takes the documentation's screenshot.
+// `node console.mjs screenshots docs` takes the documentation's screenshots.
 // Every wait is bounded (10 s) and prints the latency it saw; a failed step exits non-zero.
 
 import { execFile } from "node:child_process";
@@ -52,7 +52,7 @@ try {
   });
   if (mode === "console") await consoleSteps(page);
   else if (mode === "swagger") await swaggerSteps(page);
-  else if (mode === "screenshot") await screenshot(page, process.argv[3]);
+  else if (mode === "screenshots") await screenshots(page, process.argv[3]);
   else throw new Error(`unknown mode ${mode}`);
   check(problems.length === 0, problems.join("\n"));
 } finally {
@@ -601,9 +601,11 @@ async function swaggerSteps(page) {
   });
 }
 
-/// The screenshot in docs/console.md: a few collections, a subscription, some events and the
-/// charts they draw, and a rule error being typed.
-async function screenshot(page, path) {
+/// The screenshots in docs/console.md, written to the folder `dir`: the whole page
+/// (`console.png`: collections with a rule error being typed, Now with a presence channel's
+/// members, the charts, live events), then the filter playground with its verdict
+/// (`console-playground.png`) and the Send panel with an answer (`console-send.png`).
+async function screenshots(page, dir) {
   await page.setViewportSize({ width: 1280, height: 1000 });
   await page.goto(`${base}/console`);
   await page.fill("#token", admin);
@@ -614,18 +616,41 @@ async function screenshot(page, path) {
     api_rules: { list: "@request.auth.id != '' && owner = @request.auth.id", view: null, create: "@request.auth.id != ''", update: null, delete: null },
   }, admin);
   const { pusher_channel: channel } = await call("POST", "/api/realtime/subscribe", { collection: "posts", filter: "status = 'published'" });
+  const members = await Promise.all(["alice", "bob"].map((user) => join("presence-lobby", user, WAIT_MS)));
   // A socket listens, so that the charts have deliveries to draw: a write a second.
   await listenInAnotherTab(channel, WAIT_MS);
-  for (const title of ["Hello", "Second post", "Third", "Fourth", "Fifth"]) {
-    await call("POST", "/api/collections/posts/records", { title, status: "published" });
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-  }
+  // Writes keep coming until the pictures are taken, a few a second.
+  let writing = true;
+  const writer = (async () => {
+    for (let n = 1; writing; n += 1) {
+      await call("POST", "/api/collections/posts/records", { title: `Post ${n}`, status: "published" });
+      await new Promise((resolve) => setTimeout(resolve, 50 + (n % 7) * 60));
+    }
+  })();
+  await new Promise((resolve) => setTimeout(resolve, 8000));
   await trigger("news", "breaking", JSON.stringify({ headline: "Console ships" }));
   await page.locator("#tail-rows tbody tr", { hasText: "news" }).waitFor({ timeout: WAIT_MS });
   await page.click('#collection-list tr[data-name="notes"] button.edit');
   await page.fill("#rule-update", "owner = @request.auth.id &&");
   await page.waitForFunction(() => document.querySelector("#check-update").dataset.state === "invalid", null, { timeout: WAIT_MS });
   await page.waitForFunction(() => document.querySelector('#overview-collections tr[data-collection="posts"] td.count')?.textContent === "1", null, { timeout: WAIT_MS });
-  await page.screenshot({ path, fullPage: true });
-  console.log(`screenshot: ok after 0 ms (${path})`);
+  await page.locator('#overview-channels tr[data-channel="presence-lobby"] td.members', { hasText: "alice, bob" }).waitFor({ timeout: WAIT_MS });
+
+  await page.fill("#playground-filter", "status = 'published' && views > 10");
+  await page.fill("#playground-record", '{"title": "Hello", "author": "u1", "status": "published", "views": 3}');
+  await page.click("#playground-form button[type=submit]");
+  await page.waitForFunction(() => document.querySelector("#playground-result").dataset.matches === "false", null, { timeout: WAIT_MS });
+
+  await page.selectOption("#record-collection", "posts");
+  await page.fill("#record-body", JSON.stringify({ title: "Sent from the console", status: "published" }));
+  await page.click("#record-create");
+  await page.locator("#record-answer", { hasText: "201" }).waitFor({ timeout: WAIT_MS });
+
+  await page.screenshot({ path: `${dir}/console.png`, fullPage: true });
+  await page.locator("#playground").screenshot({ path: `${dir}/console-playground.png` });
+  await page.locator("#send").screenshot({ path: `${dir}/console-send.png` });
+  console.log(`screenshots: ok after 0 ms (${dir}/console.png, console-playground.png, console-send.png)`);
+  writing = false;
+  await writer;
+  for (const member of members) member.disconnect();
 }
