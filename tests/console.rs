@@ -88,7 +88,7 @@ async fn check(server: &Server, expression: &str, kind: &str) -> Value {
 fn the_console_signs_in_edits_collections_marks_a_rule_error_tails_and_sends_events_in_chromium() {
     let server = Server::start(COLLECTIONS);
     let output = drive_chromium(&server, "console");
-    assert_eq!(output.matches(": ok after").count(), 26, "{output}");
+    assert_eq!(output.matches(": ok after").count(), 27, "{output}");
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let made = runtime.block_on(server.call(
@@ -386,7 +386,10 @@ async fn the_playground_refuses_what_it_cannot_evaluate() {
         .await;
     assert_eq!(user.status, StatusCode::FORBIDDEN);
     for (wrong, field) in [
-        (json!({ "filter": "a = ", "record": {} }), Some("filter")),
+        (
+            json!({ "filter": "a = ", "record": {}, "admin": true }),
+            Some("filter"),
+        ),
         (json!({ "rule": "a = 1 &&", "record": {} }), Some("rule")),
         (
             json!({ "record": {}, "auth": { "role": "x" } }),
@@ -399,6 +402,12 @@ async fn the_playground_refuses_what_it_cannot_evaluate() {
         (json!({ "record": [1] }), None),
         (json!({ "filter": "a = 1" }), None),
         (json!({ "record": {}, "claims": {} }), None),
+        // Anyone may subscribe: the filter is read (and refused). A guest refused by the rule is
+        // answered with the refusal instead, as a subscribe is (below).
+        (
+            json!({ "filter": "a = ", "rule": "", "record": {} }),
+            Some("filter"),
+        ),
     ] {
         let reply = server
             .call(Method::POST, path, Some(ADMIN), Some(wrong.clone()))
@@ -417,6 +426,28 @@ async fn the_playground_refuses_what_it_cannot_evaluate() {
             );
         }
     }
+    let refused = evaluate(
+        &server,
+        json!({ "filter": "a = ", "rule": "@request.auth.id != ''", "record": {} }),
+    )
+    .await;
+    assert_eq!(refused["refused"]["status"], 401, "{refused}");
+    assert_eq!(
+        refused["filter"],
+        json!({ "expression": "a = ", "holds": false, "decided_by": "refused", "parts": [] })
+    );
+
+    // A record no write could store is no event.
+    let big = json!({ "record": { "text": "x".repeat(300 << 10) }, "admin": true });
+    let reply = server
+        .call(Method::POST, path, Some(ADMIN), Some(big))
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{:?}",
+        reply.body
+    );
 }
 
 /// A console ticket, from `POST /api/console/tickets`.

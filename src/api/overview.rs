@@ -3,6 +3,9 @@
 //! each collection's subscriptions, the occupied channels with their sockets and, on presence
 //! channels, their members; in cluster mode, which node answered.
 
+use std::collections::HashMap;
+
+use futures_util::future::join_all;
 use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
@@ -18,6 +21,9 @@ use crate::pusher::protocol::{ChannelKind, channel_kind};
 pub const MAX_CHANNELS: usize = 100;
 /// Members named per presence channel at most; `count` says how many there are.
 pub const MAX_MEMBERS: usize = 20;
+/// Presence channels whose members are read, at most: the first listed (in cluster mode each
+/// is a Redis read, all made at once).
+pub const MAX_PRESENCE_CHANNELS: usize = 20;
 
 #[derive(Object, Debug)]
 pub struct CollectionSubscriptions {
@@ -31,7 +37,8 @@ pub struct ChannelSockets {
     pub channel: String,
     /// Sockets subscribed to it (every node's in cluster mode).
     pub sockets: u64,
-    /// On a presence channel: its members (users; every node's in cluster mode).
+    /// On a presence channel (the first 20 listed): its members (users; every node's in
+    /// cluster mode).
     #[oai(skip_serializing_if_is_none)]
     pub members: Option<Members>,
 }
@@ -133,37 +140,42 @@ impl OverviewApi {
                 errors: None,
             }))
         };
-        let channels = app
+        let mut channels = app
             .driver
             .channels("")
             .await
             .map_err(|why| unavailable("the other nodes' channel counts", why))?;
         let channel_count = channels.len() as u64;
-        let mut listed = Vec::with_capacity(channels.len().min(MAX_CHANNELS));
-        for (channel, sockets) in channels.into_iter().take(MAX_CHANNELS) {
-            let members = match channel_kind(&channel) {
-                Some(ChannelKind::Presence) => {
-                    let members = app
-                        .driver
-                        .presence
-                        .members(&channel)
-                        .await
-                        .map_err(|why| unavailable("the presence members", why))?;
-                    let mut user_ids: Vec<String> =
-                        members.into_iter().map(|member| member.user_id).collect();
-                    user_ids.sort_unstable();
-                    let count = user_ids.len() as u64;
-                    user_ids.truncate(MAX_MEMBERS);
-                    Some(Members { count, user_ids })
-                }
-                _ => None,
-            };
-            listed.push(ChannelSockets {
+        channels.truncate(MAX_CHANNELS);
+        let presence: Vec<&str> = channels
+            .iter()
+            .map(|(channel, _)| channel.as_str())
+            .filter(|channel| channel_kind(channel) == Some(ChannelKind::Presence))
+            .take(MAX_PRESENCE_CHANNELS)
+            .collect();
+        let read = join_all(
+            presence
+                .iter()
+                .map(|channel| app.driver.presence.members(channel)),
+        )
+        .await;
+        let mut members = HashMap::with_capacity(presence.len());
+        for (channel, read) in presence.into_iter().zip(read) {
+            let read = read.map_err(|why| unavailable("the presence members", why))?;
+            let mut user_ids: Vec<String> = read.into_iter().map(|member| member.user_id).collect();
+            user_ids.sort_unstable();
+            let count = user_ids.len() as u64;
+            user_ids.truncate(MAX_MEMBERS);
+            members.insert(channel.to_owned(), Members { count, user_ids });
+        }
+        let listed = channels
+            .into_iter()
+            .map(|(channel, sockets)| ChannelSockets {
+                members: members.remove(&channel),
                 channel,
                 sockets: sockets as u64,
-                members,
-            });
-        }
+            })
+            .collect();
         Ok(OverviewResponse::Ok(Json(Overview {
             node: app.node.clone(),
             connections: app.driver.hub.connection_count() as u64,

@@ -23,6 +23,7 @@ use super::{ApiTags, App};
 use crate::auth::{Identity, User};
 use crate::engine::EngineError;
 use crate::engine::collection::admit;
+use crate::engine::records::check_size;
 use crate::filter::fold::{Truth, evaluate, fold};
 use crate::filter::{
     Auth, Decision, Expr, Filter, FilterEngine, Plan, Record, Rule, SubscriptionIndex, condition,
@@ -194,11 +195,15 @@ impl Example for EvaluateVerdict {
         let filter = Filter::parse(&request.filter).expect("parses");
         let user = User::from_claims(request.auth.unwrap_or_default().into_iter().collect(), None)
             .expect("has an id");
+        let identity = Identity::User(Arc::new(user));
+        let refused = refusal(&rule, &identity);
         verdict(
             &rule,
-            &filter,
+            Some(&filter),
+            &request.filter,
             &request.record.0,
-            &Identity::User(Arc::new(user)),
+            &identity,
+            refused,
         )
         .expect("compiles")
     }
@@ -216,7 +221,7 @@ operation_errors! {
         400 => "The body is not JSON, or not `application/json`.",
         401 => "No admin token was sent, or the token is invalid.",
         403 => "The token is a user's, not the admin's.",
-        413 => "The body is over its size limit.",
+        413 => "The body is over its size limit, or the record over a record's (as a write would refuse it).",
         415 => "The body's charset is not UTF-8.",
         422 => "The filter or the rule does not parse (`errors.filter`, `errors.rule`, with the parser's message), `auth` has no `id` or `sub`, `auth` is given with `admin`, a field is of the wrong type, or a key is unknown.",
     }
@@ -234,6 +239,11 @@ impl PlaygroundApi {
     /// decided when subscribing or by the record, and how the subscription index filed the
     /// subscription and decided the record (a bucket lookup, or the compiled rhai script). The
     /// server's own parser, admission, compiler and index decide; nothing is stored.
+    ///
+    /// The index's account is of this subscription alone: among a collection's many, one with
+    /// several equalities is filed under the one with the fewest subscriptions already there,
+    /// which may be another field (whether it matches is the same). Hooks are not run: a
+    /// `realtime_broadcast` hook may still change or suppress a delivery.
     #[oai(
         path = "/api/expressions/evaluate",
         method = "post",
@@ -247,10 +257,10 @@ impl PlaygroundApi {
     ) -> Result<EvaluateResponse, Errors<Evaluate>> {
         app.require_admin(&admin)?;
         let request = body.0;
+        // A record no write could store is no event: refused as a write refuses it.
+        check_size(&request.record.0).map_err(ApiError::from)?;
         let rule = Rule::parse(request.rule.as_deref().unwrap_or("SUPERUSER_ONLY"))
             .map_err(|error| ApiError::invalid("rule", error.to_string()))?;
-        let filter = Filter::parse(&request.filter)
-            .map_err(|error| ApiError::invalid("filter", error.to_string()))?;
         let identity = match (request.auth, request.admin) {
             (Some(_), true) => {
                 return Err(ApiError::invalid(
@@ -267,28 +277,51 @@ impl PlaygroundApi {
                 Identity::User(Arc::new(user))
             }
         };
-        let verdict = verdict(&rule, &filter, &request.record.0, &identity)
-            .map_err(|error| ApiError::invalid("filter", error.to_string()))?;
+        let refused = refusal(&rule, &identity);
+        let filter = match Filter::parse(&request.filter) {
+            Ok(filter) => Some(filter),
+            // A refused subscribe is answered before its filter is read.
+            Err(_) if refused.is_some() => None,
+            Err(error) => return Err(ApiError::invalid("filter", error.to_string()).into()),
+        };
+        let text = request.filter;
+        let record = request.record.0;
+        // Evaluating runs scripts (a `LIKE` over a large record takes a while): off the
+        // runtime's threads.
+        let verdict = tokio::task::spawn_blocking(move || {
+            verdict(&rule, filter.as_ref(), &text, &record, &identity, refused)
+        })
+        .await
+        .unwrap_or_else(|panicked| std::panic::resume_unwind(panicked.into_panic()))
+        .map_err(|error| ApiError::invalid("filter", error.to_string()))?;
         Ok(EvaluateResponse::Ok(Json(verdict)))
     }
 }
 
-/// Evaluates as a subscription would be: admitted by the rule, planned in an index, matched.
-fn verdict(
-    rule: &Rule,
-    filter: &Filter,
-    record: &serde_json::Map<String, Value>,
-    identity: &Identity,
-) -> Result<EvaluateVerdict, crate::filter::CompileError> {
-    let auth = identity.auth();
-    let parsed = Record::from_object(record);
-    let refused = admit(rule, identity).err().map(|error| Refusal {
+/// Why a subscribe by `identity` would be refused under the list rule `rule`, if it would.
+fn refusal(rule: &Rule, identity: &Identity) -> Option<Refusal> {
+    admit(rule, identity).err().map(|error| Refusal {
         status: match error {
             EngineError::Unauthenticated => 401,
             _ => 403,
         },
         message: error.to_string(),
-    });
+    })
+}
+
+/// Evaluates as a subscription would be: admitted by the rule (`refused` says if not), planned
+/// in an index, matched. `filter` is `None` only for a refused subscribe whose filter `text`
+/// does not parse.
+fn verdict(
+    rule: &Rule,
+    filter: Option<&Filter>,
+    text: &str,
+    record: &serde_json::Map<String, Value>,
+    identity: &Identity,
+    refused: Option<Refusal>,
+) -> Result<EvaluateVerdict, crate::filter::CompileError> {
+    let auth = identity.auth();
+    let parsed = Record::from_object(record);
     let rule_side = match (rule, identity) {
         (_, Identity::Superuser) => SideVerdict {
             expression: rule.to_string(),
@@ -310,24 +343,31 @@ fn verdict(
             parts: Vec::new(),
         },
     };
-    let filter_side = match filter.expr() {
-        Some(expr) => side(expr, &parsed, &auth),
-        None => SideVerdict {
+    let filter_side = match filter.map(Filter::expr) {
+        Some(Some(expr)) => side(expr, &parsed, &auth),
+        Some(None) => SideVerdict {
             expression: String::new(),
             holds: true,
             decided_by: Decider::Empty,
             parts: Vec::new(),
         },
+        None => SideVerdict {
+            expression: text.to_owned(),
+            holds: false,
+            decided_by: Decider::Refused,
+            parts: Vec::new(),
+        },
     };
-    if let Some(refused) = refused {
+    // Refused (and so `refused` is set whenever there is no filter): no subscription to file.
+    let Some(filter) = filter.filter(|_| refused.is_none()) else {
         return Ok(EvaluateVerdict {
             matches: false,
-            refused: Some(refused),
+            refused,
             rule: rule_side,
             filter: filter_side,
             index: None,
         });
-    }
+    };
     // A one-subscription index, planned and matched as the collection's own would be.
     let engine = FilterEngine::new();
     let compiled = engine.compile(condition(rule, filter, identity.is_superuser()))?;

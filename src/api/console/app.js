@@ -13,16 +13,23 @@ const CHECK_DELAY_MS = 120;
 
 const $ = (selector) => document.querySelector(selector);
 
-/// Calls the API with the stored token; answers `{status, body}` (body parsed when JSON).
+/// Calls the API with the stored token; answers `{status, body}` (body parsed when JSON), or
+/// status 0 with a message when the server could not be reached.
 async function api(method, path, body, token = sessionStorage.getItem(TOKEN_KEY)) {
   const headers = { Authorization: `Bearer ${token}` };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(path, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await response.text();
+  let response;
+  let text;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    text = await response.text();
+  } catch (error) {
+    return { status: 0, body: { message: `the server did not answer (${error.message})` } };
+  }
   let parsed = null;
   try {
     parsed = text ? JSON.parse(text) : null;
@@ -158,6 +165,7 @@ function expressionChecker(input, check, kind) {
     check.dataset.state = "pending";
     const asked = ++latest;
     timer = setTimeout(async () => {
+      if (!sessionStorage.getItem(TOKEN_KEY)) return; // signed out meanwhile
       const expression = input.value;
       const reply = await api("POST", "/api/expressions/check", { expression, kind });
       if (asked !== latest) return; // a newer check is on its way
@@ -275,20 +283,29 @@ async function submitCollection(event) {
 /// How often the page asks for the overview while it is open (nothing is asked when closed).
 const OVERVIEW_EVERY_MS = 1000;
 let overviewTimer = null;
+/// Bumped by each start and stop: a reply for an older run is ignored.
+let overviewRun = 0;
 
+/// Asks for the overview a second after each answer (never two at once) until stopped.
 function startOverview() {
   stopOverview();
-  refreshOverview();
-  overviewTimer = setInterval(refreshOverview, OVERVIEW_EVERY_MS);
+  const mine = overviewRun;
+  const tick = async () => {
+    await refreshOverview(mine);
+    if (mine === overviewRun) overviewTimer = setTimeout(tick, OVERVIEW_EVERY_MS);
+  };
+  tick();
 }
 
 function stopOverview() {
-  clearInterval(overviewTimer);
+  overviewRun += 1;
+  clearTimeout(overviewTimer);
   overviewTimer = null;
 }
 
-async function refreshOverview() {
+async function refreshOverview(mine) {
   const reply = await api("GET", "/api/console/overview");
+  if (mine !== overviewRun) return;
   if (reply.status === 401 || reply.status === 403) return signOut();
   if (reply.status !== 200) {
     $("#overview-error").textContent = reply.body?.message ?? `the server answered ${reply.status}`;
@@ -345,6 +362,8 @@ const TAIL_ROWS = 500;
 /// The tail's socket, while signed in.
 let tail = null;
 let paused = false;
+/// Bumped by each close: a ticket that arrives after it opens nothing.
+let tailRun = 0;
 let held = 0;
 
 function tailState(state) {
@@ -357,8 +376,10 @@ function tailState(state) {
 /// `Authorization`); reopens it a second after it closes, while signed in.
 async function openTail() {
   closeTail();
+  const mine = tailRun;
   tailState("connecting");
   const reply = await api("POST", "/api/console/tickets");
+  if (mine !== tailRun) return; // closed (signed out) meanwhile
   if (reply.status === 401 || reply.status === 403) return signOut();
   if (reply.status !== 201) {
     tailState("closed");
@@ -383,6 +404,7 @@ function reopenTail() {
 }
 
 function closeTail() {
+  tailRun += 1;
   const socket = tail;
   tail = null;
   socket?.close();

@@ -64,9 +64,14 @@ function jsonObject(id, what) {
   return value;
 }
 
+/// Bumped by each evaluation: only the latest one's answer is shown.
+let asked = 0;
+
 async function evaluate(api) {
+  const mine = ++asked;
   const error = $("#playground-error");
   error.textContent = "";
+  $("#playground-result").hidden = true;
   const subscriber = document.querySelector('input[name="subscriber"]:checked').value;
   const body = { filter: $("#playground-filter").value, rule: $("#playground-rule").value };
   try {
@@ -78,6 +83,7 @@ async function evaluate(api) {
   }
   if (subscriber === "admin") body.admin = true;
   const reply = await api("POST", "/api/expressions/evaluate", body);
+  if (mine !== asked) return;
   if (reply.status !== 200) {
     const fields = reply.body?.errors ?? {};
     const lines = Object.entries(fields).map(([field, messages]) => `${field}: ${messages.join("; ")}`);
