@@ -325,3 +325,28 @@ api_rules = { list = "@request.auth.id = owner", create = "owner = @request.auth
     assert!(payload["record"]["id"].is_string() && payload["record"].get("body").is_none());
     nothing_more(&mut socket).await;
 }
+
+#[tokio::test]
+async fn triggers_go_to_the_external_service_too() {
+    let (a, b) = servers(30);
+    let (mut socket, _) = connect(&b).await;
+    let reply = subscribe(&mut socket, "news", None).await;
+    assert_eq!(reply["event"], "pusher_internal:subscription_succeeded");
+    let sent = a
+        .call(
+            Method::POST,
+            "/api/console/events",
+            Some(support::ADMIN),
+            Some(json!({ "channels": ["news"], "event": "breaking", "data": "{\"headline\":\"hi\"}" })),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::OK, "{:?}", sent.body);
+    // A has no socket of its own on the channel: the event reaches B's, through B's HTTP API.
+    assert_eq!(sent.body["sockets"], 0, "{:?}", sent.body);
+    let (name, data) = event(&mut socket).await;
+    assert_eq!(
+        (name.as_str(), data),
+        ("breaking", json!({ "headline": "hi" }))
+    );
+    nothing_more(&mut socket).await;
+}

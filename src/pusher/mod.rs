@@ -32,6 +32,7 @@ pub mod tail;
 pub mod trigger;
 pub mod webhooks;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -318,7 +319,7 @@ impl Driver {
         except: Option<&SocketId>,
     ) -> usize {
         outbound.send(OutEvent {
-            name: event.name(),
+            name: Cow::Borrowed(event.name()),
             channel: destination.channel.clone(),
             data: event.data(destination),
             socket_id: except.map(|socket| socket.as_str().to_owned()),

@@ -7,6 +7,7 @@
 //! not retried (the request itself is wrong). Producers never wait: when the queue is full the
 //! event is dropped and counted at once, so a slow or absent service never stalls a collection.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// One event for the external service.
 #[derive(Debug, Clone)]
 pub struct OutEvent {
-    pub name: &'static str,
+    /// A record event's name, or a triggered event's.
+    pub name: Cow<'static, str>,
     pub channel: Arc<str>,
     /// The event's `data`, a JSON text of at most [`MAX_DATA_BYTES`].
     pub data: Arc<str>,

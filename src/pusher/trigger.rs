@@ -5,9 +5,13 @@
 //! console's tail. It knows no request shape, status or message: each caller words the refusal
 //! ([`TriggerError`]) for its own API.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::Driver;
+use super::outbound::OutEvent;
 use super::peers::{ChannelFrame, PeerMessage, Unavailable};
 use super::protocol::{MAX_EVENT_NAME, SocketId, channel_kind, frames};
 use super::tail::TailRow;
@@ -110,6 +114,19 @@ pub async fn send(driver: &Driver, events: &[Trigger]) -> Result<Vec<usize>, Una
                 .take(event.channels.len())
                 .map(|frame| driver.publish_frame(frame, *keep))
                 .sum();
+            // With driver `pusher` the app's clients listen on the external service: triggers
+            // go there too, as record events do.
+            if let Some(outbound) = &driver.outbound {
+                let data: Arc<str> = Arc::from(event.data.as_str());
+                for channel in &event.channels {
+                    outbound.send(OutEvent {
+                        name: Cow::Owned(event.name.clone()),
+                        channel: Arc::from(channel.as_str()),
+                        data: data.clone(),
+                        socket_id: event.except.as_ref().map(|id| id.as_str().to_owned()),
+                    });
+                }
+            }
             driver.tail.emit(|| {
                 TailRow::new(
                     "trigger",
