@@ -1,9 +1,9 @@
 //! Triggered events (PUSHER.md §9, §10): what the Pusher HTTP API's `events` and
 //! `batch_events`, a hook's `trigger` and the console's `POST /api/console/events` send. One
 //! check of an event (name, data size, channels, `socket_id`) and one delivery path: the other
-//! nodes first in cluster mode, then this node's sockets, a cache channel's last event, and the
-//! console's tail. It knows no request shape, status or message: each caller words the refusal
-//! ([`TriggerError`]) for its own API.
+//! nodes first in cluster mode, then this node's sockets, a cache channel's last event, the
+//! external service with driver `pusher`, and the console's tail. It knows no request shape,
+//! status or message: each caller words the refusal ([`TriggerError`]) for its own API.
 
 use std::borrow::Cow;
 use std::sync::Arc;
