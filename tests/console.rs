@@ -797,6 +797,11 @@ async fn a_trigger_from_the_console_is_for_the_admin_within_the_http_apis_limits
             "data",
         ),
         (json!({ "channels": ["news"], "event": "e" }), "data"),
+        // Not read as the text "false" (poem-openapi would): refused by its type.
+        (
+            json!({ "channels": ["news", false], "event": "e", "data": "" }),
+            "channels[1]",
+        ),
         (
             json!({ "channels": ["news"], "event": "e", "data": "", "socket": "1.2" }),
             "socket",

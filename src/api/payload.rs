@@ -252,6 +252,43 @@ impl Check<'_> {
         }
     }
 
+    /// A value of the wrong JSON type for `schema`; inside objects and arrays, their fields and
+    /// items are checked the same way (poem-openapi would read a number or a boolean given for a
+    /// string as its text).
+    fn value(&mut self, schema: &MetaSchema, value: &Value, key: &str) {
+        let fits = match schema.ty {
+            "string" => value.is_string(),
+            "boolean" => value.is_boolean(),
+            "integer" => value.is_i64() || value.is_u64(),
+            "number" => value.is_number(),
+            "array" => value.is_array(),
+            "object" => value.is_object(),
+            _ => true,
+        };
+        if !fits {
+            self.add(key, format!("`{key}` must be of type {}", schema.ty));
+            return;
+        }
+        match value {
+            Value::Object(inner) => self.object(schema, inner, key),
+            Value::Array(items) => {
+                let registry = self.registry;
+                let Some(item) = schema
+                    .items
+                    .as_deref()
+                    .and_then(|item| resolve(item, registry))
+                else {
+                    return;
+                };
+                let item = described(item, registry);
+                for (at, value) in items.iter().enumerate() {
+                    self.value(item, value, &format!("{key}[{at}]"));
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Missing required properties, properties of the wrong JSON type and, when refused, keys
     /// the schema does not list; nested objects the schema describes are checked the same way.
     fn object(&mut self, schema: &MetaSchema, object: &Map<String, Value>, path: &str) {
@@ -284,21 +321,7 @@ impl Check<'_> {
                 }
                 continue;
             }
-            let property = described(property, registry);
-            let fits = match property.ty {
-                "string" => value.is_string(),
-                "boolean" => value.is_boolean(),
-                "integer" => value.is_i64() || value.is_u64(),
-                "number" => value.is_number(),
-                "array" => value.is_array(),
-                "object" => value.is_object(),
-                _ => true,
-            };
-            if !fits {
-                self.add(&key, format!("`{key}` must be of type {}", property.ty));
-            } else if let Value::Object(inner) = value {
-                self.object(property, inner, &key);
-            }
+            self.value(described(property, registry), value, &key);
         }
         let closed = schema.ty == "object" && schema.additional_properties.is_none();
         if closed && self.unknown_keys == UnknownKeys::Refused {
