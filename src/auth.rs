@@ -131,7 +131,16 @@ impl Authenticator {
         validation.validate_exp = false;
         validation.leeway = 0;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.decoding, &validation)
-            .map_err(|error| AuthError::InvalidToken(error.to_string()))?;
+            .map_err(|error| {
+            AuthError::InvalidToken(match error.kind() {
+                // jsonwebtoken's own words for this one are the bare `InvalidToken`.
+                jsonwebtoken::errors::ErrorKind::InvalidToken => {
+                    "it is neither the admin token nor a JWT (three base64url parts joined by dots)"
+                        .into()
+                }
+                _ => error.to_string(),
+            })
+        })?;
         let claims = data.claims;
         // NumericDate (RFC 7519) may have fractions of a second: `exp` is rounded down and
         // `nbf` up, so that a token is never taken for valid outside its window.

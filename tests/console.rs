@@ -88,7 +88,7 @@ async fn check(server: &Server, expression: &str, kind: &str) -> Value {
 fn the_console_signs_in_edits_collections_marks_a_rule_error_tails_and_sends_events_in_chromium() {
     let server = Server::start(COLLECTIONS);
     let output = drive_chromium(&server, "console");
-    assert_eq!(output.matches(": ok after").count(), 27, "{output}");
+    assert_eq!(output.matches(": ok after").count(), 28, "{output}");
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let made = runtime.block_on(server.call(

@@ -13,8 +13,10 @@ const CHECK_DELAY_MS = 120;
 
 const $ = (selector) => document.querySelector(selector);
 
-/// Calls the API with the stored token; answers `{status, body}` (body parsed when JSON), or
-/// status 0 with a message when the server could not be reached.
+/// Calls the API with the stored token; answers `{status, body, text}` (body parsed when JSON),
+/// or status 0 with a message when the server could not be reached. A string `body` is sent as
+/// it is, JSON text already: what a user typed goes as typed (JavaScript's numbers would round
+/// integers past 2^53, which the server keeps exact).
 async function api(method, path, body, token = sessionStorage.getItem(TOKEN_KEY)) {
   const headers = { Authorization: `Bearer ${token}` };
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -24,7 +26,7 @@ async function api(method, path, body, token = sessionStorage.getItem(TOKEN_KEY)
     response = await fetch(path, {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: body === undefined || typeof body === "string" ? body : JSON.stringify(body),
     });
     text = await response.text();
   } catch (error) {
@@ -36,7 +38,7 @@ async function api(method, path, body, token = sessionStorage.getItem(TOKEN_KEY)
   } catch {
     parsed = { message: text };
   }
-  return { status: response.status, body: parsed };
+  return { status: response.status, body: parsed, text };
 }
 
 function show(section) {
@@ -115,6 +117,7 @@ function renderCollections(list) {
       edit.type = "button";
       edit.textContent = "Edit";
       edit.className = "edit";
+      edit.setAttribute("aria-label", `Edit ${collection.name}`);
       edit.addEventListener("click", () => startEditing(collection.id));
       const actions = document.createElement("td");
       actions.append(edit);
@@ -273,6 +276,15 @@ async function submitCollection(event) {
     await refreshCollections();
     return;
   }
+  if (reply.status === 404 && editing !== null) {
+    // Deleted (or deleted and made again, with a new id) elsewhere since it was listed.
+    const name = collections.get(editing)?.name ?? "This collection";
+    resetForm();
+    $("#form-error").textContent =
+      `${name} no longer exists as it was listed (deleted elsewhere?): the list is fresh now; edit it again.`;
+    await refreshCollections();
+    return;
+  }
   const fields = reply.body?.errors ?? {};
   const lines = Object.entries(fields).map(([field, messages]) => `${field}: ${messages.join("; ")}`);
   $("#form-error").textContent = lines.length ? lines.join("\n") : reply.body?.message ?? `the server answered ${reply.status}`;
@@ -285,6 +297,9 @@ const OVERVIEW_EVERY_MS = 1000;
 let overviewTimer = null;
 /// Bumped by each start and stop: a reply for an older run is ignored.
 let overviewRun = 0;
+/// Collections are listed again every this many overviews (their rules may have changed).
+const RELIST_EVERY_TICKS = 5;
+let overviewTicks = 0;
 
 /// Asks for the overview a second after each answer (never two at once) until stopped.
 function startOverview() {
@@ -312,9 +327,14 @@ async function refreshOverview(mine) {
     return;
   }
   const now = reply.body;
-  // A collection made, renamed or deleted elsewhere: list them again.
+  // A collection made, renamed or deleted elsewhere: list them again at once; rules changed
+  // elsewhere (which the overview does not show) within a few seconds.
   const listed = [...collections.values()].map((collection) => collection.name).sort().join();
-  if (now.collections.map(({ collection }) => collection).sort().join() !== listed) {
+  overviewTicks += 1;
+  if (
+    now.collections.map(({ collection }) => collection).sort().join() !== listed ||
+    overviewTicks % RELIST_EVERY_TICKS === 0
+  ) {
     refreshCollections();
   }
   $("#overview-error").textContent = "";
@@ -347,6 +367,7 @@ function countRow(name, count, kind) {
   const row = document.createElement("tr");
   row.dataset[kind] = name;
   const nameCell = document.createElement("td");
+  nameCell.className = "name";
   nameCell.textContent = name;
   const countCell = document.createElement("td");
   countCell.className = "count";
@@ -364,7 +385,8 @@ let tail = null;
 let paused = false;
 /// Bumped by each close: a ticket that arrives after it opens nothing.
 let tailRun = 0;
-let held = 0;
+/// Events that came while paused (the newest TAIL_ROWS), shown on resume.
+let held = [];
 
 function tailState(state) {
   const status = $("#tail-status");
@@ -415,11 +437,17 @@ function onTailMessage(message) {
   $("#tail-dropped").value = message.dropped;
   if (message.type !== "event") return;
   if (paused) {
-    held += 1;
-    $("#tail-held").value = held;
+    // Kept for the resume: the page shows no more than its last TAIL_ROWS rows anyway.
+    held.push(message.event);
+    if (held.length > TAIL_ROWS) held.shift();
+    $("#tail-held").value = held.length;
     return;
   }
-  const row = tailRow(message.event);
+  addTailRow(message.event);
+}
+
+function addTailRow(event) {
+  const row = tailRow(event);
   row.hidden = !matchesTailFilter(row);
   const body = $("#tail-rows tbody");
   body.prepend(row);
@@ -457,7 +485,8 @@ function startTailControls() {
     paused = !paused;
     $("#tail-pause").textContent = paused ? "Resume" : "Pause";
     if (!paused) {
-      held = 0;
+      for (const event of held) addTailRow(event);
+      held = [];
       $("#tail-held").value = 0;
     }
   });

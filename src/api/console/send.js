@@ -1,7 +1,7 @@
 // The console's "Send" panel (docs/console.md): create, update or delete a record through the
 // records API, and trigger a Pusher event through POST /api/console/events, with the admin
-// token. Each form shows the server's answer under it. A record's JSON is parsed here first: text
-// that is not a JSON object is never sent.
+// token. Each form shows the server's answer under it. A record's JSON is checked here first
+// (text that is not a JSON object is never sent), then sent as typed.
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -11,10 +11,10 @@ let api = null;
 /// Binds the forms; `call` is the page's API client.
 export function startSend(call) {
   api = call;
-  $("#record-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    writeRecord("create");
-  });
+  // Which of create, update and delete a key press means is not for the page to guess: only the
+  // buttons send.
+  $("#record-form").addEventListener("submit", (event) => event.preventDefault());
+  $("#record-create").addEventListener("click", () => writeRecord("create"));
   $("#record-update").addEventListener("click", () => writeRecord("update"));
   $("#record-delete").addEventListener("click", () => writeRecord("delete"));
   $("#record-body").addEventListener("input", () => markJson(false));
@@ -46,18 +46,27 @@ function markJson(invalid) {
   else body.removeAttribute("aria-invalid");
 }
 
-/// The record form's JSON as an object, or a message saying why it is not one.
+/// The record form's JSON text, checked to be an object (`fields`, as parsed), or a message
+/// saying why it is not one.
 function recordFields() {
+  const text = $("#record-body").value;
   let fields;
   try {
-    fields = JSON.parse($("#record-body").value);
+    fields = JSON.parse(text);
   } catch (error) {
     return { error: `The fields are not valid JSON (nothing was sent): ${error.message}` };
   }
   if (fields === null || typeof fields !== "object" || Array.isArray(fields)) {
     return { error: "The fields must be a JSON object, like {\"title\": \"Hello\"} (nothing was sent)." };
   }
-  return { fields };
+  return { text, fields };
+}
+
+/// The JSON text of an object with `id` added in front.
+function withId(text, id) {
+  const inner = text.trim().slice(1);
+  const rest = inner.trim().startsWith("}") ? inner : `,${inner}`;
+  return `{"id":${JSON.stringify(id)}${rest}`;
 }
 
 async function writeRecord(action) {
@@ -72,14 +81,14 @@ async function writeRecord(action) {
   if (action === "delete") {
     reply = await api("DELETE", `${records}/${encodeURIComponent(id)}`);
   } else {
-    const { fields, error } = recordFields();
+    const { text, fields, error } = recordFields();
     markJson(error !== undefined);
     if (error) return answer.refuse(error);
-    // An id typed for a new record is the record's id (the API accepts one).
-    if (action === "create" && id && fields.id === undefined) fields.id = id;
+    // Sent as typed; an id typed for a new record is the record's id (the API accepts one).
+    const body = action === "create" && id && fields.id === undefined ? withId(text, id) : text;
     reply = action === "create"
-      ? await api("POST", records, fields)
-      : await api("PATCH", `${records}/${encodeURIComponent(id)}`, fields);
+      ? await api("POST", records, body)
+      : await api("PATCH", `${records}/${encodeURIComponent(id)}`, body);
   }
   answer.show(reply);
   const ok = { create: 201, update: 200, delete: 204 }[action];
@@ -134,18 +143,18 @@ function answerOf(form) {
     status(message) {
       status.textContent = message;
     },
-    /// The status and body as the server gave them; an error's message and field errors above.
+    /// The status and body as the server gave them (its text: numbers exactly as sent); an
+    /// error's message and field errors above.
     show(reply) {
       shown.hidden = false;
       shown.dataset.status = String(reply.status);
-      const body = reply.body === null ? "" : `\n${JSON.stringify(reply.body, null, 2)}`;
-      shown.textContent = `${reply.status}${body}`;
-      if (reply.status >= 400) {
+      shown.textContent = reply.text ? `${reply.status}\n${reply.text}` : `${reply.status}`;
+      if (reply.status >= 400 || reply.status === 0) {
         const message = reply.body?.message ?? `the server answered ${reply.status}`;
         // Each field's errors, unless the message is already that one field's error.
         const fields = Object.entries(reply.body?.errors ?? {})
-          .filter(([, messages]) => messages.join("; ") !== message)
-          .map(([field, messages]) => `${field}: ${messages.join("; ")}`);
+          .map(([field, messages]) => `${field}: ${messages.join("; ")}`)
+          .filter((line) => line !== message && !line.endsWith(`: ${message}`));
         error.textContent = [message, ...fields].join("\n");
       }
     },
