@@ -125,6 +125,17 @@ async function triggerEvent(event) {
 
 // ---- Answers -----------------------------------------------------------------------------
 
+/// A reply's JSON indented, unless a long run of digits (an integer JavaScript would round) or
+/// text that is not JSON makes its own text the faithful one.
+function readable(reply) {
+  if (/\d{16,}/.test(reply.text)) return reply.text;
+  try {
+    return JSON.stringify(JSON.parse(reply.text), null, 2);
+  } catch {
+    return reply.text;
+  }
+}
+
 /// The answer area under a form (`#<form>-error`, `-status`, `-answer`).
 function answerOf(form) {
   const error = $(`#${form}-error`);
@@ -148,7 +159,7 @@ function answerOf(form) {
     show(reply) {
       shown.hidden = false;
       shown.dataset.status = String(reply.status);
-      shown.textContent = reply.text ? `${reply.status}\n${reply.text}` : `${reply.status}`;
+      shown.textContent = reply.text ? `${reply.status}\n${readable(reply)}` : `${reply.status}`;
       if (reply.status >= 400 || reply.status === 0) {
         const message = reply.body?.message ?? `the server answered ${reply.status}`;
         // Each field's errors, unless the message is already that one field's error.
