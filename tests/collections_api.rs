@@ -82,6 +82,33 @@ async fn the_admin_manages_collections_and_rules() {
         .as_str()
         .unwrap();
     assert!(message.contains("position 9"), "{message}");
+    // Every bad rule is named at once, not only the first.
+    let bad_rules = server
+        .create_collection(
+            json!({"name": "other", "api_rules": {"list": "a = ", "update": "(", "view": "a = 1"}}),
+        )
+        .await;
+    assert_eq!(bad_rules.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let named: Vec<&String> = bad_rules.body["errors"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(
+        named,
+        ["api_rules.list", "api_rules.update"],
+        "{:?}",
+        bad_rules.body
+    );
+    // `SUPERUSER_ONLY` in any case is the admin-only rule, stored and listed as `null`.
+    let lower = server
+        .create_collection(
+            json!({"name": "lower", "api_rules": {"list": "superuser_only", "view": ""}}),
+        )
+        .await;
+    assert_eq!(lower.status, StatusCode::CREATED, "{:?}", lower.body);
+    assert_eq!(lower.body["data"]["api_rules"]["list"], Value::Null);
+    assert_eq!(lower.body["data"]["api_rules"]["view"], "");
 
     // A rule change applies to existing subscriptions: SUPERUSER_ONLY ends alice's.
     let subscribed = server.subscribe(Some(&alice), "tasks", None).await;
@@ -117,6 +144,16 @@ async fn the_admin_manages_collections_and_rules() {
         .await;
     assert_eq!(bad_patch.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(bad_patch.body["errors"]["api_rules.list"].is_array());
+    let lower_patch = server
+        .call(
+            Method::PATCH,
+            "/api/collections/todo",
+            Some(ADMIN),
+            Some(json!({"api_rules": {"delete": " Superuser_Only "}})),
+        )
+        .await;
+    assert_eq!(lower_patch.status, StatusCode::OK, "{:?}", lower_patch.body);
+    assert_eq!(lower_patch.body["data"]["api_rules"]["delete"], Value::Null);
 
     // Collections from the API survive a crash, under their new name.
     server.kill_and_restart();

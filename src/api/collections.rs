@@ -1,17 +1,20 @@
 //! The admin API for collections and their rules: `GET/POST /api/collections`,
 //! `GET/PATCH/DELETE /api/collections/{name}` (name or id).
 
+use std::collections::BTreeMap;
+
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::types::{Example, MaybeUndefined};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::error::{ApiError, Errors, operation_errors};
+use super::error::{ApiError, ErrorBody, Errors, operation_errors};
 use super::payload::{BodyType, JsonBody, UnknownKeys};
 use super::security::AdminToken;
 use super::{ApiTags, App};
 use crate::engine::{CollectionInfo, CollectionName, RuleTexts, RulesPatch};
+use crate::filter::Rule;
 
 /// The five API rules. Each is an expression, `""` (anyone) or `null` (`SUPERUSER_ONLY`, also
 /// what an absent rule means).
@@ -233,6 +236,45 @@ fn patch(value: MaybeUndefined<String>) -> Option<Option<String>> {
     }
 }
 
+/// The rules of a request, checked all at once: every bad one is reported (each under
+/// `api_rules.<rule>`), not only the first. A text that is `SUPERUSER_ONLY` (in any case) is
+/// kept as `null`, as that rule is always stored and listed.
+struct RuleCheck(BTreeMap<String, Vec<String>>);
+
+impl RuleCheck {
+    fn text(&mut self, rule: &str, text: Option<String>) -> Option<String> {
+        let text = text?;
+        match Rule::parse(&text) {
+            Ok(Rule::SuperuserOnly) => None,
+            Ok(Rule::Public | Rule::Expr(_)) => Some(text),
+            Err(error) => {
+                self.0
+                    .insert(format!("api_rules.{rule}"), vec![error.to_string()]);
+                Some(text)
+            }
+        }
+    }
+
+    fn finish(self) -> Result<(), ApiError> {
+        let mut errors = self.0;
+        match errors.len() {
+            0 => Ok(()),
+            1 => {
+                let (field, mut messages) = errors.pop_first().expect("one error");
+                Err(ApiError::invalid(&field, messages.remove(0)))
+            }
+            _ => Err(ApiError::Unprocessable(Json(ErrorBody {
+                message: errors
+                    .iter()
+                    .map(|(field, messages)| format!("{field}: {}", messages.join(", ")))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                errors: Some(errors),
+            }))),
+        }
+    }
+}
+
 fn name(text: &str) -> Result<CollectionName, ApiError> {
     CollectionName::parse(text).map_err(|message| ApiError::invalid("name", message))
 }
@@ -300,8 +342,9 @@ impl CollectionsApi {
 
     /// Create a collection
     ///
-    /// Rules are parsed when saved: a bad rule is a 422 under `errors["api_rules.<rule>"]`;
-    /// `encrypted: true` without the server's master key is a 422 under `errors.encrypted`.
+    /// Rules are parsed when saved: bad rules are a 422, each under `errors["api_rules.<rule>"]`;
+    /// `SUPERUSER_ONLY`, in any case, is stored as `null`. `encrypted: true` without the
+    /// server's master key is a 422 under `errors.encrypted`.
     #[oai(
         path = "/api/collections",
         method = "post",
@@ -315,21 +358,20 @@ impl CollectionsApi {
     ) -> Result<CreatedResponse, Errors<Create>> {
         app.require_admin(&admin)?;
         let request = body.0;
+        let name = name(&request.name)?;
         let rules = request.api_rules.unwrap_or_default();
+        let mut check = RuleCheck(BTreeMap::new());
         let rules = RuleTexts {
-            list: rules.list,
-            view: rules.view,
-            create: rules.create,
-            update: rules.update,
-            delete: rules.delete,
+            list: check.text("list", rules.list),
+            view: check.text("view", rules.view),
+            create: check.text("create", rules.create),
+            update: check.text("update", rules.update),
+            delete: check.text("delete", rules.delete),
         };
+        check.finish()?;
         let info = app
             .engine
-            .create_collection(
-                name(&request.name)?,
-                rules,
-                request.encrypted.unwrap_or(false),
-            )
+            .create_collection(name, rules, request.encrypted.unwrap_or(false))
             .await?;
         Ok(CreatedResponse::Created(Json(info.into())))
     }
@@ -373,13 +415,16 @@ impl CollectionsApi {
         let request = body.0;
         let new_name = request.name.as_deref().map(name).transpose()?;
         let rules = request.api_rules.unwrap_or_default();
+        let mut check = RuleCheck(BTreeMap::new());
+        let mut rule = |name: &str, value| patch(value).map(|text| check.text(name, text));
         let rules = RulesPatch {
-            list: patch(rules.list),
-            view: patch(rules.view),
-            create: patch(rules.create),
-            update: patch(rules.update),
-            delete: patch(rules.delete),
+            list: rule("list", rules.list),
+            view: rule("view", rules.view),
+            create: rule("create", rules.create),
+            update: rule("update", rules.update),
+            delete: rule("delete", rules.delete),
         };
+        check.finish()?;
         let info = app
             .engine
             .update_collection(&collection.0, new_name, rules, request.encrypted)
