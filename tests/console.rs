@@ -22,19 +22,26 @@ name = "posts"
 api_rules = { list = "", view = "", create = "" }
 "#;
 
-/// Installs Debian's `chromium` when it is missing (once per test binary).
+/// Installs the Debian packages `chromium` (the browser) and `curl` (a write is made with it)
+/// when they are missing (once per test binary).
 fn ensure_chromium() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
-        let present = Command::new("chromium")
-            .arg("--version")
-            .stdout(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
-        if present {
+        let present = |program: &str| {
+            Command::new(program)
+                .arg("--version")
+                .stdout(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success())
+        };
+        let missing: Vec<&str> = ["chromium", "curl"]
+            .into_iter()
+            .filter(|program| !present(program))
+            .collect();
+        if missing.is_empty() {
             return;
         }
-        eprintln!("chromium is missing: installing the Debian package chromium");
+        eprintln!("missing: installing the Debian packages {missing:?}");
         let apt = |args: &[&str]| {
             Command::new("apt-get")
                 .args(args)
@@ -42,9 +49,11 @@ fn ensure_chromium() {
                 .status()
                 .is_ok_and(|status| status.success())
         };
+        let install = [&["install", "-y", "-q"][..], &missing].concat();
         assert!(
-            apt(&["update", "-qq"]) && apt(&["install", "-y", "-q", "chromium"]),
-            "the console tests need chromium: `apt-get install chromium` (it could not be installed here)"
+            apt(&["update", "-qq"]) && apt(&install),
+            "the console tests need {missing:?}: `apt-get install {}` (it could not be done here)",
+            missing.join(" ")
         );
     });
 }
