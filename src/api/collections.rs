@@ -9,7 +9,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::{Example, MaybeUndefined};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::error::{ApiError, ErrorBody, Errors, operation_errors};
+use super::error::{ApiError, Errors, operation_errors};
 use super::payload::{BodyType, JsonBody, UnknownKeys};
 use super::security::AdminToken;
 use super::{ApiTags, App};
@@ -263,14 +263,7 @@ impl RuleCheck {
                 let (field, mut messages) = errors.pop_first().expect("one error");
                 Err(ApiError::invalid(&field, messages.remove(0)))
             }
-            _ => Err(ApiError::Unprocessable(Json(ErrorBody {
-                message: errors
-                    .iter()
-                    .map(|(field, messages)| format!("{field}: {}", messages.join(", ")))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                errors: Some(errors),
-            }))),
+            _ => Err(ApiError::invalid_fields(errors)),
         }
     }
 }

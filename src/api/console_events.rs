@@ -11,7 +11,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::error::{ApiError, ErrorBody, Errors, operation_errors};
+use super::error::{ApiError, Errors, operation_errors};
 use super::payload::{BodyType, JsonBody, UnknownKeys};
 use super::security::AdminToken;
 use super::{ApiTags, App};
@@ -152,13 +152,10 @@ impl ConsoleEventsApi {
         let sockets = trigger::send(&app.driver, std::slice::from_ref(&event))
             .await
             .map_err(|why| {
-                ApiError::Unavailable(Json(ErrorBody {
-                    message: format!(
-                        "the other nodes could not be told ({}); nothing was sent; retry",
-                        why.0
-                    ),
-                    errors: None,
-                }))
+                ApiError::unavailable(format!(
+                    "the other nodes could not be told ({}); nothing was sent; retry",
+                    why.0
+                ))
             })?;
         Ok(ConsoleEventResponse::Ok(Json(ConsoleEventSent {
             channels: event.channels().len() as u64,

@@ -204,7 +204,19 @@ impl ApiError {
     }
 
     pub fn unauthenticated() -> Self {
-        ApiError::Unauthorized(body("Unauthenticated."))
+        ApiError::unauthorized("Unauthenticated.")
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        ApiError::Unauthorized(body(message))
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError::Unavailable(body(message))
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError::Internal(body(message))
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -238,6 +250,19 @@ impl ApiError {
         ApiError::Unprocessable(Json(ErrorBody {
             errors: Some(BTreeMap::from([(field.to_owned(), vec![message.clone()])])),
             message,
+        }))
+    }
+
+    /// Validation failures of several fields: the message names each (`field: what; …`).
+    pub fn invalid_fields(errors: BTreeMap<String, Vec<String>>) -> Self {
+        let message = errors
+            .iter()
+            .map(|(field, messages)| format!("{field}: {}", messages.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; ");
+        ApiError::Unprocessable(Json(ErrorBody {
+            message,
+            errors: Some(errors),
         }))
     }
 }

@@ -11,7 +11,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::error::{ApiError, ErrorBody, Errors, operation_errors};
+use super::error::{ApiError, Errors, operation_errors};
 use super::security::AdminToken;
 use super::{ApiTags, App};
 use crate::pusher::peers::Unavailable;
@@ -135,10 +135,7 @@ impl OverviewApi {
         app.require_admin(&admin)?;
         let collections = app.engine.subscription_counts().await?;
         let unavailable = |what: &str, why: Unavailable| {
-            ApiError::Unavailable(Json(ErrorBody {
-                message: format!("{what} did not answer: {}", why.0),
-                errors: None,
-            }))
+            ApiError::unavailable(format!("{what} did not answer: {}", why.0))
         };
         let mut channels = app
             .driver

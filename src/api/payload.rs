@@ -20,7 +20,7 @@ use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::{ParseFromJSON, Type};
 use serde_json::{Map, Value};
 
-use super::error::{ApiError, ErrorBody};
+use super::error::ApiError;
 
 /// Request bodies larger than this are refused with 413 (DESIGN.md §9).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -144,18 +144,7 @@ fn checked<T: BodyType>(
         check.add(&field, message);
     }
     if !check.errors.is_empty() {
-        let errors = check.errors;
-        let message = errors
-            .iter()
-            .map(|(field, messages)| format!("{field}: {}", messages.join(", ")))
-            .collect::<Vec<_>>()
-            .join("; ");
-        return Err(refuse(ApiError::Unprocessable(
-            poem_openapi::payload::Json(ErrorBody {
-                message,
-                errors: Some(errors),
-            }),
-        )));
+        return Err(refuse(ApiError::invalid_fields(check.errors)));
     }
     T::parse_from_json(Some(value))
         .map_err(|error| refuse(ApiError::invalid("body", error.into_message())))

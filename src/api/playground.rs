@@ -21,7 +21,6 @@ use super::records::Record as RecordBody;
 use super::security::AdminToken;
 use super::{ApiTags, App};
 use crate::auth::{Identity, User};
-use crate::engine::EngineError;
 use crate::engine::collection::admit;
 use crate::engine::records::check_size;
 use crate::filter::fold::{Truth, evaluate, fold};
@@ -301,11 +300,8 @@ impl PlaygroundApi {
 /// Why a subscribe by `identity` would be refused under the list rule `rule`, if it would.
 fn refusal(rule: &Rule, identity: &Identity) -> Option<Refusal> {
     admit(rule, identity).err().map(|error| Refusal {
-        status: match error {
-            EngineError::Unauthenticated => 401,
-            _ => 403,
-        },
         message: error.to_string(),
+        status: ApiError::from(error).status(),
     })
 }
 

@@ -4,11 +4,11 @@
 
 use poem::web::Data;
 use poem::{IntoResponse, Response};
-use poem_openapi::payload::{Json, Payload};
+use poem_openapi::payload::Payload;
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::error::{ApiError, ErrorBody, Errors, operation_errors};
+use super::error::{ApiError, Errors, operation_errors};
 use super::{ApiTags, App};
 use crate::metrics::{CONTENT_TYPE, Gauges, Metrics};
 
@@ -75,12 +75,11 @@ impl MetricsApi {
             subscriptions: app.engine.subscription_counts().await?,
             eval_errors: app.engine.eval_errors(),
         };
-        let text = app.driver.metrics.render(gauges).map_err(|_| {
-            ApiError::Internal(Json(ErrorBody {
-                message: "the metrics could not be rendered".into(),
-                errors: None,
-            }))
-        })?;
+        let text = app
+            .driver
+            .metrics
+            .render(gauges)
+            .map_err(|_| ApiError::internal("the metrics could not be rendered"))?;
         Ok(MetricsResponse::Ok(PrometheusText(text)))
     }
 }

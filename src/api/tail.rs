@@ -139,12 +139,11 @@ pub async fn connect(
         .as_deref()
         .is_some_and(|ticket| app.tickets.redeem(ticket));
     if !admitted {
-        return ApiError::Unauthorized(Json(super::error::ErrorBody {
-            message: "Unauthenticated: the tail needs a ticket from `POST /api/console/tickets`, \
-                      used once within 30 seconds."
-                .into(),
-            errors: None,
-        }))
+        return ApiError::unauthorized(format!(
+            "Unauthenticated: the tail needs a ticket from `POST /api/console/tickets`, used once \
+             within {} seconds.",
+            TICKET_TTL.as_secs()
+        ))
         .into_response();
     }
     let watcher = app.driver.tail.watch();
