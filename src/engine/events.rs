@@ -152,6 +152,11 @@ fn string_literal(json: &str) -> String {
 }
 
 /// `data` (a JSON object's text) with `"seq"` as its last key.
+/// How many bytes [`with_seq`] adds: `,"seq":N` before the closing brace.
+fn seq_len(seq: u64) -> usize {
+    r#","seq":"#.len() + seq.checked_ilog10().map_or(1, |power| power as usize + 1)
+}
+
 fn with_seq(data: &str, seq: u64) -> String {
     let mut text = String::with_capacity(data.len() + SEQ_BYTES);
     text.push_str(&data[..data.len() - 1]);
@@ -237,22 +242,21 @@ impl EventData {
 
     /// [`EventData::pusher_data`], with a live subscription's `seq` in it.
     fn pusher_data_at(&self, key: Option<&ChannelKey>, seq: Option<u64>) -> Arc<str> {
-        let numbered = |data: &Arc<str>| match seq {
-            None => data.clone(),
-            Some(seq) => with_seq(data, seq).into(),
-        };
-        let full = numbered(&self.data);
+        // Measured, not built.
+        let seq_len = seq.map_or(0, seq_len);
         let full_len = match key {
-            None => full.len(),
-            Some(_) => sealed_len(full.len()),
+            None => self.data.len() + seq_len,
+            Some(_) => sealed_len(self.data.len() + seq_len),
         };
         let data = match &self.truncated {
-            Some(truncated) if full_len > outbound::MAX_DATA_BYTES => numbered(truncated),
-            Some(_) | None => full,
+            Some(truncated) if full_len > outbound::MAX_DATA_BYTES => truncated,
+            Some(_) | None => &self.data,
         };
-        match key {
-            None => data,
-            Some(key) => key.seal(&data).into(),
+        match (key, seq) {
+            (None, None) => data.clone(),
+            (None, Some(seq)) => with_seq(data, seq).into(),
+            (Some(key), None) => key.seal(data).into(),
+            (Some(key), Some(seq)) => key.seal(&with_seq(data, seq)).into(),
         }
     }
 
@@ -605,6 +609,19 @@ fn deliver_hooked(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_seq_adds_the_bytes_it_is_measured_at() {
+        let data = r#"{"action":"created","record":{"id":"a"}}"#;
+        for seq in [0, 1, 9, 10, 99, 100, 12_345, u64::MAX] {
+            let numbered = with_seq(data, seq);
+            assert_eq!(numbered.len(), data.len() + seq_len(seq), "{numbered}");
+            assert!(
+                numbered.ends_with(&format!(r#","seq":{seq}}}"#)),
+                "{numbered}"
+            );
+        }
+    }
 
     #[tokio::test]
     async fn a_full_delivery_queue_makes_the_outbox_wait() {

@@ -442,27 +442,21 @@ impl CollectionState {
         let mut destinations = Vec::new();
         let mut live = Vec::new();
         // The subscribers' claims go with the delivery only for `realtime_broadcast`.
-        let mut hooked = self.hooks.defines(Hook::RealtimeBroadcast).then(|| Hooked {
-            action,
-            record: record.clone(),
-            collection: self.name.clone(),
-            names: self.event_names,
-            plain: Vec::new(),
-            live: Vec::new(),
-        });
+        let claims = self.hooks.defines(Hook::RealtimeBroadcast);
+        let (mut plain_claims, mut live_claims) = (Vec::new(), Vec::new());
         self.index
             .for_each_match(&mut evaluation, |subscriber| match &subscriber.target {
                 Target::Plain(destination) if sends => {
                     destinations.push(destination.clone());
-                    if let Some(hooked) = &mut hooked {
-                        hooked.plain.push(subscriber.auth.clone());
+                    if claims {
+                        plain_claims.push(subscriber.auth.clone());
                     }
                 }
                 Target::Plain(_) => {}
                 Target::Live(destination) => {
                     live.push(destination.clone());
-                    if let Some(hooked) = &mut hooked {
-                        hooked.live.push(subscriber.auth.clone());
+                    if claims {
+                        live_claims.push(subscriber.auth.clone());
                     }
                 }
             });
@@ -481,6 +475,17 @@ impl CollectionState {
             },
         };
         if matched.count > 0 {
+            // The hook's copy of the record is made only for an event that goes somewhere.
+            let hooked = claims.then(|| {
+                Box::new(Hooked {
+                    action,
+                    record: record.clone(),
+                    collection: self.name.clone(),
+                    names: self.event_names,
+                    plain: plain_claims,
+                    live: live_claims,
+                })
+            });
             self.deliveries.push(Delivery {
                 epoch,
                 event: Arc::new(EventData::new(action, record, self.event_names)),
@@ -488,7 +493,7 @@ impl CollectionState {
                 live,
                 except,
                 quiet: !sends,
-                hooked: hooked.map(Box::new),
+                hooked,
             });
         }
         matched
