@@ -1,9 +1,9 @@
 //! `POST /api/console/events` (admin): a Pusher event triggered from the console's "Send" panel.
 //! A browser holds no app secret and cannot sign the Pusher HTTP API, so the admin token stands
 //! in for the signature; the event is then checked and sent exactly as the HTTP API's
-//! `POST /apps/{id}/events` does ([`crate::pusher::trigger`]): the same limits, the other nodes
-//! first in cluster mode, this node's sockets, a cache channel's last event, the external service
-//! with driver `pusher`, the console's tail.
+//! `POST /apps/{id}/events` does ([`crate::pusher::trigger`]): the same limits, the same
+//! delivery (the other nodes first in cluster mode, this node's sockets, a cache channel's last
+//! event; or with driver `pusher` the external service alone), the console's tail.
 //! This module only words the refusals for this API (422 with the field at fault).
 
 use poem::web::Data;
@@ -127,8 +127,8 @@ impl ConsoleEventsApi {
     ///
     /// What the Pusher HTTP API's `POST /apps/{app_id}/events` does, with the admin token
     /// instead of the app's signature (the console has no app secret): the same limits, and the
-    /// same delivery (to every node's sockets in cluster mode, to the external service with
-    /// driver `pusher`, a cache channel keeps it, and the console's event tail shows it as a
+    /// same delivery (to every node's sockets in cluster mode, a cache channel keeps it, or with
+    /// driver `pusher` to the external service alone; the console's event tail shows it as a
     /// `trigger`).
     #[oai(
         path = "/api/console/events",

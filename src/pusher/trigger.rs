@@ -1,8 +1,8 @@
 //! Triggered events (PUSHER.md §9, §10): what the Pusher HTTP API's `events` and
 //! `batch_events`, a hook's `trigger` and the console's `POST /api/console/events` send. One
-//! check of an event (name, data size, channels, `socket_id`) and one delivery path: the other
-//! nodes first in cluster mode, then this node's sockets, a cache channel's last event, the
-//! external service with driver `pusher`, and the console's tail. It knows no request shape,
+//! check of an event (name, data size, channels, `socket_id`) and one delivery path: with driver
+//! `pusher` the external service alone; otherwise the other nodes first in cluster mode, then
+//! this node's sockets and a cache channel's last event; and the console's tail. It knows no request shape,
 //! status or message: each caller words the refusal ([`TriggerError`]) for its own API.
 
 use std::borrow::Cow;
@@ -85,10 +85,28 @@ impl Trigger {
     }
 }
 
-/// Sends checked events (a batch all at once): each frame is built once; in cluster mode the
-/// other nodes get them first, in one message, and when that fails nothing is sent. Answers,
-/// per event, how many of this node's sockets it was queued to.
+/// Sends checked events (a batch all at once), where record events go too
+/// ([`Driver::deliver`]): with driver `pusher` to the external service alone, where the app's
+/// clients listen; otherwise each frame is built once, and in cluster mode the other nodes get
+/// them first, in one message, and when that fails nothing is sent. Answers, per event, how
+/// many of this node's sockets it was queued to.
 pub async fn send(driver: &Driver, events: &[Trigger]) -> Result<Vec<usize>, Unavailable> {
+    if let Some(outbound) = &driver.outbound {
+        for event in events {
+            let data: Arc<str> = Arc::from(event.data.as_str());
+            let socket_id = event.except.as_ref().map(|id| id.as_str().to_owned());
+            for channel in &event.channels {
+                outbound.send(OutEvent {
+                    name: Cow::Owned(event.name.clone()),
+                    channel: Arc::from(channel.as_str()),
+                    data: data.clone(),
+                    socket_id: socket_id.clone(),
+                });
+            }
+            emit(driver, event, 0);
+        }
+        return Ok(vec![0; events.len()]);
+    }
     let frames: Vec<ChannelFrame> = events
         .iter()
         .flat_map(|event| {
@@ -114,33 +132,25 @@ pub async fn send(driver: &Driver, events: &[Trigger]) -> Result<Vec<usize>, Una
                 .take(event.channels.len())
                 .map(|frame| driver.publish_frame(frame, *keep))
                 .sum();
-            // With driver `pusher` the app's clients listen on the external service: triggers
-            // go there too, as record events do.
-            if let Some(outbound) = &driver.outbound {
-                let data: Arc<str> = Arc::from(event.data.as_str());
-                for channel in &event.channels {
-                    outbound.send(OutEvent {
-                        name: Cow::Owned(event.name.clone()),
-                        channel: Arc::from(channel.as_str()),
-                        data: data.clone(),
-                        socket_id: event.except.as_ref().map(|id| id.as_str().to_owned()),
-                    });
-                }
-            }
-            driver.tail.emit(|| {
-                TailRow::new(
-                    "trigger",
-                    &event.name,
-                    &event.channels[0],
-                    event.channels.len(),
-                    sockets,
-                    &event.data,
-                )
-            });
+            emit(driver, event, sockets);
             queued.push(sockets);
         }
     }
     Ok(queued)
+}
+
+/// The console tail's row for a sent event.
+fn emit(driver: &Driver, event: &Trigger, sockets: usize) {
+    driver.tail.emit(|| {
+        TailRow::new(
+            "trigger",
+            &event.name,
+            &event.channels[0],
+            event.channels.len(),
+            sockets,
+            &event.data,
+        )
+    });
 }
 
 #[cfg(test)]
