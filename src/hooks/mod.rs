@@ -336,17 +336,11 @@ impl Hooks {
                 .lock()
                 .unwrap_or_else(|poison| poison.into_inner()),
         );
-        for event in triggered {
-            if let Err(error) = crate::pusher::http_api::trigger_one(
-                &self.driver,
-                event.channel,
-                event.event,
-                event.data,
-            )
-            .await
-            {
-                self.failed(hook, &format!("its trigger failed: {error}"));
-            }
+        // Checked when asked for; sent together (one message to the other nodes).
+        if !triggered.is_empty()
+            && let Err(error) = crate::pusher::trigger::send(&self.driver, &triggered).await
+        {
+            self.failed(hook, &format!("its triggers failed: {}", error.0));
         }
     }
 

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, NativeCallContext};
 use serde_json::Value;
 
-use crate::pusher::protocol::{MAX_EVENT_NAME, channel_kind};
-use crate::pusher::trigger::MAX_DATA_BYTES;
+use crate::pusher::protocol::MAX_EVENT_NAME;
+use crate::pusher::trigger::{MAX_DATA_BYTES, Trigger, TriggerError};
 
 /// Operations a before-hook, `realtime_connecting` or an after-hook may take: `loop {}` is
 /// stopped within 0.5–2.5 ms of a collection actor's time in a release build (a whole refused
@@ -31,17 +31,10 @@ const MAX_COLLECTION_SIZE: usize = 10_000;
 /// Events one after-hook call may trigger.
 pub const MAX_TRIGGERS: usize = 10;
 
-/// A Pusher event an after-hook asked for, sent once the hook has returned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Triggered {
-    pub channel: String,
-    pub event: String,
-    pub data: String,
-}
-
-/// Where `trigger` puts what it is asked for during one call (the call's rhai tag).
+/// Where `trigger` puts the events it is asked for during one call (the call's rhai tag),
+/// checked, to be sent once the hook has returned.
 #[derive(Clone, Default)]
-pub struct Triggers(pub Arc<Mutex<Vec<Triggered>>>);
+pub struct Triggers(pub Arc<Mutex<Vec<Trigger>>>);
 
 /// The kind of engine: what it may call and how long it may run.
 #[derive(Clone, Copy)]
@@ -89,23 +82,28 @@ fn trigger(
     data: Dynamic,
 ) -> Result<(), Box<EvalAltResult>> {
     let fail = |message: String| -> Result<(), Box<EvalAltResult>> { Err(message.into()) };
-    if channel_kind(&channel).is_none() {
-        return fail(format!("trigger: invalid channel name `{channel}`"));
-    }
-    if event.is_empty() || event.len() > MAX_EVENT_NAME {
-        return fail(format!(
-            "trigger: the event name must be 1 to {MAX_EVENT_NAME} characters"
-        ));
-    }
     let data = match data.clone().into_immutable_string() {
         Ok(text) => text.to_string(),
         Err(_) => to_json(&data)?.to_string(),
     };
-    if data.len() > MAX_DATA_BYTES {
-        return fail(format!(
-            "trigger: data is over the limit of {MAX_DATA_BYTES} bytes"
-        ));
-    }
+    let checked = Trigger::new(event.to_string(), data, vec![channel.to_string()], None);
+    let checked = match checked {
+        Ok(checked) => checked,
+        Err(TriggerError::Channel(_) | TriggerError::ChannelCount) => {
+            return fail(format!("trigger: invalid channel name `{channel}`"));
+        }
+        Err(TriggerError::Name) => {
+            return fail(format!(
+                "trigger: the event name must be 1 to {MAX_EVENT_NAME} characters"
+            ));
+        }
+        Err(TriggerError::DataTooLarge) => {
+            return fail(format!(
+                "trigger: data is over the limit of {MAX_DATA_BYTES} bytes"
+            ));
+        }
+        Err(TriggerError::SocketId(_)) => unreachable!("no socket is left out"),
+    };
     let Some(triggers) = context
         .tag()
         .and_then(|tag| tag.clone().try_cast::<Triggers>())
@@ -121,11 +119,7 @@ fn trigger(
     if triggers.len() >= MAX_TRIGGERS {
         return fail(format!("trigger: at most {MAX_TRIGGERS} events per call"));
     }
-    triggers.push(Triggered {
-        channel: channel.to_string(),
-        event: event.to_string(),
-        data,
-    });
+    triggers.push(checked);
     Ok(())
 }
 

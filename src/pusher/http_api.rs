@@ -161,19 +161,6 @@ fn check(event: Event) -> Result<(Trigger, Vec<String>), HttpApiError> {
     Ok((trigger, info_items(event.info)))
 }
 
-/// One event the server itself triggers (an after-hook's `trigger`), checked and sent as a
-/// request's would be.
-pub async fn trigger_one(
-    driver: &Driver,
-    channel: String,
-    name: String,
-    data: String,
-) -> Result<(), HttpApiError> {
-    let trigger = Trigger::new(name, data, vec![channel], None)?;
-    trigger::send(driver, &[trigger]).await?;
-    Ok(())
-}
-
 /// One event's `info` reply, if asked for.
 async fn event_info(
     driver: &Driver,
