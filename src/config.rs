@@ -573,10 +573,15 @@ impl Settings {
                 message,
             };
             CollectionName::parse(&seed.name).map_err(invalid)?;
-            seed.api_rules.parse().map_err(|error| match error {
-                EngineError::Invalid { field, message } => invalid(format!("{field}: {message}")),
-                other => invalid(other.to_string()),
-            })?;
+            seed.api_rules
+                .clone()
+                .checked()
+                .map_err(|error| match error {
+                    EngineError::Invalid { field, message } => {
+                        invalid(format!("{field}: {message}"))
+                    }
+                    other => invalid(other.to_string()),
+                })?;
         }
         for (name, value) in [
             ("admin_token", &self.admin_token),

@@ -1,8 +1,6 @@
 //! The admin API for collections and their rules: `GET/POST /api/collections`,
 //! `GET/PATCH/DELETE /api/collections/{name}` (name or id).
 
-use std::collections::BTreeMap;
-
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
@@ -14,7 +12,6 @@ use super::payload::{BodyType, JsonBody, UnknownKeys};
 use super::security::AdminToken;
 use super::{ApiTags, App};
 use crate::engine::{CollectionInfo, CollectionName, RuleTexts, RulesPatch};
-use crate::filter::Rule;
 
 /// The five API rules. Each is an expression, `""` (anyone) or `null` (`SUPERUSER_ONLY`, also
 /// what an absent rule means).
@@ -236,38 +233,6 @@ fn patch(value: MaybeUndefined<String>) -> Option<Option<String>> {
     }
 }
 
-/// The rules of a request, checked all at once: every bad one is reported (each under
-/// `api_rules.<rule>`), not only the first. A text that is `SUPERUSER_ONLY` (in any case) is
-/// kept as `null`, as that rule is always stored and listed.
-struct RuleCheck(BTreeMap<String, Vec<String>>);
-
-impl RuleCheck {
-    fn text(&mut self, rule: &str, text: Option<String>) -> Option<String> {
-        let text = text?;
-        match Rule::parse(&text) {
-            Ok(Rule::SuperuserOnly) => None,
-            Ok(Rule::Public | Rule::Expr(_)) => Some(text),
-            Err(error) => {
-                self.0
-                    .insert(format!("api_rules.{rule}"), vec![error.to_string()]);
-                Some(text)
-            }
-        }
-    }
-
-    fn finish(self) -> Result<(), ApiError> {
-        let mut errors = self.0;
-        match errors.len() {
-            0 => Ok(()),
-            1 => {
-                let (field, mut messages) = errors.pop_first().expect("one error");
-                Err(ApiError::invalid(&field, messages.remove(0)))
-            }
-            _ => Err(ApiError::invalid_fields(errors)),
-        }
-    }
-}
-
 fn name(text: &str) -> Result<CollectionName, ApiError> {
     CollectionName::parse(text).map_err(|message| ApiError::invalid("name", message))
 }
@@ -353,15 +318,13 @@ impl CollectionsApi {
         let request = body.0;
         let name = name(&request.name)?;
         let rules = request.api_rules.unwrap_or_default();
-        let mut check = RuleCheck(BTreeMap::new());
         let rules = RuleTexts {
-            list: check.text("list", rules.list),
-            view: check.text("view", rules.view),
-            create: check.text("create", rules.create),
-            update: check.text("update", rules.update),
-            delete: check.text("delete", rules.delete),
+            list: rules.list,
+            view: rules.view,
+            create: rules.create,
+            update: rules.update,
+            delete: rules.delete,
         };
-        check.finish()?;
         let info = app
             .engine
             .create_collection(name, rules, request.encrypted.unwrap_or(false))
@@ -408,16 +371,13 @@ impl CollectionsApi {
         let request = body.0;
         let new_name = request.name.as_deref().map(name).transpose()?;
         let rules = request.api_rules.unwrap_or_default();
-        let mut check = RuleCheck(BTreeMap::new());
-        let mut rule = |name: &str, value| patch(value).map(|text| check.text(name, text));
         let rules = RulesPatch {
-            list: rule("list", rules.list),
-            view: rule("view", rules.view),
-            create: rule("create", rules.create),
-            update: rule("update", rules.update),
-            delete: rule("delete", rules.delete),
+            list: patch(rules.list),
+            view: patch(rules.view),
+            create: patch(rules.create),
+            update: patch(rules.update),
+            delete: patch(rules.delete),
         };
-        check.finish()?;
         let info = app
             .engine
             .update_collection(&collection.0, new_name, rules, request.encrypted)

@@ -271,6 +271,12 @@ impl From<EngineError> for ApiError {
     fn from(error: EngineError) -> Self {
         match error {
             EngineError::Invalid { field, message } => ApiError::invalid(&field, message),
+            EngineError::InvalidFields(fields) => ApiError::invalid_fields(
+                fields
+                    .into_iter()
+                    .map(|(field, message)| (field, vec![message]))
+                    .collect(),
+            ),
             EngineError::UnknownCollection(_)
             | EngineError::UnknownChannel
             | EngineError::UnknownRecord(_) => ApiError::not_found(error.to_string()),

@@ -22,6 +22,7 @@ pub mod names;
 pub mod records;
 pub mod registry;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,12 +76,24 @@ pub enum EngineError {
     Storage(#[from] StoreError),
     #[error("the engine is not answering")]
     Unavailable,
+    /// Several fields are invalid: each with its message.
+    #[error("{}", fields_text(.0))]
+    InvalidFields(BTreeMap<String, String>),
     /// A per-client limit: try again after this many seconds.
     #[error("{message}")]
     Limited {
         message: String,
         retry_after_secs: u64,
     },
+}
+
+/// `field: message; …`.
+fn fields_text(fields: &BTreeMap<String, String>) -> String {
+    fields
+        .iter()
+        .map(|(field, message)| format!("{field}: {message}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl EngineError {
@@ -135,15 +148,45 @@ impl RuleTexts {
         (rules, broken)
     }
 
-    /// Parses every rule; an error names the rule as `api_rules.<name>`.
-    pub fn parse(&self) -> Result<Rules, EngineError> {
-        Ok(Rules {
-            list: parse_rule("list", &self.list)?,
-            view: parse_rule("view", &self.view)?,
-            create: parse_rule("create", &self.create)?,
-            update: parse_rule("update", &self.update)?,
-            delete: parse_rule("delete", &self.delete)?,
-        })
+    /// Parses every rule, naming each bad one (`api_rules.<name>`), and answers the texts as
+    /// they are kept: a rule that is `SUPERUSER_ONLY` (in any case) kept as `None`.
+    pub fn checked(self) -> Result<(RuleTexts, Rules), EngineError> {
+        let mut errors = BTreeMap::new();
+        let mut one = |name: &str, text: Option<String>| match text.as_deref().map(Rule::parse) {
+            None | Some(Ok(Rule::SuperuserOnly)) => (None, Rule::SuperuserOnly),
+            Some(Ok(rule)) => (text, rule),
+            Some(Err(error)) => {
+                errors.insert(format!("api_rules.{name}"), error.to_string());
+                (text, Rule::SuperuserOnly)
+            }
+        };
+        let (list, list_rule) = one("list", self.list);
+        let (view, view_rule) = one("view", self.view);
+        let (create, create_rule) = one("create", self.create);
+        let (update, update_rule) = one("update", self.update);
+        let (delete, delete_rule) = one("delete", self.delete);
+        if errors.len() == 1 {
+            let (field, message) = errors.pop_first().expect("one error");
+            return Err(EngineError::Invalid { field, message });
+        }
+        if !errors.is_empty() {
+            return Err(EngineError::InvalidFields(errors));
+        }
+        let texts = RuleTexts {
+            list,
+            view,
+            create,
+            update,
+            delete,
+        };
+        let rules = Rules {
+            list: list_rule,
+            view: view_rule,
+            create: create_rule,
+            update: update_rule,
+            delete: delete_rule,
+        };
+        Ok((texts, rules))
     }
 }
 
@@ -1075,6 +1118,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rules_are_checked_all_at_once_and_superuser_only_is_kept_as_none() {
+        let texts = RuleTexts {
+            list: Some(" Superuser_Only ".into()),
+            view: Some(String::new()),
+            create: Some("a = 1".into()),
+            ..RuleTexts::default()
+        };
+        let (kept, rules) = texts.checked().unwrap();
+        assert_eq!(kept.list, None);
+        assert_eq!(kept.view.as_deref(), Some(""));
+        assert_eq!(kept.create.as_deref(), Some("a = 1"));
+        assert!(matches!(rules.list, Rule::SuperuserOnly));
+        let bad = RuleTexts {
+            list: Some("a = ".into()),
+            delete: Some("(".into()),
+            ..RuleTexts::default()
+        };
+        match bad.checked() {
+            Err(EngineError::InvalidFields(fields)) => assert_eq!(
+                fields.keys().collect::<Vec<_>>(),
+                ["api_rules.delete", "api_rules.list"]
+            ),
+            other => panic!("{:?}", other.map(|(texts, _)| texts)),
+        }
+    }
+
+    #[test]
     fn a_stored_rule_that_no_longer_parses_admits_only_the_admin() {
         // Accepted by builds that rounded integers beyond 64 bits; refused now.
         let texts = RuleTexts {
@@ -1082,7 +1152,7 @@ mod tests {
             view: Some(String::new()),
             ..RuleTexts::default()
         };
-        assert!(texts.parse().is_err());
+        assert!(texts.clone().checked().is_err());
         let (rules, broken) = texts.parse_stored();
         assert!(matches!(rules.list, Rule::SuperuserOnly));
         assert!(matches!(rules.view, Rule::Public));

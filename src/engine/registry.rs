@@ -320,7 +320,7 @@ impl RegistryState {
         if self.directory.has_name(name.as_str()) {
             return Err(taken());
         }
-        let parsed = rules.parse()?;
+        let (rules, parsed) = rules.checked()?;
         self.check_encryption(encrypted)?;
         let info = CollectionInfo {
             id: random_id(),

@@ -983,13 +983,13 @@ impl CollectionState {
         if self.closed {
             return Err(EngineError::UnknownCollection(self.name.clone()));
         }
+        let (texts, rules) = patch.apply(&self.texts).checked()?;
         let info = CollectionInfo {
             id: self.id.clone(),
             name: name.map_or_else(|| self.name.clone(), |name| name.to_string()),
-            rules: patch.apply(&self.texts),
+            rules: texts,
             encrypted: encrypted.unwrap_or(self.encrypted),
         };
-        let rules = info.rules.parse()?;
         let doc = super::registry::doc(&info);
         let committed = match self.commit(Change::PutCollection(&doc), None).await {
             Err(EngineError::Storage(crate::store::StoreError::NameTaken)) => {
