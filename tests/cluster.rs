@@ -466,6 +466,14 @@ async fn through_an_external_pusher_service_each_event_is_sent_once() {
         (name.as_str(), &data["reason"]),
         ("ended", &json!("collection_deleted"))
     );
+    // The live subscription's next event is its `ended`, numbered after the three: no created
+    // event came twice before it.
+    let (name, data) = event(&mut live_socket).await;
+    assert_eq!(
+        (name.as_str(), &data["seq"]),
+        ("ended", &json!(4)),
+        "{data}"
+    );
     match tokio::time::timeout(Duration::from_secs(1), read(&mut socket)).await {
         Err(_) => {}
         Ok(other) => panic!("each event once, got another: {other:?}"),

@@ -136,6 +136,7 @@ async fn the_console_assets_are_embedded_and_served_under_a_strict_csp() {
         ("/console/send.js", "text/javascript"),
         ("/console/app.css", "text/css"),
         ("/console/playground.js", "text/javascript"),
+        ("/console/dom.js", "text/javascript"),
         ("/console/favicon.svg", "image/svg+xml"),
     ] {
         let response = server.request(Method::GET, path).send().await.unwrap();

@@ -9,14 +9,35 @@ use poem::{Endpoint, EndpointExt, Response, Route};
 /// Everything the page may load comes from this server; no inline script or style.
 const CSP: &str = "default-src 'self'";
 
-/// The page's assets, in the binary: no build step, no CDN.
-const INDEX: &str = include_str!("console/index.html");
-const SCRIPT: &str = include_str!("console/app.js");
-const CHARTS: &str = include_str!("console/charts.js");
-const SEND_SCRIPT: &str = include_str!("console/send.js");
-const STYLE: &str = include_str!("console/app.css");
-const PLAYGROUND: &str = include_str!("console/playground.js");
-const ICON: &str = include_str!("console/favicon.svg");
+/// The page's assets, in the binary (no build step, no CDN): path under `/console`, body,
+/// content type. `app.js` imports the other modules.
+const ASSETS: [(&str, &str, &str); 8] = [
+    (
+        "/",
+        include_str!("console/index.html"),
+        "text/html; charset=utf-8",
+    ),
+    ("/app.js", include_str!("console/app.js"), JAVASCRIPT),
+    (
+        "/playground.js",
+        include_str!("console/playground.js"),
+        JAVASCRIPT,
+    ),
+    ("/charts.js", include_str!("console/charts.js"), JAVASCRIPT),
+    ("/send.js", include_str!("console/send.js"), JAVASCRIPT),
+    ("/dom.js", include_str!("console/dom.js"), JAVASCRIPT),
+    (
+        "/app.css",
+        include_str!("console/app.css"),
+        "text/css; charset=utf-8",
+    ),
+    (
+        "/favicon.svg",
+        include_str!("console/favicon.svg"),
+        "image/svg+xml",
+    ),
+];
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
 
 fn asset(body: &'static str, content_type: &'static str) -> impl Endpoint<Output = Response> {
     poem::endpoint::make_sync(move |_| {
@@ -36,30 +57,12 @@ fn asset(body: &'static str, content_type: &'static str) -> impl Endpoint<Output
     })
 }
 
-/// `/console` and its assets (`app.js` imports the other modules).
+/// `/console` and its assets.
 pub fn routes() -> impl Endpoint {
-    Route::new()
-        .at("/", poem::get(asset(INDEX, "text/html; charset=utf-8")))
-        .at(
-            "/app.js",
-            poem::get(asset(SCRIPT, "text/javascript; charset=utf-8")),
-        )
-        .at(
-            "/playground.js",
-            poem::get(asset(PLAYGROUND, "text/javascript; charset=utf-8")),
-        )
-        .at(
-            "/charts.js",
-            poem::get(asset(CHARTS, "text/javascript; charset=utf-8")),
-        )
-        .at(
-            "/send.js",
-            poem::get(asset(SEND_SCRIPT, "text/javascript; charset=utf-8")),
-        )
-        .at("/favicon.svg", poem::get(asset(ICON, "image/svg+xml")))
-        .at(
-            "/app.css",
-            poem::get(asset(STYLE, "text/css; charset=utf-8")),
-        )
+    ASSETS
+        .into_iter()
+        .fold(Route::new(), |route, (path, body, content_type)| {
+            route.at(path, poem::get(asset(body, content_type)))
+        })
         .map_to_response()
 }

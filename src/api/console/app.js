@@ -1,6 +1,7 @@
 // The console page: signs in with the admin token and calls the documented API
 // (docs/console.md). No framework and no build step; served by the binary itself.
 
+import { $, cell, row as tableRow } from "./dom.js";
 import { playgroundCollections, startPlayground } from "./playground.js";
 import { startCharts, stopCharts } from "./charts.js";
 import { listCollections, startSend } from "./send.js";
@@ -11,7 +12,6 @@ const SUPERUSER_ONLY = "SUPERUSER_ONLY";
 /// How long typing must pause before the expression is sent to the parser.
 const CHECK_DELAY_MS = 120;
 
-const $ = (selector) => document.querySelector(selector);
 
 /// Calls the API with the stored token; answers `{status, body, text}` (body parsed when JSON),
 /// or status 0 with a message when the server could not be reached. A string `body` is sent as
@@ -96,15 +96,8 @@ function renderCollections(list) {
   const body = $("#collection-list tbody");
   body.replaceChildren(
     ...list.map((collection) => {
-      const row = document.createElement("tr");
+      const row = tableRow([[collection.name, "name"], [collection.id, "id"]]);
       row.dataset.name = collection.name;
-      const cell = (text, className) => {
-        const td = document.createElement("td");
-        td.textContent = text;
-        if (className) td.className = className;
-        return td;
-      };
-      row.append(cell(collection.name, "name"), cell(collection.id, "id"));
       for (const rule of RULES) {
         const text = collection.api_rules[rule];
         row.append(
@@ -351,28 +344,17 @@ async function refreshOverview(mine) {
   $("#overview-channels tbody").replaceChildren(
     ...now.channels.map(({ channel, sockets, members }) => {
       const row = countRow(channel, sockets, "channel");
-      const cell = document.createElement("td");
-      cell.className = "members";
-      if (members) {
-        const more = members.count > members.user_ids.length ? ", …" : "";
-        cell.textContent = `${members.count}: ${members.user_ids.join(", ")}${more}`;
-      }
-      row.append(cell);
+      const more = members && members.count > members.user_ids.length ? ", …" : "";
+      const text = members ? `${members.count}: ${members.user_ids.join(", ")}${more}` : "";
+      row.append(cell(text, "members"));
       return row;
     }),
   );
 }
 
 function countRow(name, count, kind) {
-  const row = document.createElement("tr");
+  const row = tableRow([[name, "name"], [String(count), "count"]]);
   row.dataset[kind] = name;
-  const nameCell = document.createElement("td");
-  nameCell.className = "name";
-  nameCell.textContent = name;
-  const countCell = document.createElement("td");
-  countCell.className = "count";
-  countCell.textContent = String(count);
-  row.append(nameCell, countCell);
   return row;
 }
 
@@ -455,10 +437,9 @@ function addTailRow(event) {
 }
 
 function tailRow(event) {
-  const row = document.createElement("tr");
   const time = new Date(event.at_ms).toISOString().slice(11, 23);
   const data = event.cut ? `${event.data}…` : event.data;
-  for (const [text, className] of [
+  return tableRow([
     [time, "time"],
     [event.source, "source"],
     [event.event, "event"],
@@ -466,13 +447,7 @@ function tailRow(event) {
     [String(event.channels), "channels"],
     [String(event.sockets), "sockets"],
     [data, "data"],
-  ]) {
-    const cell = document.createElement("td");
-    cell.textContent = text;
-    cell.className = className;
-    row.append(cell);
-  }
-  return row;
+  ]);
 }
 
 function matchesTailFilter(row) {

@@ -3,6 +3,8 @@
 // the last 60 s, drawn as SVG built with DOM calls (the page's CSP allows no inline style).
 // The parser and the arithmetic are exported for the browser test to check them in the page.
 
+import { $ } from "./dom.js";
+
 /// How often the page asks for the metrics while signed in.
 const EVERY_MS = 1000;
 /// How much history each chart shows.
@@ -13,8 +15,6 @@ const WIDTH = 240;
 const HEIGHT = 60;
 const MARGIN = 3;
 const SVG = "http://www.w3.org/2000/svg";
-
-const $ = (selector) => document.querySelector(selector);
 
 // ---- Prometheus text format 0.0.4 -----------------------------------------------------------
 

@@ -2,7 +2,7 @@
 // `POST /api/expressions/evaluate`; the page shows whether the record would be delivered, how
 // each side and each of its AND-ed parts decided, and how the subscription index decided.
 
-const $ = (selector) => document.querySelector(selector);
+import { $, row as tableRow } from "./dom.js";
 
 /// What each `decided_by` means, in words.
 const SIDE_DECIDERS = {
@@ -133,20 +133,14 @@ function show(verdict) {
 }
 
 function row(side, expression, holds, decided, className) {
-  const tr = document.createElement("tr");
-  tr.className = className;
-  if (className === "side") tr.dataset.side = side;
-  for (const [text, cellClass] of [
+  const tr = tableRow([
     [side, "name"],
     [expression, "expression"],
     [holds ? "true" : "false", holds ? "holds ok" : "holds error"],
     [decided, "decided"],
-  ]) {
-    const td = document.createElement("td");
-    td.textContent = text;
-    td.className = cellClass;
-    tr.append(td);
-  }
+  ]);
+  tr.className = className;
+  if (className === "side") tr.dataset.side = side;
   return tr;
 }
 

@@ -3,7 +3,7 @@
 // token. Each form shows the server's answer under it. A record's JSON is checked here first
 // (text that is not a JSON object is never sent), then sent as typed.
 
-const $ = (selector) => document.querySelector(selector);
+import { $ } from "./dom.js";
 
 /// `api(method, path, body)` from app.js: answers `{status, body}`.
 let api = null;
